@@ -1,0 +1,5 @@
+"""Allow ``python -m spoofwatch``."""
+
+from spoofwatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Detector artifacts on disk: ``head.safetensors`` + ``model_card.json``, never pickle.
+
+Loading checks that the encoder is the one the head was trained on (kind, weights hash,
+width, sample rate) and that the window length matches, and refuses mismatches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from spoofwatch.errors import ArtifactMismatchError, ModelError
+from spoofwatch.model.calibration import AffineCalibration
+from spoofwatch.model.detector import Detector, DetectorSettings
+from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
+from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.model.head import LinearHead
+
+CARD_FILE = "model_card.json"
+TENSORS_FILE = "head.safetensors"
+FORMAT_VERSION = 1
+
+
+def default_detector_dir() -> Path:
+    """``$SPOOFWATCH_DETECTOR`` if set, else the detector shipped inside the package."""
+    configured = os.environ.get("SPOOFWATCH_DETECTOR")
+    if configured:
+        return Path(configured).expanduser()
+    return Path(str(resources.files("spoofwatch.model") / "default"))
+
+
+def save_detector(
+    directory: str | os.PathLike[str],
+    *,
+    head: LinearHead,
+    calibration: AffineCalibration,
+    settings: DetectorSettings,
+    encoder_spec: EncoderSpec,
+    encoder_identity: EncoderIdentity,
+    card_extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a detector directory; returns its path."""
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    save_file(head.to_tensors(), str(target / TENSORS_FILE))
+    card: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "encoder": {"spec": encoder_spec.to_dict(), "identity": encoder_identity.to_dict()},
+        "window": {"window_s": settings.window_s, "hop_s": settings.hop_s,
+                   "sample_rate": encoder_identity.sample_rate},
+        "layers": list(settings.layers),
+        "pooling": "mean+std per layer",
+        "head": {"kind": "logistic-regression", "n_features": head.n_features_in_},
+        "calibration": calibration.to_dict(),
+        "threshold": {"p_spoof": settings.threshold},
+        **(card_extra or {}),
+    }
+    (target / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    return target
+
+
+def read_card(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(directory) / CARD_FILE
+    if not path.is_file():
+        raise ModelError(f"{directory}: not a detector directory (expected {CARD_FILE} in it)")
+    try:
+        card = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(card, dict) or card.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"{path}: expected format_version {FORMAT_VERSION}, found "
+            f"{card.get('format_version') if isinstance(card, dict) else type(card).__name__}"
+        )
+    return card
+
+
+def check_identity(expected: EncoderIdentity, actual: EncoderIdentity, layers: tuple[int, ...]) -> None:
+    """Refuse an encoder other than the one the head was trained on."""
+    for field in ("kind", "weights_sha256", "hidden_size", "sample_rate"):
+        want, got = getattr(expected, field), getattr(actual, field)
+        if want != got:
+            raise ArtifactMismatchError(
+                f"encoder mismatch: the detector was trained with {field}={want!r}, "
+                f"the encoder given has {field}={got!r}"
+            )
+    if max(layers) >= actual.num_hidden_states:
+        raise ArtifactMismatchError(
+            f"the head reads hidden state {max(layers)}, the encoder has only "
+            f"{actual.num_hidden_states}"
+        )
+
+
+def load_detector(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    encoder: Encoder | None = None,
+    window_s: float | None = None,
+    hop_s: float | None = None,
+) -> Detector:
+    """Load a detector; builds its encoder from the card unless one is given.
+
+    ``window_s`` must equal the trained window if given; ``hop_s`` may differ (it only
+    changes how often windows are cut, not what one window scores).
+    """
+    path = Path(directory) if directory is not None else default_detector_dir()
+    card = read_card(path)
+    try:
+        trained_window = float(card["window"]["window_s"])
+        trained_hop = float(card["window"]["hop_s"])
+        layers = tuple(int(x) for x in card["layers"])
+        spec = EncoderSpec.from_dict(card["encoder"]["spec"])
+        identity = EncoderIdentity.from_dict(card["encoder"]["identity"])
+        calibration = AffineCalibration.from_dict(card["calibration"])
+        threshold = float(card["threshold"]["p_spoof"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path / CARD_FILE}: malformed model card ({exc!r})") from None
+    if window_s is not None and abs(window_s - trained_window) > 1e-9:
+        raise ArtifactMismatchError(
+            f"window mismatch: the detector was trained on {trained_window} s windows, "
+            f"{window_s} s was requested"
+        )
+    tensors_path = path / TENSORS_FILE
+    if not tensors_path.is_file():
+        raise ModelError(f"{path}: missing {TENSORS_FILE}")
+    tensors = {k: np.asarray(v) for k, v in load_file(str(tensors_path)).items()}
+    head = LinearHead.from_tensors(tensors)
+    if encoder is None:
+        encoder = build_encoder(spec, trained_window)
+    check_identity(identity, encoder.identity, layers)
+    expected_samples = round(trained_window * identity.sample_rate)
+    if encoder.window_samples != expected_samples:
+        raise ArtifactMismatchError(
+            f"window mismatch: the detector expects {expected_samples} samples per window, "
+            f"the encoder given takes {encoder.window_samples}"
+        )
+    settings = DetectorSettings(
+        window_s=trained_window,
+        hop_s=trained_hop if hop_s is None else hop_s,
+        layers=layers,
+        threshold=threshold,
+    )
+    return Detector(encoder, head, calibration, settings, card)

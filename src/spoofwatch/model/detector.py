@@ -1,0 +1,123 @@
+"""The detector: encoder + pooling + linear head + calibration, scoring batches of windows.
+
+One process holds one Detector; it has no per-stream state, so any number of streams can
+share it (the streaming batcher calls it from one worker thread).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from spoofwatch.errors import ModelError
+from spoofwatch.model.calibration import AffineCalibration
+from spoofwatch.model.encoders.base import Encoder
+from spoofwatch.model.head import LinearHead
+from spoofwatch.model.pooling import mean_std_pool
+
+
+class WindowScorer(Protocol):
+    """What the streaming engine needs from a detector."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def window_samples(self) -> int: ...
+
+    @property
+    def threshold(self) -> float: ...
+
+    def score_windows(self, windows: NDArray[np.float32]) -> NDArray[np.float64]:
+        """(batch, window_samples) → calibrated LLR per window (higher = bona fide)."""
+        ...
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Window geometry, which hidden states the head reads, and the decision threshold
+    on ``p_spoof`` (0.5 = the Bayes decision for equal priors and costs)."""
+
+    window_s: float
+    hop_s: float
+    layers: tuple[int, ...]
+    threshold: float = 0.5
+    max_batch: int = 16
+
+
+class Detector:
+    """Scores fixed-length windows with a frozen encoder and a calibrated linear head."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        head: LinearHead,
+        calibration: AffineCalibration,
+        settings: DetectorSettings,
+        card: dict[str, Any] | None = None,
+    ) -> None:
+        identity = encoder.identity
+        expected_dim = len(settings.layers) * 2 * identity.hidden_size
+        if head.n_features_in_ != expected_dim:
+            raise ModelError(
+                f"head expects {head.n_features_in_} features, but {len(settings.layers)} "
+                f"layers of width {identity.hidden_size} give {expected_dim}"
+            )
+        if not 0.0 < settings.threshold < 1.0:
+            raise ModelError(f"threshold must be within (0, 1), found {settings.threshold}")
+        self.encoder = encoder
+        self.head = head
+        self.calibration = calibration
+        self.settings = settings
+        self.card: dict[str, Any] = dict(card or {})
+
+    @property
+    def sample_rate(self) -> int:
+        return self.encoder.identity.sample_rate
+
+    @property
+    def window_samples(self) -> int:
+        return self.encoder.window_samples
+
+    @property
+    def threshold(self) -> float:
+        return self.settings.threshold
+
+    def _as_batch(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
+        batch = np.asarray(windows, dtype=np.float32)
+        if batch.ndim == 1:
+            batch = batch[None, :]
+        if batch.ndim != 2 or batch.shape[1] != self.window_samples:
+            raise ModelError(
+                f"expected windows of shape (batch, {self.window_samples}) at "
+                f"{self.sample_rate} Hz, found {batch.shape}"
+            )
+        if not np.isfinite(batch).all():
+            raise ModelError("windows contain NaN or Inf samples; expected finite audio")
+        return batch
+
+    def features(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Pooled per-layer statistics, (batch, features)."""
+        batch = self._as_batch(windows)
+        out: list[NDArray[np.float32]] = []
+        with torch.inference_mode():
+            for start in range(0, len(batch), self.settings.max_batch):
+                chunk = torch.from_numpy(batch[start : start + self.settings.max_batch])
+                states = self.encoder.hidden_states(chunk)
+                out.append(mean_std_pool(states, self.settings.layers).numpy())
+        if not out:
+            return np.zeros((0, self.head.n_features_in_), dtype=np.float32)
+        return np.concatenate(out, axis=0)
+
+    def score_features(self, features: NDArray[np.float32]) -> NDArray[np.float64]:
+        return self.calibration.apply(self.head.decision_function(features))
+
+    def score_windows(self, windows: NDArray[np.float32]) -> NDArray[np.float64]:
+        return self.score_features(self.features(windows))
+
+    def label(self, p_spoof: float) -> str:
+        return "spoof" if p_spoof >= self.settings.threshold else "bonafide"

@@ -1,0 +1,120 @@
+"""Any Hugging Face audio encoder (wav2vec2, HuBERT, WavLM, XLS-R, Whisper) from a local
+directory or a hub id, for users who have such checkpoints.
+
+Waveform models get the per-window zero-mean/unit-variance normalisation their feature
+extractors apply; Whisper checkpoints get the shared log-mel front end and a position
+table cut to the window, like the default encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, WhisperModel
+
+from spoofwatch.errors import ModelError
+from spoofwatch.model.encoders.base import EncoderIdentity
+from spoofwatch.model.encoders.mel import HOP_LENGTH, WhisperLogMel
+
+logger = logging.getLogger(__name__)
+
+WAVEFORM_MODEL_TYPES = (
+    "wav2vec2",
+    "hubert",
+    "wavlm",
+    "wav2vec2-conformer",
+    "data2vec-audio",
+    "unispeech-sat",
+)
+
+
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """A hash of every parameter and buffer, by name, so one identity fits local and hub loads."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class HFEncoder(torch.nn.Module):
+    """A frozen Hugging Face encoder; ``layers`` keeps only the first K transformer layers."""
+
+    def __init__(self, name_or_path: str, window_s: float = 4.0, layers: int | None = None,
+                 sample_rate: int = 16000) -> None:
+        super().__init__()
+        self.name_or_path = name_or_path
+        try:
+            config = AutoConfig.from_pretrained(name_or_path)
+        except (OSError, ValueError) as exc:
+            raise ModelError(
+                f"cannot load a Hugging Face config from {name_or_path!r} (expected a local "
+                f"directory with config.json or a reachable hub id): {exc}"
+            ) from exc
+        self.model_type: str = config.model_type
+        self._window_samples = round(window_s * sample_rate)
+        self.mel: WhisperLogMel | None = None
+        self.backbone: torch.nn.Module
+        if self.model_type == "whisper":
+            positions = self._window_samples // (2 * HOP_LENGTH)
+            if positions * 2 * HOP_LENGTH != self._window_samples:
+                raise ModelError(f"window_s must be a multiple of 0.02 s for Whisper, found {window_s}")
+            if layers is not None:
+                config.encoder_layers = layers
+            full = WhisperModel.from_pretrained(name_or_path, config=config)
+            encoder = full.get_encoder()
+            table = encoder.embed_positions.weight.data[:positions].clone()
+            encoder.config.max_source_positions = positions
+            encoder.embed_positions = torch.nn.Embedding(positions, table.shape[1])
+            encoder.embed_positions.weight.data.copy_(table)
+            encoder.embed_positions.requires_grad_(False)
+            self.backbone = encoder
+            self.mel = WhisperLogMel(config.num_mel_bins)
+            hidden_size = int(config.d_model)
+            n_layers = int(config.encoder_layers)
+        elif self.model_type in WAVEFORM_MODEL_TYPES:
+            if layers is not None:
+                config.num_hidden_layers = layers
+            self.backbone = AutoModel.from_pretrained(name_or_path, config=config)
+            hidden_size = int(config.hidden_size)
+            n_layers = int(config.num_hidden_layers)
+        else:
+            raise ModelError(
+                f"unsupported Hugging Face model type {self.model_type!r}; expected whisper "
+                f"or one of {WAVEFORM_MODEL_TYPES}"
+            )
+        self.backbone.eval()
+        self.backbone.requires_grad_(False)
+        self._identity = EncoderIdentity(
+            kind="hf",
+            name=str(Path(name_or_path).name if Path(name_or_path).exists() else name_or_path),
+            weights_sha256=state_dict_sha256(self.backbone),
+            sample_rate=sample_rate,
+            num_hidden_states=n_layers + 1,
+            hidden_size=hidden_size,
+        )
+
+    @property
+    def identity(self) -> EncoderIdentity:
+        return self._identity
+
+    @property
+    def window_samples(self) -> int:
+        return self._window_samples
+
+    def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if windows.ndim != 2 or windows.shape[1] != self._window_samples:
+            raise ModelError(
+                f"expected windows of shape (batch, {self._window_samples}), "
+                f"found {tuple(windows.shape)}"
+            )
+        if self.mel is not None:
+            out = self.backbone(self.mel(windows), output_hidden_states=True)
+        else:
+            mean = windows.mean(dim=1, keepdim=True)
+            std = windows.var(dim=1, keepdim=True, unbiased=False).add(1e-7).sqrt()
+            out = self.backbone((windows - mean) / std, output_hidden_states=True)
+        return tuple(out.hidden_states)

@@ -1,0 +1,102 @@
+"""A standardised linear head following scikit-learn's estimator contract.
+
+Fitting uses scikit-learn's LogisticRegression; inference is plain numpy on stored
+tensors so a detector artifact needs no pickle. Class 1 is bona fide, so the decision
+function is higher for bona fide, like every score in spoofwatch.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.linear_model import LogisticRegression
+
+from spoofwatch.errors import ModelError
+
+FloatArray = NDArray[np.float32]
+
+
+class LinearHead:
+    """Standardise features, then logistic regression (bona fide = 1, spoof = 0)."""
+
+    def __init__(self, C: float = 1.0, max_iter: int = 3000, class_weight: str | None = "balanced") -> None:
+        self.C = C
+        self.max_iter = max_iter
+        self.class_weight = class_weight
+        self.mean_: FloatArray | None = None
+        self.scale_: FloatArray | None = None
+        self.coef_: FloatArray | None = None
+        self.intercept_: float = 0.0
+        self.classes_ = np.array([0, 1])
+
+    def fit(self, X: NDArray[np.floating], y: NDArray[np.integer]) -> Self:
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y)
+        if X.ndim != 2 or len(X) != len(y):
+            raise ModelError(f"expected X (n, d) and y (n,), found {X.shape} and {y.shape}")
+        if set(np.unique(y).tolist()) != {0, 1}:
+            raise ModelError(f"expected labels 0 (spoof) and 1 (bona fide), found {np.unique(y)}")
+        mean = X.mean(axis=0)
+        scale = X.std(axis=0)
+        scale[scale < 1e-8] = 1.0
+        model = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)
+        model.fit((X - mean) / scale, y)
+        self.mean_ = mean.astype(np.float32)
+        self.scale_ = scale.astype(np.float32)
+        self.coef_ = model.coef_[0].astype(np.float32)
+        self.intercept_ = float(model.intercept_[0])
+        return self
+
+    def _check_fitted(self) -> tuple[FloatArray, FloatArray, FloatArray]:
+        if self.mean_ is None or self.scale_ is None or self.coef_ is None:
+            raise ModelError("the head is not fitted; call fit() or load an artifact first")
+        return self.mean_, self.scale_, self.coef_
+
+    @property
+    def n_features_in_(self) -> int:
+        return int(self._check_fitted()[2].shape[0])
+
+    def decision_function(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Raw logit, higher = more bona fide."""
+        mean, scale, coef = self._check_fitted()
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[1] != coef.shape[0]:
+            raise ModelError(f"expected features (n, {coef.shape[0]}), found {X.shape}")
+        return (((X - mean) / scale) @ coef).astype(np.float64) + self.intercept_
+
+    def predict_proba(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Columns: P(spoof), P(bona fide) (uncalibrated)."""
+        logit = self.decision_function(X)
+        p_bona = 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500)))
+        return np.stack([1.0 - p_bona, p_bona], axis=1)
+
+    def predict(self, X: NDArray[np.floating]) -> NDArray[np.int64]:
+        return (self.decision_function(X) >= 0).astype(np.int64)
+
+    def to_tensors(self) -> dict[str, NDArray[np.float32]]:
+        mean, scale, coef = self._check_fitted()
+        return {
+            "head.mean": mean,
+            "head.scale": scale,
+            "head.coef": coef,
+            "head.intercept": np.array([self.intercept_], dtype=np.float32),
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, NDArray[np.float32]]) -> LinearHead:
+        head = cls()
+        try:
+            head.mean_ = np.asarray(tensors["head.mean"], dtype=np.float32)
+            head.scale_ = np.asarray(tensors["head.scale"], dtype=np.float32)
+            head.coef_ = np.asarray(tensors["head.coef"], dtype=np.float32)
+            head.intercept_ = float(np.asarray(tensors["head.intercept"]).reshape(-1)[0])
+        except KeyError as exc:
+            raise ModelError(f"head tensors lack {exc.args[0]!r}") from None
+        if not head.mean_.shape == head.scale_.shape == head.coef_.shape:
+            raise ModelError(
+                f"head tensors disagree in shape: mean {head.mean_.shape}, scale "
+                f"{head.scale_.shape}, coef {head.coef_.shape}"
+            )
+        return head

@@ -1,0 +1,34 @@
+"""Per-layer statistics pooling: mean and standard deviation over frames."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from spoofwatch.errors import ModelError
+
+
+def mean_std_pool(hidden_states: Sequence[torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
+    """Concatenate ``[mean, std]`` over frames of each selected hidden state.
+
+    ``hidden_states[i]`` is (batch, frames, dim); the result is
+    (batch, len(layers) * 2 * dim), layer by layer in the order given.
+    """
+    if not layers:
+        raise ModelError("expected at least one layer to pool, found none")
+    n = len(hidden_states)
+    bad = [layer for layer in layers if not 0 <= layer < n]
+    if bad:
+        raise ModelError(f"layers {bad} out of range: the encoder has hidden states 0..{n - 1}")
+    pooled = []
+    for layer in layers:
+        states = hidden_states[layer].float()
+        pooled.append(states.mean(dim=1))
+        pooled.append(states.std(dim=1, unbiased=False))
+    return torch.cat(pooled, dim=1)
+
+
+def pooled_dim(num_layers: int, hidden_size: int) -> int:
+    """Width of ``mean_std_pool``'s output."""
+    return num_layers * 2 * hidden_size
