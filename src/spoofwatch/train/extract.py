@@ -1,0 +1,150 @@
+"""Embedding extraction with an on-disk cache.
+
+For every item the windows are cut exactly as streaming cuts them, every hidden state is
+mean+std pooled, and the result is cached under a key made of the encoder identity
+(kind, name, weights hash), window, hop, channel and the file's content hash. Retraining
+a head, or choosing other layers, then reads the cache and takes seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from spoofwatch.errors import AudioError
+from spoofwatch.model.encoders.base import Encoder
+from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.stream.windowing import WindowConfig, cut_windows
+from spoofwatch.train.channel import get_channel
+from spoofwatch.train.corpus import LabelledItem
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """Pooled features of every window of every item.
+
+    ``features`` is (windows, hidden_states, 2 * dim) float32; ``item_index[i]`` is the
+    position in ``items`` of the item window ``i`` came from; ``t_start`` its start time.
+    """
+
+    items: tuple[LabelledItem, ...]
+    features: NDArray[np.float32]
+    item_index: NDArray[np.int64]
+    t_start: NDArray[np.float64]
+    failed: tuple[tuple[str, str], ...]
+
+    def labels(self) -> NDArray[np.int64]:
+        """Per window: 1 = bona fide, 0 = spoof."""
+        per_item = np.array([1 if it.label == "bonafide" else 0 for it in self.items], dtype=np.int64)
+        return per_item[self.item_index]
+
+    def select_layers(self, layers: Sequence[int]) -> NDArray[np.float32]:
+        return self.features[:, list(layers), :].reshape(len(self.features), -1)
+
+
+def file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_dir_for(encoder: Encoder, window: WindowConfig, channel: str) -> Path:
+    ident = encoder.identity
+    key = (
+        f"{ident.kind}-{ident.name}-{ident.weights_sha256[:16]}"
+        f"-w{window.window_s}-h{window.hop_s}-{channel}"
+    )
+    return cache_root() / "embeddings" / key.replace("/", "_")
+
+
+def embed_windows(encoder: Encoder, windows: NDArray[np.float32], batch: int = 16) -> NDArray[np.float32]:
+    """All hidden states mean+std pooled: (windows, hidden_states, 2 * dim)."""
+    n_states = encoder.identity.num_hidden_states
+    dim = encoder.identity.hidden_size
+    out = np.zeros((len(windows), n_states, 2 * dim), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch):
+            chunk = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch]))
+            states = encoder.hidden_states(chunk)
+            pooled = mean_std_pool(states, list(range(n_states))).numpy()
+            out[start : start + len(chunk)] = pooled.reshape(len(chunk), n_states, 2 * dim)
+    return out
+
+
+def extract(
+    items: Sequence[LabelledItem],
+    encoder: Encoder,
+    window: WindowConfig,
+    *,
+    channel: str = "clean",
+    progress: bool = True,
+    cache: bool = True,
+) -> EmbeddingSet:
+    """Pooled features for every window of every item, read from or written to the cache."""
+    transform = get_channel(channel)
+    directory = cache_dir_for(encoder, window, channel)
+    if cache:
+        directory.mkdir(parents=True, exist_ok=True)
+    feats: list[NDArray[np.float32]] = []
+    index: list[NDArray[np.int64]] = []
+    starts: list[NDArray[np.float64]] = []
+    failed: list[tuple[str, str]] = []
+    bar = tqdm(items, desc=f"embed {channel}", unit="clip", disable=not progress)
+    for i, item in enumerate(bar):
+        try:
+            key = file_sha1(item.path)
+        except OSError as exc:
+            failed.append((str(item.path), str(exc)))
+            continue
+        cached = directory / f"{key}.npz"
+        if cache and cached.is_file():
+            with np.load(cached) as data:
+                pooled = data["features"].astype(np.float32)
+                t0 = data["t_start"]
+        else:
+            try:
+                clip = load_audio(item.path, window.sample_rate)
+            except AudioError as exc:
+                failed.append((str(item.path), str(exc)))
+                continue
+            samples = transform(clip.samples, window.sample_rate)
+            wins = cut_windows(samples, window)
+            if not wins:
+                failed.append((str(item.path), f"shorter than {window.min_s} s"))
+                continue
+            pooled = embed_windows(encoder, np.stack([w.samples for w in wins]))
+            t0 = np.array([w.t_start for w in wins], dtype=np.float64)
+            if cache:
+                tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+                np.savez(tmp, features=pooled.astype(np.float16), t_start=t0)
+                os.replace(tmp, cached)
+                pooled = pooled.astype(np.float16).astype(np.float32)
+        feats.append(pooled)
+        index.append(np.full(len(pooled), i, dtype=np.int64))
+        starts.append(t0)
+    for path, reason in failed:
+        logger.warning("skipped %s: %s", path, reason)
+    n_states = encoder.identity.num_hidden_states
+    dim = encoder.identity.hidden_size
+    return EmbeddingSet(
+        items=tuple(items),
+        features=np.concatenate(feats) if feats else np.zeros((0, n_states, 2 * dim), np.float32),
+        item_index=np.concatenate(index) if index else np.zeros(0, np.int64),
+        t_start=np.concatenate(starts) if starts else np.zeros(0, np.float64),
+        failed=tuple(failed),
+    )
