@@ -1,0 +1,146 @@
+"""The shared inference engine: one bounded queue, one worker thread, batches across streams.
+
+The model never runs on the event loop. Windows from all live streams wait in one
+bounded queue; the worker takes up to ``max_batch`` of them (waiting at most
+``max_wait_ms`` for a batch to fill), scores them in a thread and hands each result
+back in submission order. When the queue is full, live sources drop the oldest queued
+window (policy ``DROP_OLDEST``, counted); offline replay waits instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spoofwatch.model.detector import WindowScorer
+from spoofwatch.stream.windowing import Window
+
+logger = logging.getLogger(__name__)
+
+DROP_OLDEST = "drop-oldest"
+
+
+@dataclass(eq=False)
+class WindowJob:
+    """A window waiting to be scored; ``ready_at`` is when its last sample arrived."""
+
+    stream: Any
+    window: Window
+    ready_at: float = field(default_factory=time.monotonic)
+
+
+ResultCallback = Callable[[WindowJob, float | None, str | None], Awaitable[None]]
+
+
+@dataclass
+class BatcherCounters:
+    submitted: int = 0
+    scored: int = 0
+    dropped: int = 0
+    batches: int = 0
+    failed: int = 0
+    busy_s: float = 0.0
+
+
+class Batcher:
+    """Bounded window queue plus one inference worker."""
+
+    def __init__(
+        self,
+        scorer: WindowScorer,
+        on_result: ResultCallback,
+        *,
+        max_batch: int = 16,
+        max_wait_ms: float = 20.0,
+        max_queue: int = 512,
+    ) -> None:
+        self.scorer = scorer
+        self.on_result = on_result
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.counters = BatcherCounters()
+        self._queue: collections.deque[WindowJob] = collections.deque()
+        self._has_work = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spoofwatch-infer")
+        self._on_drop: list[Callable[[WindowJob], None]] = []
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def on_drop(self, callback: Callable[[WindowJob], None]) -> None:
+        self._on_drop.append(callback)
+
+    def submit_nowait(self, job: WindowJob) -> None:
+        """Live sources: never wait; drop the oldest queued window when full."""
+        self.counters.submitted += 1
+        if len(self._queue) >= self.max_queue:
+            dropped = self._queue.popleft()
+            self.counters.dropped += 1
+            for callback in self._on_drop:
+                callback(dropped)
+        self._queue.append(job)
+        self._has_work.set()
+        if len(self._queue) >= self.max_queue:
+            self._space.clear()
+
+    async def submit(self, job: WindowJob) -> None:
+        """Offline replay: wait for room instead of dropping."""
+        while len(self._queue) >= self.max_queue:
+            self._space.clear()
+            await self._space.wait()
+        self.submit_nowait(job)
+
+    async def run(self) -> None:
+        """Worker loop; runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._has_work.wait()
+                if len(self._queue) < self.max_batch and self.max_wait_s > 0:
+                    deadline = self._queue[0].ready_at + self.max_wait_s if self._queue else 0.0
+                    delay = deadline - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+                if not self._queue:
+                    self._has_work.clear()
+                self._space.set()
+                if not batch:
+                    continue
+                await self._score(loop, batch)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[WindowJob]) -> None:
+        windows = np.stack([job.window.samples for job in batch])
+        started = time.perf_counter()
+        try:
+            scores = await loop.run_in_executor(self._executor, self.scorer.score_windows, windows)
+        except Exception as exc:  # a model failure must not kill the server; report per window
+            logger.exception("inference failed for a batch of %d windows", len(batch))
+            self.counters.failed += len(batch)
+            for job in batch:
+                await self.on_result(job, None, f"inference failed: {exc}")
+            return
+        self.counters.busy_s += time.perf_counter() - started
+        self.counters.batches += 1
+        self.counters.scored += len(batch)
+        for job, score in zip(batch, scores, strict=True):
+            await self.on_result(job, float(score), None)
+
+    async def drain(self) -> None:
+        """Wait until every queued window has been scored."""
+        while self._queue:
+            await asyncio.sleep(0.005)
