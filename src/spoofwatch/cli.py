@@ -1,0 +1,185 @@
+"""Command-line front end (``spoofwatch`` and ``python -m spoofwatch``).
+
+Only this module parses arguments and prints; it turns them into config dataclasses and
+calls library code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from spoofwatch import __version__
+from spoofwatch.errors import SpoofwatchError
+
+logger = logging.getLogger("spoofwatch")
+
+
+def _add_detector(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--detector",
+        metavar="DIR",
+        help="detector directory (default: $SPOOFWATCH_DETECTOR or the one shipped in the package)",
+    )
+
+
+def _add_dataset(parser: argparse.ArgumentParser, prefix: str = "", required: bool = True) -> None:
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument(f"--{prefix}manifest", metavar="CSV", help="manifest CSV with path and label columns")
+    group.add_argument(f"--{prefix}protocol", metavar="FILE", help="ASVspoof 2019 protocol file")
+    parser.add_argument(f"--{prefix}audio-dir", metavar="DIR", help="audio folder for --protocol")
+    parser.add_argument(f"--{prefix}ext", default=".flac", help="audio file extension for --protocol")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spoofwatch", description="Real-time synthetic speech detector.")
+    parser.add_argument("--version", action="version", version=f"spoofwatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    score = sub.add_parser("score", help="score audio files window by window")
+    score.add_argument("files", nargs="+", metavar="FILE")
+    _add_detector(score)
+    score.add_argument("--json", action="store_true", help="one JSON object per file per line")
+
+    ev = sub.add_parser("eval", help="score a labelled list and print metrics")
+    _add_dataset(ev)
+    _add_detector(ev)
+    ev.add_argument("--split", help="only items of this split (manifest column)")
+    ev.add_argument("--channel", default="clean", help="channel applied before scoring: clean | telephone")
+    ev.add_argument("--out", metavar="DIR", help="write scores.csv, metrics.json and plots here")
+    ev.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
+
+    tr = sub.add_parser("train", help="extract embeddings, fit and calibrate a detector")
+    _add_dataset(tr)
+    _add_dataset(tr, prefix="dev-", required=False)
+    tr.add_argument("--out", required=True, metavar="DIR", help="detector directory to write")
+    tr.add_argument(
+        "--encoder", default="whisper-base", help="whisper-base | whisper-tiny.en | hf:PATH_OR_ID"
+    )
+    tr.add_argument("--window-s", type=float, default=4.0)
+    tr.add_argument("--hop-s", type=float, default=1.0, help="hop used when streaming")
+    tr.add_argument("--train-hop-s", type=float, default=2.0, help="hop between training windows")
+    tr.add_argument("--channels", default="clean,telephone", help="channels applied to both classes")
+    tr.add_argument("--layers", help="comma-separated hidden states (default: chosen on dev)")
+    tr.add_argument("--C", type=float, default=0.05, help="inverse L2 strength of the logistic head")
+    tr.add_argument("--json", action="store_true", help="last line of stdout is the dev metrics JSON")
+    return parser
+
+
+def _configure(args: argparse.Namespace) -> None:
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _format_clip(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"{result['path']}: ERROR {result['error']}"
+    lines = [
+        f"{result['path']}: {result['label'].upper()}  p_spoof={result['p_spoof']:.3f}  "
+        f"score={result['score']:+.2f}  ({result['duration_s']:.1f} s, {len(result['windows'])} windows)"
+    ]
+    for w in result["windows"]:
+        bar = "#" * round(w["p_spoof"] * 20)
+        lines.append(f"  {w['t_start']:7.2f}-{w['t_end']:7.2f} s  p_spoof={w['p_spoof']:.3f} |{bar:<20}|")
+    return "\n".join(lines)
+
+
+def cmd_score(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.model.artifact import load_detector
+    from spoofwatch.train.clip_scoring import score_files
+
+    detector = load_detector(args.detector)
+    failures = 0
+    for clip in score_files(detector, args.files):
+        result = clip.to_dict()
+        failures += clip.error is not None
+        print(json.dumps(result) if args.json else _format_clip(result), file=out, flush=True)
+    if failures:
+        print(f"spoofwatch: {failures} of {len(args.files)} file(s) could not be scored", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _read_items(args: argparse.Namespace, prefix: str = "") -> list[Any] | None:
+    from spoofwatch.train.corpus import read_manifest, read_protocol
+
+    key = prefix.replace("-", "_")
+    manifest = getattr(args, f"{key}manifest")
+    protocol = getattr(args, f"{key}protocol")
+    if manifest:
+        return read_manifest(manifest)
+    if protocol:
+        audio_dir = getattr(args, f"{key}audio_dir")
+        if not audio_dir:
+            raise SpoofwatchError(
+                f"--{prefix}protocol needs --{prefix}audio-dir (the folder of the audio files)"
+            )
+        return read_protocol(protocol, audio_dir, getattr(args, f"{key}ext"))
+    return None
+
+
+def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.train.evaluate import evaluate_detector
+
+    items = _read_items(args) or []
+    if args.split:
+        from spoofwatch.train.corpus import filter_split
+
+        items = filter_split(items, args.split)
+    result = evaluate_detector(args.detector, items, channel=args.channel, out_dir=args.out)
+    summary = result.summary()
+    if not args.json:
+        print(result.human(), file=out)
+    else:
+        print(json.dumps(summary), file=out)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.train.pipeline import TrainOptions, train_detector
+
+    items = _read_items(args) or []
+    dev_items = _read_items(args, "dev-")
+    options = TrainOptions(
+        encoder=args.encoder,
+        window_s=args.window_s,
+        hop_s=args.hop_s,
+        train_hop_s=args.train_hop_s,
+        channels=tuple(c for c in args.channels.split(",") if c),
+        layers=None if not args.layers else tuple(int(x) for x in args.layers.split(",")),
+        C=args.C,
+    )
+    report = train_detector(items, dev_items, Path(args.out), options)
+    if args.json:
+        print(json.dumps(report), file=out)
+    else:
+        print(json.dumps(report, indent=2), file=out)
+    return 0
+
+
+COMMANDS = {"score": cmd_score, "eval": cmd_eval, "train": cmd_train}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure(args)
+    try:
+        return COMMANDS[args.command](args, out or sys.stdout)
+    except SpoofwatchError as exc:
+        print(f"spoofwatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,103 @@
+"""Fit a detector head from cached embeddings: layer choice, head, calibration, metrics.
+
+Windows are the training unit (the head sees exactly what streaming sends it); clip
+scores for evaluation are the mean window LLR, as ``spoofwatch score`` reports them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from spoofwatch.model.calibration import AffineCalibration
+from spoofwatch.model.head import LinearHead
+from spoofwatch.train.extract import EmbeddingSet
+from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FittedHead:
+    head: LinearHead
+    calibration: AffineCalibration
+    layers: tuple[int, ...]
+    layer_search: dict[str, float]
+
+
+def stack(
+    sets: Sequence[EmbeddingSet], layers: Sequence[int]
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Features of the chosen layers and window labels (1 = bona fide) of several sets."""
+    x = np.concatenate([s.select_layers(layers) for s in sets])
+    y = np.concatenate([s.labels() for s in sets])
+    return x, y
+
+
+def clip_llrs(embeddings: EmbeddingSet, window_llrs: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Mean window LLR per item (NaN for items with no windows)."""
+    n = len(embeddings.items)
+    sums = np.bincount(embeddings.item_index, weights=window_llrs, minlength=n)
+    counts = np.bincount(embeddings.item_index, minlength=n)
+    out = np.full(n, np.nan)
+    has = counts > 0
+    out[has] = sums[has] / counts[has]
+    return out
+
+
+def window_eer(scores: NDArray[np.float64], labels: NDArray[np.int64]) -> float:
+    return compute_eer(scores[labels == 1], scores[labels == 0])[0]
+
+
+def candidate_layer_sets(num_hidden_states: int) -> list[tuple[int, ...]]:
+    """Each single hidden state, lower/middle/upper halves, and all of them."""
+    n = num_hidden_states
+    sets: list[tuple[int, ...]] = [(i,) for i in range(n)]
+    sets += [tuple(range(0, (n + 1) // 2)), tuple(range(n // 2, n)), tuple(range(n))]
+    return list(dict.fromkeys(sets))
+
+
+def fit_head(
+    train: Sequence[EmbeddingSet],
+    dev: Sequence[EmbeddingSet],
+    *,
+    layers: Sequence[int] | None = None,
+    C: float = 0.05,
+) -> FittedHead:
+    """Choose layers on dev (unless given), fit on train, calibrate on dev windows."""
+    n_states = train[0].features.shape[1]
+    search: dict[str, float] = {}
+    if layers is None:
+        best: tuple[float, tuple[int, ...]] = (np.inf, tuple(range(n_states)))
+        for candidate in candidate_layer_sets(n_states):
+            x, y = stack(train, candidate)
+            head = LinearHead(C=C).fit(x, y)
+            dx, dy = stack(dev, candidate)
+            eer = window_eer(head.decision_function(dx), dy)
+            search[",".join(map(str, candidate))] = eer
+            logger.info("layers %s: dev window EER %.4f", candidate, eer)
+            if eer < best[0]:
+                best = (eer, candidate)
+        chosen = best[1]
+    else:
+        chosen = tuple(layers)
+    x, y = stack(train, chosen)
+    head = LinearHead(C=C).fit(x, y)
+    dx, dy = stack(dev, chosen)
+    raw = head.decision_function(dx)
+    calibration = AffineCalibration.fit(raw[dy == 1], raw[dy == 0])
+    return FittedHead(head, calibration, chosen, search)
+
+
+def evaluate_set(fitted: FittedHead, embeddings: EmbeddingSet, threshold_llr: float = 0.0) -> Metrics:
+    """Clip-level metrics (mean window LLR per clip) on one embedding set."""
+    llr = fitted.calibration.apply(fitted.head.decision_function(embeddings.select_layers(fitted.layers)))
+    clip = clip_llrs(embeddings, llr)
+    keep = ~np.isnan(clip)
+    labels = [it.label for it, k in zip(embeddings.items, keep, strict=True) if k]
+    systems = [it.system for it, k in zip(embeddings.items, keep, strict=True) if k]
+    return evaluate(clip[keep], labels, systems, threshold_llr=threshold_llr)

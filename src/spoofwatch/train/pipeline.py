@@ -1,0 +1,112 @@
+"""``spoofwatch train``: corpus → cached embeddings (per channel) → head → calibration → artifact."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from spoofwatch import __version__
+from spoofwatch.errors import DataError
+from spoofwatch.model.artifact import save_detector
+from spoofwatch.model.detector import DetectorSettings
+from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.stream.windowing import WindowConfig
+from spoofwatch.train.corpus import LabelledItem, check_no_leakage
+from spoofwatch.train.extract import extract
+from spoofwatch.train.fit import evaluate_set, fit_head
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    encoder: str = "whisper-base"
+    window_s: float = 4.0
+    hop_s: float = 1.0
+    train_hop_s: float = 2.0
+    channels: tuple[str, ...] = ("clean", "telephone")
+    layers: tuple[int, ...] | None = None
+    C: float = 0.05
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """``whisper-base`` / ``whisper-tiny.en`` (pinned CT2 weights) or ``hf:PATH_OR_ID``."""
+    if name.startswith("hf:"):
+        return EncoderSpec(kind="hf", name=name[3:])
+    return EncoderSpec(kind="whisper-ct2", name=name)
+
+
+def split_train_dev(
+    items: Sequence[LabelledItem], dev_items: Sequence[LabelledItem] | None
+) -> tuple[list[LabelledItem], list[LabelledItem]]:
+    if dev_items is not None:
+        return list(items), list(dev_items)
+    train = [it for it in items if it.split == "train"]
+    dev = [it for it in items if it.split == "dev"]
+    if not train or not dev:
+        raise DataError(
+            "expected a dev set: give --dev-manifest/--dev-protocol, or a manifest whose split "
+            f"column has train and dev rows (found {len(train)} train, {len(dev)} dev)"
+        )
+    return train, dev
+
+
+def train_detector(
+    items: Sequence[LabelledItem],
+    dev_items: Sequence[LabelledItem] | None,
+    out: Path,
+    options: TrainOptions,
+    *,
+    progress: bool = True,
+) -> dict[str, Any]:
+    train, dev = split_train_dev(items, dev_items)
+    for problem in check_no_leakage(train, dev):
+        logger.warning("train/dev leakage: %s", problem)
+    spec = encoder_spec(options.encoder)
+    encoder = build_encoder(spec, options.window_s)
+    rate = encoder.identity.sample_rate
+    train_window = WindowConfig(rate, options.window_s, options.train_hop_s)
+    dev_window = WindowConfig(rate, options.window_s, options.hop_s)
+    train_sets = [
+        extract(train, encoder, train_window, channel=c, progress=progress) for c in options.channels
+    ]
+    dev_sets = [extract(dev, encoder, dev_window, channel=c, progress=progress) for c in options.channels]
+    fitted = fit_head(train_sets, dev_sets, layers=options.layers, C=options.C)
+    dev_metrics = {
+        channel: evaluate_set(fitted, dev_set).to_dict()
+        for channel, dev_set in zip(options.channels, dev_sets, strict=True)
+    }
+    settings = DetectorSettings(window_s=options.window_s, hop_s=options.hop_s, layers=fitted.layers)
+    card_extra: dict[str, Any] = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "spoofwatch_version": __version__,
+        "training": {
+            "options": asdict(options),
+            "train_items": {
+                "bonafide": sum(i.label == "bonafide" for i in train),
+                "spoof": sum(i.label == "spoof" for i in train),
+            },
+            "dev_items": {
+                "bonafide": sum(i.label == "bonafide" for i in dev),
+                "spoof": sum(i.label == "spoof" for i in dev),
+            },
+            "train_windows": int(sum(len(s.features) for s in train_sets)),
+            "sources": sorted({i.source for i in train}),
+            "layer_search_dev_window_eer": fitted.layer_search,
+        },
+        "metrics": {"dev": dev_metrics},
+    }
+    save_detector(
+        out,
+        head=fitted.head,
+        calibration=fitted.calibration,
+        settings=settings,
+        encoder_spec=spec,
+        encoder_identity=encoder.identity,
+        card_extra=card_extra,
+    )
+    return {"out": str(out), "layers": list(fitted.layers), "dev": dev_metrics}
