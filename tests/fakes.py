@@ -14,8 +14,9 @@ from numpy.typing import NDArray
 
 
 class FakeScorer:
-    def __init__(self, sample_rate: int = 16000, window_s: float = 1.0, threshold: float = 0.5,
-                 delay_s: float = 0.0) -> None:
+    def __init__(
+        self, sample_rate: int = 16000, window_s: float = 1.0, threshold: float = 0.5, delay_s: float = 0.0
+    ) -> None:
         self._sample_rate = sample_rate
         self._window_samples = round(window_s * sample_rate)
         self._threshold = threshold
@@ -50,6 +51,8 @@ def noise(seconds: float, sample_rate: int = 16000, seed: int = 0, level: float 
     return (rng.standard_normal(round(seconds * sample_rate)) * level).astype(np.float32)
 
 
-def tone(seconds: float, sample_rate: int = 16000, freq: float = 440.0, level: float = 0.3) -> NDArray[np.float32]:
+def tone(
+    seconds: float, sample_rate: int = 16000, freq: float = 440.0, level: float = 0.3
+) -> NDArray[np.float32]:
     t = np.arange(round(seconds * sample_rate)) / sample_rate
     return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)

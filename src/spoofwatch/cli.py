@@ -70,7 +70,86 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--layers", help="comma-separated hidden states (default: chosen on dev)")
     tr.add_argument("--C", type=float, default=0.05, help="inverse L2 strength of the logistic head")
     tr.add_argument("--json", action="store_true", help="last line of stdout is the dev metrics JSON")
+    sv = sub.add_parser("serve", help="run the streaming server (WebSocket, MQTT, local sources)")
+    _add_server_options(sv)
+    sv.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="WebSocket/HTTP port (default 8765; 0 = any free port)")
+    sv.add_argument("--token", help="require this bearer token on every path")
+    sv.add_argument(
+        "--source",
+        action="append",
+        default=None,
+        metavar="SPEC",
+        help="local source: mic, mic:DEVICE, file:PATH (real-time), file+fast:PATH; repeatable",
+    )
+    sv.add_argument("--jsonl", metavar="PATH", help="also write every event as JSON lines (- = stdout)")
+    sv.add_argument("--max-streams", type=int, help="admission limit on concurrent streams")
+
+    ls = sub.add_parser("listen", help="live microphone alert in the terminal")
+    _add_server_options(ls)
+    ls.add_argument("--device", help="input device name or index (default: the system default)")
     return parser
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML file with [stream], [engine], [server] tables")
+    _add_detector(parser)
+    parser.add_argument("--mqtt", metavar="URL", help="publish to an MQTT broker, e.g. mqtt://127.0.0.1:1883")
+    parser.add_argument("--node", help="node name in MQTT topics (default: node)")
+
+
+def _server_settings(args: argparse.Namespace) -> Any:
+    from spoofwatch.config import load_settings
+
+    flags = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "token": getattr(args, "token", None),
+        "mqtt": args.mqtt,
+        "node": args.node,
+        "sources": tuple(args.source) if getattr(args, "source", None) else None,
+        "jsonl": getattr(args, "jsonl", None),
+        "detector": args.detector,
+    }
+    overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
+    if getattr(args, "max_streams", None) is not None:
+        overrides["engine"] = {"max_streams": args.max_streams}
+    return load_settings(args.config, overrides=overrides)
+
+
+def _load_scorer(settings: Any) -> Any:
+    from spoofwatch.model.artifact import load_detector
+
+    stream = settings.stream
+    return load_detector(settings.server.detector, window_s=stream.window_s, hop_s=stream.hop_s)
+
+
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+
+    from spoofwatch.stream.app import serve
+
+    settings = _server_settings(args)
+    detector = _load_scorer(settings)
+    logger.warning(
+        "serving on ws://%s:%s (detector %s)",
+        settings.server.host,
+        settings.server.port,
+        detector.card.get("name", detector.encoder.identity.name),
+    )
+    asyncio.run(serve(settings, detector))
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
+    import asyncio
+
+    from spoofwatch.stream.app import listen
+
+    settings = _server_settings(args)
+    detector = _load_scorer(settings)
+    asyncio.run(listen(settings, detector, device=args.device, out=out))
+    return 0
 
 
 def _configure(args: argparse.Namespace) -> None:
@@ -169,7 +248,13 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-COMMANDS = {"score": cmd_score, "eval": cmd_eval, "train": cmd_train}
+COMMANDS = {
+    "score": cmd_score,
+    "eval": cmd_eval,
+    "train": cmd_train,
+    "serve": cmd_serve,
+    "listen": cmd_listen,
+}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

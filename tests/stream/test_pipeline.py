@@ -4,8 +4,8 @@ import asyncio
 
 import numpy as np
 import pytest
-from fakes import FakeScorer, noise, tone
 
+from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import LimitExceededError, ProtocolError
 from spoofwatch.events import AlarmEvent, Event, ScoreEvent, StatusEvent, StreamEvent
@@ -14,8 +14,9 @@ from spoofwatch.stream.pipeline import Pipeline
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)
 
 
-async def _collect(pipeline: Pipeline, stream: str, audio: np.ndarray, rate: int = 16000,
-                   chunk: int = 1600) -> list[Event]:
+async def _collect(
+    pipeline: Pipeline, stream: str, audio: np.ndarray, rate: int = 16000, chunk: int = 1600
+) -> list[Event]:
     sub = pipeline.hub.subscribe(stream, maxsize=10000)
     handle = pipeline.open_stream(stream, source="test", sample_rate=rate)
     for start in range(0, len(audio), chunk):
@@ -89,7 +90,9 @@ def test_live_feed_drops_oldest_windows_when_engine_is_saturated() -> None:
         return scored, handle.session.counters.windows_dropped
 
     scored, dropped = asyncio.run(
-        _with_pipeline(FakeScorer(delay_s=0.01), body, EngineConfig(max_batch=2, max_wait_ms=0, queue_windows=4))
+        _with_pipeline(
+            FakeScorer(delay_s=0.01), body, EngineConfig(max_batch=2, max_wait_ms=0, queue_windows=4)
+        )
     )
     assert dropped > 0
     assert scored + dropped == 23

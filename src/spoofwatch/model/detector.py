@@ -7,7 +7,7 @@ share it (the streaming batcher calls it from one worker thread).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,23 +18,9 @@ from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.head import LinearHead
 from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.scorer import WindowScorer
 
-
-class WindowScorer(Protocol):
-    """What the streaming engine needs from a detector."""
-
-    @property
-    def sample_rate(self) -> int: ...
-
-    @property
-    def window_samples(self) -> int: ...
-
-    @property
-    def threshold(self) -> float: ...
-
-    def score_windows(self, windows: NDArray[np.float32]) -> NDArray[np.float64]:
-        """(batch, window_samples) → calibrated LLR per window (higher = bona fide)."""
-        ...
+__all__ = ["Detector", "DetectorSettings", "WindowScorer"]
 
 
 @dataclass(frozen=True)

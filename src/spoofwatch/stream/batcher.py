@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from spoofwatch.model.detector import WindowScorer
+from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.windowing import Window
 
 logger = logging.getLogger(__name__)

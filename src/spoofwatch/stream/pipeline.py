@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, StatusEvent, StreamEvent
-from spoofwatch.model.detector import WindowScorer
+from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.batcher import Batcher, WindowJob
 from spoofwatch.stream.hub import EventHub
 from spoofwatch.stream.pcm import StreamResampler
@@ -69,8 +69,13 @@ class StreamHandle:
         """Offline replay: waits for room in the queue instead of dropping."""
         jobs = self._windows_for(samples)
         self._track(jobs)
-        for job in jobs:
-            await self.pipeline.batcher.submit(job)
+        for index, job in enumerate(jobs):
+            try:
+                await self.pipeline.batcher.submit(job)
+            except asyncio.CancelledError:
+                for _ in jobs[index:]:  # never queued: nobody will report them done
+                    self.job_done()
+                raise
 
     def job_done(self) -> None:
         self.pending -= 1

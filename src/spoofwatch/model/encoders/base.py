@@ -45,5 +45,8 @@ class Encoder(Protocol):
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Map a (batch, window_samples) float32 batch to one (batch, frames, dim)
-        tensor per hidden state (index 0 = input embedding, then one per layer)."""
+        tensor per hidden state (index 0 = input embedding, then one per layer).
+
+        As in transformers, the last hidden state of a pre-LN encoder (Whisper) is taken
+        after the final layer norm, the others are raw residual-stream outputs."""
         ...

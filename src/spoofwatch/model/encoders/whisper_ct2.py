@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,16 @@ from spoofwatch.model.encoders.weights import PINNED, PinnedWeights, cache_root,
 logger = logging.getLogger(__name__)
 
 FRAMES_PER_SECOND = WHISPER_SAMPLE_RATE // HOP_LENGTH // 2  # 50 encoder positions per second
+# Bump when the mapping changes, so caches written by older code are not reused.
+CONVERSION_VERSION = 1
 _LAYER = re.compile(r"^encoder/layer_(\d+)/")
 
 
 def _tensor(array: NDArray[np.generic]) -> torch.Tensor:
+    if not np.issubdtype(array.dtype, np.floating):
+        # Quantised CTranslate2 files store int8 weights plus scales; reading them as
+        # floats would silently give wrong weights.
+        raise ModelError(f"expected float16/float32 weights, found {array.dtype} (quantised model?)")
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
@@ -102,7 +109,7 @@ def ct2_encoder_to_hf(model: Ct2Model) -> tuple[dict[str, torch.Tensor], dict[st
 
 
 def converted_dir(weights: PinnedWeights) -> Path:
-    return cache_root() / f"{weights.name}-{weights.sha256[:12]}"
+    return cache_root() / f"{weights.name}-{weights.sha256[:12]}-v{CONVERSION_VERSION}"
 
 
 def ensure_converted(weights: PinnedWeights) -> Path:
@@ -121,6 +128,7 @@ def ensure_converted(weights: PinnedWeights) -> Path:
     try:
         os.replace(tmp, target)
     except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process converted it first
         if not (target / "encoder.safetensors").is_file():
             raise
     return target

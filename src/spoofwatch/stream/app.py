@@ -1,0 +1,151 @@
+"""Composition root of ``spoofwatch serve`` and ``spoofwatch listen``.
+
+One ``asyncio.TaskGroup`` holds named tasks (inference worker, WebSocket server, sinks,
+local sources); SIGINT/SIGTERM (or the ``stop`` event) close every live stream so its
+last windows are scored and its end event published, then the tasks are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TextIO
+
+from spoofwatch.config import Settings
+from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.stream.pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 0.5
+
+
+def install_signal_handlers(stop: asyncio.Event) -> list[signal.Signals]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    return installed
+
+
+def remove_signal_handlers(installed: list[signal.Signals]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in installed:
+        loop.remove_signal_handler(sig)
+
+
+async def run_pipeline(
+    pipeline: Pipeline,
+    tasks: dict[str, Callable[[], Awaitable[None]]],
+    stop: asyncio.Event,
+    *,
+    stop_when_done: set[str] | None = None,
+) -> None:
+    """Run ``tasks`` beside the inference worker until ``stop`` is set (or, if given,
+    until every task named in ``stop_when_done`` has finished), then shut down."""
+    async with asyncio.TaskGroup() as group:
+        running = {"inference": group.create_task(pipeline.run(), name="inference")}
+        for name, factory in tasks.items():
+            running[name] = group.create_task(_logged(name, factory), name=name)
+        waiters: list[asyncio.Task[object]] = [asyncio.create_task(_wait(stop), name="stop")]
+        if stop_when_done:
+            waiters.append(asyncio.create_task(_all_done([running[n] for n in stop_when_done])))
+        _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+        logger.info("shutting down: closing %d live stream(s)", len(pipeline.streams))
+        await pipeline.close_all()
+        await asyncio.sleep(SHUTDOWN_GRACE_S)  # let sinks send the last events
+        for task in running.values():
+            task.cancel()
+
+
+async def _all_done(tasks: list[asyncio.Task[None]]) -> object:
+    return await asyncio.wait(tasks)
+
+
+async def _wait(event: asyncio.Event) -> object:
+    return await event.wait()
+
+
+async def _logged(name: str, factory: Callable[[], Awaitable[None]]) -> None:
+    """A failing source or sink is logged and ends alone; the server keeps serving."""
+    try:
+        await factory()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.error("task %s stopped: %s", name, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+
+
+def build_tasks(
+    pipeline: Pipeline, settings: Settings, *, websocket: bool = True, ready: asyncio.Event | None = None
+) -> dict[str, Callable[[], Awaitable[None]]]:
+    from spoofwatch.stream.sources.spec import parse_source_spec, run_source
+
+    server = settings.server
+    tasks: dict[str, Callable[[], Awaitable[None]]] = {}
+    if websocket:
+        from spoofwatch.stream.server import run_server
+
+        tasks["websocket"] = lambda: run_server(pipeline, server, ready)
+    if server.mqtt:
+        from spoofwatch.stream.sinks.mqtt import MqttSink
+
+        url = server.mqtt
+        tasks["mqtt"] = lambda: MqttSink(pipeline.hub, url, prefix=server.mqtt_prefix, node=server.node).run()
+    if server.jsonl:
+        from spoofwatch.stream.sinks.jsonl import JsonlSink
+
+        target = server.jsonl
+        tasks["jsonl"] = lambda: JsonlSink(pipeline.hub, target).run()
+    for spec_text in server.sources:
+        spec = parse_source_spec(spec_text)
+        tasks[f"source:{spec_text}"] = lambda spec=spec: run_source(pipeline, spec)  # type: ignore[misc]
+    return tasks
+
+
+async def serve(
+    settings: Settings,
+    scorer: WindowScorer,
+    *,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """``spoofwatch serve``: WebSocket server, optional MQTT/JSONL sinks and local sources."""
+    stop = stop or asyncio.Event()
+    installed = install_signal_handlers(stop)
+    try:
+        pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
+        tasks = build_tasks(pipeline, settings, ready=ready)
+        await run_pipeline(pipeline, tasks, stop)
+    finally:
+        remove_signal_handlers(installed)
+
+
+async def listen(
+    settings: Settings,
+    scorer: WindowScorer,
+    *,
+    device: str | None = None,
+    out: TextIO | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """``spoofwatch listen``: live microphone alert in the terminal, optionally on MQTT."""
+    from spoofwatch.stream.listen import run_listen
+
+    stop = stop or asyncio.Event()
+    installed = install_signal_handlers(stop)
+    try:
+        pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
+        tasks = build_tasks(pipeline, settings, websocket=False)
+        mic = device if device is not None else None
+        tasks["listen"] = lambda: run_listen(pipeline, mic, out=out, run_worker=False)
+        await run_pipeline(pipeline, tasks, stop, stop_when_done={"listen"})
+    finally:
+        remove_signal_handlers(installed)
