@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from spoofwatch.errors import ArtifactMismatchError, ModelError
@@ -82,8 +83,12 @@ def read_card(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def check_identity(expected: EncoderIdentity, actual: EncoderIdentity, layers: tuple[int, ...]) -> None:
-    """Refuse an encoder other than the one the head was trained on."""
-    for field in ("kind", "weights_sha256", "hidden_size", "sample_rate"):
+    """Refuse an encoder other than the one the head was trained on.
+
+    Depth counts too: a truncated encoder's last hidden state has the final layer norm
+    applied, so it is not the same feature as that layer in the full encoder.
+    """
+    for field in ("kind", "weights_sha256", "hidden_size", "sample_rate", "num_hidden_states"):
         want, got = getattr(expected, field), getattr(actual, field)
         if want != got:
             raise ArtifactMismatchError(
@@ -119,8 +124,10 @@ def load_detector(
         identity = EncoderIdentity.from_dict(card["encoder"]["identity"])
         calibration = AffineCalibration.from_dict(card["calibration"])
         threshold = float(card["threshold"]["p_spoof"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelError(f"{path / CARD_FILE}: malformed model card ({exc!r})") from None
+    if not layers:
+        raise ModelError(f"{path / CARD_FILE}: expected at least one layer in 'layers', found none")
     if window_s is not None and abs(window_s - trained_window) > 1e-9:
         raise ArtifactMismatchError(
             f"window mismatch: the detector was trained on {trained_window} s windows, "
@@ -129,7 +136,10 @@ def load_detector(
     tensors_path = path / TENSORS_FILE
     if not tensors_path.is_file():
         raise ModelError(f"{path}: missing {TENSORS_FILE}")
-    tensors = {k: np.asarray(v) for k, v in load_file(str(tensors_path)).items()}
+    try:
+        tensors = {k: np.asarray(v) for k, v in load_file(str(tensors_path)).items()}
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"{tensors_path}: expected a safetensors file, cannot read it ({exc})") from None
     head = LinearHead.from_tensors(tensors)
     if encoder is None:
         encoder = build_encoder(spec, trained_window)

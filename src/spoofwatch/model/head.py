@@ -46,7 +46,8 @@ class LinearHead:
         self.mean_ = mean.astype(np.float32)
         self.scale_ = scale.astype(np.float32)
         self.coef_ = model.coef_[0].astype(np.float32)
-        self.intercept_ = float(model.intercept_[0])
+        # Rounded to float32 like every stored tensor, so a saved head scores identically.
+        self.intercept_ = float(np.float32(model.intercept_[0]))
         return self
 
     def _check_fitted(self) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -91,12 +92,15 @@ class LinearHead:
             head.mean_ = np.asarray(tensors["head.mean"], dtype=np.float32)
             head.scale_ = np.asarray(tensors["head.scale"], dtype=np.float32)
             head.coef_ = np.asarray(tensors["head.coef"], dtype=np.float32)
-            head.intercept_ = float(np.asarray(tensors["head.intercept"]).reshape(-1)[0])
+            intercept = np.asarray(tensors["head.intercept"], dtype=np.float32)
         except KeyError as exc:
             raise ModelError(f"head tensors lack {exc.args[0]!r}") from None
-        if not head.mean_.shape == head.scale_.shape == head.coef_.shape:
+        if head.coef_.ndim != 1 or not head.mean_.shape == head.scale_.shape == head.coef_.shape:
             raise ModelError(
-                f"head tensors disagree in shape: mean {head.mean_.shape}, scale "
-                f"{head.scale_.shape}, coef {head.coef_.shape}"
+                f"expected head mean, scale and coef of one shape (d,), found mean "
+                f"{head.mean_.shape}, scale {head.scale_.shape}, coef {head.coef_.shape}"
             )
+        if intercept.size != 1:
+            raise ModelError(f"expected one head intercept, found shape {intercept.shape}")
+        head.intercept_ = float(intercept.reshape(-1)[0])
         return head

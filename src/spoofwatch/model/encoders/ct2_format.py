@@ -68,15 +68,22 @@ class _Cursor:
 
     def string(self) -> str:
         length = self.unpack("<H")
+        start = self.offset
         raw = self.take(length)
-        return raw[:-1].decode("utf-8") if raw.endswith(b"\0") else raw.decode("utf-8")
+        try:
+            return raw[:-1].decode("utf-8") if raw.endswith(b"\0") else raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelError(
+                f"CTranslate2 model is corrupt: expected a UTF-8 string at offset {start}, "
+                f"found bytes {raw[:32]!r}"
+            ) from None
 
     def take(self, n_bytes: int) -> bytes:
         end = self.offset + n_bytes
         if end > len(self.buffer):
             raise ModelError(
-                f"CTranslate2 model is truncated: a variable needs bytes up to {end}, "
-                f"file has {len(self.buffer)}"
+                f"CTranslate2 model is truncated: expected {n_bytes} bytes at offset "
+                f"{self.offset} (up to byte {end}), file has {len(self.buffer)}"
             )
         raw = self.buffer[self.offset : end]
         self.offset = end
@@ -102,7 +109,10 @@ def parse_ct2_model(buffer: bytes) -> Ct2Model:
         dims = tuple(cursor.unpack("<I") for _ in range(rank))
         dtype_code = cursor.unpack("<B")
         if dtype_code not in _DTYPES:
-            raise ModelError(f"variable {name!r} has unknown CTranslate2 dtype {dtype_code}")
+            raise ModelError(
+                f"variable {name!r}: expected a CTranslate2 dtype code in {sorted(_DTYPES)}, "
+                f"found {dtype_code}"
+            )
         dtype = _DTYPES[dtype_code]
         n_bytes = cursor.unpack("<I")
         expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
@@ -113,9 +123,15 @@ def parse_ct2_model(buffer: bytes) -> Ct2Model:
             )
         raw = cursor.take(n_bytes)
         variables[name] = np.frombuffer(raw, dtype=dtype).reshape(dims).copy()
+    # Binary versions >= 3 always end with the alias table, so a file that stops right
+    # after the last variable is truncated, not alias-free.
     aliases: dict[str, str] = {}
-    if cursor.offset < len(buffer):
-        for _ in range(cursor.unpack("<I")):
-            alias = cursor.string()
-            aliases[alias] = cursor.string()
+    for _ in range(cursor.unpack("<I")):
+        alias = cursor.string()
+        aliases[alias] = cursor.string()
+    if cursor.offset != len(buffer):
+        raise ModelError(
+            f"CTranslate2 model has trailing data: expected the file to end at byte "
+            f"{cursor.offset}, found {len(buffer)} bytes"
+        )
     return Ct2Model(spec_name, spec_revision, version, variables, aliases)
