@@ -68,8 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--train-hop-s", type=float, default=2.0, help="hop between training windows")
     tr.add_argument("--channels", default="clean,telephone", help="channels applied to both classes")
     tr.add_argument("--layers", help="comma-separated hidden states (default: chosen on dev)")
-    tr.add_argument("--C", type=float, default=0.05, help="inverse L2 strength of the logistic head")
+    tr.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
+    tr.add_argument("--name", default="spoofwatch-detector", help="detector name in the model card")
     tr.add_argument("--json", action="store_true", help="last line of stdout is the dev metrics JSON")
+    lo = sub.add_parser("loso", help="leave-one-source-out validation (pooled EER over held-out sources)")
+    _add_dataset(lo)
+    lo.add_argument(
+        "--encoder", default="whisper-base", help="whisper-base | whisper-tiny.en | hf:PATH_OR_ID"
+    )
+    lo.add_argument("--window-s", type=float, default=4.0)
+    lo.add_argument("--hop-s", type=float, default=2.0, help="hop between windows")
+    lo.add_argument("--train-channels", default="clean,telephone", help="channels of the training folds")
+    lo.add_argument("--test-channel", default="clean", help="channel of the held-out clips")
+    lo.add_argument("--layers", default="0,1,2,3", help="comma-separated hidden states")
+    lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
+    lo.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
+
     sv = sub.add_parser("serve", help="run the streaming server (WebSocket, MQTT, local sources)")
     _add_server_options(sv)
     sv.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -239,6 +253,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         channels=tuple(c for c in args.channels.split(",") if c),
         layers=None if not args.layers else tuple(int(x) for x in args.layers.split(",")),
         C=args.C,
+        name=args.name,
     )
     report = train_detector(items, dev_items, Path(args.out), options)
     if args.json:
@@ -248,7 +263,43 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.model.encoders.registry import build_encoder
+    from spoofwatch.stream.windowing import WindowConfig
+    from spoofwatch.train.extract import extract
+    from spoofwatch.train.pipeline import encoder_spec
+    from spoofwatch.train.validate import leave_one_source_out
+
+    items = _read_items(args) or []
+    encoder = build_encoder(encoder_spec(args.encoder), args.window_s)
+    window = WindowConfig(encoder.identity.sample_rate, args.window_s, args.hop_s)
+    train_sets = [extract(items, encoder, window, channel=c) for c in args.train_channels.split(",") if c]
+    test_set = extract(items, encoder, window, channel=args.test_channel)
+    layers = [int(x) for x in args.layers.split(",")]
+    result = leave_one_source_out(train_sets, test_set, layers, C=args.C, test_channel=args.test_channel)
+    summary = {
+        **result.metrics.to_dict(),
+        "protocol": "leave-one-source-out",
+        "test_channel": args.test_channel,
+        "train_channels": args.train_channels,
+        "per_source_eer": result.per_source_eer,
+    }
+    if args.json:
+        print(json.dumps(summary), file=out)
+    else:
+        m = result.metrics
+        print(
+            f"leave-one-source-out ({args.test_channel}): EER {m.eer * 100:.2f} %  minDCF {m.min_dcf:.4f}  "
+            f"AUC {m.auc:.4f}  ({m.n_bonafide} bona fide, {m.n_spoof} spoof)",
+            file=out,
+        )
+        for name, eer in sorted(result.per_source_eer.items(), key=lambda kv: -kv[1]):
+            print(f"  spoof of {name:<60} EER {eer * 100:6.2f} %", file=out)
+    return 0
+
+
 COMMANDS = {
+    "loso": cmd_loso,
     "score": cmd_score,
     "eval": cmd_eval,
     "train": cmd_train,

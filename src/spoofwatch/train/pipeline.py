@@ -30,7 +30,8 @@ class TrainOptions:
     train_hop_s: float = 2.0
     channels: tuple[str, ...] = ("clean", "telephone")
     layers: tuple[int, ...] | None = None
-    C: float = 0.05
+    C: float = 0.01
+    name: str = "spoofwatch-detector"
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -81,7 +82,12 @@ def train_detector(
         for channel, dev_set in zip(options.channels, dev_sets, strict=True)
     }
     settings = DetectorSettings(window_s=options.window_s, hop_s=options.hop_s, layers=fitted.layers)
+    licences: dict[str, int] = {}
+    for item in train:
+        key = item.extra.get("license", "unknown")
+        licences[key] = licences.get(key, 0) + 1
     card_extra: dict[str, Any] = {
+        "name": options.name,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "spoofwatch_version": __version__,
         "training": {
@@ -96,6 +102,12 @@ def train_detector(
             },
             "train_windows": int(sum(len(s.features) for s in train_sets)),
             "sources": sorted({i.source for i in train}),
+            "training_audio_licences": licences,
+            "licence_note": (
+                "The weights of this head are derived from the training audio listed above; "
+                "several sources are non-commercial (CC BY-NC-ND) or state no licence. "
+                "Check them before commercial use."
+            ),
             "layer_search_dev_window_eer": fitted.layer_search,
         },
         "metrics": {"dev": dev_metrics},

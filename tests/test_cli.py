@@ -1,0 +1,96 @@
+"""``spoofwatch score`` and friends, end to end on the shipped detector (real weights)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from spoofwatch.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT / "examples" / "audio" / "real_librispeech_1502-122615-0000.flac"
+FAKE = ROOT / "examples" / "audio" / "synthetic_espeak.flac"
+
+pytestmark = pytest.mark.real_weights
+
+
+def _run(argv: list[str]) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    code = main(argv, out=out)
+    return code, out.getvalue().splitlines()
+
+
+def test_score_json_gives_contract_fields_and_a_window_timeline() -> None:
+    code, lines = _run(["score", "--json", str(REAL), str(FAKE)])
+    assert code == 0
+    real, fake = (json.loads(line) for line in lines)
+    for result in (real, fake):
+        assert set(result) >= {"path", "duration_s", "score", "p_spoof", "label", "windows"}
+        assert result["p_spoof"] == pytest.approx(1 / (1 + np.exp(result["score"])), abs=1e-5)
+        starts = [w["t_start"] for w in result["windows"]]
+        assert starts == sorted(starts) and starts[0] == 0.0
+        assert all(w["t_end"] - w["t_start"] == pytest.approx(4.0) for w in result["windows"])
+    assert real["duration_s"] == pytest.approx(10.0, abs=0.01)
+    assert len(real["windows"]) == 7  # 4 s windows every 1 s over 10 s
+    assert real["label"] == "bonafide"
+    assert fake["label"] == "spoof"
+    assert real["score"] > fake["score"]
+
+
+def test_bad_files_get_an_error_object_and_nonzero_exit_but_others_are_scored(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio")
+    short = tmp_path / "short.wav"
+    sf.write(short, np.zeros(800, dtype=np.float32), 16000)  # 0.05 s < minimum
+    missing = tmp_path / "missing.flac"
+    code, lines = _run(["score", "--json", str(empty), str(REAL), str(text), str(short), str(missing)])
+    assert code == 1
+    results = [json.loads(line) for line in lines]
+    assert [("error" in r) for r in results] == [True, False, True, True, True]
+    for r in results:
+        if "error" in r:
+            assert "\n" not in r["error"] and r["path"] in r["error"]
+    assert results[1]["label"] == "bonafide"
+
+
+def test_resampled_stereo_input_scores_like_the_original(tmp_path: Path) -> None:
+    audio, rate = sf.read(FAKE, dtype="float32")
+    from spoofwatch.stream.pcm import resample
+
+    stereo = np.stack([resample(audio, rate, 44100)] * 2, axis=1)
+    path = tmp_path / "stereo44k.wav"
+    sf.write(path, stereo, 44100)
+    _, lines = _run(["score", "--json", str(FAKE), str(path)])
+    original, converted = (json.loads(line) for line in lines)
+    assert converted["label"] == original["label"]
+    assert converted["score"] == pytest.approx(original["score"], abs=0.5)
+
+
+def test_unknown_detector_directory_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = _run(["score", "--detector", str(tmp_path / "nope"), str(REAL)])
+    assert code == 2
+    assert "not a detector directory" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point_prints_human_output() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "spoofwatch", "score", str(FAKE)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SPOOF" in result.stdout.splitlines()[0]
+    assert "p_spoof=" in result.stdout
