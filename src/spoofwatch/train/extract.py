@@ -66,7 +66,7 @@ def file_sha1(path: Path) -> str:
 def cache_dir_for(encoder: Encoder, window: WindowConfig, channel: str) -> Path:
     ident = encoder.identity
     key = (
-        f"{ident.kind}-{ident.name}-{ident.weights_sha256[:16]}"
+        f"{ident.kind}-{ident.name}-{ident.weights_sha256[:16]}-L{ident.num_hidden_states}"
         f"-w{window.window_s}-h{window.hop_s}-{channel}"
     )
     return cache_root() / "embeddings" / key.replace("/", "_")

@@ -1,0 +1,236 @@
+"""End to end on the real shipped detector: a call that turns synthetic, replayed through
+the pipeline, through ``spoofwatch serve`` (WebSocket ingest + MQTT seen by mosquitto_sub)
+and through ``spoofwatch listen`` on a virtual PulseAudio microphone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from mosquitto_broker import MosquittoBroker
+from spoofwatch.stream.audiofile import load_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT / "examples" / "audio" / "real_librispeech_1502-122615-0000.flac"
+FAKE = ROOT / "examples" / "audio" / "synthetic_espeak.flac"
+
+pytestmark = pytest.mark.real_weights
+
+
+@pytest.fixture(scope="module")
+def switch_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """10 s of real speech, then 10.8 s of eSpeak: returns the file and the switch time."""
+    real = load_audio(REAL).samples
+    fake = load_audio(FAKE).samples
+    path = tmp_path_factory.mktemp("e2e") / "real_then_synthetic.wav"
+    sf.write(path, np.concatenate([real, fake]), 16000)
+    return path, len(real) / 16000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_pipeline_alarm_turns_on_after_the_switch_and_not_before(switch_file: tuple[Path, float]) -> None:
+    from spoofwatch.events import AlarmEvent, ScoreEvent
+    from spoofwatch.model.artifact import load_detector
+    from spoofwatch.stream.pipeline import Pipeline
+    from spoofwatch.stream.sources.file import run_file_source
+
+    path, switch_s = switch_file
+
+    async def run() -> list[object]:
+        pipeline = Pipeline(load_detector())
+        sub = pipeline.hub.subscribe(maxsize=10_000)
+        worker = asyncio.create_task(pipeline.run())
+        await run_file_source(pipeline, path, stream_id="call", realtime=False)
+        worker.cancel()
+        events = []
+        while not sub.queue.empty():
+            events.append(sub.queue.get_nowait())
+        return events
+
+    events = asyncio.run(run())
+    alarms = [e for e in events if isinstance(e, AlarmEvent)]
+    scores = [e for e in events if isinstance(e, ScoreEvent)]
+    assert len(scores) == 17
+    assert alarms and alarms[0].state == "on"
+    assert alarms[0].t > switch_s, f"alarm at {alarms[0].t} s, before the switch at {switch_s} s"
+    assert alarms[0].t <= switch_s + 6.0
+
+
+@pytest.fixture
+def serve_process(
+    mosquitto: MosquittoBroker, switch_file: tuple[Path, float]
+) -> Iterator[tuple[int, MosquittoBroker]]:
+    port = _free_port()
+    path, _ = switch_file
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spoofwatch",
+            "serve",
+            "--port",
+            str(port),
+            "--mqtt",
+            mosquitto.url,
+            "--node",
+            "e2e",
+            "--source",
+            f"file+fast:{path}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"serve exited early: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.2)
+    yield port, mosquitto
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("serve did not stop on SIGINT")
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_serve_publishes_contract_messages_over_mqtt_and_answers_ingest(
+    serve_process: tuple[int, MosquittoBroker], switch_file: tuple[Path, float]
+) -> None:
+    port, broker = serve_process
+    path, switch_s = switch_file
+    sub = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-V",
+            "mqttv5",
+            "-t",
+            "spoofwatch/#",
+            "-v",
+            "-W",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+    async def ingest() -> list[dict[str, object]]:
+        from websockets.asyncio.client import connect
+
+        audio, _ = sf.read(path, dtype="int16")
+        received: list[dict[str, object]] = []
+        async with connect(f"ws://127.0.0.1:{port}/v1/ingest") as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "start",
+                        "stream": "ws-call",
+                        "encoding": "pcm_s16le",
+                        "sample_rate": 16000,
+                        "channels": 1,
+                    }
+                )
+            )
+            for start in range(0, len(audio), 3200):
+                await ws.send(audio[start : start + 3200].tobytes())
+                await asyncio.sleep(0.005)
+            await ws.send(json.dumps({"type": "stop"}))
+            async for message in ws:
+                event = json.loads(message)
+                received.append(event)
+                if event.get("type") == "stream" and event.get("state") == "end":
+                    break
+        return received
+
+    events = asyncio.run(asyncio.wait_for(ingest(), timeout=180))
+    alarms = [e for e in events if e["type"] == "alarm"]
+    assert any(e["type"] == "score" for e in events)
+    assert alarms and alarms[0]["state"] == "on" and float(alarms[0]["t"]) > switch_s  # type: ignore[arg-type]
+
+    time.sleep(2.0)
+    sub.terminate()
+    lines = (sub.communicate(timeout=10)[0] or "").splitlines()
+    topics = [line.split(" ", 1)[0] for line in lines]
+    assert "spoofwatch/e2e/availability" in topics
+    assert any(t.endswith("/streams/ws-call/score") for t in topics)
+    assert any(t.endswith("/streams/ws-call/alarm") for t in topics)
+    file_stream = path.stem
+    assert any(t == f"spoofwatch/e2e/streams/{file_stream}/score" for t in topics)
+    score_line = next(line for line in lines if line.startswith("spoofwatch/e2e/streams/ws-call/score "))
+    score = json.loads(score_line.split(" ", 1)[1])
+    assert {
+        "type",
+        "v",
+        "stream",
+        "seq",
+        "t_start",
+        "t_end",
+        "score",
+        "p_spoof",
+        "smoothed",
+        "speech",
+        "lag_ms",
+    } <= set(score)
+
+
+def test_listen_alarms_on_a_virtual_microphone(switch_file: tuple[Path, float]) -> None:
+    from pulse import VirtualMic, pulseaudio_missing_reason
+
+    reason = pulseaudio_missing_reason()
+    if reason:
+        pytest.skip(reason)
+    real = load_audio(REAL).samples[-5 * 16000 :]
+    fake = load_audio(FAKE).samples
+    with VirtualMic() as mic:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spoofwatch", "listen"],
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(1.0)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and proc.poll() is None:
+                # wait until the detector is loaded and listening before playing
+                if mic.samples_written > 0:
+                    break
+                time.sleep(0.1)
+            time.sleep(12.0)  # model load
+            mic.play(np.concatenate([real, fake]))
+            time.sleep(len(real) / 16000 + len(fake) / 16000 + 4.0)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+    assert "listening on" in out, err
+    assert "ALARM ON" in out, out + err
