@@ -94,3 +94,20 @@ def test_python_dash_m_entry_point_prints_human_output() -> None:
     assert result.returncode == 0, result.stderr
     assert "SPOOF" in result.stdout.splitlines()[0]
     assert "p_spoof=" in result.stdout
+
+
+def test_eval_prints_contract_json_and_writes_a_report(tmp_path: Path) -> None:
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"path,label,system\n{REAL},bonafide,-\n{FAKE},spoof,espeak\n")
+    out_dir = tmp_path / "report"
+    code, lines = _run(["eval", "--manifest", str(manifest), "--out", str(out_dir), "--json"])
+    assert code == 0
+    summary = json.loads(lines[-1])
+    keys = {"n_bonafide", "n_spoof", "eer", "eer_threshold", "min_dcf", "act_dcf", "cllr", "auc"}
+    assert keys | {"accuracy", "f1", "per_system"} <= set(summary)
+    assert summary["n_bonafide"] == 1 and summary["n_spoof"] == 1
+    assert summary["eer"] == 0.0 and summary["per_system"] == {"espeak": 0.0}
+    for name in ("scores.csv", "metrics.json", "det.png", "histogram.png", "eer_by_windows.png"):
+        assert (out_dir / name).stat().st_size > 0, name
+    rows = (out_dir / "scores.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("path,")

@@ -84,3 +84,22 @@ def test_leave_one_source_out_needs_two_sources() -> None:
     emb = _embed(items, 0, 5)
     with pytest.raises(DataError, match="at least 2 sources"):
         leave_one_source_out([emb], emb, [0], progress=False)
+
+
+def test_accumulated_evidence_uses_the_first_k_windows_in_time_order() -> None:
+    from spoofwatch.train.fit import accumulated_evidence_eer
+
+    items = [
+        LabelledItem(Path("/b.flac"), "bonafide", "b"),
+        LabelledItem(Path("/s.flac"), "spoof", "s", system="A"),
+    ]
+    # Windows listed out of time order on purpose. First window of each clip misleads
+    # (bona fide scored low, spoof high); later windows are right.
+    index = np.array([0, 0, 0, 1, 1, 1])
+    t_start = np.array([2.0, 0.0, 1.0, 1.0, 0.0, 2.0])
+    llrs = np.array([5.0, -3.0, 5.0, -5.0, 3.0, -5.0])
+    emb = EmbeddingSet(tuple(items), np.zeros((6, 1, 2), np.float32), index, t_start, ())
+    eer = accumulated_evidence_eer(emb, llrs, max_windows=3)
+    assert eer[1] == 1.0
+    assert eer[2] == 0.0
+    assert eer[3] == 0.0

@@ -17,9 +17,9 @@ from spoofwatch.model.detector import Detector
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet, extract
-from spoofwatch.train.fit import clip_llrs
+from spoofwatch.train.fit import accumulated_evidence_eer, clip_llrs
 from spoofwatch.train.metrics import Metrics, evaluate
-from spoofwatch.train.report import write_report
+from spoofwatch.train.report import plot_accumulated_evidence, write_report
 
 
 def llr_threshold(p_spoof_threshold: float) -> float:
@@ -57,9 +57,8 @@ def window_config(detector: Detector) -> WindowConfig:
     return WindowConfig(detector.sample_rate, detector.settings.window_s, detector.settings.hop_s)
 
 
-def clip_scores(detector: Detector, embeddings: EmbeddingSet) -> NDArray[np.float64]:
-    window_llr = detector.score_features(embeddings.select_layers(detector.settings.layers))
-    return clip_llrs(embeddings, window_llr)
+def window_scores(detector: Detector, embeddings: EmbeddingSet) -> NDArray[np.float64]:
+    return detector.score_features(embeddings.select_layers(detector.settings.layers))
 
 
 def evaluate_detector(
@@ -74,7 +73,8 @@ def evaluate_detector(
         raise DataError("nothing to evaluate: the labelled list is empty")
     detector = load_detector(detector_dir)
     embeddings = extract(items, detector.encoder, window_config(detector), channel=channel, progress=progress)
-    scores = clip_scores(detector, embeddings)
+    per_window = window_scores(detector, embeddings)
+    scores = clip_llrs(embeddings, per_window)
     keep = ~np.isnan(scores)
     kept = [it for it, k in zip(items, keep, strict=True) if k]
     threshold = llr_threshold(detector.threshold)
@@ -83,5 +83,14 @@ def evaluate_detector(
     )
     result = EvalResult(tuple(items), scores, metrics, int((~keep).sum()), channel)
     if out_dir is not None:
-        write_report(Path(out_dir), list(items), scores, metrics, threshold, {"channel": channel})
+        evidence = accumulated_evidence_eer(embeddings, per_window)
+        write_report(
+            Path(out_dir),
+            list(items),
+            scores,
+            metrics,
+            threshold,
+            {"channel": channel, "eer_by_windows_accumulated": evidence},
+        )
+        plot_accumulated_evidence(Path(out_dir) / "eer_by_windows.png", evidence, detector.settings.hop_s)
     return result

@@ -101,3 +101,25 @@ def evaluate_set(fitted: FittedHead, embeddings: EmbeddingSet, threshold_llr: fl
     labels = [it.label for it, k in zip(embeddings.items, keep, strict=True) if k]
     systems = [it.system for it, k in zip(embeddings.items, keep, strict=True) if k]
     return evaluate(clip[keep], labels, systems, threshold_llr=threshold_llr)
+
+
+def accumulated_evidence_eer(
+    embeddings: EmbeddingSet, window_llrs: NDArray[np.float64], max_windows: int = 8
+) -> dict[int, float]:
+    """EER of clip scores made from the first k windows (k = 1..max_windows), as a
+    stream accumulates evidence; clips with fewer windows use all they have."""
+    labels = np.array([1 if it.label == "bonafide" else 0 for it in embeddings.items])
+    order = np.lexsort((embeddings.t_start, embeddings.item_index))
+    index = embeddings.item_index[order]
+    llrs = window_llrs[order]
+    first = np.searchsorted(index, np.arange(len(embeddings.items)))
+    position = np.arange(len(index)) - first[index]
+    out: dict[int, float] = {}
+    for k in range(1, max_windows + 1):
+        take = position < k
+        sums = np.bincount(index[take], weights=llrs[take], minlength=len(labels))
+        counts = np.bincount(index[take], minlength=len(labels))
+        has = counts > 0
+        clip = sums[has] / counts[has]
+        out[k] = compute_eer(clip[labels[has] == 1], clip[labels[has] == 0])[0]
+    return out

@@ -85,6 +85,20 @@ def plot_histograms(
     plt.close(fig)
 
 
+def plot_accumulated_evidence(path: Path, eer_by_k: dict[int, float], hop_s: float) -> None:
+    """EER against the number of windows averaged, i.e. seconds of streaming evidence."""
+    ks = sorted(eer_by_k)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ks, [eer_by_k[k] * 100 for k in ks], marker="o")
+    ax.set_xlabel(f"windows averaged (one every {hop_s:g} s)")
+    ax.set_ylabel("EER (%)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title("EER as evidence accumulates")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(
     out_dir: Path,
     items: Sequence[LabelledItem],
