@@ -123,11 +123,23 @@ class VirtualMic:
         with open(self.log, "wb") as log:
             self._process = subprocess.Popen(
                 [
-                    "pulseaudio", "--daemonize=no", "--system=false", "--exit-idle-time=-1",
-                    "--disallow-exit", "--disallow-module-loading", "--disable-shm=yes",
-                    "--use-pid-file=no", "-n", "-F", str(script), "--log-target=stderr",
+                    "pulseaudio",
+                    "--daemonize=no",
+                    "--system=false",
+                    "--exit-idle-time=-1",
+                    "--disallow-exit",
+                    "--disallow-module-loading",
+                    "--disable-shm=yes",
+                    "--use-pid-file=no",
+                    "-n",
+                    "-F",
+                    str(script),
+                    "--log-target=stderr",
                 ],
-                env=daemon_env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=daemon_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
             )
         try:
             self._wait_ready()

@@ -98,6 +98,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.add_argument("--jsonl", metavar="PATH", help="also write every event as JSON lines (- = stdout)")
     sv.add_argument("--max-streams", type=int, help="admission limit on concurrent streams")
+    sv.add_argument(
+        "--audiosocket-port",
+        type=int,
+        metavar="P",
+        help="also accept Asterisk AudioSocket calls (TCP) on this port",
+    )
+    sv.add_argument(
+        "--admission",
+        choices=("refuse", "queue"),
+        help="beyond --max-streams: refuse new calls (default) or queue",
+    )
+    sv.add_argument("--queue-timeout-s", type=float, help="longest a queued call waits before it is refused")
 
     ls = sub.add_parser("listen", help="live microphone alert in the terminal")
     _add_server_options(ls)
@@ -124,10 +136,12 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "sources": tuple(args.source) if getattr(args, "source", None) else None,
         "jsonl": getattr(args, "jsonl", None),
         "detector": args.detector,
+        "audiosocket_port": getattr(args, "audiosocket_port", None),
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
-    if getattr(args, "max_streams", None) is not None:
-        overrides["engine"] = {"max_streams": args.max_streams}
+    engine = {k: getattr(args, k, None) for k in ("max_streams", "admission", "queue_timeout_s")}
+    if any(v is not None for v in engine.values()):
+        overrides["engine"] = {k: v for k, v in engine.items() if v is not None}
     return load_settings(args.config, overrides=overrides)
 
 

@@ -49,6 +49,8 @@ class EngineConfig:
     subscriber_queue: int = 256
     max_streams: int = 64
     num_threads: int = 0  # 0 = torch default (all cores)
+    admission: str = "refuse"  # beyond max_streams: "refuse" new calls, or "queue" them
+    queue_timeout_s: float = 4.0  # longest a queued call waits before it is refused
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class ServerConfig:
     sources: tuple[str, ...] = ()
     jsonl: str | None = None
     detector: str | None = None
+    audiosocket_port: int | None = None  # Asterisk AudioSocket (TCP) listens here when set
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ def _load_error(path: Path, **kwargs: float | None) -> str:
 
 # --- good files -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("sr", [8000, 16000, 22050, 44100, 48000])
 def test_float_wav_round_trips_exactly_at_native_rate(tmp_path: Path, sr: int) -> None:
     x = _sine(440, sr, 0.25)
@@ -101,6 +102,7 @@ def test_ogg_vorbis_loads(tmp_path: Path) -> None:
 
 
 # --- bad files ------------------------------------------------------------------------
+
 
 def test_missing_file(tmp_path: Path) -> None:
     assert "no such file" in _load_error(tmp_path / "nope.wav")

@@ -202,8 +202,17 @@ def test_alarm_lines_are_loud_on_a_terminal() -> None:
 
 
 def test_score_line_bar_follows_the_smoothed_probability() -> None:
-    event = ScoreEvent(stream="mic", seq=3, t_start=2.0, t_end=3.0, score=-2.0, p_spoof=0.88,
-                       smoothed=0.75, speech=True, lag_ms=12.0)
+    event = ScoreEvent(
+        stream="mic",
+        seq=3,
+        t_start=2.0,
+        t_end=3.0,
+        score=-2.0,
+        p_spoof=0.88,
+        smoothed=0.75,
+        speech=True,
+        lag_ms=12.0,
+    )
     assert format_event(event, bar_width=8) == "     3.0 s  spoof [######..] 0.75  speech"
     quiet = dataclasses.replace(event, smoothed=0.0, speech=False)
     assert format_event(quiet, bar_width=8) == "     3.0 s  spoof [........] 0.00  quiet"

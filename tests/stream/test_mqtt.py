@@ -222,8 +222,14 @@ def test_scores_alarm_and_retained_state_reach_an_independent_client(mosquitto: 
             latest = await live.wait_for(lambda m: m.topic == state_topic and b'"seq":12' in m.payload)
             assert latest.retain and latest.qos == 0
             assert json.loads(latest.payload) == {
-                "type": "state", "v": 1, "stream": stream, "alarm": "on", "t": 7.0,
-                "smoothed": pytest.approx(1.0, abs=0.2), "p_spoof": pytest.approx(1.0, abs=0.2), "seq": 12,
+                "type": "state",
+                "v": 1,
+                "stream": stream,
+                "alarm": "on",
+                "t": 7.0,
+                "smoothed": pytest.approx(1.0, abs=0.2),
+                "p_spoof": pytest.approx(1.0, abs=0.2),
+                "seq": 12,
             }
             await handle.close()
             await live.wait_for(lambda m: m.topic == state_topic and m.payload == b"")
@@ -232,8 +238,9 @@ def test_scores_alarm_and_retained_state_reach_an_independent_client(mosquitto: 
             events = [parse_event(m.payload) for m in scores]
             assert all(isinstance(e, ScoreEvent) and e.stream == stream for e in events)
             assert [e.seq for e in events if isinstance(e, ScoreEvent)] == list(range(13))
-            assert all(m.qos == 0 and not m.retain and m.expiry is not None and 0 < m.expiry <= 10
-                       for m in scores)
+            assert all(
+                m.qos == 0 and not m.retain and m.expiry is not None and 0 < m.expiry <= 10 for m in scores
+            )
 
             alarms = live.on(TOPICS.stream(stream, "alarm"))
             first = parse_event(alarms[0].payload)
@@ -241,8 +248,11 @@ def test_scores_alarm_and_retained_state_reach_an_independent_client(mosquitto: 
             assert alarms[0].qos == 1 and not alarms[0].retain
             assert [json.loads(m.payload)["state"] for m in alarms] == ["on", "off"]  # off at stream end
             # The alarm follows the score that raised it.
-            raising = next(m for m, e in zip(scores, events, strict=True)
-                           if isinstance(e, ScoreEvent) and e.t_end == first.t)
+            raising = next(
+                m
+                for m, e in zip(scores, events, strict=True)
+                if isinstance(e, ScoreEvent) and e.t_end == first.t
+            )
             assert raising.n < alarms[0].n
 
             states = live.on(state_topic)
@@ -281,8 +291,11 @@ def test_shutdown_flushes_stream_end_and_says_offline(mosquitto: MosquittoBroker
 
 def test_last_will_offline_when_the_connection_is_cut(mosquitto: MosquittoBroker) -> None:
     async def body() -> None:
-        async with TcpProxy(mosquitto.port) as proxy, Recorder(mosquitto.port, TOPICS.availability) as live, \
-                running(proxy.url) as h:
+        async with (
+            TcpProxy(mosquitto.port) as proxy,
+            Recorder(mosquitto.port, TOPICS.availability) as live,
+            running(proxy.url) as h,
+        ):
             await live.wait_for(is_online)
             await proxy.pause()
             proxy.cut()  # no DISCONNECT reaches the broker: it must publish the Will

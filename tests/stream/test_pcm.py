@@ -50,6 +50,7 @@ def _peak_hz(x: NDArray[np.float32], sr: int) -> float:
 
 # --- G.711 against CPython's audioop --------------------------------------------------
 
+
 def test_mulaw_encode_matches_audioop_on_every_int16() -> None:
     expected = np.frombuffer(_audioop().lin2ulaw(ALL_INT16.tobytes(), 2), dtype=np.uint8)
     assert np.array_equal(mulaw_encode(ALL_INT16_AS_FLOAT), expected)
@@ -72,6 +73,7 @@ def test_alaw_decode_matches_audioop_on_every_code() -> None:
 
 # --- G.711 properties that need no reference ------------------------------------------
 
+
 def test_mulaw_reencodes_every_code_except_negative_zero() -> None:
     reencoded = mulaw_encode(mulaw_decode(ALL_CODES))
     differs = np.flatnonzero(reencoded != ALL_CODES)
@@ -84,9 +86,7 @@ def test_alaw_reencodes_every_code() -> None:
     assert np.array_equal(alaw_encode(alaw_decode(ALL_CODES)), ALL_CODES)
 
 
-@pytest.mark.parametrize(
-    ("encode", "decode"), [(mulaw_encode, mulaw_decode), (alaw_encode, alaw_decode)]
-)
+@pytest.mark.parametrize(("encode", "decode"), [(mulaw_encode, mulaw_decode), (alaw_encode, alaw_decode)])
 def test_g711_decode_is_monotonic_and_bounded(encode: object, decode: object) -> None:
     x = np.linspace(-1, 1, 4001, dtype=np.float32)
     y = decode(encode(x))  # type: ignore[operator]
@@ -102,9 +102,10 @@ def test_g711_encode_clips_out_of_range_and_keeps_shape() -> None:
     codes = mulaw_encode(x)
     assert codes.shape == (2, 2) and codes.dtype == np.uint8
     assert codes[0, 0] == codes[1, 0] and codes[0, 1] == codes[1, 1]
-    assert alaw_encode(np.array([5.0], dtype=np.float32))[0] == alaw_encode(
-        np.array([32767 / 32768], dtype=np.float32)
-    )[0]
+    assert (
+        alaw_encode(np.array([5.0], dtype=np.float32))[0]
+        == alaw_encode(np.array([32767 / 32768], dtype=np.float32))[0]
+    )
 
 
 def test_g711_encode_rejects_nan() -> None:
@@ -121,6 +122,7 @@ def test_g711_decode_accepts_bytes_and_rejects_wrong_dtype() -> None:
 
 
 # --- decode_pcm -----------------------------------------------------------------------
+
 
 def test_decode_pcm_s16le_stereo_deinterleaves() -> None:
     left = np.array([0, 16384, -32768], dtype=np.int16)
@@ -180,6 +182,7 @@ def test_decode_pcm_f32le_counts_nonfinite_values() -> None:
 
 # --- to_mono, validate_samples --------------------------------------------------------
 
+
 def test_to_mono_averages_channels() -> None:
     x = np.array([[1.0, 0.0], [0.5, -0.5], [-1.0, -0.5]], dtype=np.float32)
     assert to_mono(x).tolist() == [0.5, 0.0, -0.75]
@@ -203,6 +206,7 @@ def test_validate_samples() -> None:
 
 
 # --- resample -------------------------------------------------------------------------
+
 
 def test_resample_equal_rates_is_identity() -> None:
     x = _sine(440, 16000, 0.1)
@@ -240,9 +244,7 @@ def test_resample_rejects_bad_rates(rate: object) -> None:
 _SIGNAL = np.random.default_rng(7).uniform(-0.9, 0.9, 3000).astype(np.float32)
 
 
-def _stream_in_chunks(rs: StreamResampler, x: NDArray[np.float32], cuts: list[int]) -> NDArray[
-    np.float32
-]:
+def _stream_in_chunks(rs: StreamResampler, x: NDArray[np.float32], cuts: list[int]) -> NDArray[np.float32]:
     edges = [0, *sorted(set(c for c in cuts if 0 < c < len(x))), len(x)]
     parts = [rs.feed(x[a:b]) for a, b in itertools.pairwise(edges)]
     parts.append(rs.flush())
@@ -254,9 +256,7 @@ def _stream_in_chunks(rs: StreamResampler, x: NDArray[np.float32], cuts: list[in
     rates=st.sampled_from([(8000, 16000), (44100, 16000), (48000, 16000), (16000, 8000)]),
     cuts=st.lists(st.integers(min_value=1, max_value=2999), max_size=40),
 )
-def test_stream_resampler_is_bit_identical_across_chunkings(
-    rates: tuple[int, int], cuts: list[int]
-) -> None:
+def test_stream_resampler_is_bit_identical_across_chunkings(rates: tuple[int, int], cuts: list[int]) -> None:
     sr_in, sr_out = rates
     chunked = _stream_in_chunks(StreamResampler(sr_in, sr_out), _SIGNAL, cuts)
     assert np.array_equal(chunked, resample(_SIGNAL, sr_in, sr_out))

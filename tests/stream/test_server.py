@@ -61,7 +61,11 @@ def s16(audio: NDArray[np.float32]) -> bytes:
 
 def start_message(stream: str, **overrides: object) -> str:
     body: dict[str, object] = {
-        "type": "start", "stream": stream, "encoding": "pcm_s16le", "sample_rate": 16000, "channels": 1,
+        "type": "start",
+        "stream": stream,
+        "encoding": "pcm_s16le",
+        "sample_rate": 16000,
+        "channels": 1,
     }
     body.update(overrides)
     return json.dumps(body)
@@ -213,12 +217,21 @@ def test_slow_subscriber_is_dropped_while_a_fast_one_gets_everything() -> None:
 
 
 def twilio_start(sid: str, tracks: list[str], params: dict[str, str] | None = None) -> str:
-    return json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": sid,
-        "start": {"streamSid": sid, "accountSid": "AC1", "callSid": "CA1", "tracks": tracks,
-                  "customParameters": params or {},
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-    })
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": sid,
+            "start": {
+                "streamSid": sid,
+                "accountSid": "AC1",
+                "callSid": "CA1",
+                "tracks": tracks,
+                "customParameters": params or {},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
 
 
 TWILIO_CONNECTED = '{"event":"connected","protocol":"Call","version":"1.0.0"}'
@@ -231,9 +244,19 @@ def test_twilio_both_tracks_become_two_scored_streams() -> None:
     def media(track: str, audio: NDArray[np.float32], chunk: int) -> str:
         frame = audio[(chunk - 1) * 160 : chunk * 160]
         payload = base64.b64encode(mulaw_encode(frame).tobytes()).decode()
-        return json.dumps({"event": "media", "sequenceNumber": str(chunk + 2), "streamSid": sid,
-                           "media": {"track": track, "chunk": str(chunk), "timestamp": str(20 * chunk),
-                                     "payload": payload}})
+        return json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": str(chunk + 2),
+                "streamSid": sid,
+                "media": {
+                    "track": track,
+                    "chunk": str(chunk),
+                    "timestamp": str(20 * chunk),
+                    "payload": payload,
+                },
+            }
+        )
 
     async def body() -> list[Event]:
         async with serving() as (server, pipeline):
@@ -245,8 +268,16 @@ def test_twilio_both_tracks_become_two_scored_streams() -> None:
                     for chunk in range(1, 101):  # 100 x 20 ms per track, interleaved
                         await twilio.send(media("inbound", inbound, chunk))
                         await twilio.send(media("outbound", outbound, chunk))
-                    await twilio.send(json.dumps({"event": "stop", "sequenceNumber": "203", "streamSid": sid,
-                                                  "stop": {"accountSid": "AC1", "callSid": "CA1"}}))
+                    await twilio.send(
+                        json.dumps(
+                            {
+                                "event": "stop",
+                                "sequenceNumber": "203",
+                                "streamSid": sid,
+                                "stop": {"accountSid": "AC1", "callSid": "CA1"},
+                            }
+                        )
+                    )
                     events: list[Event] = []
                     while len([e for e in of_type(events, StreamEvent) if e.state == "end"]) < 2:
                         events.append(await recv_event(watcher))

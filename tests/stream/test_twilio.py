@@ -22,11 +22,21 @@ SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 
 def start_msg(tracks: list[str], media_format: dict[str, object] | None = None) -> str:
     fmt = media_format or {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
-    return json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": SID,
-        "start": {"accountSid": "AC1", "streamSid": SID, "callSid": "CA1", "tracks": tracks,
-                  "customParameters": {"k": "v"}, "mediaFormat": fmt},
-    })
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": SID,
+            "start": {
+                "accountSid": "AC1",
+                "streamSid": SID,
+                "callSid": "CA1",
+                "tracks": tracks,
+                "customParameters": {"k": "v"},
+                "mediaFormat": fmt,
+            },
+        }
+    )
 
 
 def media_msg(track: str | None, payload: str, chunk: int = 1, sid: str = SID) -> str:
@@ -84,17 +94,29 @@ def test_both_tracks_get_suffixed_stream_ids() -> None:
         (["{bad"], ProtocolError, "expected JSON"),
         (['{"no":"event"}'], ProtocolError, "expected a string 'event', found None"),
         ([media_msg("inbound", "AAAA")], ProtocolError, "expected a start message first"),
-        ([start_msg(["inbound"], {"encoding": "audio/x-l16", "sampleRate": 16000})], ProtocolError,
-         "expected audio/x-mulaw at 8000 Hz, 1 channel, found 'audio/x-l16' at 16000 Hz"),
+        (
+            [start_msg(["inbound"], {"encoding": "audio/x-l16", "sampleRate": 16000})],
+            ProtocolError,
+            "expected audio/x-mulaw at 8000 Hz, 1 channel, found 'audio/x-l16' at 16000 Hz",
+        ),
         ([start_msg(["both"])], ProtocolError, "expected a list drawn from"),
         ([start_msg(["inbound"]), start_msg(["inbound"])], ProtocolError, "found a second"),
-        ([start_msg(["inbound"]), media_msg("outbound", "AAAA")], ProtocolError,
-         r"expected one of the started tracks \['inbound'\], found 'outbound'"),
-        ([start_msg(["inbound"]), media_msg("inbound", "AAAA", sid="MZother")], ProtocolError,
-         f"expected streamSid '{SID}', found 'MZother'"),
+        (
+            [start_msg(["inbound"]), media_msg("outbound", "AAAA")],
+            ProtocolError,
+            r"expected one of the started tracks \['inbound'\], found 'outbound'",
+        ),
+        (
+            [start_msg(["inbound"]), media_msg("inbound", "AAAA", sid="MZother")],
+            ProtocolError,
+            f"expected streamSid '{SID}', found 'MZother'",
+        ),
         ([start_msg(["inbound"]), media_msg("inbound", "not base64!")], ProtocolError, "expected base64"),
-        ([start_msg(["inbound"]), media_msg("inbound", "A" * 40000)], LimitExceededError,
-         "expected at most 16000 bytes of audio"),
+        (
+            [start_msg(["inbound"]), media_msg("inbound", "A" * 40000)],
+            LimitExceededError,
+            "expected at most 16000 bytes of audio",
+        ),
     ],
 )
 def test_malformed_messages_are_refused(messages: list[str], error: type[Exception], match: str) -> None:

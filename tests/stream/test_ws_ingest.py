@@ -19,7 +19,11 @@ from spoofwatch.stream.sources.ws_ingest import (
 
 def start_text(**overrides: object) -> str:
     body: dict[str, object] = {
-        "type": "start", "stream": "call-1", "encoding": "pcm_s16le", "sample_rate": 16000, "channels": 1,
+        "type": "start",
+        "stream": "call-1",
+        "encoding": "pcm_s16le",
+        "sample_rate": 16000,
+        "channels": 1,
     }
     body.update(overrides)
     return json.dumps(body)

@@ -94,6 +94,10 @@ def build_tasks(
         from spoofwatch.stream.server import run_server
 
         tasks["websocket"] = lambda: run_server(pipeline, server, ready)
+        if server.audiosocket_port is not None:
+            from spoofwatch.stream.audiosocket_server import run_audiosocket_server
+
+            tasks["audiosocket"] = lambda: run_audiosocket_server(pipeline, server)
     if server.mqtt:
         from spoofwatch.stream.sinks.mqtt import MqttSink
 
@@ -122,6 +126,9 @@ async def serve(
     installed = install_signal_handlers(stop)
     try:
         pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
+        from spoofwatch.stream.callcenter import Admission
+
+        Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
         tasks = build_tasks(pipeline, settings, ready=ready)
         await run_pipeline(pipeline, tasks, stop)
     finally:

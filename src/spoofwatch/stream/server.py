@@ -6,6 +6,9 @@
   events of its stream on the same connection.
 - ``/twilio``: Twilio Media Streams (``sources.twilio``); events are published to the hub
   only, since Twilio ignores what it is sent.
+- ``/audiohook`` (Genesys AudioHook) and ``/jambonz`` (jambonz ``listen``, mod_audio_fork):
+  handled in ``callcenter``; events go to the hub only. AudioHook checks the token itself
+  (also as ``X-API-KEY``) and refuses with its own ``disconnect`` message.
 - ``/healthz`` (JSON) and ``/`` (dashboard HTML) are plain HTTP, answered in
   ``process_request``; any other path is 404.
 
@@ -40,6 +43,7 @@ from websockets.http11 import Request, Response
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.events import ErrorEvent, StreamEvent, to_json
+from spoofwatch.stream.callcenter import select_subprotocol, serve_audiohook, serve_jambonz
 from spoofwatch.stream.hub import EventHub, Subscription
 from spoofwatch.stream.pipeline import Pipeline, StreamHandle
 from spoofwatch.stream.sources.twilio import (
@@ -66,6 +70,7 @@ _INLINE_INDEX: Final = (
 )
 
 MAX_MESSAGES_BEFORE_AUTH: Final = 4  # Twilio sends "connected", then "start" with the token
+SELF_AUTHORIZING_PATHS: Final = ("/twilio", "/audiohook")  # they refuse in their own protocol
 
 Route = Callable[[ServerConnection, dict[str, list[str]], bool], Awaitable[None]]
 UNAUTHORIZED_REASON: Final = "unauthorized: expected a valid bearer token"
@@ -180,6 +185,8 @@ class SpoofwatchServer:
             "/v1/scores": self._serve_scores,
             "/v1/ingest": self._serve_ingest,
             "/twilio": self._serve_twilio,
+            "/audiohook": self._serve_audiohook,
+            "/jambonz": self._serve_jambonz,
         }
         self._http_routes: dict[str, Callable[[], Response]] = {
             "/healthz": self._healthz,
@@ -214,6 +221,7 @@ class SpoofwatchServer:
             # rather than a bare 1009 close.
             max_size=2 * self.limits.max_frame_bytes,
             compression=None,  # audio does not deflate; spare the CPU
+            select_subprotocol=select_subprotocol,  # jambonz asks for audio.jambonz.org
         )
         logger.info("spoofwatch server listening on ws://%s:%d", self.config.host, self.port)
 
@@ -281,7 +289,7 @@ class SpoofwatchServer:
         assert ws.request is not None  # the handler only runs after a handshake request
         target = urlsplit(ws.request.path)
         authorized = self._authorized(ws.request)
-        if not authorized and target.path != "/twilio":
+        if not authorized and target.path not in SELF_AUTHORIZING_PATHS:
             await refuse_unauthorized(ws, target.path)
             return
         await self._routes[target.path](ws, parse_qs(target.query), authorized)
@@ -313,6 +321,14 @@ class SpoofwatchServer:
         self, ws: ServerConnection, query: dict[str, list[str]], authorized: bool
     ) -> None:
         await _run_connection(_TwilioConnection(self, ws, authorized))
+
+    async def _serve_audiohook(
+        self, ws: ServerConnection, query: dict[str, list[str]], authorized: bool
+    ) -> None:
+        await serve_audiohook(self, ws, authorized)
+
+    async def _serve_jambonz(self, ws: ServerConnection, query: dict[str, list[str]], _: bool) -> None:
+        await serve_jambonz(self, ws, query)
 
 
 async def refuse_unauthorized(ws: ServerConnection, path: str) -> None:
