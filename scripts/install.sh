@@ -14,6 +14,8 @@ APT_PACKAGES=(
   mosquitto-clients  # mosquitto_sub / mosquitto_pub
   espeak-ng          # offline TTS used to make synthetic test speech
   sox                # audio conversion in tests and examples
+  chromium           # headless browser for the dashboard test
+  chromium-driver    # its WebDriver (Selenium uses this one, never downloads)
 )
 
 if command -v apt-get >/dev/null 2>&1; then

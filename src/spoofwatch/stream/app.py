@@ -58,6 +58,11 @@ async def run_pipeline(
         _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for waiter in pending:
             waiter.cancel()
+        # Sources first: they close their own streams; then whatever else is live.
+        sources = [t for name, t in running.items() if name == "listen" or name.startswith("source:")]
+        for task in sources:
+            task.cancel()
+        await asyncio.gather(*sources, return_exceptions=True)
         logger.info("shutting down: closing %d live stream(s)", len(pipeline.streams))
         await pipeline.close_all()
         await asyncio.sleep(SHUTDOWN_GRACE_S)  # let sinks send the last events

@@ -24,6 +24,7 @@ before cancelling it, so that the streams of live connections can flush their la
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hmac
 import http
@@ -280,6 +281,10 @@ class SpoofwatchServer:
             "dropped_windows": status.dropped_windows,
             "subscribers": self.pipeline.hub.subscriber_count,
             "connections": self.connections,
+            "detector": _detector_name(self.pipeline.scorer),
+            "threshold": self.pipeline.scorer.threshold,
+            "alarm_on": self.pipeline.stream_config.alarm_on,
+            "alarm_off": self.pipeline.stream_config.alarm_off,
         }
         return _http_response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
 
@@ -343,7 +348,34 @@ async def _send_error(ws: ServerConnection, stream: str | None, exc: SpoofwatchE
 async def _close_refused(ws: ServerConnection, exc: SpoofwatchError) -> None:
     """1013 (try again later) when the server is full, 1008 (policy) for bad requests."""
     code = CloseCode.TRY_AGAIN_LATER if isinstance(exc, LimitExceededError) else CloseCode.POLICY_VIOLATION
-    await ws.close(code, _close_reason(str(exc)))
+    await close_draining(ws, code, _close_reason(str(exc)))
+
+
+async def close_draining(ws: ServerConnection, code: int, reason: str) -> None:
+    """Close while reading (and discarding) what the client still sends: with reading
+    paused, a client that already queued audio frames would never get to our close frame
+    and the close would wait out its whole timeout."""
+
+    async def drain() -> None:
+        with contextlib.suppress(Exception):
+            async for _ in ws:
+                pass
+
+    drainer = asyncio.create_task(drain(), name="drain-refused")
+    try:
+        await ws.close(code, reason)
+    finally:
+        drainer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drainer
+
+
+def _detector_name(scorer: object) -> str | None:
+    card = getattr(scorer, "card", None)
+    if isinstance(card, dict):
+        name = card.get("name")
+        return str(name) if name is not None else None
+    return None
 
 
 async def _close_stream(handle: StreamHandle, reason: str | None) -> None:
