@@ -33,7 +33,14 @@ def telephone_mulaw(samples: NDArray[np.float32], sample_rate: int) -> NDArray[n
     return out
 
 
-CHANNELS: dict[str, Channel] = {"clean": clean, "telephone": telephone_mulaw}
+def augmented(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+    """A random codec/noise/reverb/gain/band-limit/packet-loss chain, seeded per clip."""
+    from spoofwatch.train.augment import augmented_channel
+
+    return augmented_channel(samples, sample_rate)
+
+
+CHANNELS: dict[str, Channel] = {"clean": clean, "telephone": telephone_mulaw, "augmented": augmented}
 
 
 def get_channel(name: str) -> Channel:
