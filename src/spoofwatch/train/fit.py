@@ -80,7 +80,7 @@ def fit_head(
             eer = window_eer(head.decision_function(dx), dy)
             search[",".join(map(str, candidate))] = eer
             logger.info("layers %s: dev window EER %.4f", candidate, eer)
-            if eer < best[0]:
+            if eer <= best[0]:  # on ties prefer the later, broader layer set
                 best = (eer, candidate)
         chosen = best[1]
     else:
