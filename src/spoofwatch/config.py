@@ -7,6 +7,7 @@ Library code receives these dataclasses, never argparse namespaces.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -14,7 +15,8 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from spoofwatch.errors import ConfigError
 
@@ -51,20 +53,99 @@ class EngineConfig:
     num_threads: int = 0  # 0 = torch default (all cores)
     admission: str = "refuse"  # beyond max_streams: "refuse" new calls, or "queue" them
     queue_timeout_s: float = 4.0  # longest a queued call waits before it is refused
+    # Seconds of audio one stream may carry (4 h); beyond it the stream ends with a
+    # ``limit_exceeded`` error event and later audio is dropped. 0 = no limit.
+    max_stream_s: float = 4 * 3600.0
+    # Fastest a stream may deliver audio, as a multiple of real time, after a burst of
+    # max_speed_burst_s seconds of audio; beyond it the stream ends with limit_exceeded.
+    # One client replaying a file at 100x would otherwise crowd every other stream out of
+    # the shared window queue. 0 = no limit. Both limits spare local mic and file sources.
+    max_speed: float = 8.0
+    max_speed_burst_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_stream_s", "max_speed", "max_speed_burst_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(
+                    f"engine.{name}: expected a finite number >= 0 (0 = no limit), found {value!r}"
+                )
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    host: str = "127.0.0.1"
+    """The network front end. Secrets (``token``, ``mqtt_password``, a password inside
+    ``mqtt``) never appear in ``repr``; pass them as ``SPOOFWATCH_SERVER_TOKEN`` and
+    ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` rather than on the command line."""
+
+    host: str = "127.0.0.1"  # loopback only; bind 0.0.0.0 deliberately, with a token and TLS
     port: int = 8765
-    token: str | None = None
-    mqtt: str | None = None
+    token: str | None = None  # bearer token required on every path when set
+    mqtt: str | None = None  # mqtt://[user[:password]@]host[:port] or mqtts://... (TLS)
     mqtt_prefix: str = "spoofwatch"
     node: str = "node"
     sources: tuple[str, ...] = ()
     jsonl: str | None = None
     detector: str | None = None
     audiosocket_port: int | None = None  # Asterisk AudioSocket (TCP) listens here when set
+    # TLS for the WebSocket/HTTP port (wss://, https://): PEM certificate chain and key.
+    tls_cert: str | None = None
+    tls_key: str | None = None  # may be omitted when tls_cert holds the key too
+    # MQTT credentials (override the URL's) and the CA bundle that signs an mqtts:// broker
+    # (default: the system's trusted CAs).
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_ca_file: str | None = None
+    # Per-connection limits on untrusted clients.
+    max_message_bytes: int = 1 << 20  # largest audio frame; up to twice this gets an error
+    # event and is dropped, larger ones end the connection (1009)
+    max_messages_per_s: float = 500.0  # sustained message rate (token bucket); Twilio with
+    # both tracks sends 100/s, 10 ms ingest frames are 100/s. Beyond it the connection's
+    # streams end (limit_exceeded) and the connection is closed with 1008
+    max_message_burst: int = 1000  # messages a client may send at once above that rate
+    max_streams_per_connection: int = 1000  # streams one connection may open over its life
+    # (/v1/ingest runs them one after another); 0 = no limit
+
+    def __post_init__(self) -> None:
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ConfigError("server.tls_key: expected server.tls_cert as well, found only the key")
+        checks = [
+            ("max_message_bytes", self.max_message_bytes >= 1024, "an integer >= 1024"),
+            ("max_messages_per_s", math.isfinite(self.max_messages_per_s) and self.max_messages_per_s > 0,
+             "a finite number > 0"),
+            ("max_message_burst", self.max_message_burst >= 1, "an integer >= 1"),
+            ("max_streams_per_connection", self.max_streams_per_connection >= 0, "an integer >= 0"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"server.{name}: expected {expected}, found {getattr(self, name)!r}")
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRET_FIELDS and value is not None:
+                value = REDACTED
+            elif f.name == "mqtt" and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"ServerConfig({', '.join(shown)})"
+
+
+REDACTED: Final = "<redacted>"
+_SECRET_FIELDS: Final = ("token", "mqtt_password")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:  # unparseable: show none of it past the scheme
+        return f"{url.partition(':')[0]}:{REDACTED}"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}"))
 
 
 @dataclass(frozen=True)

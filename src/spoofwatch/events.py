@@ -106,7 +106,7 @@ def parse_event(text: str | bytes) -> Event:
         raise ProtocolError(f"expected a JSON object, found {type(data).__name__}")
     kind = data.pop("type", None)
     version = data.pop("v", None)
-    if kind not in _CLASSES:
+    if not isinstance(kind, str) or kind not in _CLASSES:
         raise ProtocolError(f"expected type to be one of {sorted(_CLASSES)}, found {kind!r}")
     if version != SCHEMA_VERSION:
         raise ProtocolError(f"expected schema version {SCHEMA_VERSION}, found {version!r}")

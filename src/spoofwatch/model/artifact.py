@@ -22,6 +22,7 @@ from spoofwatch.model.detector import Detector, DetectorSettings
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.head import LinearHead
+from spoofwatch.model.quantize import apply_quantization, check_quantization, quantization_of
 
 CARD_FILE = "model_card.json"
 TENSORS_FILE = "head.safetensors"
@@ -60,10 +61,32 @@ def save_detector(
         "head": {"kind": "logistic-regression", "n_features": head.n_features_in_},
         "calibration": calibration.to_dict(),
         "threshold": {"p_spoof": settings.threshold},
+        "inference": inference_card(settings),
         **(card_extra or {}),
     }
     (target / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     return target
+
+
+def inference_card(settings: DetectorSettings) -> dict[str, Any]:
+    """How the detector runs (no effect on what a window scores, up to int8 rounding)."""
+    return {
+        "quantization": settings.quantization,
+        "num_threads": settings.num_threads,
+        "max_batch": settings.max_batch,
+    }
+
+
+def _inference_options(card: dict[str, Any]) -> tuple[str, int, int]:
+    """(quantization, num_threads, max_batch) from the card; cards without them get defaults."""
+    section = card.get("inference") or {}
+    if not isinstance(section, dict):
+        raise TypeError(f"'inference' must be an object, found {type(section).__name__}")
+    return (
+        str(section.get("quantization", DetectorSettings.quantization)),
+        int(section.get("num_threads", DetectorSettings.num_threads)),
+        int(section.get("max_batch", DetectorSettings.max_batch)),
+    )
 
 
 def read_card(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -108,11 +131,17 @@ def load_detector(
     encoder: Encoder | None = None,
     window_s: float | None = None,
     hop_s: float | None = None,
+    quantization: str | None = None,
+    num_threads: int | None = None,
+    max_batch: int | None = None,
 ) -> Detector:
     """Load a detector; builds its encoder from the card unless one is given.
 
     ``window_s`` must equal the trained window if given; ``hop_s`` may differ (it only
-    changes how often windows are cut, not what one window scores).
+    changes how often windows are cut, not what one window scores). ``quantization``,
+    ``num_threads`` and ``max_batch`` override the card's ``inference`` section; with
+    ``int8`` / ``int8-all`` the encoder's Linear layers are quantised after the identity
+    check (see ``spoofwatch.model.quantize``).
     """
     path = Path(directory) if directory is not None else default_detector_dir()
     card = read_card(path)
@@ -124,6 +153,7 @@ def load_detector(
         identity = EncoderIdentity.from_dict(card["encoder"]["identity"])
         calibration = AffineCalibration.from_dict(card["calibration"])
         threshold = float(card["threshold"]["p_spoof"])
+        card_quantization, card_threads, card_batch = _inference_options(card)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelError(f"{path / CARD_FILE}: malformed model card ({exc!r})") from None
     if not layers:
@@ -150,10 +180,16 @@ def load_detector(
             f"window mismatch: the detector expects {expected_samples} samples per window, "
             f"the encoder given takes {encoder.window_samples}"
         )
+    wanted = card_quantization if quantization is None else quantization
+    encoder = apply_quantization(encoder, check_quantization(wanted))
     settings = DetectorSettings(
         window_s=trained_window,
         hop_s=trained_hop if hop_s is None else hop_s,
         layers=layers,
         threshold=threshold,
+        max_batch=card_batch if max_batch is None else max_batch,
+        quantization=quantization_of(encoder.identity),
+        num_threads=card_threads if num_threads is None else num_threads,
     )
+    card = {**card, "inference": inference_card(settings)}
     return Detector(encoder, head, calibration, settings, card)

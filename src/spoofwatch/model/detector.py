@@ -18,6 +18,7 @@ from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.head import LinearHead
 from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.quantize import QUANTIZATION_MODES, quantization_of
 from spoofwatch.model.scorer import WindowScorer
 
 __all__ = ["Detector", "DetectorSettings", "WindowScorer"]
@@ -25,14 +26,19 @@ __all__ = ["Detector", "DetectorSettings", "WindowScorer"]
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """Window geometry, which hidden states the head reads, and the decision threshold
-    on ``p_spoof`` (0.5 = the Bayes decision for equal priors and costs)."""
+    """Window geometry, which hidden states the head reads, the decision threshold on
+    ``p_spoof`` (0.5 = the Bayes decision for equal priors and costs) and how inference
+    runs: at most ``max_batch`` windows per encoder call, ``quantization`` ``none``,
+    ``int8`` or ``int8-all`` (dynamic int8 Linear layers, see model.quantize) and
+    ``num_threads`` torch intra-op threads in the scoring thread (0 = leave torch alone)."""
 
     window_s: float
     hop_s: float
     layers: tuple[int, ...]
     threshold: float = 0.5
     max_batch: int = 16
+    quantization: str = "none"
+    num_threads: int = 0
 
 
 class Detector:
@@ -55,6 +61,19 @@ class Detector:
             )
         if not 0.0 < settings.threshold < 1.0:
             raise ModelError(f"threshold must be within (0, 1), found {settings.threshold}")
+        if settings.max_batch < 1:
+            raise ModelError(f"max_batch must be >= 1, found {settings.max_batch}")
+        if settings.num_threads < 0:
+            raise ModelError(f"num_threads must be >= 0 (0 = torch default), found {settings.num_threads}")
+        if settings.quantization not in QUANTIZATION_MODES:
+            raise ModelError(
+                f"quantization must be one of {QUANTIZATION_MODES}, found {settings.quantization!r}"
+            )
+        if settings.quantization != quantization_of(identity):
+            raise ModelError(
+                f"settings say quantization={settings.quantization!r} but the encoder is "
+                f"{identity.name!r} ({quantization_of(identity)}); quantise it with apply_quantization"
+            )
         self.encoder = encoder
         self.head = head
         self.calibration = calibration
@@ -90,6 +109,11 @@ class Detector:
         """Pooled per-layer statistics, (batch, features)."""
         batch = self._as_batch(windows)
         out: list[NDArray[np.float32]] = []
+        threads = self.settings.num_threads
+        if threads and torch.get_num_threads() != threads:
+            # Set here, in the thread that scores: the streaming worker is not the thread
+            # that built the detector.
+            torch.set_num_threads(threads)
         with torch.inference_mode():
             for start in range(0, len(batch), self.settings.max_batch):
                 chunk = torch.from_numpy(batch[start : start + self.settings.max_batch])

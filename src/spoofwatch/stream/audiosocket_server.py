@@ -7,7 +7,9 @@ and its start, end and the server's load appear as events. A refused call gets a
 frame with the reason, a hangup frame and the socket closed. A hangup frame or a socket
 closed between frames ends the call normally; a socket closed mid-frame, a reset, an
 Asterisk error frame or ``idle_timeout_s`` without data end it with a reason.
-AudioSocket has no authentication: bind it to a private address.
+AudioSocket has no authentication: bind it to a private address. The connection limits
+(``ServerConfig.max_messages_per_s`` and ``max_message_burst``, counted per frame) apply:
+a faster client is refused and its stream ends with ``limit_exceeded``.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import logging
 from typing import Final
 
 from spoofwatch.config import ServerConfig
-from spoofwatch.errors import AudioError, ConfigError, ProtocolError, SpoofwatchError
-from spoofwatch.stream.callcenter import CallStreams, StreamRequest, publish_error
+from spoofwatch.errors import AudioError, ConfigError, LimitExceededError, ProtocolError, SpoofwatchError
+from spoofwatch.stream.callcenter import CallStreams, StreamRequest, publish_error, settle_admission
+from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits
 from spoofwatch.stream.pipeline import Pipeline
 from spoofwatch.stream.sources.audiosocket import (
     AudioSocketAudio,
@@ -51,17 +54,20 @@ class AudioSocketConnection:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         idle_timeout_s: float,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.reader = reader
         self.writer = writer
         self.idle_timeout_s = idle_timeout_s
+        self.guard = ConnectionGuard(limits or ConnectionLimits())
         self.frames = AudioSocketReader()
         self.call = AudioSocketCall()
         self.streams: CallStreams | None = None
         self.admitting: asyncio.Task[None] | None = None
         self.errors = 0
         self.end_reason: str | None = None
+        self.end_code = "stream_closed"
         self.refused = False
         self.stopping = False
 
@@ -101,6 +107,7 @@ class AudioSocketConnection:
         """Act on the frames ``data`` completes; False when the call is over."""
         for frame in self.frames.feed(data):
             try:
+                self.guard.on_message()
                 if not await self._on_frame(self.call.receive(frame)):
                     return False
             except AudioError as exc:
@@ -158,6 +165,8 @@ class AudioSocketConnection:
         logger.warning("refusing AudioSocket call %s from %s: %s", self.stream_id, self._peer(), exc)
         if self.end_reason is None:
             self.end_reason = str(exc)
+            if isinstance(exc, LimitExceededError):
+                self.end_code = "limit_exceeded"
         publish_error(self.pipeline, self.stream_id, exc)
         with contextlib.suppress(ConnectionError):
             self.writer.write(error_frame(str(exc)) + hangup_frame())
@@ -179,11 +188,9 @@ class AudioSocketConnection:
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
     async def cleanup(self) -> None:
-        if self.admitting is not None and not self.admitting.done():
-            self.admitting.cancel()
-            await asyncio.gather(self.admitting, return_exceptions=True)
+        await settle_admission(self.admitting)
         if self.streams is not None:
-            await self.streams.close(self.end_reason)
+            await self.streams.close(self.end_reason, self.end_code)
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
@@ -199,10 +206,12 @@ class AudioSocketServer:
         port: int = 0,
         *,
         idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(f"AudioSocket port: expected 0..65535, found {port}")
         self.pipeline = pipeline
+        self.limits = limits or ConnectionLimits()
         self.host = host
         self.requested_port = port
         self.idle_timeout_s = idle_timeout_s
@@ -225,7 +234,7 @@ class AudioSocketServer:
         logger.info("AudioSocket server listening on tcp://%s:%d", self.host, self.port)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = AudioSocketConnection(self.pipeline, reader, writer, self.idle_timeout_s)
+        connection = AudioSocketConnection(self.pipeline, reader, writer, self.idle_timeout_s, self.limits)
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = connection
@@ -257,7 +266,9 @@ async def run_audiosocket_server(
     """Serve AudioSocket on ``config.host``:``config.audiosocket_port`` until cancelled."""
     if config.audiosocket_port is None:
         raise ConfigError("server.audiosocket_port: expected a port number, found None")
-    server = AudioSocketServer(pipeline, config.host, config.audiosocket_port)
+    server = AudioSocketServer(
+        pipeline, config.host, config.audiosocket_port, limits=ConnectionLimits.from_config(config)
+    )
     await server.start()
     try:
         if ready is not None:

@@ -95,6 +95,21 @@ class Batcher:
         if len(self._queue) >= self.max_queue:
             self._space.clear()
 
+    def discard(self, stream: Any) -> int:
+        """Drop the queued windows of ``stream`` (it ended without waiting for them);
+        counted as dropped, with the drop callbacks run. Returns how many."""
+        dropped = [job for job in self._queue if job.stream is stream]
+        if not dropped:
+            return 0
+        self._queue = collections.deque(job for job in self._queue if job.stream is not stream)
+        self.counters.dropped += len(dropped)
+        for job in dropped:
+            for callback in self._on_drop:
+                callback(job)
+        if len(self._queue) < self.max_queue:
+            self._space.set()
+        return len(dropped)
+
     async def submit(self, job: WindowJob) -> None:
         """Offline replay: wait for room instead of dropping."""
         while len(self._queue) >= self.max_queue:

@@ -14,11 +14,15 @@ module does their I/O and maps calls to pipeline streams:
   ``unauthorized``, then ``closed`` once the client sends ``close``; the WebSocket then
   closes with 1013 (full), 1008 (unauthorized) or 1000. jambonz refusals are a
   mod_audio_fork ``{"type":"error","data":{...}}`` text frame and a close with 1013 or 1008.
+- Connection limits (``limits.ConnectionGuard``: message rate, streams per connection)
+  apply as on every other path: breaking one publishes a ``limit_exceeded`` error event,
+  ends the call's streams with that code and closes the WebSocket with 1008.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -38,6 +42,7 @@ from websockets.typing import Subprotocol
 
 from spoofwatch.errors import AudioError, ConfigError, LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.events import ErrorEvent
+from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits
 from spoofwatch.stream.pipeline import Pipeline, StreamHandle
 from spoofwatch.stream.sources.audiohook import (
     AUDIOHOOK_SAMPLE_RATE,
@@ -57,6 +62,7 @@ logger = logging.getLogger(__name__)
 ADMISSION_MODES: Final = ("refuse", "queue")
 ADMISSION_POLL_S: Final = 0.02
 STREAM_CLOSE_TIMEOUT_S: Final = 10.0
+ADMISSION_AT_END_S: Final = 1.0  # see settle_admission
 DISCONNECT_GRACE_S: Final = 5.0  # how long a disconnected AudioHook client has to send close
 AUDIOHOOK_OPEN_WAIT_S: Final = 4.0  # Genesys gives up on an open after about 5 s
 MAX_ERRORS_PER_CONNECTION: Final = 32
@@ -70,11 +76,13 @@ class CallCenterHost(Protocol):
     """What the handlers need from the WebSocket server (``SpoofwatchServer`` fits)."""
 
     pipeline: Pipeline
+    connection_limits: ConnectionLimits
 
     def token_matches(self, candidate: str | None) -> bool: ...
 
-    @property
-    def disconnect_reason(self) -> str: ...
+    def ended_reason(self, ws: ServerConnection) -> tuple[str, str]:
+        """Why the streams of a connection that ended without a proper end end: (reason, code)."""
+        ...
 
 
 def error_code(exc: SpoofwatchError) -> str:
@@ -213,10 +221,10 @@ class Admission:
         return handles
 
 
-async def close_stream(handle: StreamHandle, reason: str | None) -> None:
+async def close_stream(handle: StreamHandle, reason: str | None, code: str = "stream_closed") -> None:
     try:
         async with asyncio.timeout(STREAM_CLOSE_TIMEOUT_S):
-            await handle.close(reason)
+            await handle.close(reason, code=code)
     except TimeoutError:
         logger.warning("stream %s did not flush within %.0f s", handle.stream_id, STREAM_CLOSE_TIMEOUT_S)
 
@@ -274,15 +282,36 @@ class CallStreams:
             self.pending_samples[stream_id] -= len(dropped)
             self.dropped_samples += len(dropped)
 
-    async def close(self, reason: str | None) -> None:
+    async def close(self, reason: str | None, code: str = "stream_closed") -> None:
         self.closed = True
         handles = list(self.handles.values())
         self.handles.clear()
-        await asyncio.gather(*(close_stream(h, reason) for h in handles))
+        await asyncio.gather(*(close_stream(h, reason, code) for h in handles))
+
+
+async def settle_admission(task: asyncio.Task[None] | None) -> None:
+    """A call that ended while its admission was under way: let an admission that can
+    finish at once do so (its buffered audio is then scored and the stream ends normally;
+    the task may not even have started when a short call's last frame arrived), cancel
+    one still queued for capacity after ``ADMISSION_AT_END_S``."""
+    if task is None or task.done():
+        return
+    done, _ = await asyncio.wait({task}, timeout=ADMISSION_AT_END_S)
+    if not done:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def publish_error(pipeline: Pipeline, stream: str | None, exc: SpoofwatchError) -> None:
     pipeline.hub.publish(ErrorEvent(stream=stream, code=error_code(exc), message=str(exc)))
+
+
+async def close_over_limit(ws: ServerConnection, exc: LimitExceededError) -> None:
+    """Close (1008) while discarding what a too-fast client still sends."""
+    from spoofwatch.stream.server import close_draining  # the server imports this module
+
+    with contextlib.suppress(ConnectionClosed):
+        await close_draining(ws, CloseCode.POLICY_VIOLATION, close_reason(str(exc)))
 
 
 def _clean_client_close(ws: ServerConnection) -> bool:
@@ -308,9 +337,11 @@ class AudioHookConnection:
         api_key = ws.request.headers.get("X-API-KEY") if ws.request is not None else None
         self.authorized = authorized or host.token_matches(api_key)
         self.session = AudioHookSession()
+        self.guard = ConnectionGuard(host.connection_limits)
         self.streams: CallStreams | None = None
         self.refusal: SpoofwatchError | None = None
         self.close_reason: str | None = None
+        self.close_code = "stream_closed"
         self.ended_cleanly = False
 
     async def run(self) -> None:
@@ -321,6 +352,11 @@ class AudioHookConnection:
                     message = await self.ws.recv()
             except TimeoutError:
                 await self._finish("client did not close after disconnect")
+                return
+            try:
+                self.guard.on_message()
+            except LimitExceededError as exc:
+                await self._over_limit(exc)
                 return
             try:
                 if isinstance(message, bytes):
@@ -368,6 +404,16 @@ class AudioHookConnection:
         for stream in streams:
             publish_error(self.host.pipeline, stream, exc)
 
+    async def _over_limit(self, exc: LimitExceededError) -> None:
+        """Report, disconnect (best effort) and close at once: the client is not heeding us."""
+        logger.warning("AudioHook session %s: %s", self.session.session_id, exc)
+        self._publish(exc)
+        self.close_reason, self.close_code = str(exc), "limit_exceeded"
+        if self.session.state not in ("disconnecting", "closing", "closed"):
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(self.session.disconnect_message("error", str(exc)))
+        await close_over_limit(self.ws, exc)
+
     async def _open(self, opened: AudioHookOpen) -> None:
         if not self.authorized:
             logger.warning("refusing unauthorized AudioHook client %s", self.ws.remote_address)
@@ -382,6 +428,7 @@ class AudioHookConnection:
         ]
         streams = CallStreams(self.host.pipeline, requests, max_pending_s=0.0)
         try:
+            self.guard.on_stream_opened(len(requests))
             await streams.admit(max_wait_s=AUDIOHOOK_OPEN_WAIT_S)
         except (LimitExceededError, ProtocolError) as exc:
             logger.warning("refusing AudioHook session %s: %s", opened.session_id, exc)
@@ -427,9 +474,14 @@ class AudioHookConnection:
             await self.ws.close()
 
     async def cleanup(self) -> None:
-        if self.streams is not None:
-            reason = None if self.ended_cleanly else (self.close_reason or self.host.disconnect_reason)
-            await self.streams.close(reason)
+        if self.streams is None:
+            return
+        if self.ended_cleanly:
+            await self.streams.close(None)
+        elif self.close_reason is not None:
+            await self.streams.close(self.close_reason, self.close_code)
+        else:
+            await self.streams.close(*self.host.ended_reason(self.ws))
 
 
 # --- jambonz / mod_audio_fork ---------------------------------------------------------
@@ -443,13 +495,23 @@ class JambonzConnection:
         self.ws = ws
         flat = {key: values[0] for key, values in query.items() if values}
         self.parser = JambonzStream(flat, fallback_id=f"jambonz-{uuid.uuid4().hex[:12]}")
+        self.guard = ConnectionGuard(host.connection_limits)
         self.streams: CallStreams | None = None
         self.admitting: asyncio.Task[None] | None = None
         self.errors = 0
         self.close_reason: str | None = None
+        self.close_code = "stream_closed"
 
     async def run(self) -> None:
         async for message in self.ws:
+            try:
+                self.guard.on_message()
+            except LimitExceededError as exc:
+                if self.streams is None:
+                    await self._refuse(exc)
+                else:
+                    await self._over_limit(exc)
+                return
             try:
                 if isinstance(message, str):
                     item = self.parser.receive_text(message)
@@ -474,7 +536,16 @@ class JambonzConnection:
                 if not await self._count_error(exc):
                     return
 
+    async def _over_limit(self, exc: LimitExceededError) -> None:
+        assert self.streams is not None
+        logger.warning("jambonz call %s: %s", self.streams.stream_ids[0], exc)
+        for sid in self.streams.stream_ids:
+            publish_error(self.host.pipeline, sid, exc)
+        self.close_reason, self.close_code = str(exc), "limit_exceeded"
+        await close_over_limit(self.ws, exc)
+
     def _start(self, start: JambonzStart) -> None:
+        self.guard.on_stream_opened(len(start.stream_ids))
         requests = [StreamRequest(sid, "jambonz", start.sample_rate) for sid in start.stream_ids]
         engine = self.host.pipeline.engine_config
         self.streams = CallStreams(self.host.pipeline, requests, max_pending_s=engine.queue_timeout_s + 1.0)
@@ -516,12 +587,15 @@ class JambonzConnection:
         return False
 
     async def cleanup(self) -> None:
-        if self.admitting is not None and not self.admitting.done():
-            self.admitting.cancel()
-            await asyncio.gather(self.admitting, return_exceptions=True)
-        if self.streams is not None:
-            clean = self.close_reason is None and _clean_client_close(self.ws)
-            await self.streams.close(None if clean else self.close_reason or self.host.disconnect_reason)
+        await settle_admission(self.admitting)
+        if self.streams is None:
+            return
+        if self.close_reason is not None:
+            await self.streams.close(self.close_reason, self.close_code)
+        elif _clean_client_close(self.ws):
+            await self.streams.close(None)
+        else:
+            await self.streams.close(*self.host.ended_reason(self.ws))
 
 
 # --- entry points for the WebSocket server ------------------------------------------

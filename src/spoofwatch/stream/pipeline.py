@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.config import EngineConfig, StreamConfig
-from spoofwatch.errors import LimitExceededError, ProtocolError
+from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, StatusEvent, StreamEvent
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.batcher import Batcher, WindowJob
 from spoofwatch.stream.hub import EventHub
-from spoofwatch.stream.pcm import StreamResampler
+from spoofwatch.stream.limits import TokenBucket
+from spoofwatch.stream.pcm import StreamResampler, validate_samples
 from spoofwatch.stream.session import StreamSession
 
 logger = logging.getLogger(__name__)
@@ -31,7 +33,9 @@ MAX_STREAM_ID_LENGTH = 200
 class StreamHandle:
     """A source's handle on one live stream."""
 
-    def __init__(self, pipeline: Pipeline, stream_id: str, source: str, sample_rate: int) -> None:
+    def __init__(
+        self, pipeline: Pipeline, stream_id: str, source: str, sample_rate: int, *, trusted: bool = False
+    ) -> None:
         self.pipeline = pipeline
         self.stream_id = stream_id
         self.source = source
@@ -42,16 +46,73 @@ class StreamHandle:
         self.pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.closed = False
+        self.closed = False  # no more audio accepted
+        self.ended = False  # end event published, slot freed
+        engine = pipeline.engine_config
+        limit_s = 0.0 if trusted else engine.max_stream_s
+        self.max_input_samples = round(limit_s * sample_rate) if limit_s > 0 else None
+        self.speed: TokenBucket | None = None  # seconds of audio, refilled in real time
+        if not trusted and engine.max_speed > 0:
+            burst = max(engine.max_speed_burst_s, 1.0)
+            self.speed = TokenBucket(engine.max_speed, burst, time.monotonic())
+        self.input_samples = 0  # accepted, at the input rate
+        self.ignored_samples = 0  # beyond max_stream_s
+        self.clipped_samples = 0  # beyond [-1, 1]
+        self.limit_error: LimitExceededError | None = None
+        self._limit_close_scheduled = False
 
-    def _windows_for(self, samples: NDArray[np.float32]) -> list[WindowJob]:
+    def _accept(self, samples: NDArray[np.float32]) -> NDArray[np.float32]:
+        """Validate a chunk (all or nothing) and cut it at the stream's duration limit."""
+        if self.limit_error is not None:  # ended by its limit: later audio is dropped, counted
+            self.ignored_samples += int(np.size(samples))
+            return np.zeros(0, dtype=np.float32)
         if self.closed:
             raise ProtocolError(f"stream {self.stream_id!r} is closed; expected no more audio")
-        audio = np.asarray(samples, dtype=np.float32)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused
+            audio = np.asarray(samples, dtype=np.float32)
+        if audio.ndim != 1:
+            raise AudioError(
+                f"stream {self.stream_id!r}: expected 1-D mono samples, found shape {audio.shape}"
+            )
+        validate_samples(audio, name=f"stream {self.stream_id!r} audio")
+        loud = np.abs(audio) > 1.0
+        if loud.any():  # as a fixed-point converter would; far louder input breaks the encoder
+            self.clipped_samples += int(np.count_nonzero(loud))
+            audio = np.clip(audio, -1.0, 1.0)
+        if self.speed is not None and not self.speed.take(time.monotonic(), len(audio) / self.input_rate):
+            engine = self.pipeline.engine_config
+            self.ignored_samples += len(audio)
+            self.limit_error = LimitExceededError(
+                f"stream {self.stream_id!r}: expected audio at most {engine.max_speed:g}x as fast as "
+                f"real time after a {engine.max_speed_burst_s:g} s burst (engine.max_speed), found it "
+                "arriving faster; the stream is closed"
+            )
+            return np.zeros(0, dtype=np.float32)
+        limit = self.max_input_samples
+        if limit is not None and self.input_samples + len(audio) > limit:
+            keep = limit - self.input_samples
+            self.ignored_samples += len(audio) - keep
+            audio = audio[:keep]
+            self.limit_error = LimitExceededError(
+                f"stream {self.stream_id!r}: expected at most {limit / self.input_rate:g} s of audio "
+                f"per stream (engine.max_stream_s), found more; the stream is closed"
+            )
+        self.input_samples += len(audio)
+        return audio
+
+    def _windows_for(self, samples: NDArray[np.float32]) -> list[WindowJob]:
+        audio = self._accept(samples)
+        if not len(audio):
+            return []
         if self.resampler is not None:
             audio = self.resampler.feed(audio)
         now = time.monotonic()
         return [WindowJob(self, w, now) for w in self.session.feed(audio)]
+
+    def _end_if_over_limit(self) -> None:
+        if self.limit_error is not None and not self.closed and not self._limit_close_scheduled:
+            self._limit_close_scheduled = True
+            self.pipeline._close_in_background(self)
 
     def _track(self, jobs: list[WindowJob]) -> None:
         if jobs:
@@ -64,6 +125,7 @@ class StreamHandle:
         self._track(jobs)
         for job in jobs:
             self.pipeline.batcher.submit_nowait(job)
+        self._end_if_over_limit()
 
     async def feed_wait(self, samples: NDArray[np.float32]) -> None:
         """Offline replay: waits for room in the queue instead of dropping."""
@@ -76,6 +138,7 @@ class StreamHandle:
                 for _ in jobs[index:]:  # never queued: nobody will report them done
                     self.job_done()
                 raise
+        self._end_if_over_limit()
 
     def job_done(self) -> None:
         self.pending -= 1
@@ -83,10 +146,16 @@ class StreamHandle:
             self.pending = 0
             self._idle.set()
 
-    async def close(self, reason: str | None = None) -> None:
-        """Flush the last window, wait for pending scores, publish the end of the stream."""
+    async def close(self, reason: str | None = None, *, code: str = "stream_closed") -> None:
+        """Flush the last window, wait for pending scores, publish the end of the stream.
+
+        A non-empty ``reason`` is published first as an error event with ``code``; a
+        stream that ran past its duration limit always ends with ``limit_exceeded``.
+        """
         if self.closed:
             return
+        if self.limit_error is not None:
+            reason, code = str(self.limit_error), "limit_exceeded"
         tail = np.zeros(0, dtype=np.float32)
         if self.resampler is not None:
             tail = self.resampler.flush()
@@ -96,12 +165,28 @@ class StreamHandle:
         self._track(jobs)
         for job in jobs:
             self.pipeline.batcher.submit_nowait(job)
-        await self._idle.wait()
+        try:
+            await self._idle.wait()
+        finally:
+            # Also when the wait is cut short (a close timeout under overload, cancellation):
+            # the stream must still end and free its slot.
+            self._end(reason, code)
+
+    def _end(self, reason: str | None, code: str) -> None:
+        if self.pending:
+            dropped = self.pipeline.batcher.discard(self)
+            logger.warning(
+                "stream %s ended with %d windows unscored (%d dropped from the queue)",
+                self.stream_id,
+                self.pending + dropped,
+                dropped,
+            )
+        self.ended = True  # windows still in the worker's hands are no longer reported
         hub = self.pipeline.hub
         for event in self.session.close_alarm(self.session.duration_s):
             hub.publish(event)
         if reason:
-            hub.publish(ErrorEvent(stream=self.stream_id, code="stream_closed", message=reason))
+            hub.publish(ErrorEvent(stream=self.stream_id, code=code, message=reason))
         hub.publish(StreamEvent(self.stream_id, "end", self.input_rate, self.source))
         self.pipeline._forget(self)
         logger.info(
@@ -137,9 +222,16 @@ class Pipeline:
         )
         self.batcher.on_drop(self._on_drop)
         self.streams: dict[str, StreamHandle] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
-    def open_stream(self, stream_id: str, *, source: str, sample_rate: int) -> StreamHandle:
-        """Admit a new stream or raise LimitExceededError / ProtocolError with the reason."""
+    def open_stream(
+        self, stream_id: str, *, source: str, sample_rate: int, trusted: bool = False
+    ) -> StreamHandle:
+        """Admit a new stream or raise LimitExceededError / ProtocolError with the reason.
+
+        ``trusted`` (local microphones and files) exempts the stream from
+        ``engine.max_stream_s``, a bound meant for network clients.
+        """
         if not stream_id or len(stream_id) > MAX_STREAM_ID_LENGTH:
             raise ProtocolError(
                 f"stream id must be 1..{MAX_STREAM_ID_LENGTH} characters, found {len(stream_id)}"
@@ -151,12 +243,21 @@ class Pipeline:
             raise LimitExceededError(
                 f"server is at its limit of {limit} concurrent streams; try again later"
             )
-        handle = StreamHandle(self, stream_id, source, sample_rate)
+        handle = StreamHandle(self, stream_id, source, sample_rate, trusted=trusted)
         self.streams[stream_id] = handle
         self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source))
         self.hub.publish(self.status())
         logger.info("stream %s started (%s, %d Hz)", stream_id, source, sample_rate)
         return handle
+
+    def _close_in_background(self, handle: StreamHandle) -> None:
+        """End a stream that hit its duration limit while its source keeps sending."""
+        logger.warning("%s", handle.limit_error)
+        task = asyncio.get_running_loop().create_task(
+            handle.close(), name=f"close-over-limit {handle.stream_id}"
+        )
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _forget(self, handle: StreamHandle) -> None:
         if self.streams.get(handle.stream_id) is handle:
@@ -171,9 +272,13 @@ class Pipeline:
     async def _on_result(self, job: WindowJob, score: float | None, error: str | None) -> None:
         handle: StreamHandle = job.stream
         try:
-            if score is None:
+            if handle.ended:  # its close gave up waiting: the end event is out already
+                return
+            if score is None or not math.isfinite(score):
+                # A non-finite score would poison the smoother and the alarm for good.
+                message = error or f"inference: expected a finite score, found {score}"
                 self.hub.publish(
-                    ErrorEvent(stream=handle.stream_id, code="inference_failed", message=error or "")
+                    ErrorEvent(stream=handle.stream_id, code="inference_failed", message=message)
                 )
                 return
             lag_ms = (time.monotonic() - job.ready_at) * 1000.0

@@ -12,10 +12,23 @@
 - ``/healthz`` (JSON) and ``/`` (dashboard HTML) are plain HTTP, answered in
   ``process_request``; any other path is 404.
 
-With a token configured every path needs ``Authorization: Bearer TOKEN`` or ``?token=``:
-WebSocket paths are accepted and closed with 1008, HTTP paths answered 401. Twilio can
-send neither (it drops the URL's query string), so ``/twilio`` also accepts the token as
-the start message's ``customParameters.token`` (``<Parameter name="token">`` in TwiML).
+With a token configured every path needs ``Authorization: Bearer TOKEN``, ``?token=`` or
+HTTP Basic auth with the token as the password (jambonz ``wsAuth``): WebSocket paths are
+accepted and closed with 1008, HTTP paths answered 401. Tokens are compared in constant
+time. Twilio can send neither (it drops the URL's query string), so ``/twilio`` also
+accepts the token as the start message's ``customParameters.token`` (``<Parameter
+name="token">`` in TwiML).
+
+With ``tls_cert`` (and ``tls_key``) configured the port speaks TLS: ``wss://`` and
+``https://``. The ``websockets`` library's own DEBUG log goes through ``RedactingLogger``,
+so no token reaches a log.
+
+Limits per connection (``ServerConfig``): a message rate (token bucket), the number of
+streams it may open, and the message size. Breaking the rate or stream limit sends an
+error event ``limit_exceeded``, ends the connection's streams with the same code and
+closes the connection with 1008; an audio frame over ``max_message_bytes`` is dropped
+with an error event, and a message over twice that ends the connection (1009) and its
+streams (``limit_exceeded``). The stream duration limit is the pipeline's.
 
 The pipeline's inference worker (``Pipeline.run``) is run by the caller; stop the server
 before cancelling it, so that the streams of live connections can flush their last windows.
@@ -24,6 +37,8 @@ before cancelling it, so that the streams of live connections can flush their la
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import email.utils
 import hmac
@@ -46,7 +61,9 @@ from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError, Spo
 from spoofwatch.events import ErrorEvent, StreamEvent, to_json
 from spoofwatch.stream.callcenter import select_subprotocol, serve_audiohook, serve_jambonz
 from spoofwatch.stream.hub import EventHub, Subscription
+from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits
 from spoofwatch.stream.pipeline import Pipeline, StreamHandle
+from spoofwatch.stream.redact import RedactingLogger
 from spoofwatch.stream.sources.twilio import (
     TWILIO_SAMPLE_RATE,
     TwilioMedia,
@@ -55,6 +72,7 @@ from spoofwatch.stream.sources.twilio import (
     TwilioStop,
 )
 from spoofwatch.stream.sources.ws_ingest import IngestLimits, IngestProtocol, StartMessage, StopMessage
+from spoofwatch.stream.tls import server_ssl_context
 
 logger = logging.getLogger(__name__)
 
@@ -171,15 +189,31 @@ async def _first_completed(*tasks: asyncio.Task[None]) -> None:
             raise result
 
 
+def basic_auth_password(credentials: str) -> str | None:
+    """The password of an HTTP Basic ``Authorization`` value, or None when malformed."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    _user, sep, password = decoded.partition(":")
+    return password if sep else None
+
+
 class SpoofwatchServer:
-    """WebSocket + HTTP front end of one pipeline."""
+    """WebSocket + HTTP front end of one pipeline.
+
+    ``limits`` overrides the ingest protocol's bounds (by default built from ``config``);
+    the TLS files are loaded here, so a bad certificate fails before anything listens.
+    """
 
     def __init__(
         self, pipeline: Pipeline, config: ServerConfig, *, limits: IngestLimits | None = None
     ) -> None:
         self.pipeline = pipeline
         self.config = config
-        self.limits = limits or IngestLimits()
+        self.limits = limits or IngestLimits(max_frame_bytes=config.max_message_bytes)
+        self.connection_limits = ConnectionLimits.from_config(config)
+        self.ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
         self._server: Server | None = None
         self._stopping = False
         self._routes: dict[str, Route] = {
@@ -203,9 +237,26 @@ class SpoofwatchServer:
         return port
 
     @property
-    def disconnect_reason(self) -> str:
-        """Why streams of connections ending now end without a stop."""
-        return "server shutting down" if self._stopping else "client disconnected before stop"
+    def scheme(self) -> str:
+        return "wss" if self.ssl_context is not None else "ws"
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest WebSocket message; beyond it the connection is closed with 1009."""
+        return 2 * self.limits.max_frame_bytes
+
+    def ended_reason(self, ws: ServerConnection) -> tuple[str, str]:
+        """Why the streams of a connection that ended without a stop end: (reason, code)."""
+        if self._stopping:
+            return "server shutting down", "stream_closed"
+        sent = ws.protocol.close_sent
+        if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+            return (
+                f"message too big: expected at most {self.max_message_bytes} bytes per WebSocket "
+                "message; the connection was closed (1009)",
+                "limit_exceeded",
+            )
+        return "client disconnected before stop", "stream_closed"
 
     @property
     def connections(self) -> int:
@@ -213,6 +264,7 @@ class SpoofwatchServer:
 
     async def start(self) -> None:
         self._stopping = False
+        secrets = [self.config.token] if self.config.token else []
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -220,11 +272,13 @@ class SpoofwatchServer:
             process_request=self._process_request,
             # Room above the ingest frame limit, so an oversized frame gets an error event
             # rather than a bare 1009 close.
-            max_size=2 * self.limits.max_frame_bytes,
+            max_size=self.max_message_bytes,
             compression=None,  # audio does not deflate; spare the CPU
             select_subprotocol=select_subprotocol,  # jambonz asks for audio.jambonz.org
+            ssl=self.ssl_context,
+            logger=RedactingLogger(logging.getLogger("websockets.server"), secrets),
         )
-        logger.info("spoofwatch server listening on ws://%s:%d", self.config.host, self.port)
+        logger.info("spoofwatch server listening on %s://%s:%d", self.scheme, self.config.host, self.port)
 
     async def stop(self) -> None:
         """Close every connection (1001), close their streams, stop listening."""
@@ -247,28 +301,34 @@ class SpoofwatchServer:
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        if self.token_matches(credentials.strip() if scheme.lower() == "bearer" else None):
+        scheme, credentials = scheme.lower(), credentials.strip()
+        candidate = None
+        if scheme == "bearer":
+            candidate = credentials
+        elif scheme == "basic":
+            candidate = basic_auth_password(credentials)
+        if self.token_matches(candidate):
             return True
         return any(self.token_matches(t) for t in parse_qs(urlsplit(request.path).query).get("token", []))
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        http_route = self._http_routes.get(path)
-        if http_route is not None:
-            if not self._authorized(request):
-                return _http_response(
-                    http.HTTPStatus.UNAUTHORIZED,
-                    b"expected Authorization: Bearer TOKEN or ?token=TOKEN\n",
-                    "text/plain; charset=utf-8",
-                )
-            return http_route()
-        if path not in self._routes:
+        if path in self._routes:
+            return None  # a WebSocket route; authorization is refused after the handshake
+        if not self._authorized(request):  # unknown paths too: a stranger learns no routes
             return _http_response(
-                http.HTTPStatus.NOT_FOUND,
-                f"no route {path}; expected one of {sorted([*self._routes, *self._http_routes])}\n".encode(),
+                http.HTTPStatus.UNAUTHORIZED,
+                b"expected Authorization: Bearer TOKEN or ?token=TOKEN\n",
                 "text/plain; charset=utf-8",
             )
-        return None  # a WebSocket route; authorization is refused after the handshake
+        http_route = self._http_routes.get(path)
+        if http_route is not None:
+            return http_route()
+        return _http_response(
+            http.HTTPStatus.NOT_FOUND,
+            f"no route {path}; expected one of {sorted([*self._routes, *self._http_routes])}\n".encode(),
+            "text/plain; charset=utf-8",
+        )
 
     def _healthz(self) -> Response:
         status = self.pipeline.status()
@@ -300,8 +360,15 @@ class SpoofwatchServer:
         await self._routes[target.path](ws, parse_qs(target.query), authorized)
 
     async def _ignore_incoming(self, ws: ServerConnection) -> None:
+        """Subscribers have nothing to say; one that floods anyway is closed (1008)."""
+        guard = ConnectionGuard(self.connection_limits)
         async for _ in ws:
-            pass
+            try:
+                guard.on_message()
+            except LimitExceededError as exc:
+                logger.warning("closing WebSocket subscriber %s: %s", ws.remote_address, exc)
+                await ws.close(CloseCode.POLICY_VIOLATION, _close_reason(str(exc)))
+                return
 
     async def _serve_scores(self, ws: ServerConnection, query: dict[str, list[str]], _: bool) -> None:
         streams = query.get("stream")
@@ -378,10 +445,10 @@ def _detector_name(scorer: object) -> str | None:
     return None
 
 
-async def _close_stream(handle: StreamHandle, reason: str | None) -> None:
+async def _close_stream(handle: StreamHandle, reason: str | None, code: str = "stream_closed") -> None:
     try:
         async with asyncio.timeout(STREAM_CLOSE_TIMEOUT_S):
-            await handle.close(reason)
+            await handle.close(reason, code=code)
     except TimeoutError:
         logger.warning("stream %s did not flush within %.0f s", handle.stream_id, STREAM_CLOSE_TIMEOUT_S)
 
@@ -408,14 +475,28 @@ class _IngestConnection:
         self.server = server
         self.ws = ws
         self.protocol = IngestProtocol(server.limits)
+        self.guard = ConnectionGuard(server.connection_limits)
         self.handle: StreamHandle | None = None
         self.sub: Subscription | None = None
         self.forwarder: asyncio.Task[None] | None = None
         self.errors = 0
         self.close_reason: str | None = None
+        self.close_code = "stream_closed"
+
+    async def _over_limit(self, exc: LimitExceededError) -> None:
+        """A connection limit broken: say so, end the stream with the reason, close (1008)."""
+        logger.warning("closing ingest connection %s: %s", self.ws.remote_address, exc)
+        await _send_error(self.ws, self.handle.stream_id if self.handle else None, exc)
+        self.close_reason, self.close_code = str(exc), "limit_exceeded"
+        await close_draining(self.ws, CloseCode.POLICY_VIOLATION, _close_reason(str(exc)))
 
     async def run(self) -> None:
         async for message in self.ws:
+            try:
+                self.guard.on_message()
+            except LimitExceededError as exc:
+                await self._over_limit(exc)
+                return
             if self.handle is None:
                 if not await self._start(message):
                     return
@@ -445,6 +526,12 @@ class _IngestConnection:
             await _close_refused(self.ws, exc)
             return False
         if not isinstance(start, StartMessage):  # receive_text refuses a stop while idle
+            return False
+        try:
+            self.guard.on_stream_opened()
+        except LimitExceededError as exc:
+            self.protocol.reset()
+            await self._over_limit(exc)
             return False
         pipeline = self.server.pipeline
         sub = pipeline.hub.subscribe(start.stream, name=f"ws-ingest {start.stream}")
@@ -489,7 +576,10 @@ class _IngestConnection:
         self._unsubscribe()
         if self.handle is not None:
             handle, self.handle = self.handle, None
-            await _close_stream(handle, self.close_reason or self.server.disconnect_reason)
+            if self.close_reason is not None:
+                await _close_stream(handle, self.close_reason, self.close_code)
+            else:
+                await _close_stream(handle, *self.server.ended_reason(self.ws))
 
 
 class _TwilioConnection:
@@ -500,16 +590,34 @@ class _TwilioConnection:
         self.ws = ws
         self.authorized = authorized
         self.parser = TwilioMediaStream()
+        self.guard = ConnectionGuard(server.connection_limits)
         self.handles: dict[str, StreamHandle] = {}
         self.errors = 0
         self.messages = 0
         self.close_reason: str | None = None
+        self.close_code = "stream_closed"
+
+    async def _over_limit(self, exc: LimitExceededError) -> None:
+        if not self.authorized:
+            await refuse_unauthorized(self.ws, "/twilio")
+            return
+        logger.warning("closing Twilio stream %s: %s", self._sid(), exc)
+        self.server.pipeline.hub.publish(
+            ErrorEvent(stream=self._sid(), code="limit_exceeded", message=str(exc))
+        )
+        self.close_reason, self.close_code = str(exc), "limit_exceeded"
+        await close_draining(self.ws, CloseCode.POLICY_VIOLATION, _close_reason(str(exc)))
 
     async def run(self) -> None:
         async for message in self.ws:
             self.messages += 1
             if not self.authorized and self.messages > MAX_MESSAGES_BEFORE_AUTH:
                 await refuse_unauthorized(self.ws, "/twilio")
+                return
+            try:
+                self.guard.on_message()
+            except LimitExceededError as exc:
+                await self._over_limit(exc)
                 return
             try:
                 if isinstance(message, bytes):
@@ -549,6 +657,7 @@ class _TwilioConnection:
         self.authorized = True
         pipeline = self.server.pipeline
         try:
+            self.guard.on_stream_opened(len(start.stream_ids))
             for stream_id in start.stream_ids.values():
                 self.handles[stream_id] = pipeline.open_stream(
                     stream_id, source="twilio", sample_rate=TWILIO_SAMPLE_RATE
@@ -561,13 +670,16 @@ class _TwilioConnection:
             return False
         return True
 
-    async def _close_all(self, reason: str | None) -> None:
+    async def _close_all(self, reason: str | None, code: str = "stream_closed") -> None:
         handles = list(self.handles.values())
         self.handles.clear()
-        await asyncio.gather(*(_close_stream(h, reason) for h in handles))
+        await asyncio.gather(*(_close_stream(h, reason, code) for h in handles))
 
     async def cleanup(self) -> None:
-        await self._close_all(self.close_reason or self.server.disconnect_reason)
+        if self.close_reason is not None:
+            await self._close_all(self.close_reason, self.close_code)
+        else:
+            await self._close_all(*self.server.ended_reason(self.ws))
 
 
 async def run_server(

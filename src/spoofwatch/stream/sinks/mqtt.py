@@ -16,6 +16,11 @@ Drop policy ``drop-scores-keep-alarms``: while disconnected, score events are dr
 counted; alarms, stream and error events wait in a bounded outbox (oldest dropped and
 counted when full) and go out after reconnection, followed by the latest retained state
 of every live stream. Reconnection uses jittered exponential backoff.
+
+Security: ``mqtts://`` verifies the broker's certificate against the system's CAs or
+``tls_ca_file``; credentials come from the URL or ``username``/``password`` and never
+appear in logs (``BrokerAddress.display`` and its ``repr`` leave the password out).
+``mqtt_sink_from_config`` builds a sink from ``ServerConfig``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from spoofwatch.config import ServerConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import (
     SCHEMA_VERSION,
@@ -48,6 +54,7 @@ from spoofwatch.events import (
     to_json,
 )
 from spoofwatch.stream.hub import EventHub
+from spoofwatch.stream.tls import client_ssl_context
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +121,15 @@ class BrokerAddress:
 
 def parse_broker_url(url: str) -> BrokerAddress:
     """``mqtt://[user[:password]@]host[:port]`` (port 1883) or ``mqtts://...`` (TLS, 8883)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError as exc:  # a malformed [IPv6] host; the message holds no password
+        raise ConfigError(f"expected an mqtt:// or mqtts:// URL with a valid host, found: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("mqtt", "mqtts"):
         raise ConfigError(f"expected an mqtt:// or mqtts:// broker URL, found scheme {parts.scheme!r}")
-    if not parts.hostname:
+    if not hostname:
         raise ConfigError(f"expected a host in the MQTT URL, found none in {scheme}://{parts.netloc.rpartition('@')[2]}")
     try:
         port = parts.port
@@ -127,7 +138,7 @@ def parse_broker_url(url: str) -> BrokerAddress:
         raise ConfigError(f"expected a port 1..65535 in the MQTT URL, found {where!r}") from None
     tls = scheme == "mqtts"
     return BrokerAddress(
-        host=parts.hostname,
+        host=hostname,
         port=port or (8883 if tls else 1883),
         tls=tls,
         username=unquote(parts.username) if parts.username else None,
@@ -218,6 +229,8 @@ class MqttSink:
         username: str | None = None,
         password: str | None = None,
         tls: bool | None = None,
+        tls_ca_file: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
         queue: int = 1024,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
@@ -241,6 +254,11 @@ class MqttSink:
                 f"found {reconnect_min_s} and {reconnect_max_s}"
             )
         self.topics = MqttTopics(prefix, node)
+        self._tls_context: ssl.SSLContext | None = None
+        if self.address.tls:
+            self._tls_context = tls_context or client_ssl_context(tls_ca_file)
+        elif tls_ca_file is not None or tls_context is not None:
+            logger.warning("MQTT broker %s is not mqtts://; TLS settings unused", self.address.display)
         # A stable client id: a restarted sink takes over the old session at once, so the
         # old connection's Will cannot land after the new ``online``.
         self.client_id = client_id or f"{topic_level(prefix)}-{node}"
@@ -362,7 +380,7 @@ class MqttSink:
             protocol=aiomqtt.ProtocolVersion.V5,
             will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
             keepalive=self.keepalive_s,
-            tls_context=ssl.create_default_context() if address.tls else None,
+            tls_context=self._tls_context,
         )
 
     async def _connection_loop(self) -> None:
@@ -492,3 +510,18 @@ class MqttSink:
         except (TimeoutError, aiomqtt.MqttError) as exc:
             logger.info("MQTT shutdown publish incomplete: %s", exc or "timed out")
         logger.info("disconnecting from MQTT broker %s", self.address.display)
+
+
+def mqtt_sink_from_config(hub: EventHub, config: ServerConfig) -> MqttSink:
+    """The sink ``spoofwatch serve`` runs: broker, prefix, node, credentials, CA bundle."""
+    if not config.mqtt:
+        raise ConfigError("server.mqtt: expected an mqtt:// or mqtts:// broker URL, found none")
+    return MqttSink(
+        hub,
+        config.mqtt,
+        prefix=config.mqtt_prefix,
+        node=config.node,
+        username=config.mqtt_username,
+        password=config.mqtt_password,
+        tls_ca_file=config.mqtt_ca_file,
+    )

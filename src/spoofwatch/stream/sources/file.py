@@ -48,7 +48,10 @@ async def run_file_source(
     clip = await asyncio.to_thread(load_audio, path, sample_rate)
     chunk = max(1, round(chunk_s * sample_rate))
     handle = pipeline.open_stream(
-        stream_id or Path(path).stem, source=f"file:{os.fspath(path)}", sample_rate=sample_rate
+        stream_id or Path(path).stem,
+        source=f"file:{os.fspath(path)}",
+        sample_rate=sample_rate,
+        trusted=True,  # a local file, looped or not, is not bound by max_stream_s
     )
     clock = asyncio.get_running_loop()
     started = clock.time()

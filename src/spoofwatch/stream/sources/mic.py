@@ -138,7 +138,7 @@ async def run_mic_source(
             f"found: {exc}"
         ) from None
     try:
-        handle = pipeline.open_stream(stream_id, source=f"mic:{found.name}", sample_rate=rate)
+        handle = pipeline.open_stream(stream_id, source=f"mic:{found.name}", sample_rate=rate, trusted=True)
     except BaseException:
         stream.close()
         raise
