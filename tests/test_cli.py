@@ -111,3 +111,13 @@ def test_eval_prints_contract_json_and_writes_a_report(tmp_path: Path) -> None:
         assert (out_dir / name).stat().st_size > 0, name
     rows = (out_dir / "scores.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("path,")
+
+
+def test_bench_and_soak_are_wired_into_the_cli() -> None:
+    from spoofwatch.cli import COMMANDS, build_parser
+
+    args = build_parser().parse_args(["bench", "--streams", "2", "--seconds", "3", "--json"])
+    assert args.command == "bench" and args.streams == 2 and args.json
+    args = build_parser().parse_args(["soak", "--minutes", "0.5", "--streams", "3"])
+    assert args.command == "soak" and args.minutes == 0.5 and args.streams == 3
+    assert {"score", "eval", "train", "loso", "serve", "listen", "bench", "soak"} <= set(COMMANDS)

@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sv.add_argument("--queue-timeout-s", type=float, help="longest a queued call waits before it is refused")
 
+    from spoofwatch.bench import add_bench_parser
+    from spoofwatch.soak import add_soak_arguments
+
+    add_bench_parser(sub)
+    add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
+
     ls = sub.add_parser("listen", help="live microphone alert in the terminal")
     _add_server_options(ls)
     ls.add_argument("--device", help="input device name or index (default: the system default)")
@@ -312,7 +318,21 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.bench import cmd_bench as run
+
+    return run(args, out)
+
+
+def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.soak import cmd_soak as run
+
+    return run(args, out)
+
+
 COMMANDS = {
+    "bench": cmd_bench,
+    "soak": cmd_soak,
     "loso": cmd_loso,
     "score": cmd_score,
     "eval": cmd_eval,
