@@ -13,8 +13,10 @@ Three measurements:
 * **Encoder only** (``--encoder-only``): encoder forward passes alone by batch size, so
   the gain from batching windows across streams is visible.
 
-Timings use medians, because this kind of machine is often shared with other jobs; the
-1-minute load average at the start is part of the report.
+Timings are medians, and process CPU time per window is reported beside wall time,
+because this kind of machine is often shared with other jobs (CPU time is inflated much
+less by them, except by OpenMP spin-waiting with 2+ threads); the 1-minute load average
+at the start is part of the report.
 """
 
 from __future__ import annotations
@@ -105,8 +107,7 @@ class StreamRun:
 
 @dataclass(frozen=True)
 class EncoderTiming:
-    """Wall-clock medians, plus process CPU time per window (all threads): the CPU figure
-    is what other jobs on a shared machine cannot inflate much."""
+    """Wall-clock medians, plus median process CPU time per window (all threads)."""
 
     batch: int
     ms_per_batch: float
@@ -118,6 +119,9 @@ class EncoderTiming:
 
 @dataclass
 class BenchReport:
+    """Everything ``spoofwatch bench --json`` prints; latency fields describe the headline
+    run (the ``--streams`` run, else the largest sustained one)."""
+
     rtf: float
     cpu_rtf: float
     ms_per_window: float

@@ -88,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_options(sv)
     sv.add_argument("--host", help="address to bind (default 127.0.0.1)")
     sv.add_argument("--port", type=int, help="WebSocket/HTTP port (default 8765; 0 = any free port)")
-    sv.add_argument("--token", help="require this bearer token on every path")
+    sv.add_argument(
+        "--token",
+        help="require this bearer token on every path (prefer $SPOOFWATCH_SERVER_TOKEN: argv is visible)",
+    )
     sv.add_argument(
         "--source",
         action="append",
@@ -110,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="beyond --max-streams: refuse new calls (default) or queue",
     )
     sv.add_argument("--queue-timeout-s", type=float, help="longest a queued call waits before it is refused")
+    sv.add_argument("--tls-cert", metavar="PEM", help="serve wss:// and https:// with this certificate chain")
+    sv.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (if not in the same file)")
+    sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
+    sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
 
     from spoofwatch.bench import add_bench_parser
     from spoofwatch.soak import add_soak_arguments
@@ -128,6 +135,8 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     _add_detector(parser)
     parser.add_argument("--mqtt", metavar="URL", help="publish to an MQTT broker, e.g. mqtt://127.0.0.1:1883")
     parser.add_argument("--node", help="node name in MQTT topics (default: node)")
+    parser.add_argument("--mqtt-ca-file", metavar="PEM", help="CA bundle that signs an mqtts:// broker")
+    parser.add_argument("--mqtt-username", help="MQTT user (password: $SPOOFWATCH_SERVER_MQTT_PASSWORD)")
 
 
 def _server_settings(args: argparse.Namespace) -> Any:
@@ -143,9 +152,16 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "jsonl": getattr(args, "jsonl", None),
         "detector": args.detector,
         "audiosocket_port": getattr(args, "audiosocket_port", None),
+        "tls_cert": getattr(args, "tls_cert", None),
+        "tls_key": getattr(args, "tls_key", None),
+        "max_messages_per_s": getattr(args, "max_messages_per_s", None),
+        "mqtt_ca_file": args.mqtt_ca_file,
+        "mqtt_username": args.mqtt_username,
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
-    engine = {k: getattr(args, k, None) for k in ("max_streams", "admission", "queue_timeout_s")}
+    engine = {
+        k: getattr(args, k, None) for k in ("max_streams", "admission", "queue_timeout_s", "max_stream_s")
+    }
     if any(v is not None for v in engine.values()):
         overrides["engine"] = {k: v for k, v in engine.items() if v is not None}
     return load_settings(args.config, overrides=overrides)
@@ -166,7 +182,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     settings = _server_settings(args)
     detector = _load_scorer(settings)
     logger.warning(
-        "serving on ws://%s:%s (detector %s)",
+        "serving on %s://%s:%s (detector %s)",
+        "wss" if settings.server.tls_cert else "ws",
         settings.server.host,
         settings.server.port,
         detector.card.get("name", detector.encoder.identity.name),

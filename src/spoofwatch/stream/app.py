@@ -104,10 +104,10 @@ def build_tasks(
 
             tasks["audiosocket"] = lambda: run_audiosocket_server(pipeline, server)
     if server.mqtt:
-        from spoofwatch.stream.sinks.mqtt import MqttSink
+        from spoofwatch.stream.sinks.mqtt import mqtt_sink_from_config
 
-        url = server.mqtt
-        tasks["mqtt"] = lambda: MqttSink(pipeline.hub, url, prefix=server.mqtt_prefix, node=server.node).run()
+        sink = mqtt_sink_from_config(pipeline.hub, server)  # a bad URL or CA file fails at start-up
+        tasks["mqtt"] = sink.run
     if server.jsonl:
         from spoofwatch.stream.sinks.jsonl import JsonlSink
 
@@ -134,6 +134,10 @@ async def serve(
         from spoofwatch.stream.callcenter import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
+        from spoofwatch.stream.tls import server_ssl_context
+
+        if settings.server.tls_cert:
+            server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
         tasks = build_tasks(pipeline, settings, ready=ready)
         await run_pipeline(pipeline, tasks, stop)
     finally:
