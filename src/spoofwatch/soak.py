@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from spoofwatch.bench import percentile, speech_like
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent, StreamEvent, parse_event
@@ -155,24 +156,6 @@ def memory_growth(samples: list[MemorySample], warmup_fraction: float) -> tuple[
     per_hour = slope_per_s * 3600.0
     base = float(rss[0])
     return float(rss[-1] - rss[0]), per_hour, 100.0 * per_hour / base if base > 0 else 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else 0.0
-
-
-def speech_like(seconds: float, sample_rate: int, seed: int = 0) -> NDArray[np.float32]:
-    """Voiced harmonics, syllable envelope, pauses and a noise floor: passes the speech gate."""
-    rng = np.random.default_rng(seed)
-    n = round(seconds * sample_rate)
-    t = np.arange(n) / sample_rate
-    f0 = 130.0 + 30.0 * np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 6.3))
-    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 10) if k * 160 < sample_rate / 2)
-    envelope = np.clip(np.sin(2 * np.pi * 3.5 * t + rng.uniform(0, 6.3)), 0, None) ** 2
-    pauses = (np.sin(2 * np.pi * 0.2 * t) > -0.7).astype(np.float64)
-    audio = 0.1 * voiced * envelope * pauses + 0.003 * rng.standard_normal(n)
-    return np.asarray(audio, dtype=np.float32)
 
 
 # --- the run ---------------------------------------------------------------------------
