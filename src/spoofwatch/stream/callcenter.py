@@ -601,13 +601,14 @@ class JambonzConnection:
 # --- entry points for the WebSocket server ------------------------------------------
 
 
-class _Connection(Protocol):
+class SourceConnection(Protocol):
     async def run(self) -> None: ...
 
     async def cleanup(self) -> None: ...
 
 
-async def _serve(connection: _Connection) -> None:
+async def run_connection(connection: SourceConnection) -> None:
+    """Run one client connection; a closed socket is a normal end; always clean up."""
     try:
         await connection.run()
     except ConnectionClosed:
@@ -617,8 +618,8 @@ async def _serve(connection: _Connection) -> None:
 
 
 async def serve_audiohook(host: CallCenterHost, ws: ServerConnection, authorized: bool) -> None:
-    await _serve(AudioHookConnection(host, ws, authorized))
+    await run_connection(AudioHookConnection(host, ws, authorized))
 
 
 async def serve_jambonz(host: CallCenterHost, ws: ServerConnection, query: dict[str, list[str]]) -> None:
-    await _serve(JambonzConnection(host, ws, query))
+    await run_connection(JambonzConnection(host, ws, query))

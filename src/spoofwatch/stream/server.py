@@ -47,7 +47,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -59,7 +59,7 @@ from websockets.http11 import Request, Response
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.events import ErrorEvent, StreamEvent, to_json
-from spoofwatch.stream.callcenter import select_subprotocol, serve_audiohook, serve_jambonz
+from spoofwatch.stream.callcenter import run_connection, select_subprotocol, serve_audiohook, serve_jambonz
 from spoofwatch.stream.hub import EventHub, Subscription
 from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits
 from spoofwatch.stream.pipeline import Pipeline, StreamHandle
@@ -387,12 +387,12 @@ class SpoofwatchServer:
             hub.unsubscribe(sub)
 
     async def _serve_ingest(self, ws: ServerConnection, query: dict[str, list[str]], _: bool) -> None:
-        await _run_connection(_IngestConnection(self, ws))
+        await run_connection(_IngestConnection(self, ws))
 
     async def _serve_twilio(
         self, ws: ServerConnection, query: dict[str, list[str]], authorized: bool
     ) -> None:
-        await _run_connection(_TwilioConnection(self, ws, authorized))
+        await run_connection(_TwilioConnection(self, ws, authorized))
 
     async def _serve_audiohook(
         self, ws: ServerConnection, query: dict[str, list[str]], authorized: bool
@@ -451,21 +451,6 @@ async def _close_stream(handle: StreamHandle, reason: str | None, code: str = "s
             await handle.close(reason, code=code)
     except TimeoutError:
         logger.warning("stream %s did not flush within %.0f s", handle.stream_id, STREAM_CLOSE_TIMEOUT_S)
-
-
-class _SourceConnection(Protocol):
-    async def run(self) -> None: ...
-
-    async def cleanup(self) -> None: ...
-
-
-async def _run_connection(connection: _SourceConnection) -> None:
-    try:
-        await connection.run()
-    except ConnectionClosed:
-        pass
-    finally:
-        await connection.cleanup()
 
 
 class _IngestConnection:
@@ -682,9 +667,7 @@ class _TwilioConnection:
             await self._close_all(*self.server.ended_reason(self.ws))
 
 
-async def run_server(
-    pipeline: Pipeline, config: ServerConfig, ready: asyncio.Event | None = None
-) -> None:
+async def run_server(pipeline: Pipeline, config: ServerConfig, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled, then close every connection and its streams."""
     server = SpoofwatchServer(pipeline, config)
     await server.start()
