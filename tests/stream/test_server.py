@@ -18,11 +18,12 @@ from websockets.exceptions import ConnectionClosed
 
 from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
-from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent, parse_event
+from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent
 from spoofwatch.stream.pcm import mulaw_encode
 from spoofwatch.stream.pipeline import Pipeline
 from spoofwatch.stream.server import SpoofwatchServer, run_server
 from spoofwatch.stream.sources.ws_ingest import IngestLimits
+from streamkit import events_until_end, recv_event, send_audio, start_message
 
 T = TypeVar("T")
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)
@@ -53,42 +54,6 @@ async def serving(
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker
-
-
-def s16(audio: NDArray[np.float32]) -> bytes:
-    return np.clip(np.rint(audio * 32768), -32768, 32767).astype("<i2").tobytes()
-
-
-def start_message(stream: str, **overrides: object) -> str:
-    body: dict[str, object] = {
-        "type": "start",
-        "stream": stream,
-        "encoding": "pcm_s16le",
-        "sample_rate": 16000,
-        "channels": 1,
-    }
-    body.update(overrides)
-    return json.dumps(body)
-
-
-async def recv_event(ws: ClientConnection) -> Event:
-    message = await ws.recv()
-    assert isinstance(message, str)
-    return parse_event(message)
-
-
-async def events_until_end(ws: ClientConnection, stream: str) -> list[Event]:
-    events: list[Event] = []
-    while True:
-        event = await recv_event(ws)
-        events.append(event)
-        if isinstance(event, StreamEvent) and event.stream == stream and event.state == "end":
-            return events
-
-
-async def send_audio(ws: ClientConnection, audio: NDArray[np.float32], chunk: int = 1600) -> None:
-    for start in range(0, len(audio), chunk):
-        await ws.send(s16(audio[start : start + chunk]))
 
 
 async def ingest(port: int, stream: str, audio: NDArray[np.float32]) -> list[Event]:
