@@ -154,8 +154,3 @@ class Batcher:
         self.counters.scored += len(batch)
         for job, score in zip(batch, scores, strict=True):
             await self.on_result(job, float(score), None)
-
-    async def drain(self) -> None:
-        """Wait until every queued window has been scored."""
-        while self._queue:
-            await asyncio.sleep(0.005)

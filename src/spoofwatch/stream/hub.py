@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from spoofwatch.events import AlarmEvent, Event, ScoreEvent, StreamEvent
+from spoofwatch.events import Event, ScoreEvent
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,3 @@ class EventHub:
     @property
     def subscriber_count(self) -> int:
         return len(self._subs)
-
-
-def is_alarm_or_lifecycle(event: Event) -> bool:
-    return isinstance(event, AlarmEvent | StreamEvent)

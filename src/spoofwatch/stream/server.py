@@ -59,7 +59,13 @@ from websockets.http11 import Request, Response
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.events import ErrorEvent, StreamEvent, to_json
-from spoofwatch.stream.callcenter import run_connection, select_subprotocol, serve_audiohook, serve_jambonz
+from spoofwatch.stream.callcenter import (
+    close_stream,
+    run_connection,
+    select_subprotocol,
+    serve_audiohook,
+    serve_jambonz,
+)
 from spoofwatch.stream.hub import EventHub, Subscription
 from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits
 from spoofwatch.stream.pipeline import Pipeline, StreamHandle
@@ -78,7 +84,6 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 MAX_ERRORS_PER_CONNECTION: Final = 32
-STREAM_CLOSE_TIMEOUT_S: Final = 10.0
 SEND_POLL_S: Final = 0.1  # how often a blocked send re-checks its subscription for overflow
 MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a close frame's reason fits in 123 bytes
 
@@ -445,14 +450,6 @@ def _detector_name(scorer: object) -> str | None:
     return None
 
 
-async def _close_stream(handle: StreamHandle, reason: str | None, code: str = "stream_closed") -> None:
-    try:
-        async with asyncio.timeout(STREAM_CLOSE_TIMEOUT_S):
-            await handle.close(reason, code=code)
-    except TimeoutError:
-        logger.warning("stream %s did not flush within %.0f s", handle.stream_id, STREAM_CLOSE_TIMEOUT_S)
-
-
 class _IngestConnection:
     """One ``/v1/ingest`` client: at most one live stream at a time, several in sequence."""
 
@@ -541,7 +538,7 @@ class _IngestConnection:
         """A clean stop: flush the stream, then wait until the client has its end event."""
         handle, self.handle = self.handle, None
         if handle is not None:
-            await _close_stream(handle, None)
+            await close_stream(handle, None)
         if self.forwarder is not None:
             await self.forwarder
             self.forwarder = None
@@ -562,9 +559,9 @@ class _IngestConnection:
         if self.handle is not None:
             handle, self.handle = self.handle, None
             if self.close_reason is not None:
-                await _close_stream(handle, self.close_reason, self.close_code)
+                await close_stream(handle, self.close_reason, self.close_code)
             else:
-                await _close_stream(handle, *self.server.ended_reason(self.ws))
+                await close_stream(handle, *self.server.ended_reason(self.ws))
 
 
 class _TwilioConnection:
@@ -658,7 +655,7 @@ class _TwilioConnection:
     async def _close_all(self, reason: str | None, code: str = "stream_closed") -> None:
         handles = list(self.handles.values())
         self.handles.clear()
-        await asyncio.gather(*(_close_stream(h, reason, code) for h in handles))
+        await asyncio.gather(*(close_stream(h, reason, code) for h in handles))
 
     async def cleanup(self) -> None:
         if self.close_reason is not None:
