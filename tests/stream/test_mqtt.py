@@ -371,6 +371,8 @@ def test_broker_restart_mid_stream_republishes_and_delivers_the_missed_alarm(
             handle = h.pipeline.open_stream(stream, source="test", sample_rate=16000)
             idle = h.pipeline.open_stream("idle", source="test", sample_rate=16000)  # quiet in the outage
             async with Recorder(mosquitto.port) as before:
+                # Scores made before the first connect are dropped by design; wait so none are.
+                await until(lambda: h.sink.connected, what="the sink to connect")
                 await feed(idle, noise(1.0))
                 await feed(handle, noise(3.0))
                 await before.wait_for(lambda m: m.topic == TOPICS.stream(stream, "score"))
@@ -382,7 +384,7 @@ def test_broker_restart_mid_stream_republishes_and_delivers_the_missed_alarm(
 
             await feed(handle, tone(4.0))  # the alarm is raised during the outage
             await until(lambda: not raised.queue.empty(), what="an alarm during the outage")
-            assert h.sink.counters.dropped_scores > 0
+            await until(lambda: h.sink.counters.dropped_scores > 0, what="the sink to drop outage scores")
 
             await asyncio.to_thread(mosquitto.start)
             async with Recorder(mosquitto.port) as after:
