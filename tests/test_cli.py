@@ -107,8 +107,15 @@ def test_eval_prints_contract_json_and_writes_a_report(tmp_path: Path) -> None:
     assert keys | {"accuracy", "f1", "per_system"} <= set(summary)
     assert summary["n_bonafide"] == 1 and summary["n_spoof"] == 1
     assert summary["eer"] == 0.0 and summary["per_system"] == {"espeak": 0.0}
+    assert summary["false_alarm_rate"] == 0.0 and summary["miss_rate"] == 0.0
     for name in ("scores.csv", "metrics.json", "det.png", "histogram.png", "eer_by_windows.png"):
         assert (out_dir / name).stat().st_size > 0, name
+    by_length = json.loads((out_dir / "metrics.json").read_text())["eer_by_window_length"]
+    assert sorted(by_length, key=float) == ["1", "2", "3", "4"]
+    assert by_length["4"]["clip_eer"] == summary["eer"]
+    # The 10 s and the eSpeak clip cut into more windows the shorter the window.
+    assert by_length["1"]["windows"] > by_length["2"]["windows"] > by_length["4"]["windows"]
+    assert (out_dir / "eer_by_window_length.png").stat().st_size > 0
     rows = (out_dir / "scores.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("path,")
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from spoofwatch import __version__
-from spoofwatch.errors import SpoofwatchError
+from spoofwatch.errors import ConfigError, SpoofwatchError
 
 logger = logging.getLogger("spoofwatch")
 
@@ -54,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", help="only items of this split (manifest column)")
     ev.add_argument("--channel", default="clean", help="channel applied before scoring: clean | telephone")
     ev.add_argument("--out", metavar="DIR", help="write scores.csv, metrics.json and plots here")
+    ev.add_argument(
+        "--window-lengths",
+        default="1,2,3,4",
+        metavar="S,S,...",
+        help="with --out: also report EER of the head on windows of these lengths in seconds "
+        "('' to skip; each length re-extracts the list)",
+    )
     ev.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
 
     tr = sub.add_parser("train", help="extract embeddings, fit and calibrate a detector")
@@ -70,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--layers", help="comma-separated hidden states (default: chosen on dev)")
     tr.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     tr.add_argument("--name", default="spoofwatch-detector", help="detector name in the model card")
+    tr.add_argument(
+        "--threshold",
+        default="bayes",
+        metavar="POLICY",
+        help="decision threshold chosen on dev clips: bayes (p_spoof 0.5), eer, or false-alarm:RATE "
+        "(at most RATE of bona fide dev clips flagged, e.g. false-alarm:0.01)",
+    )
     tr.add_argument("--json", action="store_true", help="last line of stdout is the dev metrics JSON")
     lo = sub.add_parser("loso", help="leave-one-source-out validation (pooled EER over held-out sources)")
     _add_dataset(lo)
@@ -260,6 +275,16 @@ def _read_items(args: argparse.Namespace, prefix: str = "") -> list[Any] | None:
     return None
 
 
+def _window_lengths(text: str) -> tuple[float, ...]:
+    try:
+        lengths = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        lengths = (math.nan,)
+    if not all(0.0 < x <= 30.0 for x in lengths):
+        raise ConfigError(f"--window-lengths {text!r}: expected seconds in (0, 30], e.g. 1,2,3,4")
+    return lengths
+
+
 def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.train.evaluate import evaluate_detector
 
@@ -268,7 +293,10 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
         from spoofwatch.train.corpus import filter_split
 
         items = filter_split(items, args.split)
-    result = evaluate_detector(args.detector, items, channel=args.channel, out_dir=args.out)
+    lengths = _window_lengths(args.window_lengths)
+    result = evaluate_detector(
+        args.detector, items, channel=args.channel, out_dir=args.out, window_lengths=lengths
+    )
     summary = result.summary()
     if not args.json:
         print(result.human(), file=out)
@@ -291,6 +319,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         layers=None if not args.layers else tuple(int(x) for x in args.layers.split(",")),
         C=args.C,
         name=args.name,
+        threshold=args.threshold,
     )
     report = train_detector(items, dev_items, Path(args.out), options)
     if args.json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,17 @@ from numpy.typing import NDArray
 from spoofwatch.errors import DataError
 from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.detector import Detector
+from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.model.quantize import apply_quantization
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet, extract
 from spoofwatch.train.fit import accumulated_evidence_eer, clip_llrs
-from spoofwatch.train.metrics import Metrics, evaluate
-from spoofwatch.train.report import plot_accumulated_evidence, write_report
+from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
+from spoofwatch.train.report import plot_accumulated_evidence, plot_window_length, write_report
+
+# Window lengths of the report's "EER against window length" table (seconds).
+REPORT_WINDOW_LENGTHS: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
 
 
 def llr_threshold(p_spoof_threshold: float) -> float:
@@ -46,6 +51,8 @@ class EvalResult:
             f"EER {m.eer * 100:.2f} %  (threshold {m.eer_threshold:+.3f})",
             f"minDCF {m.min_dcf:.4f}  actDCF {m.act_dcf:.4f}  Cllr {m.cllr:.4f} bits  AUC {m.auc:.4f}",
             f"accuracy {m.accuracy * 100:.2f} %  F1(spoof) {m.f1:.4f}",
+            f"at the detector's threshold: false alarms {m.false_alarm_rate * 100:.2f} % of bona fide, "
+            f"misses {m.miss_rate * 100:.2f} % of spoof",
         ]
         if m.per_system:
             lines.append("per-system EER:")
@@ -61,6 +68,54 @@ def window_scores(detector: Detector, embeddings: EmbeddingSet) -> NDArray[np.fl
     return detector.score_features(embeddings.select_layers(detector.settings.layers))
 
 
+def _eer_or_nan(scores: NDArray[np.float64], is_bona: NDArray[np.bool_]) -> float:
+    if not is_bona.any() or is_bona.all():
+        return math.nan
+    return compute_eer(scores[is_bona], scores[~is_bona])[0]
+
+
+def with_window(detector: Detector, window_s: float) -> Detector:
+    """The same encoder, head and calibration on windows of another length (the head was
+    fitted on ``detector.settings.window_s``; pooled statistics make any length scoreable)."""
+    if abs(window_s - detector.settings.window_s) < 1e-9:
+        return detector
+    spec = EncoderSpec.from_dict(detector.card["encoder"]["spec"])
+    encoder = apply_quantization(build_encoder(spec, window_s), detector.settings.quantization)
+    settings = replace(detector.settings, window_s=window_s, hop_s=min(detector.settings.hop_s, window_s))
+    return Detector(encoder, detector.head, detector.calibration, settings, detector.card)
+
+
+def window_length_eer(
+    detector: Detector,
+    items: Sequence[LabelledItem],
+    lengths: Sequence[float],
+    *,
+    channel: str = "clean",
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Clip-level and single-window EER of the detector's head on windows of each length.
+
+    Shorter windows decide sooner but see less speech; clips shorter than a window are
+    tiled to fill it, as streaming does.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for length in lengths:
+        variant = with_window(detector, float(length))
+        embeddings = extract(
+            items, variant.encoder, window_config(variant), channel=channel, progress=progress
+        )
+        per_window = window_scores(variant, embeddings)
+        clip = clip_llrs(embeddings, per_window)
+        is_bona_item = np.array([it.label == "bonafide" for it in embeddings.items], dtype=bool)
+        keep = ~np.isnan(clip)
+        out[f"{float(length):g}"] = {
+            "clip_eer": _eer_or_nan(clip[keep], is_bona_item[keep]),
+            "window_eer": _eer_or_nan(per_window, is_bona_item[embeddings.item_index]),
+            "windows": float(len(per_window)),
+        }
+    return out
+
+
 def evaluate_detector(
     detector_dir: str | Path | None,
     items: Sequence[LabelledItem],
@@ -68,6 +123,7 @@ def evaluate_detector(
     channel: str = "clean",
     out_dir: str | Path | None = None,
     progress: bool = True,
+    window_lengths: Sequence[float] = REPORT_WINDOW_LENGTHS,
 ) -> EvalResult:
     if not items:
         raise DataError("nothing to evaluate: the labelled list is empty")
@@ -84,13 +140,23 @@ def evaluate_detector(
     result = EvalResult(tuple(items), scores, metrics, int((~keep).sum()), channel)
     if out_dir is not None:
         evidence = accumulated_evidence_eer(embeddings, per_window)
+        lengths = window_length_eer(detector, items, window_lengths, channel=channel, progress=progress)
         write_report(
             Path(out_dir),
             list(items),
             scores,
             metrics,
             threshold,
-            {"channel": channel, "eer_by_windows_accumulated": evidence},
+            {
+                "channel": channel,
+                "eer_by_windows_accumulated": evidence,
+                "eer_by_window_length": lengths,
+                "head_window_s": detector.settings.window_s,
+            },
         )
         plot_accumulated_evidence(Path(out_dir) / "eer_by_windows.png", evidence, detector.settings.hop_s)
+        if lengths:
+            plot_window_length(
+                Path(out_dir) / "eer_by_window_length.png", lengths, detector.settings.window_s
+            )
     return result

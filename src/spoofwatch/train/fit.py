@@ -93,6 +93,17 @@ def fit_head(
     return FittedHead(head, calibration, chosen, search)
 
 
+def clip_scores(
+    fitted: FittedHead, embeddings: EmbeddingSet
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Calibrated clip LLRs (mean window LLR) of the bona fide and of the spoof clips."""
+    llr = fitted.calibration.apply(fitted.head.decision_function(embeddings.select_layers(fitted.layers)))
+    clip = clip_llrs(embeddings, llr)
+    is_bona = np.array([it.label == "bonafide" for it in embeddings.items], dtype=bool)
+    keep = ~np.isnan(clip)
+    return clip[keep & is_bona], clip[keep & ~is_bona]
+
+
 def evaluate_set(fitted: FittedHead, embeddings: EmbeddingSet, threshold_llr: float = 0.0) -> Metrics:
     """Clip-level metrics (mean window LLR per clip) on one embedding set."""
     llr = fitted.calibration.apply(fitted.head.decision_function(embeddings.select_layers(fitted.layers)))

@@ -180,6 +180,9 @@ class Metrics:
     accuracy: float
     f1: float
     per_system: dict[str, float]
+    # At the decision threshold: bona fide trials called spoof, spoof trials called bona fide.
+    false_alarm_rate: float = float("nan")
+    miss_rate: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary with the field names as keys."""
@@ -194,6 +197,8 @@ class Metrics:
             "auc": self.auc,
             "accuracy": self.accuracy,
             "f1": self.f1,
+            "false_alarm_rate": self.false_alarm_rate,
+            "miss_rate": self.miss_rate,
             "per_system": dict(self.per_system),
         }
 
@@ -236,6 +241,8 @@ def evaluate(
         accuracy=accuracy,
         f1=f1,
         per_system=_per_system_eer(score_array, is_bonafide, bonafide, systems),
+        false_alarm_rate=float(np.mean(bonafide <= threshold_llr)),
+        miss_rate=float(np.mean(spoof > threshold_llr)),
     )
 
 

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spoofwatch import __version__
 from spoofwatch.errors import DataError
 from spoofwatch.model.artifact import save_detector
@@ -17,7 +19,8 @@ from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
 from spoofwatch.train.extract import extract
-from spoofwatch.train.fit import evaluate_set, fit_head
+from spoofwatch.train.fit import clip_scores, evaluate_set, fit_head
+from spoofwatch.train.threshold import choose_threshold, llr_at, parse_policy
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ class TrainOptions:
     layers: tuple[int, ...] | None = None
     C: float = 0.01
     name: str = "spoofwatch-detector"
+    threshold: str = "bayes"
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -64,6 +68,7 @@ def train_detector(
     *,
     progress: bool = True,
 ) -> dict[str, Any]:
+    policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
     train, dev = split_train_dev(items, dev_items)
     for problem in check_no_leakage(train, dev):
         logger.warning("train/dev leakage: %s", problem)
@@ -77,11 +82,18 @@ def train_detector(
     ]
     dev_sets = [extract(dev, encoder, dev_window, channel=c, progress=progress) for c in options.channels]
     fitted = fit_head(train_sets, dev_sets, layers=options.layers, C=options.C)
+    # One threshold for every channel: dev clips of all channels pooled.
+    pooled = [clip_scores(fitted, dev_set) for dev_set in dev_sets]
+    threshold = choose_threshold(
+        policy, np.concatenate([b for b, _ in pooled]), np.concatenate([s for _, s in pooled])
+    )
     dev_metrics = {
-        channel: evaluate_set(fitted, dev_set).to_dict()
+        channel: evaluate_set(fitted, dev_set, threshold_llr=llr_at(threshold.p_spoof)).to_dict()
         for channel, dev_set in zip(options.channels, dev_sets, strict=True)
     }
-    settings = DetectorSettings(window_s=options.window_s, hop_s=options.hop_s, layers=fitted.layers)
+    settings = DetectorSettings(
+        window_s=options.window_s, hop_s=options.hop_s, layers=fitted.layers, threshold=threshold.p_spoof
+    )
     licences: dict[str, int] = {}
     for item in train:
         key = item.extra.get("license", "unknown")
@@ -110,6 +122,7 @@ def train_detector(
             ),
             "layer_search_dev_window_eer": fitted.layer_search,
         },
+        "threshold": threshold.to_card(),
         "metrics": {"dev": dev_metrics},
     }
     save_detector(
@@ -121,4 +134,9 @@ def train_detector(
         encoder_identity=encoder.identity,
         card_extra=card_extra,
     )
-    return {"out": str(out), "layers": list(fitted.layers), "dev": dev_metrics}
+    return {
+        "out": str(out),
+        "layers": list(fitted.layers),
+        "threshold": threshold.to_card(),
+        "dev": dev_metrics,
+    }

@@ -99,6 +99,24 @@ def plot_accumulated_evidence(path: Path, eer_by_k: dict[int, float], hop_s: flo
     plt.close(fig)
 
 
+def plot_window_length(path: Path, by_length: dict[str, dict[str, float]], head_window_s: float) -> None:
+    """Clip-level and single-window EER against window length."""
+    lengths = sorted(by_length, key=float)
+    xs = [float(x) for x in lengths]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, label in (("clip_eer", "clip (mean of windows)"), ("window_eer", "single window")):
+        ax.plot(xs, [by_length[x][key] * 100 for x in lengths], marker="o", label=label)
+    ax.set_xlabel(f"window length (s); head fitted on {head_window_s:g} s windows")
+    ax.set_ylabel("EER (%)")
+    ax.set_xticks(xs)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("EER against window length")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(
     out_dir: Path,
     items: Sequence[LabelledItem],

@@ -1,0 +1,131 @@
+"""``train_detector`` and ``evaluate_detector`` end to end on a tiny random wav2vec2 saved
+to disk and a synthetic labelled corpus (tones = spoof), with the embedding cache in tmp."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from spoofwatch.model.artifact import load_detector
+from spoofwatch.train.corpus import LabelledItem
+from spoofwatch.train.evaluate import evaluate_detector, llr_threshold
+from spoofwatch.train.pipeline import TrainOptions, train_detector
+
+RATE = 16000
+
+
+def tiny_wav2vec2(path: Path) -> None:
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=40,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+    )
+    Wav2Vec2Model(config).save_pretrained(path)
+
+
+def clip(label: str, seed: int, seconds: float = 3.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    audio = 0.1 * rng.standard_normal(t.size)
+    if label == "spoof":
+        audio = 0.3 * np.sin(2 * np.pi * rng.uniform(300, 900) * t) + 0.02 * audio
+    return audio.astype(np.float32)
+
+
+def corpus(root: Path) -> list[LabelledItem]:
+    items = []
+    for split, n, offset in (("train", 8, 0), ("dev", 6, 100)):
+        for i in range(n):
+            for label in ("bonafide", "spoof"):
+                utt = f"{split}-{label}-{i}"
+                path = root / f"{utt}.wav"
+                sf.write(path, clip(label, offset + i + (50 if label == "spoof" else 0)), RATE)
+                items.append(
+                    LabelledItem(
+                        path=path,
+                        label=label,  # type: ignore[arg-type]
+                        utt_id=utt,
+                        system="tone" if label == "spoof" else "-",
+                        speaker=f"{split}-spk{i % 3}",
+                        split=split,
+                        source=f"src-{split}-{i % 2}",
+                    )
+                )
+    return items
+
+
+@pytest.fixture
+def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict, list[LabelledItem]]:
+    monkeypatch.setenv("SPOOFWATCH_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "tiny-w2v2"
+    tiny_wav2vec2(model)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    items = corpus(audio)
+    options = TrainOptions(
+        encoder=f"hf:{model}",
+        window_s=2.0,
+        hop_s=1.0,
+        train_hop_s=1.0,
+        channels=("clean",),
+        C=1.0,
+        name="tiny",
+        threshold="false-alarm:0",
+    )
+    report = train_detector(items, None, tmp_path / "detector", options, progress=False)
+    return tmp_path / "detector", report, [it for it in items if it.split == "dev"]
+
+
+def test_train_writes_a_loadable_detector_with_its_threshold_policy(
+    trained: tuple[Path, dict, list[LabelledItem]],
+) -> None:
+    out, report, _ = trained
+    card = json.loads((out / "model_card.json").read_text())
+    threshold = card["threshold"]
+    assert threshold["policy"] == "false-alarm:0"
+    assert threshold == report["threshold"]
+    assert threshold["dev_false_alarm_rate"] == 0.0
+    assert threshold["dev_clips"] == {"bonafide": 6, "spoof": 6}
+    # The dev metrics in the card are measured at the chosen threshold.
+    assert card["metrics"]["dev"]["clean"]["false_alarm_rate"] == 0.0
+    assert card["metrics"]["dev"]["clean"]["miss_rate"] == pytest.approx(threshold["dev_miss_rate"])
+    assert card["training"]["options"]["threshold"] == "false-alarm:0"
+    detector = load_detector(out)
+    assert detector.threshold == pytest.approx(threshold["p_spoof"])
+    assert detector.settings.window_s == 2.0
+
+
+def test_eval_report_has_eer_by_window_length(
+    trained: tuple[Path, dict, list[LabelledItem]], tmp_path: Path
+) -> None:
+    out, report, dev = trained
+    result = evaluate_detector(
+        out, dev, out_dir=tmp_path / "report", progress=False, window_lengths=(1.0, 2.0)
+    )
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    by_length = metrics["eer_by_window_length"]
+    assert set(by_length) == {"1", "2"}
+    # The detector's own window length reproduces the headline clip EER.
+    assert by_length["2"]["clip_eer"] == pytest.approx(result.metrics.eer)
+    # 3 s clips: 2 windows of 2 s (hop 1 s), 3 windows of 1 s.
+    assert by_length["2"]["windows"] == 2 * len(dev) and by_length["1"]["windows"] == 3 * len(dev)
+    assert 0.0 <= by_length["1"]["window_eer"] <= 1.0
+    assert (tmp_path / "report" / "eer_by_window_length.png").stat().st_size > 0
+    # Rates at the detector's threshold agree with the card's policy.
+    assert result.metrics.false_alarm_rate == 0.0
+    assert result.metrics.miss_rate == pytest.approx(report["threshold"]["dev_miss_rate"])
+    assert llr_threshold(load_detector(out).threshold) == pytest.approx(report["threshold"]["llr"])
+    assert report["dev"]["clean"]["eer"] == pytest.approx(result.metrics.eer)
