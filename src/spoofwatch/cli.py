@@ -85,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="decision threshold chosen on dev clips: bayes (p_spoof 0.5), eer, or false-alarm:RATE "
         "(at most RATE of bona fide dev clips flagged, e.g. false-alarm:0.01)",
     )
+    tr.add_argument(
+        "--truncate-encoder",
+        action="store_true",
+        help="run only the Whisper layers the head reads (same scores, less compute)",
+    )
+    tr.add_argument(
+        "--quantization",
+        default="none",
+        choices=("none", "int8", "int8-all"),
+        help="how the detector runs, written to the model card's inference section",
+    )
     tr.add_argument("--json", action="store_true", help="last line of stdout is the dev metrics JSON")
     lo = sub.add_parser("loso", help="leave-one-source-out validation (pooled EER over held-out sources)")
     _add_dataset(lo)
@@ -320,6 +331,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         C=args.C,
         name=args.name,
         threshold=args.threshold,
+        truncate_encoder=args.truncate_encoder,
+        quantization=args.quantization,
     )
     report = train_detector(items, dev_items, Path(args.out), options)
     if args.json:

@@ -127,6 +127,17 @@ def test_hidden_states_match_numpy_reference(name: str, encoder_for: EncoderFor)
             )
 
 
+def test_truncated_encoder_keeps_the_full_encoders_lower_states(encoder_for: EncoderFor) -> None:
+    full = encoder_for("whisper-base")
+    short = WhisperCt2Encoder("whisper-base", window_s=WINDOW_S, layers=3)
+    assert short.identity.num_hidden_states == 4
+    windows = torch.from_numpy(probe_windows(full.window_samples))
+    with torch.inference_mode():
+        want, got = full.hidden_states(windows), short.hidden_states(windows)
+    for index in range(4):  # state 3 too: the final layer norm belongs to the full stack only
+        assert torch.equal(got[index], want[index]), f"hidden state {index} differs"
+
+
 def test_reference_comparison_detects_a_qkv_mapping_bug(encoder_for: EncoderFor) -> None:
     """The tolerance above is far below what a k/v swap produces, so it would be caught."""
     name = "whisper-tiny.en"

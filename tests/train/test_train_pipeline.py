@@ -13,9 +13,10 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from spoofwatch.model.artifact import load_detector
+from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.evaluate import evaluate_detector, llr_threshold
-from spoofwatch.train.pipeline import TrainOptions, train_detector
+from spoofwatch.train.pipeline import TrainOptions, train_detector, truncated_spec
 
 RATE = 16000
 
@@ -84,6 +85,8 @@ def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict
         C=1.0,
         name="tiny",
         threshold="false-alarm:0",
+        quantization="int8",
+        truncate_encoder=True,  # an HF encoder stays whole
     )
     report = train_detector(items, None, tmp_path / "detector", options, progress=False)
     return tmp_path / "detector", report, [it for it in items if it.split == "dev"]
@@ -106,6 +109,8 @@ def test_train_writes_a_loadable_detector_with_its_threshold_policy(
     detector = load_detector(out)
     assert detector.threshold == pytest.approx(threshold["p_spoof"])
     assert detector.settings.window_s == 2.0
+    assert card["inference"]["quantization"] == "int8" and detector.settings.quantization == "int8"
+    assert card["encoder"]["spec"]["layers"] is None
 
 
 def test_eval_report_has_eer_by_window_length(
@@ -129,3 +134,14 @@ def test_eval_report_has_eer_by_window_length(
     assert result.metrics.miss_rate == pytest.approx(report["threshold"]["dev_miss_rate"])
     assert llr_threshold(load_detector(out).threshold) == pytest.approx(report["threshold"]["llr"])
     assert report["dev"]["clean"]["eer"] == pytest.approx(result.metrics.eer)
+
+
+def test_truncated_spec_keeps_just_the_layers_the_head_reads() -> None:
+    base = EncoderSpec("whisper-ct2", "whisper-base")
+    assert truncated_spec(base, (0, 1, 2, 3, 4), 7).layers == 4
+    assert truncated_spec(base, (2,), 7).layers == 2
+    assert truncated_spec(base, (0,), 7).layers == 1  # at least one layer runs
+    assert truncated_spec(base, (0, 5), 7).layers == 5
+    assert truncated_spec(base, (0, 6), 7) == base  # the last state is the normed full stack
+    hf = EncoderSpec("hf", "/models/wav2vec2")
+    assert truncated_spec(hf, (0, 1), 13) == hf  # HF truncation would change the last state

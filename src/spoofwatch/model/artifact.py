@@ -108,8 +108,9 @@ def read_card(directory: str | os.PathLike[str]) -> dict[str, Any]:
 def check_identity(expected: EncoderIdentity, actual: EncoderIdentity, layers: tuple[int, ...]) -> None:
     """Refuse an encoder other than the one the head was trained on.
 
-    Depth counts too: a truncated encoder's last hidden state has the final layer norm
-    applied, so it is not the same feature as that layer in the full encoder.
+    Depth counts too: the card records the depth the detector runs at (a Whisper head on
+    lower states may run a truncated encoder; see ``TrainOptions.truncate_encoder``), and a
+    Hugging Face encoder's last state after truncation is not the full encoder's.
     """
     for field in ("kind", "weights_sha256", "hidden_size", "sample_rate", "num_hidden_states"):
         want, got = getattr(expected, field), getattr(actual, field)

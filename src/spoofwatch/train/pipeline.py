@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from spoofwatch.errors import DataError
 from spoofwatch.model.artifact import save_detector
 from spoofwatch.model.detector import DetectorSettings
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.model.quantize import check_quantization
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
 from spoofwatch.train.extract import extract
@@ -36,6 +37,11 @@ class TrainOptions:
     C: float = 0.01
     name: str = "spoofwatch-detector"
     threshold: str = "bayes"
+    # Run only as many Whisper layers as the head reads (see whisper_ct2.build_whisper_encoder).
+    truncate_encoder: bool = False
+    # The model card's inference section (how the shipped detector runs, not how it was fitted).
+    quantization: str = "none"
+    max_batch: int = 16
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -43,6 +49,21 @@ def encoder_spec(name: str) -> EncoderSpec:
     if name.startswith("hf:"):
         return EncoderSpec(kind="hf", name=name[3:])
     return EncoderSpec(kind="whisper-ct2", name=name)
+
+
+def truncated_spec(spec: EncoderSpec, layers: Sequence[int], num_hidden_states: int) -> EncoderSpec:
+    """The spec of the shallowest encoder whose hidden states include ``layers`` unchanged.
+
+    Only Whisper (CT2) truncation keeps the lower states identical (its final layer norm
+    is dropped when truncated); other encoders keep their full depth.
+    """
+    if spec.kind != "whisper-ct2":
+        logger.warning("truncate_encoder: only whisper-ct2 encoders are truncated; %s kept whole", spec.kind)
+        return spec
+    depth = max(1, max(layers))
+    if depth >= num_hidden_states - 1:
+        return spec
+    return replace(spec, layers=depth)
 
 
 def split_train_dev(
@@ -69,6 +90,7 @@ def train_detector(
     progress: bool = True,
 ) -> dict[str, Any]:
     policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
+    check_quantization(options.quantization)
     train, dev = split_train_dev(items, dev_items)
     for problem in check_no_leakage(train, dev):
         logger.warning("train/dev leakage: %s", problem)
@@ -92,8 +114,18 @@ def train_detector(
         for channel, dev_set in zip(options.channels, dev_sets, strict=True)
     }
     settings = DetectorSettings(
-        window_s=options.window_s, hop_s=options.hop_s, layers=fitted.layers, threshold=threshold.p_spoof
+        window_s=options.window_s,
+        hop_s=options.hop_s,
+        layers=fitted.layers,
+        threshold=threshold.p_spoof,
+        quantization=options.quantization,
+        max_batch=options.max_batch,
     )
+    identity = encoder.identity
+    if options.truncate_encoder:
+        spec = truncated_spec(spec, fitted.layers, identity.num_hidden_states)
+        if spec.layers is not None:
+            identity = build_encoder(spec, options.window_s).identity
     licences: dict[str, int] = {}
     for item in train:
         key = item.extra.get("license", "unknown")
@@ -131,7 +163,7 @@ def train_detector(
         calibration=fitted.calibration,
         settings=settings,
         encoder_spec=spec,
-        encoder_identity=encoder.identity,
+        encoder_identity=identity,
         card_extra=card_extra,
     )
     return {

@@ -172,6 +172,11 @@ def build_whisper_encoder(
     real_missing = [m for m in missing if not m.endswith("k_proj.bias")]
     if real_missing or unexpected:
         raise ModelError(f"weight mapping mismatch: missing {real_missing}, unexpected {unexpected}")
+    if n_layers < arch["encoder_layers"]:
+        # The final layer norm follows the last layer of the full stack. Dropping it makes a
+        # truncated encoder's hidden states exactly the full encoder's first n_layers + 1, so a
+        # head fitted on the full encoder's lower states runs unchanged on the cheaper one.
+        encoder.layer_norm = torch.nn.Identity()  # type: ignore[assignment]
     encoder.train(False)
     encoder.requires_grad_(False)
     return encoder
