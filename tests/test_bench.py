@@ -174,15 +174,21 @@ def run_cli(argv: list[str]) -> tuple[int, list[str]]:
 def test_cli_json_last_line_has_the_contract_fields(tiny: Tiny) -> None:
     code, lines = run_cli(
         ["--detector", str(tiny.detector_dir), "--streams", "2", "--seconds", "0.6", "--no-search",
-         "--batch", "3", "--max-wait-ms", "7", "--quantization", "int8-all", "--json"]
+         "--batch", "3", "--max-wait-ms", "7", "--quantization", "int8-all", "--workers", "2", "--json"]
     )
     assert code == 0
     report = json.loads(lines[-1])
     check_report_fields(report)
     assert report["setup"]["max_batch"] == 3 and report["setup"]["max_wait_ms"] == 7.0
+    assert report["setup"]["workers"] == 2
     assert report["setup"]["hop_s"] == 0.25  # the detector's own hop
     assert report["setup"]["quantization"] == "int8-all"
     assert report["runs"][0]["windows_scored"] > 0
+
+
+def test_cli_refuses_zero_workers(tiny: Tiny) -> None:
+    with pytest.raises(ConfigError, match=r"engine\.workers: expected 1\.\.64"):
+        run_cli(["--detector", str(tiny.detector_dir), "--workers", "0", "--streams", "1"])
 
 
 def test_cli_refuses_an_unknown_quantization(tiny: Tiny) -> None:

@@ -463,6 +463,7 @@ def _setup(scorer: WindowScorer, stream: StreamConfig, engine: EngineConfig) -> 
         "max_batch": engine.max_batch,
         "max_wait_ms": engine.max_wait_ms,
         "queue_windows": engine.queue_windows,
+        "workers": engine.workers,
         "torch_threads": getattr(settings, "num_threads", 0) or threads,
         "quantization": getattr(settings, "quantization", "none"),
         "encoder": encoder.identity.name if encoder is not None else type(scorer).__name__,
@@ -571,6 +572,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, help="largest batch of windows per model call")
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill")
     parser.add_argument("--threads", type=int, help="torch intra-op threads for scoring (0 = torch default)")
+    parser.add_argument("--workers", type=int, help="inference worker threads (default: [engine] workers, 1)")
     parser.add_argument(
         "--quantization",
         metavar="MODE",
@@ -612,7 +614,12 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.config import load_settings
     from spoofwatch.model.artifact import load_detector
 
-    flags = {"max_batch": args.batch, "max_wait_ms": args.max_wait_ms, "num_threads": args.threads}
+    flags = {
+        "max_batch": args.batch,
+        "max_wait_ms": args.max_wait_ms,
+        "num_threads": args.threads,
+        "workers": args.workers,
+    }
     overrides: dict[str, dict[str, Any]] = {"engine": {k: v for k, v in flags.items() if v is not None}}
     settings = load_settings(args.config, overrides=overrides)
     engine = settings.engine

@@ -51,6 +51,9 @@ class EngineConfig:
     subscriber_queue: int = 256
     max_streams: int = 64
     num_threads: int = 0  # 0 = torch default (all cores)
+    # Inference worker threads. On 2 cores, 2 workers of num_threads = 1 beat 1 worker of 2
+    # threads (see docs/benchmarks.md); each stream still gets its results in order.
+    workers: int = 1
     admission: str = "refuse"  # beyond max_streams: "refuse" new calls, or "queue" them
     queue_timeout_s: float = 4.0  # longest a queued call waits before it is refused
     # Seconds of audio one stream may carry (4 h); beyond it the stream ends with a
@@ -64,6 +67,8 @@ class EngineConfig:
     max_speed_burst_s: float = 60.0
 
     def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"engine.workers: expected 1..64 inference workers, found {self.workers!r}")
         for name in ("max_stream_s", "max_speed", "max_speed_burst_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

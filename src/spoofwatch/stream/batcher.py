@@ -1,10 +1,13 @@
-"""The shared inference engine: one bounded queue, one worker thread, batches across streams.
+"""The shared inference engine: one bounded queue, worker threads, batches across streams.
 
 The model never runs on the event loop. Windows from all live streams wait in one
-bounded queue; the worker takes up to ``max_batch`` of them (waiting at most
+bounded queue; a worker takes up to ``max_batch`` of them (waiting at most
 ``max_wait_ms`` for a batch to fill), scores them in a thread and hands each result
-back in submission order. When the queue is full, live sources drop the oldest queued
-window (policy ``DROP_OLDEST``, counted); offline replay waits instead.
+back in submission order. With several workers (``workers``; on two cores, two workers
+of one torch thread each keep both cores busy through the single-threaded parts of a
+forward pass), a stream never has two windows in flight at once, so each stream's
+results still arrive in order. When the queue is full, live sources drop the oldest
+queued window (policy ``DROP_OLDEST``, counted); offline replay waits instead.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class BatcherCounters:
 
 
 class Batcher:
-    """Bounded window queue plus one inference worker."""
+    """Bounded window queue plus ``workers`` inference workers."""
 
     def __init__(
         self,
@@ -61,7 +64,10 @@ class Batcher:
         max_batch: int = 16,
         max_wait_ms: float = 20.0,
         max_queue: int = 512,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers: expected at least 1, found {workers}")
         self.scorer = scorer
         self.on_result = on_result
         self.max_batch = max_batch
@@ -72,7 +78,10 @@ class Batcher:
         self._has_work = asyncio.Event()
         self._space = asyncio.Event()
         self._space.set()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spoofwatch-infer")
+        self.workers = workers
+        self._in_flight: set[int] = set()  # id() of streams with a batch being scored
+        self._freed = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spoofwatch-infer")
         self._on_drop: list[Callable[[WindowJob], None]] = []
 
     @property
@@ -118,25 +127,54 @@ class Batcher:
         self.submit_nowait(job)
 
     async def run(self) -> None:
-        """Worker loop; runs until cancelled."""
-        loop = asyncio.get_running_loop()
+        """The workers; runs until cancelled."""
         try:
-            while True:
-                await self._has_work.wait()
-                if len(self._queue) < self.max_batch and self.max_wait_s > 0:
-                    deadline = self._queue[0].ready_at + self.max_wait_s if self._queue else 0.0
-                    delay = deadline - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
-                if not self._queue:
-                    self._has_work.clear()
-                self._space.set()
-                if not batch:
-                    continue
-                await self._score(loop, batch)
+            async with asyncio.TaskGroup() as group:
+                for n in range(self.workers):
+                    group.create_task(self._work(), name=f"spoofwatch-infer-{n}")
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _take_batch(self) -> list[WindowJob]:
+        """Up to max_batch queued jobs in queue order, passing over streams that another
+        worker is scoring, so no stream's windows overtake each other."""
+        if not self._in_flight:
+            return [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+        batch: list[WindowJob] = []
+        left: collections.deque[WindowJob] = collections.deque()
+        for job in self._queue:
+            if len(batch) < self.max_batch and id(job.stream) not in self._in_flight:
+                batch.append(job)
+            else:
+                left.append(job)
+        self._queue = left
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._has_work.wait()
+            if len(self._queue) < self.max_batch and self.max_wait_s > 0:
+                deadline = self._queue[0].ready_at + self.max_wait_s if self._queue else 0.0
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            batch = self._take_batch()
+            if not self._queue:
+                self._has_work.clear()
+            self._space.set()
+            if not batch:
+                if self._queue:  # everything queued belongs to streams in flight
+                    self._freed.clear()
+                    await self._freed.wait()
+                continue
+            streams = {id(job.stream) for job in batch}
+            self._in_flight |= streams
+            try:
+                await self._score(loop, batch)
+            finally:
+                self._in_flight -= streams
+                self._freed.set()
 
     async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[WindowJob]) -> None:
         windows = np.stack([job.window.samples for job in batch])

@@ -219,6 +219,7 @@ class Pipeline:
             max_batch=self.engine_config.max_batch,
             max_wait_ms=self.engine_config.max_wait_ms,
             max_queue=self.engine_config.queue_windows,
+            workers=self.engine_config.workers,
         )
         self.batcher.on_drop(self._on_drop)
         self.streams: dict[str, StreamHandle] = {}
