@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "int8", "int8-all"),
         help="how the detector runs, written to the model card's inference section",
     )
+    tr.add_argument(
+        "--spectral",
+        choices=("none", "lfcc"),
+        default="none",
+        help="fuse a spectral front end (LFCC mean+std) into the same linear head",
+    )
     tr.add_argument("--json", action="store_true", help="last line of stdout is the dev metrics JSON")
     lo = sub.add_parser("loso", help="leave-one-source-out validation (pooled EER over held-out sources)")
     _add_dataset(lo)
@@ -108,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--test-channel", default="clean", help="channel of the held-out clips")
     lo.add_argument("--layers", default="0,1,2,3", help="comma-separated hidden states")
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
+    lo.add_argument("--spectral", choices=("none", "lfcc"), default="none", help="fuse LFCC statistics")
     lo.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
 
     sv = sub.add_parser("serve", help="run the streaming server (WebSocket, MQTT, local sources)")
@@ -333,6 +340,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         threshold=args.threshold,
         truncate_encoder=args.truncate_encoder,
         quantization=args.quantization,
+        spectral=None if args.spectral == "none" else args.spectral,
     )
     report = train_detector(items, dev_items, Path(args.out), options)
     if args.json:
@@ -345,15 +353,21 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.model.encoders.registry import build_encoder
     from spoofwatch.stream.windowing import WindowConfig
-    from spoofwatch.train.extract import extract
-    from spoofwatch.train.pipeline import encoder_spec
+    from spoofwatch.train.extract import extract_with_spectral
+    from spoofwatch.train.pipeline import encoder_spec, spectral_front_end_spec
     from spoofwatch.train.validate import leave_one_source_out
 
     items = _read_items(args) or []
     encoder = build_encoder(encoder_spec(args.encoder), args.window_s)
     window = WindowConfig(encoder.identity.sample_rate, args.window_s, args.hop_s)
-    train_sets = [extract(items, encoder, window, channel=c) for c in args.train_channels.split(",") if c]
-    test_set = extract(items, encoder, window, channel=args.test_channel)
+    spectral_spec = spectral_front_end_spec(None if args.spectral == "none" else args.spectral)
+    spectral = None if spectral_spec is None else build_encoder(spectral_spec, args.window_s)
+    train_sets = [
+        extract_with_spectral(items, encoder, spectral, window, channel=c)
+        for c in args.train_channels.split(",")
+        if c
+    ]
+    test_set = extract_with_spectral(items, encoder, spectral, window, channel=args.test_channel)
     layers = [int(x) for x in args.layers.split(",")]
     result = leave_one_source_out(train_sets, test_set, layers, C=args.C, test_channel=args.test_channel)
     summary = {
@@ -361,6 +375,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "protocol": "leave-one-source-out",
         "test_channel": args.test_channel,
         "train_channels": args.train_channels,
+        "spectral": args.spectral,
         "per_source_eer": result.per_source_eer,
     }
     if args.json:

@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+from spoofwatch.errors import ArtifactMismatchError
 from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.train.corpus import LabelledItem
@@ -87,6 +88,7 @@ def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict
         threshold="false-alarm:0",
         quantization="int8",
         truncate_encoder=True,  # an HF encoder stays whole
+        spectral="lfcc",
     )
     report = train_detector(items, None, tmp_path / "detector", options, progress=False)
     return tmp_path / "detector", report, [it for it in items if it.split == "dev"]
@@ -111,6 +113,23 @@ def test_train_writes_a_loadable_detector_with_its_threshold_policy(
     assert detector.settings.window_s == 2.0
     assert card["inference"]["quantization"] == "int8" and detector.settings.quantization == "int8"
     assert card["encoder"]["spec"]["layers"] is None
+    # The LFCC statistics follow the encoder's layers in the same linear head.
+    assert card["spectral"]["spec"] == {"kind": "lfcc", "name": "lfcc", "layers": None}
+    assert detector.spectral is not None
+    assert detector.head.n_features_in_ == len(detector.settings.layers) * 2 * 32 + 120
+    windows = np.stack([clip("bonafide", 999)[:32000], clip("spoof", 998)[:32000]])
+    bona_llr, spoof_llr = detector.score_windows(windows)
+    assert bona_llr > spoof_llr
+
+
+def test_a_changed_spectral_recipe_is_refused(trained: tuple[Path, dict, list[LabelledItem]]) -> None:
+    out, _, _ = trained
+    card_path = out / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["spectral"]["identity"]["weights_sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ArtifactMismatchError, match="spectral front end mismatch"):
+        load_detector(out)
 
 
 def test_eval_report_has_eer_by_window_length(

@@ -46,6 +46,7 @@ def save_detector(
     encoder_spec: EncoderSpec,
     encoder_identity: EncoderIdentity,
     card_extra: dict[str, Any] | None = None,
+    spectral: tuple[EncoderSpec, EncoderIdentity] | None = None,
 ) -> Path:
     """Write a detector directory; returns its path."""
     target = Path(directory)
@@ -57,13 +58,15 @@ def save_detector(
         "window": {"window_s": settings.window_s, "hop_s": settings.hop_s,
                    "sample_rate": encoder_identity.sample_rate},
         "layers": list(settings.layers),
-        "pooling": "mean+std per layer",
+        "pooling": "mean+std per layer" + ("; then mean+std of the spectral frames" if spectral else ""),
         "head": {"kind": "logistic-regression", "n_features": head.n_features_in_},
         "calibration": calibration.to_dict(),
         "threshold": {"p_spoof": settings.threshold},
         "inference": inference_card(settings),
         **(card_extra or {}),
     }
+    if spectral is not None:
+        card["spectral"] = {"spec": spectral[0].to_dict(), "identity": spectral[1].to_dict()}
     (target / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     return target
 
@@ -172,6 +175,7 @@ def load_detector(
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{tensors_path}: expected a safetensors file, cannot read it ({exc})") from None
     head = LinearHead.from_tensors(tensors)
+    spectral = _spectral_front_end(card, path, trained_window)
     if encoder is None:
         encoder = build_encoder(spec, trained_window)
     check_identity(identity, encoder.identity, layers)
@@ -193,4 +197,23 @@ def load_detector(
         num_threads=card_threads if num_threads is None else num_threads,
     )
     card = {**card, "inference": inference_card(settings)}
-    return Detector(encoder, head, calibration, settings, card)
+    return Detector(encoder, head, calibration, settings, card, spectral=spectral)
+
+
+def _spectral_front_end(card: dict[str, Any], path: Path, window_s: float) -> Encoder | None:
+    """The card's spectral front end (LFCC), built and checked against its recipe hash."""
+    section = card.get("spectral")
+    if section is None:
+        return None
+    try:
+        spec = EncoderSpec.from_dict(section["spec"])
+        identity = EncoderIdentity.from_dict(section["identity"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(f"{path / CARD_FILE}: malformed 'spectral' section ({exc!r})") from None
+    front_end = build_encoder(spec, window_s)
+    if front_end.identity != identity:
+        raise ArtifactMismatchError(
+            f"spectral front end mismatch: the detector was trained with {identity}, "
+            f"this version computes {front_end.identity}"
+        )
+    return front_end

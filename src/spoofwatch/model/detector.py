@@ -42,7 +42,11 @@ class DetectorSettings:
 
 
 class Detector:
-    """Scores fixed-length windows with a frozen encoder and a calibrated linear head."""
+    """Scores fixed-length windows with a frozen encoder and a calibrated linear head.
+
+    With a ``spectral`` front end (LFCC), the head reads the encoder's pooled layers
+    followed by the spectral frames' mean and std: one linear head over both.
+    """
 
     def __init__(
         self,
@@ -51,13 +55,21 @@ class Detector:
         calibration: AffineCalibration,
         settings: DetectorSettings,
         card: dict[str, Any] | None = None,
+        spectral: Encoder | None = None,
     ) -> None:
         identity = encoder.identity
         expected_dim = len(settings.layers) * 2 * identity.hidden_size
-        if head.n_features_in_ != expected_dim:
+        spectral_dim = 0 if spectral is None else 2 * spectral.identity.hidden_size
+        if head.n_features_in_ != expected_dim + spectral_dim:
             raise ModelError(
                 f"head expects {head.n_features_in_} features, but {len(settings.layers)} "
                 f"layers of width {identity.hidden_size} give {expected_dim}"
+                + (f" and the spectral front end {spectral_dim}" if spectral is not None else "")
+            )
+        if spectral is not None and spectral.window_samples != encoder.window_samples:
+            raise ModelError(
+                f"the spectral front end takes {spectral.window_samples} samples per window, "
+                f"the encoder {encoder.window_samples}"
             )
         if not 0.0 < settings.threshold < 1.0:
             raise ModelError(f"threshold must be within (0, 1), found {settings.threshold}")
@@ -75,6 +87,7 @@ class Detector:
                 f"{identity.name!r} ({quantization_of(identity)}); quantise it with apply_quantization"
             )
         self.encoder = encoder
+        self.spectral = spectral
         self.head = head
         self.calibration = calibration
         self.settings = settings
@@ -118,7 +131,11 @@ class Detector:
             for start in range(0, len(batch), self.settings.max_batch):
                 chunk = torch.from_numpy(batch[start : start + self.settings.max_batch])
                 states = self.encoder.hidden_states(chunk)
-                out.append(mean_std_pool(states, self.settings.layers).numpy())
+                pooled = mean_std_pool(states, self.settings.layers)
+                if self.spectral is not None:
+                    extra = mean_std_pool(self.spectral.hidden_states(chunk), [0])
+                    pooled = torch.cat([pooled, extra], dim=1)
+                out.append(pooled.numpy())
         if not out:
             return np.zeros((0, self.head.n_features_in_), dtype=np.float32)
         return np.concatenate(out, axis=0)

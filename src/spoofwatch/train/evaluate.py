@@ -18,7 +18,7 @@ from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.quantize import apply_quantization
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem
-from spoofwatch.train.extract import EmbeddingSet, extract
+from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
 from spoofwatch.train.fit import accumulated_evidence_eer, clip_llrs
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 from spoofwatch.train.report import plot_accumulated_evidence, plot_window_length, write_report
@@ -81,8 +81,11 @@ def with_window(detector: Detector, window_s: float) -> Detector:
         return detector
     spec = EncoderSpec.from_dict(detector.card["encoder"]["spec"])
     encoder = apply_quantization(build_encoder(spec, window_s), detector.settings.quantization)
+    spectral = None
+    if detector.spectral is not None:
+        spectral = build_encoder(EncoderSpec.from_dict(detector.card["spectral"]["spec"]), window_s)
     settings = replace(detector.settings, window_s=window_s, hop_s=min(detector.settings.hop_s, window_s))
-    return Detector(encoder, detector.head, detector.calibration, settings, detector.card)
+    return Detector(encoder, detector.head, detector.calibration, settings, detector.card, spectral=spectral)
 
 
 def window_length_eer(
@@ -101,8 +104,13 @@ def window_length_eer(
     out: dict[str, dict[str, float]] = {}
     for length in lengths:
         variant = with_window(detector, float(length))
-        embeddings = extract(
-            items, variant.encoder, window_config(variant), channel=channel, progress=progress
+        embeddings = extract_with_spectral(
+            items,
+            variant.encoder,
+            variant.spectral,
+            window_config(variant),
+            channel=channel,
+            progress=progress,
         )
         per_window = window_scores(variant, embeddings)
         clip = clip_llrs(embeddings, per_window)
@@ -128,7 +136,14 @@ def evaluate_detector(
     if not items:
         raise DataError("nothing to evaluate: the labelled list is empty")
     detector = load_detector(detector_dir)
-    embeddings = extract(items, detector.encoder, window_config(detector), channel=channel, progress=progress)
+    embeddings = extract_with_spectral(
+        items,
+        detector.encoder,
+        detector.spectral,
+        window_config(detector),
+        channel=channel,
+        progress=progress,
+    )
     per_window = window_scores(detector, embeddings)
     scores = clip_llrs(embeddings, per_window)
     keep = ~np.isnan(scores)

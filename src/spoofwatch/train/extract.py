@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from spoofwatch.errors import AudioError
+from spoofwatch.errors import AudioError, DataError
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.pooling import mean_std_pool
@@ -38,6 +38,8 @@ class EmbeddingSet:
 
     ``features`` is (windows, hidden_states, 2 * dim) float32; ``item_index[i]`` is the
     position in ``items`` of the item window ``i`` came from; ``t_start`` its start time.
+    ``spectral`` (windows, d), when attached, is a second front end's pooled features of
+    the same windows; the head reads it after the chosen layers.
     """
 
     items: tuple[LabelledItem, ...]
@@ -45,6 +47,7 @@ class EmbeddingSet:
     item_index: NDArray[np.int64]
     t_start: NDArray[np.float64]
     failed: tuple[tuple[str, str], ...]
+    spectral: NDArray[np.float32] | None = None
 
     def labels(self) -> NDArray[np.int64]:
         """Per window: 1 = bona fide, 0 = spoof."""
@@ -52,7 +55,24 @@ class EmbeddingSet:
         return per_item[self.item_index]
 
     def select_layers(self, layers: Sequence[int]) -> NDArray[np.float32]:
-        return self.features[:, list(layers), :].reshape(len(self.features), -1)
+        """The head's input: the chosen layers' pooled features, then the spectral ones."""
+        chosen = self.features[:, list(layers), :].reshape(len(self.features), -1)
+        if self.spectral is None:
+            return chosen
+        return np.concatenate([chosen, self.spectral], axis=1)
+
+    def with_spectral(self, other: EmbeddingSet) -> EmbeddingSet:
+        """This set with ``other``'s features (every state, flattened) attached per window;
+        both must come from the same items, windowing and channel."""
+        same = (
+            other.items == self.items
+            and np.array_equal(other.item_index, self.item_index)
+            and np.array_equal(other.t_start, self.t_start)
+        )
+        if not same:
+            raise DataError("spectral and encoder embeddings must cover the same windows of the same items")
+        flat = other.features.reshape(len(other.features), -1)
+        return replace(self, spectral=flat)
 
 
 def file_sha1(path: Path) -> str:
@@ -148,3 +168,19 @@ def extract(
         t_start=np.concatenate(starts) if starts else np.zeros(0, np.float64),
         failed=tuple(failed),
     )
+
+
+def extract_with_spectral(
+    items: Sequence[LabelledItem],
+    encoder: Encoder,
+    spectral: Encoder | None,
+    window: WindowConfig,
+    *,
+    channel: str = "clean",
+    progress: bool = True,
+) -> EmbeddingSet:
+    """``extract`` with the spectral front end's features attached (each cached on its own)."""
+    main = extract(items, encoder, window, channel=channel, progress=progress)
+    if spectral is None:
+        return main
+    return main.with_spectral(extract(items, spectral, window, channel=channel, progress=progress))

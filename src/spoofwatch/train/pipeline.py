@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 
 from spoofwatch import __version__
-from spoofwatch.errors import DataError
+from spoofwatch.errors import ConfigError, DataError
 from spoofwatch.model.artifact import save_detector
 from spoofwatch.model.detector import DetectorSettings
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.quantize import check_quantization
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
-from spoofwatch.train.extract import extract
+from spoofwatch.train.extract import extract_with_spectral
 from spoofwatch.train.fit import clip_scores, evaluate_set, fit_head
 from spoofwatch.train.threshold import choose_threshold, llr_at, parse_policy
 
@@ -42,6 +42,8 @@ class TrainOptions:
     # The model card's inference section (how the shipped detector runs, not how it was fitted).
     quantization: str = "none"
     max_batch: int = 16
+    # A spectral front end fused into the same linear head: None or "lfcc".
+    spectral: str | None = None
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -64,6 +66,14 @@ def truncated_spec(spec: EncoderSpec, layers: Sequence[int], num_hidden_states: 
     if depth >= num_hidden_states - 1:
         return spec
     return replace(spec, layers=depth)
+
+
+def spectral_front_end_spec(name: str | None) -> EncoderSpec | None:
+    if name is None or name == "none":
+        return None
+    if name != "lfcc":
+        raise ConfigError(f"spectral front end {name!r}: expected 'lfcc' or none")
+    return EncoderSpec(kind="lfcc", name="lfcc")
 
 
 def split_train_dev(
@@ -91,6 +101,7 @@ def train_detector(
 ) -> dict[str, Any]:
     policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
     check_quantization(options.quantization)
+    spectral_spec = spectral_front_end_spec(options.spectral)
     train, dev = split_train_dev(items, dev_items)
     for problem in check_no_leakage(train, dev):
         logger.warning("train/dev leakage: %s", problem)
@@ -99,10 +110,15 @@ def train_detector(
     rate = encoder.identity.sample_rate
     train_window = WindowConfig(rate, options.window_s, options.train_hop_s)
     dev_window = WindowConfig(rate, options.window_s, options.hop_s)
+    spectral = None if spectral_spec is None else build_encoder(spectral_spec, options.window_s)
     train_sets = [
-        extract(train, encoder, train_window, channel=c, progress=progress) for c in options.channels
+        extract_with_spectral(train, encoder, spectral, train_window, channel=c, progress=progress)
+        for c in options.channels
     ]
-    dev_sets = [extract(dev, encoder, dev_window, channel=c, progress=progress) for c in options.channels]
+    dev_sets = [
+        extract_with_spectral(dev, encoder, spectral, dev_window, channel=c, progress=progress)
+        for c in options.channels
+    ]
     fitted = fit_head(train_sets, dev_sets, layers=options.layers, C=options.C)
     # One threshold for every channel: dev clips of all channels pooled.
     pooled = [clip_scores(fitted, dev_set) for dev_set in dev_sets]
@@ -165,6 +181,7 @@ def train_detector(
         encoder_spec=spec,
         encoder_identity=identity,
         card_extra=card_extra,
+        spectral=None if spectral is None or spectral_spec is None else (spectral_spec, spectral.identity),
     )
     return {
         "out": str(out),

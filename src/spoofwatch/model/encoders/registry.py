@@ -11,8 +11,8 @@ from spoofwatch.model.encoders.base import Encoder
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """How to construct an encoder: ``kind`` is ``whisper-ct2`` (name = pinned weights) or
-    ``hf`` (name = local directory or hub id)."""
+    """How to construct an encoder: ``kind`` is ``whisper-ct2`` (name = pinned weights),
+    ``hf`` (name = local directory or hub id) or ``lfcc`` (the spectral branch)."""
 
     kind: str = "whisper-ct2"
     name: str = "whisper-base"
@@ -38,4 +38,8 @@ def build_encoder(spec: EncoderSpec, window_s: float) -> Encoder:
         from spoofwatch.model.encoders.hf import HFEncoder
 
         return HFEncoder(spec.name, window_s=window_s, layers=spec.layers)
-    raise ModelError(f"unknown encoder kind {spec.kind!r}; expected 'whisper-ct2' or 'hf'")
+    if spec.kind == "lfcc":
+        from spoofwatch.model.encoders.lfcc import LfccEncoder
+
+        return LfccEncoder(window_s=window_s)
+    raise ModelError(f"unknown encoder kind {spec.kind!r}; expected 'whisper-ct2', 'hf' or 'lfcc'")
