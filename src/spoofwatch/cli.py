@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="fuse a spectral front end (LFCC mean+std) into the same linear head",
     )
+    tr.add_argument(
+        "--spectral-weight",
+        type=float,
+        default=2.0,
+        help="weight of the spectral block's standardised features in the fit (L2 penalty / w^2)",
+    )
     tr.add_argument("--json", action="store_true", help="last line of stdout is the dev metrics JSON")
     lo = sub.add_parser("loso", help="leave-one-source-out validation (pooled EER over held-out sources)")
     _add_dataset(lo)
@@ -115,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--layers", default="0,1,2,3", help="comma-separated hidden states")
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     lo.add_argument("--spectral", choices=("none", "lfcc"), default="none", help="fuse LFCC statistics")
+    lo.add_argument("--spectral-weight", type=float, default=2.0, help="weight of the spectral block")
     lo.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
 
     sv = sub.add_parser("serve", help="run the streaming server (WebSocket, MQTT, local sources)")
@@ -341,6 +348,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         truncate_encoder=args.truncate_encoder,
         quantization=args.quantization,
         spectral=None if args.spectral == "none" else args.spectral,
+        spectral_weight=args.spectral_weight,
     )
     report = train_detector(items, dev_items, Path(args.out), options)
     if args.json:
@@ -369,13 +377,21 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     ]
     test_set = extract_with_spectral(items, encoder, spectral, window, channel=args.test_channel)
     layers = [int(x) for x in args.layers.split(",")]
-    result = leave_one_source_out(train_sets, test_set, layers, C=args.C, test_channel=args.test_channel)
+    result = leave_one_source_out(
+        train_sets,
+        test_set,
+        layers,
+        C=args.C,
+        spectral_weight=args.spectral_weight,
+        test_channel=args.test_channel,
+    )
     summary = {
         **result.metrics.to_dict(),
         "protocol": "leave-one-source-out",
         "test_channel": args.test_channel,
         "train_channels": args.train_channels,
         "spectral": args.spectral,
+        "spectral_weight": args.spectral_weight,
         "per_source_eer": result.per_source_eer,
     }
     if args.json:

@@ -152,3 +152,30 @@ def test_calibration_refuses_bad_input() -> None:
         AffineCalibration.fit(np.array([]), np.zeros(3))
     with pytest.raises(ModelError, match="found 'isotonic'"):
         AffineCalibration.from_dict({"kind": "isotonic", "scale": 1.0, "offset": 0.0})
+
+
+def test_column_weights_equal_a_fit_on_reweighted_standardised_features() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 6))
+    y = (x[:, 0] + 0.5 * x[:, 5] + 0.3 * rng.standard_normal(400) > 0).astype(np.int64)
+    weights = np.array([1.0, 1.0, 1.0, 1.0, 3.0, 3.0])
+    head = LinearHead(C=0.05).fit(x, y, column_weights=weights)
+    z = (x - x.mean(axis=0)) / x.std(axis=0) * weights
+    reference = LogisticRegression(C=0.05, max_iter=3000, class_weight="balanced").fit(z, y)
+    np.testing.assert_allclose(
+        head.decision_function(x), reference.decision_function(z), rtol=1e-4, atol=1e-4
+    )
+    # Cheaper to use, the up-weighted informative column carries more of the decision.
+    plain = LinearHead(C=0.05).fit(x, y)
+    assert abs(head.coef_[5]) * 3 > abs(plain.coef_[5])  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "weights", [np.ones(3), np.array([1.0, 0.0, 1.0, 1.0]), np.array([1.0, np.nan, 1, 1])]
+)
+def test_column_weights_must_fit_the_features(weights: NDArray[np.float64]) -> None:
+    x = np.random.default_rng(0).standard_normal((20, 4))
+    with pytest.raises(ModelError, match="column_weights"):
+        LinearHead().fit(x, np.arange(20) % 2, column_weights=weights)

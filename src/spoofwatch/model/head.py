@@ -31,7 +31,15 @@ class LinearHead:
         self.intercept_: float = 0.0
         self.classes_ = np.array([0, 1])
 
-    def fit(self, X: NDArray[np.floating], y: NDArray[np.integer]) -> Self:
+    def fit(
+        self,
+        X: NDArray[np.floating],
+        y: NDArray[np.integer],
+        column_weights: NDArray[np.floating] | None = None,
+    ) -> Self:
+        """``column_weights`` multiply the standardised features before the fit, so a block
+        weighted w pays 1/w^2 of the L2 penalty per unit of effect; they fold into the
+        stored scale, so scoring is unchanged."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y)
         if X.ndim != 2 or len(X) != len(y):
@@ -41,6 +49,11 @@ class LinearHead:
         mean = X.mean(axis=0)
         scale = X.std(axis=0)
         scale[scale < 1e-8] = 1.0
+        if column_weights is not None:
+            weights = np.asarray(column_weights, dtype=np.float64)
+            if weights.shape != (X.shape[1],) or not (np.isfinite(weights).all() and (weights > 0).all()):
+                raise ModelError(f"column_weights: expected {X.shape[1]} positive finite values")
+            scale = scale / weights
         model = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)
         model.fit((X - mean) / scale, y)
         self.mean_ = mean.astype(np.float32)

@@ -29,6 +29,19 @@ class FittedHead:
     layer_search: dict[str, float]
 
 
+def column_weights(
+    sets: Sequence[EmbeddingSet], layers: Sequence[int], spectral_weight: float
+) -> NDArray[np.float64] | None:
+    """Per-feature weights for LinearHead.fit: 1 for the encoder's layers, ``spectral_weight``
+    for an attached spectral block (a few LFCC statistics next to thousands of encoder
+    features would otherwise get little of the shared L2 budget)."""
+    spectral = sets[0].spectral
+    if spectral is None or spectral_weight == 1.0:
+        return None
+    n_main = len(layers) * sets[0].features.shape[2]
+    return np.concatenate([np.ones(n_main), np.full(spectral.shape[1], spectral_weight)])
+
+
 def stack(
     sets: Sequence[EmbeddingSet], layers: Sequence[int]
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
@@ -67,6 +80,7 @@ def fit_head(
     *,
     layers: Sequence[int] | None = None,
     C: float = 0.05,
+    spectral_weight: float = 1.0,
 ) -> FittedHead:
     """Choose layers on dev (unless given), fit on train, calibrate on dev windows."""
     n_states = train[0].features.shape[1]
@@ -75,7 +89,7 @@ def fit_head(
         best: tuple[float, tuple[int, ...]] = (np.inf, tuple(range(n_states)))
         for candidate in candidate_layer_sets(n_states):
             x, y = stack(train, candidate)
-            head = LinearHead(C=C).fit(x, y)
+            head = LinearHead(C=C).fit(x, y, column_weights(train, candidate, spectral_weight))
             dx, dy = stack(dev, candidate)
             eer = window_eer(head.decision_function(dx), dy)
             search[",".join(map(str, candidate))] = eer
@@ -86,7 +100,7 @@ def fit_head(
     else:
         chosen = tuple(layers)
     x, y = stack(train, chosen)
-    head = LinearHead(C=C).fit(x, y)
+    head = LinearHead(C=C).fit(x, y, column_weights(train, chosen, spectral_weight))
     dx, dy = stack(dev, chosen)
     raw = head.decision_function(dx)
     calibration = AffineCalibration.fit(raw[dy == 1], raw[dy == 0])

@@ -44,6 +44,7 @@ class TrainOptions:
     max_batch: int = 16
     # A spectral front end fused into the same linear head: None or "lfcc".
     spectral: str | None = None
+    spectral_weight: float = 2.0
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -119,7 +120,9 @@ def train_detector(
         extract_with_spectral(dev, encoder, spectral, dev_window, channel=c, progress=progress)
         for c in options.channels
     ]
-    fitted = fit_head(train_sets, dev_sets, layers=options.layers, C=options.C)
+    fitted = fit_head(
+        train_sets, dev_sets, layers=options.layers, C=options.C, spectral_weight=options.spectral_weight
+    )
     # One threshold for every channel: dev clips of all channels pooled.
     pooled = [clip_scores(fitted, dev_set) for dev_set in dev_sets]
     threshold = choose_threshold(

@@ -20,7 +20,7 @@ from spoofwatch.errors import DataError
 from spoofwatch.model.head import LinearHead
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.fit import clip_llrs
+from spoofwatch.train.fit import clip_llrs, column_weights
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def leave_one_source_out(
     layers: Sequence[int],
     *,
     C: float = 0.01,
+    spectral_weight: float = 1.0,
     test_channel: str = "clean",
     progress: bool = True,
 ) -> LosoResult:
@@ -70,7 +71,7 @@ def leave_one_source_out(
         if len(set(y.tolist())) < 2:
             logger.warning("fold %s: training data lacks a class; skipped", name)
             continue
-        head = LinearHead(C=C).fit(np.concatenate(xs), y)
+        head = LinearHead(C=C).fit(np.concatenate(xs), y, column_weights(train_sets, layers, spectral_weight))
         test_windows = held[test_set.item_index]
         window_scores[test_windows] = head.decision_function(test_set.select_layers(layers)[test_windows])
     clip = clip_llrs(test_set, np.nan_to_num(window_scores, nan=0.0))
