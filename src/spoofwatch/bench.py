@@ -611,7 +611,7 @@ def _format_report(report: BenchReport) -> str:
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     """Entry point for ``spoofwatch bench``."""
-    from spoofwatch.config import load_settings
+    from spoofwatch.config import load_settings, scoring_threads
     from spoofwatch.model.artifact import load_detector
 
     flags = {
@@ -627,7 +627,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         args.detector or settings.server.detector,
         hop_s=args.hop_s,
         quantization="int8" if args.int8 else args.quantization,
-        num_threads=engine.num_threads or None,
+        num_threads=scoring_threads(engine),
         max_batch=engine.max_batch,
     )
     # The detector fixes the window; the hop is its own unless --hop-s says otherwise.

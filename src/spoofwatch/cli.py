@@ -208,10 +208,17 @@ def _server_settings(args: argparse.Namespace) -> Any:
 
 
 def _load_scorer(settings: Any) -> Any:
+    from spoofwatch.config import scoring_threads
     from spoofwatch.model.artifact import load_detector
 
-    stream = settings.stream
-    return load_detector(settings.server.detector, window_s=stream.window_s, hop_s=stream.hop_s)
+    stream, engine = settings.stream, settings.engine
+    return load_detector(
+        settings.server.detector,
+        window_s=stream.window_s,
+        hop_s=stream.hop_s,
+        num_threads=scoring_threads(engine),
+        max_batch=engine.max_batch,
+    )
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:

@@ -77,6 +77,17 @@ class EngineConfig:
                 )
 
 
+def scoring_threads(engine: EngineConfig) -> int | None:
+    """Torch threads per inference worker: ``engine.num_threads`` if set; with several
+    workers, the cores shared out between them (so they do not oversubscribe); otherwise
+    None (the detector card's setting, else torch's default)."""
+    if engine.num_threads:
+        return engine.num_threads
+    if engine.workers > 1:
+        return max(1, (os.cpu_count() or 1) // engine.workers)
+    return None
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """The network front end. Secrets (``token``, ``mqtt_password``, a password inside

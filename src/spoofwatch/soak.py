@@ -41,7 +41,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from spoofwatch.bench import percentile, speech_like
-from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
+from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig, scoring_threads
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent, StreamEvent, parse_event
 from spoofwatch.model.scorer import WindowScorer
@@ -463,7 +463,7 @@ def _parse_call_s(text: str) -> tuple[float, float]:
 def _load_scorer(args: argparse.Namespace, engine: EngineConfig) -> WindowScorer:
     from spoofwatch.model.artifact import load_detector
 
-    return load_detector(args.detector, num_threads=engine.num_threads or None, max_batch=engine.max_batch)
+    return load_detector(args.detector, num_threads=scoring_threads(engine), max_batch=engine.max_batch)
 
 
 def _format(report: SoakReport) -> str:

@@ -1,0 +1,23 @@
+"""Engine settings for inference workers and the torch threads each one gets."""
+
+from __future__ import annotations
+
+import pytest
+
+from spoofwatch import config
+from spoofwatch.config import EngineConfig, load_settings, scoring_threads
+from spoofwatch.errors import ConfigError
+
+
+def test_threads_are_shared_out_between_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 8)
+    assert scoring_threads(EngineConfig()) is None  # one worker: the card's or torch's default
+    assert scoring_threads(EngineConfig(workers=2)) == 4
+    assert scoring_threads(EngineConfig(workers=16)) == 1
+    assert scoring_threads(EngineConfig(workers=2, num_threads=3)) == 3  # explicit wins
+
+
+def test_workers_come_from_the_environment_and_are_validated() -> None:
+    assert load_settings(env={"SPOOFWATCH_ENGINE_WORKERS": "2"}).engine.workers == 2
+    with pytest.raises(ConfigError, match=r"engine\.workers"):
+        load_settings(env={"SPOOFWATCH_ENGINE_WORKERS": "0"})
