@@ -11,7 +11,7 @@ from spoofwatch.errors import ConfigError
 
 def test_threads_are_shared_out_between_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(config.os, "cpu_count", lambda: 8)
-    assert scoring_threads(EngineConfig()) is None  # one worker: the card's or torch's default
+    assert scoring_threads(EngineConfig(workers=1)) is None  # the card's or torch's default
     assert scoring_threads(EngineConfig(workers=2)) == 4
     assert scoring_threads(EngineConfig(workers=16)) == 1
     assert scoring_threads(EngineConfig(workers=2, num_threads=3)) == 3  # explicit wins

@@ -51,9 +51,10 @@ class EngineConfig:
     subscriber_queue: int = 256
     max_streams: int = 64
     num_threads: int = 0  # 0 = torch default (all cores)
-    # Inference worker threads. On 2 cores, 2 workers of num_threads = 1 beat 1 worker of 2
-    # threads (see docs/benchmarks.md); each stream still gets its results in order.
-    workers: int = 1
+    # Inference worker threads. On 2 cores, 2 workers of one torch thread each sustain about
+    # 45 % more streams than 1 worker of 2 threads (docs/benchmarks.md); each stream still
+    # gets its results in order. Threads per worker: see scoring_threads.
+    workers: int = 2
     admission: str = "refuse"  # beyond max_streams: "refuse" new calls, or "queue" them
     queue_timeout_s: float = 4.0  # longest a queued call waits before it is refused
     # Seconds of audio one stream may carry (4 h); beyond it the stream ends with a

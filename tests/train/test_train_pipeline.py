@@ -17,7 +17,7 @@ from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.evaluate import evaluate_detector, llr_threshold
-from spoofwatch.train.pipeline import TrainOptions, train_detector, truncated_spec
+from spoofwatch.train.pipeline import TrainOptions, encoder_spec, train_detector, truncated_spec
 
 RATE = 16000
 
@@ -164,3 +164,9 @@ def test_truncated_spec_keeps_just_the_layers_the_head_reads() -> None:
     assert truncated_spec(base, (0, 6), 7) == base  # the last state is the normed full stack
     hf = EncoderSpec("hf", "/models/wav2vec2")
     assert truncated_spec(hf, (0, 1), 13) == hf  # HF truncation would change the last state
+
+
+def test_encoder_names_map_to_specs() -> None:
+    assert encoder_spec("whisper-base") == EncoderSpec("whisper-ct2", "whisper-base")
+    assert encoder_spec("hf:/models/w2v2") == EncoderSpec("hf", "/models/w2v2")
+    assert encoder_spec("lfcc") == EncoderSpec("lfcc", "lfcc")

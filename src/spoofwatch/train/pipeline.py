@@ -48,9 +48,12 @@ class TrainOptions:
 
 
 def encoder_spec(name: str) -> EncoderSpec:
-    """``whisper-base`` / ``whisper-tiny.en`` (pinned CT2 weights) or ``hf:PATH_OR_ID``."""
+    """``whisper-base`` / ``whisper-tiny.en`` (pinned CT2 weights), ``hf:PATH_OR_ID``, or
+    ``lfcc`` (the spectral front end alone, hidden state 0: a baseline)."""
     if name.startswith("hf:"):
         return EncoderSpec(kind="hf", name=name[3:])
+    if name == "lfcc":
+        return EncoderSpec(kind="lfcc", name="lfcc")
     return EncoderSpec(kind="whisper-ct2", name=name)
 
 
