@@ -64,6 +64,20 @@ def window_config(detector: Detector) -> WindowConfig:
     return WindowConfig(detector.sample_rate, detector.settings.window_s, detector.settings.hop_s)
 
 
+def detector_embeddings(
+    detector: Detector, items: Sequence[LabelledItem], channel: str, progress: bool
+) -> EmbeddingSet:
+    """Every window of ``items`` as the detector cuts and embeds it (cached)."""
+    return extract_with_spectral(
+        items,
+        detector.encoder,
+        detector.spectral,
+        window_config(detector),
+        channel=channel,
+        progress=progress,
+    )
+
+
 def window_scores(detector: Detector, embeddings: EmbeddingSet) -> NDArray[np.float64]:
     return detector.score_features(embeddings.select_layers(detector.settings.layers))
 
@@ -104,14 +118,7 @@ def window_length_eer(
     out: dict[str, dict[str, float]] = {}
     for length in lengths:
         variant = with_window(detector, float(length))
-        embeddings = extract_with_spectral(
-            items,
-            variant.encoder,
-            variant.spectral,
-            window_config(variant),
-            channel=channel,
-            progress=progress,
-        )
+        embeddings = detector_embeddings(variant, items, channel, progress)
         per_window = window_scores(variant, embeddings)
         clip = clip_llrs(embeddings, per_window)
         is_bona_item = np.array([it.label == "bonafide" for it in embeddings.items], dtype=bool)
@@ -136,14 +143,7 @@ def evaluate_detector(
     if not items:
         raise DataError("nothing to evaluate: the labelled list is empty")
     detector = load_detector(detector_dir)
-    embeddings = extract_with_spectral(
-        items,
-        detector.encoder,
-        detector.spectral,
-        window_config(detector),
-        channel=channel,
-        progress=progress,
-    )
+    embeddings = detector_embeddings(detector, items, channel, progress)
     per_window = window_scores(detector, embeddings)
     scores = clip_llrs(embeddings, per_window)
     keep = ~np.isnan(scores)

@@ -7,6 +7,8 @@ from typing import Any, Protocol
 
 import torch
 
+from spoofwatch.errors import ModelError
+
 
 @dataclass(frozen=True)
 class EncoderIdentity:
@@ -50,3 +52,9 @@ class Encoder(Protocol):
         As in transformers, the last hidden state of a pre-LN encoder (Whisper) is taken
         after the final layer norm, the others are raw residual-stream outputs."""
         ...
+
+
+def check_windows(windows: torch.Tensor, window_samples: int) -> None:
+    """Refuse anything but a (batch, window_samples) batch, naming both shapes."""
+    if windows.ndim != 2 or windows.shape[1] != window_samples:
+        raise ModelError(f"expected windows of shape (batch, {window_samples}), found {tuple(windows.shape)}")

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, WhisperModel
 from transformers.feature_extraction_utils import FeatureExtractionMixin
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.encoders.base import EncoderIdentity
+from spoofwatch.model.encoders.base import EncoderIdentity, check_windows
 from spoofwatch.model.encoders.mel import HOP_LENGTH, WHISPER_SAMPLE_RATE, WhisperLogMel
 
 logger = logging.getLogger(__name__)
@@ -149,11 +149,7 @@ class HFEncoder(torch.nn.Module):
         return self._window_samples
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if windows.ndim != 2 or windows.shape[1] != self._window_samples:
-            raise ModelError(
-                f"expected windows of shape (batch, {self._window_samples}), "
-                f"found {tuple(windows.shape)}"
-            )
+        check_windows(windows, self._window_samples)
         if self.mel is not None:
             out = self.backbone(self.mel(windows), output_hidden_states=True)
         elif self.normalise_waveform:

@@ -16,7 +16,7 @@ import math
 import torch
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.encoders.base import EncoderIdentity
+from spoofwatch.model.encoders.base import EncoderIdentity, check_windows
 
 SAMPLE_RATE = 16000
 FRAME = 320
@@ -97,10 +97,7 @@ class LfccEncoder(torch.nn.Module):
         return self._window_samples
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if windows.ndim != 2 or windows.shape[1] != self._window_samples:
-            raise ModelError(
-                f"expected windows of shape (batch, {self._window_samples}), found {tuple(windows.shape)}"
-            )
+        check_windows(windows, self._window_samples)
         x = windows.float()
         x = torch.cat([x[:, :1], x[:, 1:] - PRE_EMPHASIS * x[:, :-1]], dim=1)
         spectrum = torch.stft(

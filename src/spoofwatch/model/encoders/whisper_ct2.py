@@ -27,7 +27,7 @@ from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.encoders.base import EncoderIdentity
+from spoofwatch.model.encoders.base import EncoderIdentity, check_windows
 from spoofwatch.model.encoders.ct2_format import Ct2Model, parse_ct2_model
 from spoofwatch.model.encoders.mel import HOP_LENGTH, WHISPER_SAMPLE_RATE, WhisperLogMel
 from spoofwatch.model.encoders.weights import PINNED, PinnedWeights, cache_root, read_verified
@@ -218,11 +218,7 @@ class WhisperCt2Encoder(torch.nn.Module):
         return self._window_samples
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if windows.ndim != 2 or windows.shape[1] != self._window_samples:
-            raise ModelError(
-                f"expected windows of shape (batch, {self._window_samples}), "
-                f"found {tuple(windows.shape)}"
-            )
+        check_windows(windows, self._window_samples)
         features = self.mel(windows)
         out = self.encoder(features, output_hidden_states=True)
         return tuple(out.hidden_states)
