@@ -237,7 +237,7 @@ def test_stream_file_paces_in_real_time_and_passes_a_genuine_stereo_file(tmp_pat
     pattern = r"genuine\.wav: 2 windows scored, max smoothed p_spoof (\d\.\d\d), no alarm"
     summary = re.fullmatch(pattern, lines[-1])
     assert summary is not None, lines[-1]
-    assert float(summary.group(1)) < CFG.alarm_on
+    assert float(summary.group(1)) < CFG.alarm_levels()[0]
 
 
 def test_stream_file_with_a_wrong_token_exits_2_naming_the_refusal(tmp_path: Path) -> None:

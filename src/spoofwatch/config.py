@@ -34,11 +34,24 @@ class StreamConfig:
     smoothing: str = "mean"  # "mean" over the last smoothing_n windows, or "ema"
     smoothing_n: int = 4
     smoothing_alpha: float = 0.5
-    alarm_on: float = 0.5
-    alarm_off: float = 0.35
+    # Alarm hysteresis on the smoothed p_spoof. None: on at the detector's threshold (the
+    # policy in its model card, 0.5 for the shipped one), off at 0.7 times that.
+    alarm_on: float | None = None
+    alarm_off: float | None = None
     alarm_min_on_s: float = 2.0
     speech_threshold_dbfs: float = -50.0
     speech_min_fraction: float = 0.1
+
+    def alarm_levels(self, detector_threshold: float = 0.5) -> tuple[float, float]:
+        """(on, off) thresholds on the smoothed p_spoof; unset ones follow the detector."""
+        on = detector_threshold if self.alarm_on is None else self.alarm_on
+        off = min(on, 0.7 * on) if self.alarm_off is None else self.alarm_off
+        return on, off
+
+    def with_alarm_levels(self, detector_threshold: float) -> StreamConfig:
+        """This config with both alarm thresholds set (unset ones from the detector's)."""
+        on, off = self.alarm_levels(detector_threshold)
+        return dataclasses.replace(self, alarm_on=on, alarm_off=off)
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,31 @@ def test_slow_subscriber_is_dropped_without_stalling_others() -> None:
     overflowed, n_scores = asyncio.run(_with_pipeline(FakeScorer(), body))
     assert overflowed
     assert n_scores == 7
+
+
+def test_unset_alarm_thresholds_follow_the_detectors_threshold_policy() -> None:
+    """A card chosen for few false alarms (high p_spoof threshold) also makes the streaming
+    alarm stricter; a threshold set in the config still wins."""
+    audio = np.concatenate([noise(2.0), tone(4.0)])  # the tone scores p_spoof about 0.92
+
+    def alarms(scorer: FakeScorer, config: StreamConfig) -> list[AlarmEvent]:
+        async def body() -> list[Event]:
+            pipeline = Pipeline(scorer, config, EngineConfig(max_batch=4, max_wait_ms=5))
+            assert pipeline.stream_config.alarm_on == config.alarm_levels(scorer.threshold)[0]
+            worker = asyncio.create_task(pipeline.run())
+            try:
+                return await _collect(pipeline, "s", audio)
+            finally:
+                worker.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await worker
+
+        return [e for e in asyncio.run(body()) if isinstance(e, AlarmEvent)]
+
+    assert CFG.alarm_on is None and CFG.alarm_levels(0.95) == pytest.approx((0.95, 0.665))
+    assert alarms(FakeScorer(threshold=0.5), CFG)
+    assert alarms(FakeScorer(threshold=0.95), CFG) == []
+    explicit = StreamConfig(
+        window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2, alarm_on=0.6, alarm_off=0.4
+    )
+    assert alarms(FakeScorer(threshold=0.95), explicit)

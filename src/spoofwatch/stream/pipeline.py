@@ -209,7 +209,8 @@ class Pipeline:
         node: str = "node",
     ) -> None:
         self.scorer = scorer
-        self.stream_config = stream_config or StreamConfig()
+        # Alarm thresholds left unset follow the detector's threshold policy.
+        self.stream_config = (stream_config or StreamConfig()).with_alarm_levels(scorer.threshold)
         self.engine_config = engine_config or EngineConfig()
         self.node = node
         self.hub = EventHub(self.engine_config.subscriber_queue)

@@ -39,7 +39,8 @@ class StreamSession:
             WindowConfig(sample_rate, config.window_s, config.hop_s, config.min_s)
         )
         self.smoother = LlrSmoother(config.smoothing, config.smoothing_n, config.smoothing_alpha)  # type: ignore[arg-type]
-        self.alarm = Hysteresis(config.alarm_on, config.alarm_off, config.alarm_min_on_s)
+        alarm_on, alarm_off = config.alarm_levels()
+        self.alarm = Hysteresis(alarm_on, alarm_off, config.alarm_min_on_s)
         self.gate = EnergySpeechGate(
             config.speech_threshold_dbfs, min_speech_fraction=config.speech_min_fraction
         )
