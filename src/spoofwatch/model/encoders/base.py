@@ -54,6 +54,22 @@ class Encoder(Protocol):
         ...
 
 
+class TorchEncoder(torch.nn.Module):
+    """Base of the torch encoders: subclasses set ``_identity`` and ``_window_samples`` in
+    ``__init__`` and implement ``hidden_states``."""
+
+    _identity: EncoderIdentity
+    _window_samples: int
+
+    @property
+    def identity(self) -> EncoderIdentity:
+        return self._identity
+
+    @property
+    def window_samples(self) -> int:
+        return self._window_samples
+
+
 def check_windows(windows: torch.Tensor, window_samples: int) -> None:
     """Refuse anything but a (batch, window_samples) batch, naming both shapes."""
     if windows.ndim != 2 or windows.shape[1] != window_samples:

@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, WhisperModel
 from transformers.feature_extraction_utils import FeatureExtractionMixin
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.encoders.base import EncoderIdentity, check_windows
+from spoofwatch.model.encoders.base import EncoderIdentity, TorchEncoder, check_windows
 from spoofwatch.model.encoders.mel import HOP_LENGTH, WHISPER_SAMPLE_RATE, WhisperLogMel
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _load(model_class: Any, name_or_path: str, config: PretrainedConfig) -> torc
     return model
 
 
-class HFEncoder(torch.nn.Module):
+class HFEncoder(TorchEncoder):
     """A frozen Hugging Face encoder; ``layers`` keeps only the first K transformer layers."""
 
     def __init__(self, name_or_path: str, window_s: float = 4.0, layers: int | None = None,
@@ -139,14 +139,6 @@ class HFEncoder(torch.nn.Module):
             num_hidden_states=n_layers + 1,
             hidden_size=hidden_size,
         )
-
-    @property
-    def identity(self) -> EncoderIdentity:
-        return self._identity
-
-    @property
-    def window_samples(self) -> int:
-        return self._window_samples
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         check_windows(windows, self._window_samples)

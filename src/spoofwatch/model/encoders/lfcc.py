@@ -16,7 +16,7 @@ import math
 import torch
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.encoders.base import EncoderIdentity, check_windows
+from spoofwatch.model.encoders.base import EncoderIdentity, TorchEncoder, check_windows
 
 SAMPLE_RATE = 16000
 FRAME = 320
@@ -60,7 +60,7 @@ def deltas(features: torch.Tensor, width: int = 2) -> torch.Tensor:
     return num / (2 * sum(k * k for k in range(1, width + 1)))
 
 
-class LfccEncoder(torch.nn.Module):
+class LfccEncoder(TorchEncoder):
     """LFCC frames as a single hidden state of width 60 (20 cepstra, deltas, double deltas)."""
 
     window: torch.Tensor
@@ -87,14 +87,6 @@ class LfccEncoder(torch.nn.Module):
             num_hidden_states=1,
             hidden_size=3 * N_CEPS,
         )
-
-    @property
-    def identity(self) -> EncoderIdentity:
-        return self._identity
-
-    @property
-    def window_samples(self) -> int:
-        return self._window_samples
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         check_windows(windows, self._window_samples)

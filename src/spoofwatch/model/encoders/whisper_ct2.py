@@ -27,7 +27,7 @@ from transformers import WhisperConfig
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.encoders.base import EncoderIdentity, check_windows
+from spoofwatch.model.encoders.base import EncoderIdentity, TorchEncoder, check_windows
 from spoofwatch.model.encoders.ct2_format import Ct2Model, parse_ct2_model
 from spoofwatch.model.encoders.mel import HOP_LENGTH, WHISPER_SAMPLE_RATE, WhisperLogMel
 from spoofwatch.model.encoders.weights import PINNED, PinnedWeights, cache_root, read_verified
@@ -182,7 +182,7 @@ def build_whisper_encoder(
     return encoder
 
 
-class WhisperCt2Encoder(torch.nn.Module):
+class WhisperCt2Encoder(TorchEncoder):
     """Whisper encoder (base or tiny.en) built from pinned CTranslate2 weights."""
 
     def __init__(self, model: str = "whisper-base", window_s: float = 4.0, layers: int | None = None) -> None:
@@ -208,14 +208,6 @@ class WhisperCt2Encoder(torch.nn.Module):
             num_hidden_states=n_layers + 1,
             hidden_size=arch["d_model"],
         )
-
-    @property
-    def identity(self) -> EncoderIdentity:
-        return self._identity
-
-    @property
-    def window_samples(self) -> int:
-        return self._window_samples
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         check_windows(windows, self._window_samples)
