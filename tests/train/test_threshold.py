@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from spoofwatch.errors import ConfigError, DataError
 from spoofwatch.train.metrics import compute_eer
-from spoofwatch.train.threshold import ThresholdPolicy, choose_threshold, llr_at, parse_policy
+from spoofwatch.train.threshold import ThresholdPolicy, choose_threshold, llr_threshold, parse_policy
 
 
 def test_parse_policy_accepts_the_three_forms() -> None:
@@ -74,7 +74,7 @@ def test_false_alarm_policy_never_exceeds_its_rate_and_misses_no_more_than_neede
     b, s = np.array(bona), np.array(spoof)
     choice = choose_threshold(ThresholdPolicy("false-alarm", rate), b, s)
     # The detector applies the p_spoof threshold, so check the rule through it.
-    applied = llr_at(choice.p_spoof)
+    applied = llr_threshold(choice.p_spoof)
     assert math.isclose(applied, choice.llr)
     assert np.mean(b <= applied) <= rate + 1e-12
     # Any larger threshold that is still allowed catches no more spoofs than this one.

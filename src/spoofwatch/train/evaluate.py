@@ -22,14 +22,10 @@ from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
 from spoofwatch.train.fit import accumulated_evidence_eer, clip_llrs
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 from spoofwatch.train.report import plot_accumulated_evidence, plot_window_length, write_report
+from spoofwatch.train.threshold import llr_threshold
 
 # Window lengths of the report's "EER against window length" table (seconds).
 REPORT_WINDOW_LENGTHS: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)
-
-
-def llr_threshold(p_spoof_threshold: float) -> float:
-    """The LLR at which p_spoof = 1 / (1 + e^llr) equals the threshold."""
-    return math.log((1.0 - p_spoof_threshold) / p_spoof_threshold)
 
 
 @dataclass(frozen=True)
@@ -109,17 +105,22 @@ def window_length_eer(
     *,
     channel: str = "clean",
     progress: bool = True,
+    own: tuple[EmbeddingSet, NDArray[np.float64]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Clip-level and single-window EER of the detector's head on windows of each length.
 
     Shorter windows decide sooner but see less speech; clips shorter than a window are
-    tiled to fill it, as streaming does.
+    tiled to fill it, as streaming does. ``own``: embeddings and window scores already
+    computed at the detector's own length, used instead of computing them again.
     """
     out: dict[str, dict[str, float]] = {}
     for length in lengths:
         variant = with_window(detector, float(length))
-        embeddings = detector_embeddings(variant, items, channel, progress)
-        per_window = window_scores(variant, embeddings)
+        if variant is detector and own is not None:
+            embeddings, per_window = own
+        else:
+            embeddings = detector_embeddings(variant, items, channel, progress)
+            per_window = window_scores(variant, embeddings)
         clip = clip_llrs(embeddings, per_window)
         is_bona_item = np.array([it.label == "bonafide" for it in embeddings.items], dtype=bool)
         keep = ~np.isnan(clip)
@@ -155,7 +156,9 @@ def evaluate_detector(
     result = EvalResult(tuple(items), scores, metrics, int((~keep).sum()), channel)
     if out_dir is not None:
         evidence = accumulated_evidence_eer(embeddings, per_window)
-        lengths = window_length_eer(detector, items, window_lengths, channel=channel, progress=progress)
+        lengths = window_length_eer(
+            detector, items, window_lengths, channel=channel, progress=progress, own=(embeddings, per_window)
+        )
         write_report(
             Path(out_dir),
             list(items),

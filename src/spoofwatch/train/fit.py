@@ -107,12 +107,16 @@ def fit_head(
     return FittedHead(head, calibration, chosen, search)
 
 
+def _clip_llrs_of(fitted: FittedHead, embeddings: EmbeddingSet) -> NDArray[np.float64]:
+    llr = fitted.calibration.apply(fitted.head.decision_function(embeddings.select_layers(fitted.layers)))
+    return clip_llrs(embeddings, llr)
+
+
 def clip_scores(
     fitted: FittedHead, embeddings: EmbeddingSet
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Calibrated clip LLRs (mean window LLR) of the bona fide and of the spoof clips."""
-    llr = fitted.calibration.apply(fitted.head.decision_function(embeddings.select_layers(fitted.layers)))
-    clip = clip_llrs(embeddings, llr)
+    clip = _clip_llrs_of(fitted, embeddings)
     is_bona = np.array([it.label == "bonafide" for it in embeddings.items], dtype=bool)
     keep = ~np.isnan(clip)
     return clip[keep & is_bona], clip[keep & ~is_bona]
@@ -120,8 +124,7 @@ def clip_scores(
 
 def evaluate_set(fitted: FittedHead, embeddings: EmbeddingSet, threshold_llr: float = 0.0) -> Metrics:
     """Clip-level metrics (mean window LLR per clip) on one embedding set."""
-    llr = fitted.calibration.apply(fitted.head.decision_function(embeddings.select_layers(fitted.layers)))
-    clip = clip_llrs(embeddings, llr)
+    clip = _clip_llrs_of(fitted, embeddings)
     keep = ~np.isnan(clip)
     labels = [it.label for it, k in zip(embeddings.items, keep, strict=True) if k]
     systems = [it.system for it, k in zip(embeddings.items, keep, strict=True) if k]

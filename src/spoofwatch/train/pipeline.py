@@ -21,7 +21,7 @@ from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
 from spoofwatch.train.extract import extract_with_spectral
 from spoofwatch.train.fit import clip_scores, evaluate_set, fit_head
-from spoofwatch.train.threshold import choose_threshold, llr_at, parse_policy
+from spoofwatch.train.threshold import choose_threshold, parse_policy
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def train_detector(
         policy, np.concatenate([b for b, _ in pooled]), np.concatenate([s for _, s in pooled])
     )
     dev_metrics = {
-        channel: evaluate_set(fitted, dev_set, threshold_llr=llr_at(threshold.p_spoof)).to_dict()
+        channel: evaluate_set(fitted, dev_set, threshold_llr=threshold.llr).to_dict()
         for channel, dev_set in zip(options.channels, dev_sets, strict=True)
     }
     settings = DetectorSettings(

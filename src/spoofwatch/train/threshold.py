@@ -76,8 +76,9 @@ def p_spoof_at(llr: float) -> float:
     return float(np.clip(1.0 / (1.0 + math.exp(min(llr, 700.0))), _P_MIN, _P_MAX))
 
 
-def llr_at(p_spoof: float) -> float:
-    return math.log((1.0 - p_spoof) / p_spoof)
+def llr_threshold(p_spoof_threshold: float) -> float:
+    """The LLR at which p_spoof = 1 / (1 + e^llr) equals the threshold."""
+    return math.log((1.0 - p_spoof_threshold) / p_spoof_threshold)
 
 
 def choose_threshold(
@@ -109,7 +110,7 @@ def choose_threshold(
             lower = float(below.max()) if below.size else keep_above - 1.0
             llr = (lower + keep_above) / 2.0
     p_spoof = p_spoof_at(llr)
-    effective = llr_at(p_spoof)  # what the detector will actually apply after clipping p
+    effective = llr_threshold(p_spoof)  # what the detector will actually apply after clipping p
     return ThresholdChoice(
         policy=policy,
         p_spoof=p_spoof,
