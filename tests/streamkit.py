@@ -23,6 +23,7 @@ from spoofwatch.events import Event, StreamEvent, parse_event
 from spoofwatch.stream.pcm import mulaw_encode
 from spoofwatch.stream.pipeline import Pipeline
 from spoofwatch.stream.server import SpoofwatchServer
+from spoofwatch.stream.sources.ws_ingest import IngestLimits
 
 T = TypeVar("T")
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)
@@ -45,11 +46,12 @@ async def serving(
     *,
     sample_rate: int = 16000,
     stream_config: StreamConfig = CFG,
+    limits: IngestLimits | None = None,
 ) -> AsyncIterator[tuple[SpoofwatchServer, Pipeline]]:
     """A Pipeline (FakeScorer at ``sample_rate``) behind a started SpoofwatchServer."""
     pipeline = Pipeline(FakeScorer(sample_rate=sample_rate, window_s=1.0), stream_config, engine)
     worker = asyncio.create_task(pipeline.run(), name="worker")
-    server = SpoofwatchServer(pipeline, replace(config, port=0))
+    server = SpoofwatchServer(pipeline, replace(config, port=0), limits=limits)
     await server.start()
     try:
         yield server, pipeline

@@ -19,8 +19,8 @@ import shlex
 import sys
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -32,6 +32,7 @@ import soundfile as sf
 from numpy.typing import NDArray
 from websockets.asyncio.client import connect
 
+import streamkit
 from fakes import FakeScorer, noise, tone
 from mosquitto_broker import (  # noqa: F401 - the fixtures register by being imported
     MosquittoBroker,
@@ -39,7 +40,7 @@ from mosquitto_broker import (  # noqa: F401 - the fixtures register by being im
     mosquitto_fixture,
 )
 from pulse import VirtualMic, portaudio_input_missing_reason, pulseaudio_missing_reason
-from spoofwatch.config import EngineConfig, ServerConfig, Settings, StreamConfig
+from spoofwatch.config import EngineConfig, Settings, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import AlarmEvent, Event, ScoreEvent, StatusEvent, StreamEvent, parse_event
 from spoofwatch.stream.pcm import mulaw_decode
@@ -77,19 +78,10 @@ def load_example(relative: str) -> ModuleType:
     return module
 
 
-@contextlib.asynccontextmanager
-async def serving(token: str | None = None) -> AsyncIterator[tuple[SpoofwatchServer, Pipeline]]:
-    pipeline = Pipeline(FakeScorer(window_s=1.0), CFG, ENGINE)
-    worker = asyncio.create_task(pipeline.run(), name="worker")
-    server = SpoofwatchServer(pipeline, ServerConfig(host="127.0.0.1", port=0, token=token))
-    await server.start()
-    try:
-        yield server, pipeline
-    finally:
-        await server.stop()
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+def serving(
+    token: str | None = None,
+) -> contextlib.AbstractAsyncContextManager[tuple[SpoofwatchServer, Pipeline]]:
+    return streamkit.serving(replace(streamkit.LOCAL, token=token), ENGINE, stream_config=CFG)
 
 
 @dataclass

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -16,8 +17,9 @@ from numpy.typing import NDArray
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from fakes import FakeScorer, noise, tone
-from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
+import streamkit
+from fakes import noise, tone
+from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import LimitExceededError, ProtocolError
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent, parse_event
 from spoofwatch.stream.pcm import mulaw_decode, mulaw_encode
@@ -50,23 +52,13 @@ def run(body: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(bounded(), debug=True)
 
 
-@contextlib.asynccontextmanager
-async def serving(
+def serving(
     engine: EngineConfig = ENGINE, token: str | None = None
-) -> AsyncIterator[tuple[SpoofwatchServer, Pipeline]]:
-    pipeline = Pipeline(
-        FakeScorer(sample_rate=8000, window_s=1.0), CFG, engine
-    )  # telephone rate: no resampling
-    worker = asyncio.create_task(pipeline.run(), name="worker")
-    server = SpoofwatchServer(pipeline, ServerConfig(host="127.0.0.1", port=0, token=token))
-    await server.start()
-    try:
-        yield server, pipeline
-    finally:
-        await server.stop()
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+) -> contextlib.AbstractAsyncContextManager[tuple[SpoofwatchServer, Pipeline]]:
+    # The telephone rate: no resampling.
+    return streamkit.serving(
+        replace(streamkit.LOCAL, token=token), engine, sample_rate=8000, stream_config=CFG
+    )
 
 
 class AudioHookClient:

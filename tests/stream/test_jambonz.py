@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import numpy as np
@@ -16,8 +16,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from fakes import FakeScorer, noise, tone
-from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
+import streamkit
+from fakes import noise, tone
+from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, ProtocolError
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent, parse_event
 from spoofwatch.stream.pipeline import Pipeline
@@ -38,19 +39,10 @@ def run(body: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(bounded(), debug=True)
 
 
-@contextlib.asynccontextmanager
-async def serving(engine: EngineConfig = ENGINE) -> AsyncIterator[tuple[SpoofwatchServer, Pipeline]]:
-    pipeline = Pipeline(FakeScorer(sample_rate=8000, window_s=1.0), CFG, engine)
-    worker = asyncio.create_task(pipeline.run(), name="worker")
-    server = SpoofwatchServer(pipeline, ServerConfig(host="127.0.0.1", port=0))
-    await server.start()
-    try:
-        yield server, pipeline
-    finally:
-        await server.stop()
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+def serving(
+    engine: EngineConfig = ENGINE,
+) -> contextlib.AbstractAsyncContextManager[tuple[SpoofwatchServer, Pipeline]]:
+    return streamkit.serving(streamkit.LOCAL, engine, sample_rate=8000, stream_config=CFG)
 
 
 def metadata(call_sid: str = "call-1", **extra: object) -> str:

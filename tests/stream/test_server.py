@@ -7,7 +7,8 @@ import base64
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -16,6 +17,7 @@ from numpy.typing import NDArray
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+import streamkit
 from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent
@@ -39,21 +41,10 @@ def run(body: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(bounded(), debug=True)
 
 
-@contextlib.asynccontextmanager
-async def serving(
+def serving(
     engine: EngineConfig = ENGINE, token: str | None = None, limits: IngestLimits | None = None
-) -> AsyncIterator[tuple[SpoofwatchServer, Pipeline]]:
-    pipeline = Pipeline(FakeScorer(window_s=1.0), CFG, engine)
-    worker = asyncio.create_task(pipeline.run(), name="worker")
-    server = SpoofwatchServer(pipeline, ServerConfig(host="127.0.0.1", port=0, token=token), limits=limits)
-    await server.start()
-    try:
-        yield server, pipeline
-    finally:
-        await server.stop()
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+) -> contextlib.AbstractAsyncContextManager[tuple[SpoofwatchServer, Pipeline]]:
+    return streamkit.serving(replace(streamkit.LOCAL, token=token), engine, stream_config=CFG, limits=limits)
 
 
 async def ingest(port: int, stream: str, audio: NDArray[np.float32]) -> list[Event]:
