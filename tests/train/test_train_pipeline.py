@@ -155,6 +155,20 @@ def test_eval_report_has_eer_by_window_length(
     assert report["dev"]["clean"]["eer"] == pytest.approx(result.metrics.eer)
 
 
+def test_the_head_is_fitted_on_the_quantised_features_the_card_runs(
+    trained: tuple[Path, dict, list[LabelledItem]], tmp_path: Path
+) -> None:
+    out, report, dev = trained
+    cache = tmp_path / "cache" / "embeddings"
+    caches = sorted(p.name for p in cache.iterdir() if not p.name.startswith("lfcc"))
+    assert caches and all("+int8-" in name for name in caches), caches
+    # eval runs the card's int8 encoder; training's dev scores came from the same features,
+    # so even the calibration-sensitive metrics agree exactly.
+    result = evaluate_detector(out, dev, progress=False)
+    for key in ("cllr", "act_dcf", "min_dcf"):
+        assert report["dev"]["clean"][key] == pytest.approx(getattr(result.metrics, key), abs=1e-9), key
+
+
 def test_truncated_spec_keeps_just_the_layers_the_head_reads() -> None:
     base = EncoderSpec("whisper-ct2", "whisper-base")
     assert truncated_spec(base, (0, 1, 2, 3, 4), 7).layers == 4

@@ -16,7 +16,7 @@ from spoofwatch.errors import ConfigError, DataError
 from spoofwatch.model.artifact import save_detector
 from spoofwatch.model.detector import DetectorSettings
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
-from spoofwatch.model.quantize import check_quantization
+from spoofwatch.model.quantize import apply_quantization, check_quantization
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
 from spoofwatch.train.extract import extract_with_spectral
@@ -110,7 +110,16 @@ def train_detector(
     for problem in check_no_leakage(train, dev):
         logger.warning("train/dev leakage: %s", problem)
     spec = encoder_spec(options.encoder)
-    encoder = build_encoder(spec, options.window_s)
+    float_encoder = build_encoder(spec, options.window_s)
+    if options.truncate_encoder and options.layers is not None:
+        shallow = truncated_spec(spec, options.layers, float_encoder.identity.num_hidden_states)
+        if shallow != spec:  # the same states, computed by fewer layers
+            spec = shallow
+            float_encoder = build_encoder(spec, options.window_s)
+    # The head is fitted on the features of the encoder as the card runs it: a quantised
+    # encoder's states are shifted, and a head fitted on float32 states would inherit that
+    # shift as miscalibration (docs/benchmarks.md, int8 accuracy).
+    encoder = apply_quantization(float_encoder, options.quantization)
     rate = encoder.identity.sample_rate
     train_window = WindowConfig(rate, options.window_s, options.train_hop_s)
     dev_window = WindowConfig(rate, options.window_s, options.hop_s)
@@ -143,8 +152,8 @@ def train_detector(
         quantization=options.quantization,
         max_batch=options.max_batch,
     )
-    identity = encoder.identity
-    if options.truncate_encoder:
+    identity = float_encoder.identity
+    if options.truncate_encoder and spec.layers is None:  # layers were chosen on dev
         spec = truncated_spec(spec, fitted.layers, identity.num_hidden_states)
         if spec.layers is not None:
             identity = build_encoder(spec, options.window_s).identity
