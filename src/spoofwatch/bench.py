@@ -572,7 +572,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, help="largest batch of windows per model call")
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill")
     parser.add_argument("--threads", type=int, help="torch intra-op threads for scoring (0 = torch default)")
-    parser.add_argument("--workers", type=int, help="inference worker threads (default: [engine] workers, 1)")
+    parser.add_argument("--workers", type=int, help="inference worker threads (default: [engine] workers, 2)")
     parser.add_argument(
         "--quantization",
         metavar="MODE",

@@ -122,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     lo.add_argument("--spectral", choices=("none", "lfcc"), default="none", help="fuse LFCC statistics")
     lo.add_argument("--spectral-weight", type=float, default=2.0, help="weight of the spectral block")
+    lo.add_argument(
+        "--quantization",
+        choices=("none", "int8", "int8-all"),
+        default="none",
+        help="fit and score on the features of the encoder quantised so (as train does)",
+    )
+    lo.add_argument(
+        "--truncate-encoder",
+        action="store_true",
+        help="run only as many encoder layers as --layers needs (same states, faster extraction)",
+    )
     lo.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
 
     sv = sub.add_parser("serve", help="run the streaming server (WebSocket, MQTT, local sources)")
@@ -369,11 +380,13 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.model.encoders.registry import build_encoder
     from spoofwatch.stream.windowing import WindowConfig
     from spoofwatch.train.extract import extract_with_spectral
-    from spoofwatch.train.pipeline import encoder_spec, spectral_front_end_spec
+    from spoofwatch.train.pipeline import encoder_spec, feature_encoder, spectral_front_end_spec
     from spoofwatch.train.validate import leave_one_source_out
 
     items = _read_items(args) or []
-    encoder = build_encoder(encoder_spec(args.encoder), args.window_s)
+    layers = [int(x) for x in args.layers.split(",")]
+    truncate_to = layers if args.truncate_encoder else None
+    _, _, encoder = feature_encoder(encoder_spec(args.encoder), args.window_s, truncate_to, args.quantization)
     window = WindowConfig(encoder.identity.sample_rate, args.window_s, args.hop_s)
     spectral_spec = spectral_front_end_spec(None if args.spectral == "none" else args.spectral)
     spectral = None if spectral_spec is None else build_encoder(spectral_spec, args.window_s)
@@ -383,7 +396,6 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         if c
     ]
     test_set = extract_with_spectral(items, encoder, spectral, window, channel=args.test_channel)
-    layers = [int(x) for x in args.layers.split(",")]
     result = leave_one_source_out(
         train_sets,
         test_set,
@@ -399,6 +411,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "train_channels": args.train_channels,
         "spectral": args.spectral,
         "spectral_weight": args.spectral_weight,
+        "quantization": args.quantization,
         "per_source_eer": result.per_source_eer,
     }
     if args.json:

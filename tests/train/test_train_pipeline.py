@@ -184,3 +184,35 @@ def test_encoder_names_map_to_specs() -> None:
     assert encoder_spec("whisper-base") == EncoderSpec("whisper-ct2", "whisper-base")
     assert encoder_spec("hf:/models/w2v2") == EncoderSpec("hf", "/models/w2v2")
     assert encoder_spec("lfcc") == EncoderSpec("lfcc", "lfcc")
+
+
+def test_loso_command_fits_on_quantised_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import csv
+    import io
+
+    from spoofwatch.cli import main
+
+    monkeypatch.setenv("SPOOFWATCH_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "tiny-w2v2"
+    tiny_wav2vec2(model)
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    items = corpus(audio)
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "utt_id", "split", "source"])
+        for it in items:
+            writer.writerow([it.path, it.label, it.utt_id, it.split, it.source])
+    out = io.StringIO()
+    argv = ["loso", "--manifest", str(manifest), "--encoder", f"hf:{model}", "--window-s", "2"]
+    argv += ["--hop-s", "1", "--layers", "0,1,2", "--C", "1", "--quantization", "int8", "--json"]
+    assert main(argv, out) == 0
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert summary["quantization"] == "int8" and summary["protocol"] == "leave-one-source-out"
+    # Four sources (src-train-0/1, src-dev-0/1), each held out once; tones are easy to tell.
+    assert set(summary["per_source_eer"]) == {"src-train-0", "src-train-1", "src-dev-0", "src-dev-1"}
+    assert summary["n_bonafide"] == summary["n_spoof"] == 14
+    assert summary["eer"] < 0.2
+    caches = [p.name for p in (tmp_path / "cache" / "embeddings").iterdir()]
+    assert caches and all("+int8-" in name for name in caches), caches

@@ -15,6 +15,7 @@ from spoofwatch import __version__
 from spoofwatch.errors import ConfigError, DataError
 from spoofwatch.model.artifact import save_detector
 from spoofwatch.model.detector import DetectorSettings
+from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.quantize import apply_quantization, check_quantization
 from spoofwatch.stream.windowing import WindowConfig
@@ -72,6 +73,25 @@ def truncated_spec(spec: EncoderSpec, layers: Sequence[int], num_hidden_states: 
     return replace(spec, layers=depth)
 
 
+def feature_encoder(
+    spec: EncoderSpec, window_s: float, truncate_to: Sequence[int] | None, quantization: str
+) -> tuple[EncoderSpec, Encoder, Encoder]:
+    """(spec, float32 encoder, encoder as the card runs it) for extracting training features.
+
+    With ``truncate_to`` (the head's layers) the encoder runs only as deep as they need; its
+    states are the full encoder's. The head is fitted on the features of the encoder as the
+    card runs it: a quantised encoder's states are shifted, and a head fitted on float32
+    states would inherit that shift as miscalibration (docs/benchmarks.md, int8 accuracy).
+    """
+    float_encoder = build_encoder(spec, window_s)
+    if truncate_to is not None:
+        shallow = truncated_spec(spec, truncate_to, float_encoder.identity.num_hidden_states)
+        if shallow != spec:
+            spec = shallow
+            float_encoder = build_encoder(spec, window_s)
+    return spec, float_encoder, apply_quantization(float_encoder, check_quantization(quantization))
+
+
 def spectral_front_end_spec(name: str | None) -> EncoderSpec | None:
     if name is None or name == "none":
         return None
@@ -109,17 +129,12 @@ def train_detector(
     train, dev = split_train_dev(items, dev_items)
     for problem in check_no_leakage(train, dev):
         logger.warning("train/dev leakage: %s", problem)
-    spec = encoder_spec(options.encoder)
-    float_encoder = build_encoder(spec, options.window_s)
-    if options.truncate_encoder and options.layers is not None:
-        shallow = truncated_spec(spec, options.layers, float_encoder.identity.num_hidden_states)
-        if shallow != spec:  # the same states, computed by fewer layers
-            spec = shallow
-            float_encoder = build_encoder(spec, options.window_s)
-    # The head is fitted on the features of the encoder as the card runs it: a quantised
-    # encoder's states are shifted, and a head fitted on float32 states would inherit that
-    # shift as miscalibration (docs/benchmarks.md, int8 accuracy).
-    encoder = apply_quantization(float_encoder, options.quantization)
+    spec, float_encoder, encoder = feature_encoder(
+        encoder_spec(options.encoder),
+        options.window_s,
+        options.layers if options.truncate_encoder else None,
+        options.quantization,
+    )
     rate = encoder.identity.sample_rate
     train_window = WindowConfig(rate, options.window_s, options.train_hop_s)
     dev_window = WindowConfig(rate, options.window_s, options.hop_s)
