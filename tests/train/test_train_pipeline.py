@@ -70,13 +70,21 @@ def corpus(root: Path) -> list[LabelledItem]:
 
 
 @pytest.fixture
-def trained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict, list[LabelledItem]]:
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[LabelledItem]]:
+    """A tiny random wav2vec2 on disk, the synthetic corpus, and an embedding cache in tmp."""
     monkeypatch.setenv("SPOOFWATCH_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "tiny-w2v2"
     tiny_wav2vec2(model)
     audio = tmp_path / "audio"
     audio.mkdir()
-    items = corpus(audio)
+    return model, corpus(audio)
+
+
+@pytest.fixture
+def trained(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> tuple[Path, dict, list[LabelledItem]]:
+    model, items = workspace
     options = TrainOptions(
         encoder=f"hf:{model}",
         window_s=2.0,
@@ -186,18 +194,15 @@ def test_encoder_names_map_to_specs() -> None:
     assert encoder_spec("lfcc") == EncoderSpec("lfcc", "lfcc")
 
 
-def test_loso_command_fits_on_quantised_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loso_command_fits_on_quantised_features(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> None:
     import csv
     import io
 
     from spoofwatch.cli import main
 
-    monkeypatch.setenv("SPOOFWATCH_CACHE", str(tmp_path / "cache"))
-    model = tmp_path / "tiny-w2v2"
-    tiny_wav2vec2(model)
-    audio = tmp_path / "audio"
-    audio.mkdir()
-    items = corpus(audio)
+    model, items = workspace
     manifest = tmp_path / "manifest.csv"
     with open(manifest, "w", newline="") as handle:
         writer = csv.writer(handle)
