@@ -40,7 +40,7 @@ fi
 # torch is pinned to the CPU build 2.13.0 in pyproject.toml; any other version pulls CUDA.
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,onnx]"
 # Convert the pinned Whisper weights once (hash-verified), so the first score is fast.
 .venv/bin/python -c "from spoofwatch.model.encoders.whisper_ct2 import ensure_converted; \
 from spoofwatch.model.encoders.weights import PINNED; [ensure_converted(w) for w in PINNED.values()]"

@@ -21,3 +21,19 @@ def test_workers_come_from_the_environment_and_are_validated() -> None:
     assert load_settings(env={"SPOOFWATCH_ENGINE_WORKERS": "2"}).engine.workers == 2
     with pytest.raises(ConfigError, match=r"engine\.workers"):
         load_settings(env={"SPOOFWATCH_ENGINE_WORKERS": "0"})
+
+
+def test_quantization_and_backend_override_the_card_and_are_validated() -> None:
+    from spoofwatch.cli import _load_scorer
+
+    assert EngineConfig().quantization == "" and EngineConfig().backend == ""  # the card's
+    env = {"SPOOFWATCH_ENGINE_QUANTIZATION": "none", "SPOOFWATCH_ENGINE_BACKEND": "torch"}
+    settings = load_settings(env=env)
+    assert (settings.engine.quantization, settings.engine.backend) == ("none", "torch")
+    detector = _load_scorer(settings)  # the shipped card says int8-all
+    assert detector.settings.quantization == "none" and detector.encoder.identity.name == "whisper-base"
+    assert _load_scorer(load_settings(env={})).settings.quantization == "int8-all"
+    with pytest.raises(ConfigError, match=r"engine\.backend: expected one of \('torch', 'onnxruntime'\)"):
+        load_settings(env={"SPOOFWATCH_ENGINE_BACKEND": "cuda"})
+    with pytest.raises(ConfigError, match=r"engine\.quantization"):
+        load_settings(env={"SPOOFWATCH_ENGINE_QUANTIZATION": "int4"})

@@ -466,6 +466,7 @@ def _setup(scorer: WindowScorer, stream: StreamConfig, engine: EngineConfig) -> 
         "workers": engine.workers,
         "torch_threads": getattr(settings, "num_threads", 0) or threads,
         "quantization": getattr(settings, "quantization", "none"),
+        "backend": getattr(settings, "backend", "torch"),
         "encoder": encoder.identity.name if encoder is not None else type(scorer).__name__,
         "cpu_count": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
@@ -578,6 +579,11 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="MODE",
         help="encoder Linear layers: none | int8 (all but FFN outputs) | int8-all (default: the card's)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        help="runtime of the encoder (default: the card's; onnxruntime needs the [onnx] extra)",
+    )
     parser.add_argument("--int8", action="store_true", help="shorthand for --quantization int8")
     parser.add_argument("--hop-s", type=float, help="hop between windows (default: the detector's, 1 s)")
     parser.add_argument("--sample-rate", type=int, default=16000, help="input rate of the synthetic streams")
@@ -626,7 +632,8 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     detector = load_detector(
         args.detector or settings.server.detector,
         hop_s=args.hop_s,
-        quantization="int8" if args.int8 else args.quantization,
+        quantization="int8" if args.int8 else (args.quantization or engine.quantization or None),
+        backend=args.backend or engine.backend or None,
         num_threads=scoring_threads(engine),
         max_batch=engine.max_batch,
     )

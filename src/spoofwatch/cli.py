@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how the detector runs, written to the model card's inference section",
     )
     tr.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="runtime of the encoder (onnxruntime: the [onnx] extra); the head is fitted on its features",
+    )
+    tr.add_argument(
         "--spectral",
         choices=("none", "lfcc"),
         default="none",
@@ -127,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "int8", "int8-all"),
         default="none",
         help="fit and score on the features of the encoder quantised so (as train does)",
+    )
+    lo.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="runtime of the encoder whose features are fitted and scored",
     )
     lo.add_argument(
         "--truncate-encoder",
@@ -229,6 +241,8 @@ def _load_scorer(settings: Any) -> Any:
         hop_s=stream.hop_s,
         num_threads=scoring_threads(engine),
         max_batch=engine.max_batch,
+        quantization=engine.quantization or None,
+        backend=engine.backend or None,
     )
 
 
@@ -365,6 +379,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         threshold=args.threshold,
         truncate_encoder=args.truncate_encoder,
         quantization=args.quantization,
+        backend=args.backend,
         spectral=None if args.spectral == "none" else args.spectral,
         spectral_weight=args.spectral_weight,
     )
@@ -386,7 +401,9 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     items = _read_items(args) or []
     layers = [int(x) for x in args.layers.split(",")]
     truncate_to = layers if args.truncate_encoder else None
-    _, _, encoder = feature_encoder(encoder_spec(args.encoder), args.window_s, truncate_to, args.quantization)
+    _, _, encoder = feature_encoder(
+        encoder_spec(args.encoder), args.window_s, truncate_to, args.quantization, args.backend
+    )
     window = WindowConfig(encoder.identity.sample_rate, args.window_s, args.hop_s)
     spectral_spec = spectral_front_end_spec(None if args.spectral == "none" else args.spectral)
     spectral = None if spectral_spec is None else build_encoder(spectral_spec, args.window_s)
@@ -412,6 +429,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "spectral": args.spectral,
         "spectral_weight": args.spectral_weight,
         "quantization": args.quantization,
+        "backend": args.backend,
         "per_source_eer": result.per_source_eer,
     }
     if args.json:

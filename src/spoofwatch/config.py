@@ -79,10 +79,23 @@ class EngineConfig:
     # the shared window queue. 0 = no limit. Both limits spare local mic and file sources.
     max_speed: float = 8.0
     max_speed_burst_s: float = 60.0
+    # How the encoder runs, when not as the detector card says (""): quantization
+    # none | int8 | int8-all, backend torch | onnxruntime. A head is calibrated for the
+    # quantisation and backend it was fitted with (docs/benchmarks.md). Plain strings, not
+    # optional ones: the config loader reads "none" as unset for optional fields.
+    quantization: str = ""
+    backend: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"engine.workers: expected 1..64 inference workers, found {self.workers!r}")
+        choices = {"quantization": ("none", "int8", "int8-all"), "backend": ("torch", "onnxruntime")}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value and value not in allowed:
+                raise ConfigError(
+                    f"engine.{name}: expected one of {allowed} (or unset: the card's), found {value!r}"
+                )
         for name in ("max_stream_s", "max_speed", "max_speed_burst_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

@@ -463,7 +463,13 @@ def _parse_call_s(text: str) -> tuple[float, float]:
 def _load_scorer(args: argparse.Namespace, engine: EngineConfig) -> WindowScorer:
     from spoofwatch.model.artifact import load_detector
 
-    return load_detector(args.detector, num_threads=scoring_threads(engine), max_batch=engine.max_batch)
+    return load_detector(
+        args.detector,
+        num_threads=scoring_threads(engine),
+        max_batch=engine.max_batch,
+        quantization=engine.quantization or None,
+        backend=engine.backend or None,
+    )
 
 
 def _format(report: SoakReport) -> str:

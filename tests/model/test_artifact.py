@@ -291,3 +291,23 @@ def test_detector_refuses_bad_windows(trained: Trained) -> None:
     bad[1, 7] = np.nan
     with pytest.raises(ModelError, match="NaN or Inf"):
         trained.detector.score_windows(bad)
+
+
+def test_backend_is_recorded_and_old_cards_run_on_torch(trained: Trained, tmp_path: Path) -> None:
+    assert json.loads((trained.artifact / CARD_FILE).read_text())["inference"]["backend"] == "torch"
+    directory = copy_artifact(trained, tmp_path)
+    card = json.loads((directory / CARD_FILE).read_text())
+    del card["inference"]["backend"]  # cards written before the backend option
+    (directory / CARD_FILE).write_text(json.dumps(card))
+    assert load_detector(directory, encoder=trained.encoder).settings.backend == "torch"
+
+
+def test_unknown_backend_and_non_whisper_onnx_are_refused(trained: Trained, tmp_path: Path) -> None:
+    directory = copy_artifact(trained, tmp_path)
+    card = json.loads((directory / CARD_FILE).read_text())
+    card["inference"]["backend"] = "tensorrt"
+    (directory / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"backend must be one of \('torch', 'onnxruntime'\)"):
+        load_detector(directory, encoder=trained.encoder)
+    with pytest.raises(ModelError, match="runs Whisper"):
+        load_detector(trained.artifact, encoder=trained.encoder, backend="onnxruntime")

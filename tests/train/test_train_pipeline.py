@@ -120,6 +120,7 @@ def test_train_writes_a_loadable_detector_with_its_threshold_policy(
     assert detector.threshold == pytest.approx(threshold["p_spoof"])
     assert detector.settings.window_s == 2.0
     assert card["inference"]["quantization"] == "int8" and detector.settings.quantization == "int8"
+    assert card["inference"]["backend"] == "torch" == detector.settings.backend
     assert card["encoder"]["spec"]["layers"] is None
     # The LFCC statistics follow the encoder's layers in the same linear head.
     assert card["spectral"]["spec"] == {"kind": "lfcc", "name": "lfcc", "layers": None}

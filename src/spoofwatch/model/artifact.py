@@ -17,12 +17,13 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from spoofwatch.errors import ArtifactMismatchError, ModelError
+from spoofwatch.model.backend import backend_of, check_backend, runtime_encoder
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.detector import Detector, DetectorSettings
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.head import LinearHead
-from spoofwatch.model.quantize import apply_quantization, check_quantization, quantization_of
+from spoofwatch.model.quantize import check_quantization, quantization_of
 
 CARD_FILE = "model_card.json"
 TENSORS_FILE = "head.safetensors"
@@ -74,14 +75,16 @@ def save_detector(
 def inference_card(settings: DetectorSettings) -> dict[str, Any]:
     """How the detector runs (no effect on what a window scores, up to int8 rounding)."""
     return {
+        "backend": settings.backend,
         "quantization": settings.quantization,
         "num_threads": settings.num_threads,
         "max_batch": settings.max_batch,
     }
 
 
-def _inference_options(card: dict[str, Any]) -> tuple[str, int, int]:
-    """(quantization, num_threads, max_batch) from the card; cards without them get defaults."""
+def _inference_options(card: dict[str, Any]) -> tuple[str, int, int, str]:
+    """(quantization, num_threads, max_batch, backend) from the card; cards without them
+    get defaults."""
     section = card.get("inference") or {}
     if not isinstance(section, dict):
         raise TypeError(f"'inference' must be an object, found {type(section).__name__}")
@@ -89,6 +92,7 @@ def _inference_options(card: dict[str, Any]) -> tuple[str, int, int]:
         str(section.get("quantization", DetectorSettings.quantization)),
         int(section.get("num_threads", DetectorSettings.num_threads)),
         int(section.get("max_batch", DetectorSettings.max_batch)),
+        str(section.get("backend", DetectorSettings.backend)),
     )
 
 
@@ -138,6 +142,7 @@ def load_detector(
     quantization: str | None = None,
     num_threads: int | None = None,
     max_batch: int | None = None,
+    backend: str | None = None,
 ) -> Detector:
     """Load a detector; builds its encoder from the card unless one is given.
 
@@ -145,7 +150,8 @@ def load_detector(
     changes how often windows are cut, not what one window scores). ``quantization``,
     ``num_threads`` and ``max_batch`` override the card's ``inference`` section; with
     ``int8`` / ``int8-all`` the encoder's Linear layers are quantised after the identity
-    check (see ``spoofwatch.model.quantize``).
+    check (see ``spoofwatch.model.quantize``). ``backend`` (``torch`` | ``onnxruntime``)
+    overrides the card's too; a head runs best on the backend it was fitted with.
     """
     path = Path(directory) if directory is not None else default_detector_dir()
     card = read_card(path)
@@ -157,7 +163,7 @@ def load_detector(
         identity = EncoderIdentity.from_dict(card["encoder"]["identity"])
         calibration = AffineCalibration.from_dict(card["calibration"])
         threshold = float(card["threshold"]["p_spoof"])
-        card_quantization, card_threads, card_batch = _inference_options(card)
+        card_quantization, card_threads, card_batch, card_backend = _inference_options(card)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelError(f"{path / CARD_FILE}: malformed model card ({exc!r})") from None
     if not layers:
@@ -186,7 +192,8 @@ def load_detector(
             f"the encoder given takes {encoder.window_samples}"
         )
     wanted = card_quantization if quantization is None else quantization
-    encoder = apply_quantization(encoder, check_quantization(wanted))
+    runtime = card_backend if backend is None else backend
+    encoder = runtime_encoder(encoder, check_quantization(wanted), check_backend(runtime))
     settings = DetectorSettings(
         window_s=trained_window,
         hop_s=trained_hop if hop_s is None else hop_s,
@@ -195,6 +202,7 @@ def load_detector(
         max_batch=card_batch if max_batch is None else max_batch,
         quantization=quantization_of(encoder.identity),
         num_threads=card_threads if num_threads is None else num_threads,
+        backend=backend_of(encoder.identity),
     )
     card = {**card, "inference": inference_card(settings)}
     return Detector(encoder, head, calibration, settings, card, spectral=spectral)

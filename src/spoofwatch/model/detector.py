@@ -14,6 +14,7 @@ import torch
 from numpy.typing import NDArray
 
 from spoofwatch.errors import ModelError
+from spoofwatch.model.backend import backend_of
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.head import LinearHead
@@ -30,7 +31,8 @@ class DetectorSettings:
     ``p_spoof`` (0.5 = the Bayes decision for equal priors and costs) and how inference
     runs: at most ``max_batch`` windows per encoder call, ``quantization`` ``none``,
     ``int8`` or ``int8-all`` (dynamic int8 Linear layers, see model.quantize) and
-    ``num_threads`` torch intra-op threads in the scoring thread (0 = leave torch alone)."""
+    ``num_threads`` torch intra-op threads in the scoring thread (0 = leave torch alone);
+    ``backend`` ``torch`` or ``onnxruntime`` (model.backend)."""
 
     window_s: float
     hop_s: float
@@ -39,6 +41,7 @@ class DetectorSettings:
     max_batch: int = 16
     quantization: str = "none"
     num_threads: int = 0
+    backend: str = "torch"  # or "onnxruntime" (model.backend)
 
 
 class Detector:
@@ -85,6 +88,11 @@ class Detector:
             raise ModelError(
                 f"settings say quantization={settings.quantization!r} but the encoder is "
                 f"{identity.name!r} ({quantization_of(identity)}); quantise it with apply_quantization"
+            )
+        if settings.backend != backend_of(identity):
+            raise ModelError(
+                f"settings say backend={settings.backend!r} but the encoder {identity.name!r} runs on "
+                f"{backend_of(identity)}; build it with model.backend.runtime_encoder"
             )
         self.encoder = encoder
         self.spectral = spectral

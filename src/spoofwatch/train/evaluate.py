@@ -13,9 +13,9 @@ from numpy.typing import NDArray
 
 from spoofwatch.errors import DataError
 from spoofwatch.model.artifact import load_detector
+from spoofwatch.model.backend import runtime_encoder
 from spoofwatch.model.detector import Detector
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
-from spoofwatch.model.quantize import apply_quantization
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
@@ -90,7 +90,9 @@ def with_window(detector: Detector, window_s: float) -> Detector:
     if abs(window_s - detector.settings.window_s) < 1e-9:
         return detector
     spec = EncoderSpec.from_dict(detector.card["encoder"]["spec"])
-    encoder = apply_quantization(build_encoder(spec, window_s), detector.settings.quantization)
+    encoder = runtime_encoder(
+        build_encoder(spec, window_s), detector.settings.quantization, detector.settings.backend
+    )
     spectral = None
     if detector.spectral is not None:
         spectral = build_encoder(EncoderSpec.from_dict(detector.card["spectral"]["spec"]), window_s)

@@ -14,10 +14,11 @@ import numpy as np
 from spoofwatch import __version__
 from spoofwatch.errors import ConfigError, DataError
 from spoofwatch.model.artifact import save_detector
+from spoofwatch.model.backend import check_backend, runtime_encoder
 from spoofwatch.model.detector import DetectorSettings
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
-from spoofwatch.model.quantize import apply_quantization, check_quantization
+from spoofwatch.model.quantize import check_quantization
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
 from spoofwatch.train.extract import extract_with_spectral
@@ -42,6 +43,7 @@ class TrainOptions:
     truncate_encoder: bool = False
     # The model card's inference section (how the shipped detector runs, not how it was fitted).
     quantization: str = "none"
+    backend: str = "torch"  # or "onnxruntime": the head is fitted on that runtime's features
     max_batch: int = 16
     # A spectral front end fused into the same linear head: None or "lfcc".
     spectral: str | None = None
@@ -74,7 +76,11 @@ def truncated_spec(spec: EncoderSpec, layers: Sequence[int], num_hidden_states: 
 
 
 def feature_encoder(
-    spec: EncoderSpec, window_s: float, truncate_to: Sequence[int] | None, quantization: str
+    spec: EncoderSpec,
+    window_s: float,
+    truncate_to: Sequence[int] | None,
+    quantization: str,
+    backend: str = "torch",
 ) -> tuple[EncoderSpec, Encoder, Encoder]:
     """(spec, float32 encoder, encoder as the card runs it) for extracting training features.
 
@@ -89,7 +95,7 @@ def feature_encoder(
         if shallow != spec:
             spec = shallow
             float_encoder = build_encoder(spec, window_s)
-    return spec, float_encoder, apply_quantization(float_encoder, check_quantization(quantization))
+    return spec, float_encoder, runtime_encoder(float_encoder, check_quantization(quantization), backend)
 
 
 def spectral_front_end_spec(name: str | None) -> EncoderSpec | None:
@@ -125,6 +131,7 @@ def train_detector(
 ) -> dict[str, Any]:
     policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
     check_quantization(options.quantization)
+    check_backend(options.backend)
     spectral_spec = spectral_front_end_spec(options.spectral)
     train, dev = split_train_dev(items, dev_items)
     for problem in check_no_leakage(train, dev):
@@ -134,6 +141,7 @@ def train_detector(
         options.window_s,
         options.layers if options.truncate_encoder else None,
         options.quantization,
+        options.backend,
     )
     rate = encoder.identity.sample_rate
     train_window = WindowConfig(rate, options.window_s, options.train_hop_s)
@@ -165,6 +173,7 @@ def train_detector(
         layers=fitted.layers,
         threshold=threshold.p_spoof,
         quantization=options.quantization,
+        backend=options.backend,
         max_batch=options.max_batch,
     )
     identity = float_encoder.identity
