@@ -6,8 +6,9 @@
 # calibration on dev. The encoder runs with dynamic int8 Linear layers (int8-all) and the
 # head is fitted on those int8 features: 34 real-time streams on 2 cores against 23 in
 # float32, dev EER no worse (docs/benchmarks.md); `--quantization none` gives the float32
-# detector. Layers and the LFCC fusion were chosen by leave-one-source-out validation
-# (README, Accuracy). Embeddings are cached, so a re-run takes about a minute.
+# detector. Layers, the LFCC fusion and the L2 strength (C 0.001) were chosen by
+# leave-one-source-out validation (README, Accuracy). Embeddings are cached, so a re-run
+# takes about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS="${CORPUS:-../shared/corpus}"
@@ -16,5 +17,5 @@ CORPUS="${CORPUS:-../shared/corpus}"
   --out src/spoofwatch/model/default \
   --encoder whisper-base --window-s 4 --hop-s 1 --train-hop-s 2 \
   --channels clean,telephone --layers 0,1,2,3,4 --truncate-encoder \
-  --spectral lfcc --spectral-weight 2 --quantization int8-all \
+  --spectral lfcc --spectral-weight 2 --quantization int8-all --C 0.001 \
   --name spoofwatch-default-whisper-base-lfcc "$@"
