@@ -4,7 +4,7 @@
 # LFCC statistics in one logistic head, 4 s windows (2 s apart in training, 1 s when
 # streaming), both classes through the clean and the G.711 telephone channel, affine LLR
 # calibration on dev. The encoder runs with dynamic int8 Linear layers (int8-all) and the
-# head is fitted on those int8 features: 34 real-time streams on 2 cores against 23 in
+# head is fitted on those int8 features: 33 real-time streams on 2 cores against 23 in
 # float32, dev EER no worse (docs/benchmarks.md); `--quantization none` gives the float32
 # detector. Layers, the LFCC fusion and the L2 strength (C 0.001) were chosen by
 # leave-one-source-out validation (README, Accuracy). Embeddings are cached, so a re-run
