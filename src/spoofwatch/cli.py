@@ -90,18 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run only the Whisper layers the head reads (same scores, less compute)",
     )
-    tr.add_argument(
-        "--quantization",
-        default="none",
-        choices=("none", "int8", "int8-all"),
-        help="how the detector runs, written to the model card's inference section",
-    )
-    tr.add_argument(
-        "--backend",
-        default="torch",
-        choices=("torch", "onnxruntime"),
-        help="runtime of the encoder (onnxruntime: the [onnx] extra); the head is fitted on its features",
-    )
+    _add_runtime_options(tr)
     tr.add_argument(
         "--spectral",
         choices=("none", "lfcc"),
@@ -128,18 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     lo.add_argument("--spectral", choices=("none", "lfcc"), default="none", help="fuse LFCC statistics")
     lo.add_argument("--spectral-weight", type=float, default=2.0, help="weight of the spectral block")
-    lo.add_argument(
-        "--quantization",
-        choices=("none", "int8", "int8-all"),
-        default="none",
-        help="fit and score on the features of the encoder quantised so (as train does)",
-    )
-    lo.add_argument(
-        "--backend",
-        default="torch",
-        choices=("torch", "onnxruntime"),
-        help="runtime of the encoder whose features are fitted and scored",
-    )
+    _add_runtime_options(lo)
     lo.add_argument(
         "--truncate-encoder",
         action="store_true",
@@ -312,6 +290,22 @@ def cmd_score(args: argparse.Namespace, out: TextIO) -> int:
     if failures:
         print(f"spoofwatch: {failures} of {len(args.files)} file(s) could not be scored", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """How the encoder runs; the head is fitted (and, for train, the card written) for it."""
+    parser.add_argument(
+        "--quantization",
+        default="none",
+        choices=("none", "int8", "int8-all"),
+        help="dynamic int8 Linear layers of the encoder; the head is fitted on those features",
+    )
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="runtime of the encoder (onnxruntime: the [onnx] extra); the head is fitted on its features",
+    )
 
 
 def _read_items(args: argparse.Namespace, prefix: str = "") -> list[Any] | None:
