@@ -99,3 +99,18 @@ def test_shipped_detector_runs_on_onnxruntime(cache: Path) -> None:
     # but does not reverse them.
     torch_llr = load_detector().score_windows(np.stack([real, fake]).astype(np.float32))
     assert np.abs(llr - torch_llr).max() < 2.0
+
+
+def test_int8_export_leaves_the_root_logger_level_alone(tiny: WhisperCt2Encoder, cache: Path) -> None:
+    import logging
+
+    for graph in (cache / "onnx").glob("*int8*.onnx"):
+        graph.unlink()  # force the quantisation step
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        runtime_encoder(tiny, "int8", "onnxruntime")
+        assert root.level == logging.INFO
+    finally:
+        root.setLevel(before)

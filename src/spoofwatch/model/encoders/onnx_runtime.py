@@ -97,8 +97,15 @@ def _quantize(float_path: Path, path: Path, mode: str) -> None:
         matmuls = [node for node in graph.node if node.op_type in ("MatMul", "Gemm")]
         exclude = [node.name for node in matmuls if "/fc2/" in node.name]
     tmp = path.with_suffix(f".{os.getpid()}.tmp.onnx")
-    logging.getLogger("root").setLevel(logging.ERROR)  # its pre-processing hint is not actionable here
-    quantize_dynamic(str(float_path), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+    # quantize_dynamic logs a pre-processing hint through the root logger that is not
+    # actionable here; quiet it for this call only and give the level back.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(float_path), str(tmp), weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+    finally:
+        root.setLevel(level)
     os.replace(tmp, path)
 
 
