@@ -25,7 +25,7 @@ from typing import Any, cast
 import torch
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
+from spoofwatch.model.encoders.base import Encoder, EncoderIdentity, EncoderShape
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def count_linear_layers(module: torch.nn.Module) -> tuple[int, int]:
     return sum(type(m) is torch.nn.Linear for m in modules), dynamic
 
 
-class Int8Encoder:
+class Int8Encoder(EncoderShape):
     """Wraps a float encoder (a ``torch.nn.Module``) with dynamic int8 Linear layers."""
 
     def __init__(self, source: Encoder, mode: str = INT8_DYNAMIC) -> None:
@@ -110,19 +110,12 @@ class Int8Encoder:
         self.module = quantize_linear_int8(source, names)
         self._inner = cast(Encoder, self.module)
         self._identity = replace(source.identity, name=f"{source.identity.name}+{mode}")
+        self._window_samples = source.window_samples
         plain, dynamic = count_linear_layers(self.module)
         logger.info(
             "quantised %d Linear layers of %s to dynamic int8 (%d left float32)",
             dynamic, source.identity.name, plain,
         )
-
-    @property
-    def identity(self) -> EncoderIdentity:
-        return self._identity
-
-    @property
-    def window_samples(self) -> int:
-        return self._inner.window_samples
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self._inner.hidden_states(windows)

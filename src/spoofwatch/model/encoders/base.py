@@ -54,9 +54,10 @@ class Encoder(Protocol):
         ...
 
 
-class TorchEncoder(torch.nn.Module):
-    """Base of the torch encoders: subclasses set ``_identity`` and ``_window_samples`` in
-    ``__init__`` and implement ``hidden_states``."""
+class EncoderShape:
+    """``identity`` and ``window_samples`` of an encoder, from the ``_identity`` and
+    ``_window_samples`` its ``__init__`` sets; every encoder class (torch, int8, ONNX
+    Runtime) shares these."""
 
     _identity: EncoderIdentity
     _window_samples: int
@@ -68,6 +69,11 @@ class TorchEncoder(torch.nn.Module):
     @property
     def window_samples(self) -> int:
         return self._window_samples
+
+
+class TorchEncoder(EncoderShape, torch.nn.Module):
+    """Base of the torch encoders: subclasses set ``_identity`` and ``_window_samples`` in
+    ``__init__`` and implement ``hidden_states``."""
 
 
 def check_windows(windows: torch.Tensor, window_samples: int) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.encoders.base import Encoder, EncoderIdentity, check_windows
+from spoofwatch.model.encoders.base import Encoder, EncoderIdentity, EncoderShape, check_windows
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.quantize import INT8_DYNAMIC, NO_QUANTIZATION, check_quantization, quantization_of
 
@@ -109,7 +109,7 @@ def _quantize(float_path: Path, path: Path, mode: str) -> None:
     os.replace(tmp, path)
 
 
-class OrtWhisperEncoder:
+class OrtWhisperEncoder(EncoderShape):
     """A Whisper encoder whose transformer runs in ONNX Runtime (float32 or dynamic int8)."""
 
     def __init__(self, source: Encoder, quantization: str = NO_QUANTIZATION, num_threads: int = 1) -> None:
@@ -147,14 +147,6 @@ class OrtWhisperEncoder:
         suffix = BACKEND_TAG + ("" if quantization == NO_QUANTIZATION else f"+{quantization}")
         self._identity = replace(ident, name=ident.name + suffix)
         self.path = path
-
-    @property
-    def identity(self) -> EncoderIdentity:
-        return self._identity
-
-    @property
-    def window_samples(self) -> int:
-        return self._window_samples
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         check_windows(windows, self._window_samples)
