@@ -617,7 +617,7 @@ def _format_report(report: BenchReport) -> str:
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     """Entry point for ``spoofwatch bench``."""
-    from spoofwatch.config import load_settings, scoring_threads
+    from spoofwatch.config import detector_options, load_settings
     from spoofwatch.model.artifact import load_detector
 
     flags = {
@@ -629,13 +629,11 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     overrides: dict[str, dict[str, Any]] = {"engine": {k: v for k, v in flags.items() if v is not None}}
     settings = load_settings(args.config, overrides=overrides)
     engine = settings.engine
+    quantization = "int8" if args.int8 else args.quantization
     detector = load_detector(
         args.detector or settings.server.detector,
         hop_s=args.hop_s,
-        quantization="int8" if args.int8 else (args.quantization or engine.quantization or None),
-        backend=args.backend or engine.backend or None,
-        num_threads=scoring_threads(engine),
-        max_batch=engine.max_batch,
+        **detector_options(engine, quantization=quantization, backend=args.backend),
     )
     # The detector fixes the window; the hop is its own unless --hop-s says otherwise.
     stream = replace(settings.stream, window_s=detector.settings.window_s, hop_s=detector.settings.hop_s)

@@ -209,18 +209,15 @@ def _server_settings(args: argparse.Namespace) -> Any:
 
 
 def _load_scorer(settings: Any) -> Any:
-    from spoofwatch.config import scoring_threads
+    from spoofwatch.config import detector_options
     from spoofwatch.model.artifact import load_detector
 
-    stream, engine = settings.stream, settings.engine
+    stream = settings.stream
     return load_detector(
         settings.server.detector,
         window_s=stream.window_s,
         hop_s=stream.hop_s,
-        num_threads=scoring_threads(engine),
-        max_batch=engine.max_batch,
-        quantization=engine.quantization or None,
-        backend=engine.backend or None,
+        **detector_options(settings.engine),
     )
 
 

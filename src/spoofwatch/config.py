@@ -115,6 +115,20 @@ def scoring_threads(engine: EngineConfig) -> int | None:
     return None
 
 
+def detector_options(
+    engine: EngineConfig, *, quantization: str | None = None, backend: str | None = None
+) -> dict[str, Any]:
+    """``load_detector`` keyword arguments for how the engine runs the detector: threads per
+    worker, batch size, and quantization / backend (the arguments, else the engine's, else
+    None: the card's)."""
+    return {
+        "num_threads": scoring_threads(engine),
+        "max_batch": engine.max_batch,
+        "quantization": quantization or engine.quantization or None,
+        "backend": backend or engine.backend or None,
+    }
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """The network front end. Secrets (``token``, ``mqtt_password``, a password inside

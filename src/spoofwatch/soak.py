@@ -41,7 +41,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from spoofwatch.bench import percentile, speech_like
-from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig, scoring_threads
+from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig, detector_options
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent, StreamEvent, parse_event
 from spoofwatch.model.scorer import WindowScorer
@@ -463,13 +463,7 @@ def _parse_call_s(text: str) -> tuple[float, float]:
 def _load_scorer(args: argparse.Namespace, engine: EngineConfig) -> WindowScorer:
     from spoofwatch.model.artifact import load_detector
 
-    return load_detector(
-        args.detector,
-        num_threads=scoring_threads(engine),
-        max_batch=engine.max_batch,
-        quantization=engine.quantization or None,
-        backend=engine.backend or None,
-    )
+    return load_detector(args.detector, **detector_options(engine))
 
 
 def _format(report: SoakReport) -> str:
