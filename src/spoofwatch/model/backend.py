@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from spoofwatch.errors import ModelError
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
-from spoofwatch.model.quantize import apply_quantization, check_quantization
+from spoofwatch.model.quantize import apply_quantization, check_quantization, quantization_of
 
 TORCH = "torch"
 ONNXRUNTIME = "onnxruntime"
@@ -37,7 +37,6 @@ def runtime_encoder(encoder: Encoder, quantization: str, backend: str = TORCH) -
             )
         return apply_quantization(encoder, quantization)
     from spoofwatch.model.encoders.onnx_runtime import OrtWhisperEncoder
-    from spoofwatch.model.quantize import quantization_of
 
     if backend_of(encoder.identity) == ONNXRUNTIME:
         if quantization_of(encoder.identity) != quantization:
