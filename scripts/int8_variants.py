@@ -1,11 +1,14 @@
 """Which Linear layers can be int8 without losing dev accuracy? (docs/benchmarks.md)
 
-Quantises copies of the shipped detector's encoder with different sets of Linear layers
-dynamic int8, scores the dev split of ../shared/corpus on the clean and the telephone
-channel (features extracted without the cache, since the variants share an identity),
-and prints clip EER, actDCF and encoder ms per window on one thread.
+Quantises copies of a float32 detector's encoder with different sets of Linear layers
+dynamic int8, applies that detector's float32 head to their features, scores the dev split
+of ../shared/corpus on the clean and the telephone channel (features extracted without the
+cache, since the variants share an identity), and prints clip EER, actDCF and encoder ms
+per window on one thread. The figures in docs/benchmarks.md came from the float32 card
+shipped before the int8-all one, which this reproduces:
 
-    .venv/bin/python scripts/int8_variants.py [--corpus ../shared/corpus]
+    bash scripts/train_default.sh --quantization none --C 0.01 --out /tmp/fp32-card
+    .venv/bin/python scripts/int8_variants.py --detector /tmp/fp32-card [--corpus ../shared/corpus]
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ class QuantisedCopy:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="../shared/corpus")
+    parser.add_argument("--detector", required=True, help="a detector trained with --quantization none")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dev = filter_split(read_manifest(Path(args.corpus) / "manifest.csv"), "dev")
-    detector = load_detector()
+    # The variants quantise the float32 modules themselves, so the encoder must run unquantised.
+    detector = load_detector(args.detector, quantization="none")
     assert detector.spectral is not None
     window = WindowConfig(detector.sample_rate, detector.settings.window_s, detector.settings.hop_s)
     is_bona = np.array([it.label == "bonafide" for it in dev])

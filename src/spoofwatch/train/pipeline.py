@@ -41,7 +41,8 @@ class TrainOptions:
     threshold: str = "bayes"
     # Run only as many Whisper layers as the head reads (see whisper_ct2.build_whisper_encoder).
     truncate_encoder: bool = False
-    # The model card's inference section (how the shipped detector runs, not how it was fitted).
+    # How the detector runs (the card's inference section); the head is fitted on the
+    # features the encoder gives when run so (feature_encoder).
     quantization: str = "none"
     backend: str = "torch"  # or "onnxruntime": the head is fitted on that runtime's features
     max_batch: int = 16
