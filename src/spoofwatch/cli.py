@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="weight of the spectral block's standardised features in the fit (L2 penalty / w^2)",
     )
+    _add_level_option(tr)
     tr.add_argument("--json", action="store_true", help="last line of stdout is the dev metrics JSON")
     lo = sub.add_parser("loso", help="leave-one-source-out validation (pooled EER over held-out sources)")
     _add_dataset(lo)
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run only as many encoder layers as --layers needs (same states, faster extraction)",
     )
+    _add_level_option(lo)
     lo.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
 
     sv = sub.add_parser("serve", help="run the streaming server (WebSocket, MQTT, local sources)")
@@ -353,6 +355,17 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _add_level_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--level-dbfs",
+        type=float,
+        default=None,
+        metavar="DBFS",
+        help="bring every window to this active speech level before the encoders, e.g. -26 "
+        "(default: windows as they come); a trained card keeps it",
+    )
+
+
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.train.pipeline import TrainOptions, train_detector
 
@@ -373,6 +386,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         backend=args.backend,
         spectral=None if args.spectral == "none" else args.spectral,
         spectral_weight=args.spectral_weight,
+        level_dbfs=args.level_dbfs,
     )
     report = train_detector(items, dev_items, Path(args.out), options)
     if args.json:
@@ -399,11 +413,13 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     spectral_spec = spectral_front_end_spec(None if args.spectral == "none" else args.spectral)
     spectral = None if spectral_spec is None else build_encoder(spectral_spec, args.window_s)
     train_sets = [
-        extract_with_spectral(items, encoder, spectral, window, channel=c)
+        extract_with_spectral(items, encoder, spectral, window, channel=c, level_dbfs=args.level_dbfs)
         for c in args.train_channels.split(",")
         if c
     ]
-    test_set = extract_with_spectral(items, encoder, spectral, window, channel=args.test_channel)
+    test_set = extract_with_spectral(
+        items, encoder, spectral, window, channel=args.test_channel, level_dbfs=args.level_dbfs
+    )
     result = leave_one_source_out(
         train_sets,
         test_set,
@@ -421,6 +437,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "spectral_weight": args.spectral_weight,
         "quantization": args.quantization,
         "backend": args.backend,
+        "level_dbfs": args.level_dbfs,
         "per_source_eer": result.per_source_eer,
     }
     if args.json:

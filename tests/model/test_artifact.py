@@ -21,7 +21,7 @@ from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.detector import Detector, DetectorSettings
 from spoofwatch.model.encoders.base import EncoderIdentity
 from spoofwatch.model.encoders.hf import HFEncoder
-from spoofwatch.model.encoders.registry import EncoderSpec
+from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.head import LinearHead
 from spoofwatch.model.pooling import pooled_dim
 
@@ -311,3 +311,48 @@ def test_unknown_backend_and_non_whisper_onnx_are_refused(trained: Trained, tmp_
         load_detector(directory, encoder=trained.encoder)
     with pytest.raises(ModelError, match="runs Whisper"):
         load_detector(trained.artifact, encoder=trained.encoder, backend="onnxruntime")
+
+
+def test_level_normalisation_is_recorded_and_makes_scores_gain_free(trained: Trained, tmp_path: Path) -> None:
+    # LFCC statistics carry the level (the tiny wav2vec2 normalises its input itself).
+    spec = EncoderSpec("lfcc", "lfcc")
+    encoder = build_encoder(spec, WINDOW_S)
+    settings = replace(SETTINGS, layers=(0,), level_dbfs=-26.0)
+    plain_settings = replace(settings, level_dbfs=None)
+    width = pooled_dim(1, encoder.identity.hidden_size)
+    features = Detector(encoder, placeholder_head(width), CALIBRATION, plain_settings).features(
+        random_windows(16, seed=0)
+    )
+    head = LinearHead(C=0.1).fit(features, np.array([0, 1] * 8))
+    directory = save_detector(
+        tmp_path / "levelled",
+        head=head,
+        calibration=CALIBRATION,
+        settings=settings,
+        encoder_spec=spec,
+        encoder_identity=encoder.identity,
+    )
+    assert read_card(directory)["level"]["target_dbfs"] == -26.0
+    assert "level" not in read_card(trained.artifact)
+    levelled = load_detector(directory)
+    assert levelled.settings.level_dbfs == -26.0
+    plain = Detector(encoder, head, CALIBRATION, plain_settings)
+    loud, quiet = trained.probe * 4.0, trained.probe * 0.02
+    np.testing.assert_allclose(
+        levelled.score_windows(loud), levelled.score_windows(quiet), rtol=1e-4, atol=1e-4
+    )
+    assert np.abs(plain.score_windows(loud) - plain.score_windows(quiet)).max() > 0.01
+    assert load_detector(trained.artifact, encoder=trained.encoder).settings.level_dbfs is None
+
+
+@pytest.mark.parametrize(
+    ("level", "message"),
+    [({"target_dbfs": 20}, r"within -60..0 dBFS, found 20"), ("loud", "'level' must be an object")],
+)
+def test_malformed_level_sections_are_refused(
+    trained: Trained, tmp_path: Path, level: Any, message: str
+) -> None:
+    directory = copy_artifact(trained, tmp_path)
+    edit_card(directory, {"level": level})
+    with pytest.raises(ModelError, match=message):
+        load_detector(directory, encoder=trained.encoder)

@@ -13,7 +13,7 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from spoofwatch.errors import ArtifactMismatchError
-from spoofwatch.model.artifact import load_detector
+from spoofwatch.model.artifact import load_detector, read_card
 from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.evaluate import evaluate_detector, llr_threshold
@@ -222,3 +222,30 @@ def test_loso_command_fits_on_quantised_features(
     assert summary["eer"] < 0.2
     caches = [p.name for p in (tmp_path / "cache" / "embeddings").iterdir()]
     assert caches and all("+int8-" in name for name in caches), caches
+
+
+def test_a_levelled_card_is_fitted_and_evaluated_on_levelled_windows(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> None:
+    model, items = workspace
+    options = TrainOptions(
+        encoder=f"hf:{model}",
+        window_s=2.0,
+        hop_s=1.0,
+        train_hop_s=1.0,
+        channels=("clean",),
+        layers=(0, 1, 2),
+        C=1.0,
+        name="tiny-levelled",
+        spectral="lfcc",
+        level_dbfs=-20.0,
+    )
+    out = tmp_path / "detector"
+    report = train_detector(items, None, out, options, progress=False)
+    assert read_card(out)["level"]["target_dbfs"] == -20.0
+    caches = [p.name for p in (tmp_path / "cache" / "embeddings").iterdir()]
+    assert caches and all(name.endswith("-level-20") for name in caches), caches
+    # eval levels the windows as the card says: the same features, the same metrics
+    result = evaluate_detector(out, [it for it in items if it.split == "dev"], progress=False)
+    for key in ("cllr", "act_dcf", "min_dcf", "eer"):
+        assert report["dev"]["clean"][key] == pytest.approx(getattr(result.metrics, key), abs=1e-9), key

@@ -23,6 +23,7 @@ from spoofwatch.model.detector import Detector, DetectorSettings
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.head import LinearHead
+from spoofwatch.model.level import ACTIVE_RANGE_DB, MAX_GAIN_DB, check_target
 from spoofwatch.model.quantize import check_quantization, quantization_of
 
 CARD_FILE = "model_card.json"
@@ -64,6 +65,7 @@ def save_detector(
         "calibration": calibration.to_dict(),
         "threshold": {"p_spoof": settings.threshold},
         "inference": inference_card(settings),
+        **level_card(settings),
         **(card_extra or {}),
     }
     if spectral is not None:
@@ -80,6 +82,29 @@ def inference_card(settings: DetectorSettings) -> dict[str, Any]:
         "num_threads": settings.num_threads,
         "max_batch": settings.max_batch,
     }
+
+
+def level_card(settings: DetectorSettings) -> dict[str, Any]:
+    """The card's ``level`` section (absent when windows are scored at their own level)."""
+    if settings.level_dbfs is None:
+        return {}
+    return {
+        "level": {
+            "normalise": "active speech level per window",
+            "target_dbfs": settings.level_dbfs,
+            "active_range_db": ACTIVE_RANGE_DB,
+            "max_gain_db": MAX_GAIN_DB,
+        }
+    }
+
+
+def _level_dbfs(card: dict[str, Any]) -> float | None:
+    section = card.get("level")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise TypeError(f"'level' must be an object, found {type(section).__name__}")
+    return check_target(float(section["target_dbfs"]))
 
 
 def _inference_options(card: dict[str, Any]) -> tuple[str, int, int, str]:
@@ -164,7 +189,8 @@ def load_detector(
         calibration = AffineCalibration.from_dict(card["calibration"])
         threshold = float(card["threshold"]["p_spoof"])
         card_quantization, card_threads, card_batch, card_backend = _inference_options(card)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        level_dbfs = _level_dbfs(card)
+    except (KeyError, TypeError, ValueError, AttributeError, ModelError) as exc:
         raise ModelError(f"{path / CARD_FILE}: malformed model card ({exc!r})") from None
     if not layers:
         raise ModelError(f"{path / CARD_FILE}: expected at least one layer in 'layers', found none")
@@ -203,6 +229,7 @@ def load_detector(
         quantization=quantization_of(encoder.identity),
         num_threads=card_threads if num_threads is None else num_threads,
         backend=backend_of(encoder.identity),
+        level_dbfs=level_dbfs,
     )
     card = {**card, "inference": inference_card(settings)}
     return Detector(encoder, head, calibration, settings, card, spectral=spectral)

@@ -18,6 +18,7 @@ from spoofwatch.model.backend import backend_of
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.head import LinearHead
+from spoofwatch.model.level import check_target, normalise_level
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.quantize import QUANTIZATION_MODES, quantization_of
 from spoofwatch.model.scorer import WindowScorer
@@ -32,7 +33,9 @@ class DetectorSettings:
     runs: at most ``max_batch`` windows per encoder call, ``quantization`` ``none``,
     ``int8`` or ``int8-all`` (dynamic int8 Linear layers, see model.quantize) and
     ``num_threads`` torch intra-op threads in the scoring thread (0 = leave torch alone);
-    ``backend`` ``torch`` or ``onnxruntime`` (model.backend)."""
+    ``backend`` ``torch`` or ``onnxruntime`` (model.backend). ``level_dbfs``: bring every
+    window to this active speech level before the encoders (model.level); None = as it
+    comes, as cards from before the level normalisation were trained."""
 
     window_s: float
     hop_s: float
@@ -42,6 +45,7 @@ class DetectorSettings:
     quantization: str = "none"
     num_threads: int = 0
     backend: str = "torch"  # or "onnxruntime" (model.backend)
+    level_dbfs: float | None = None
 
 
 class Detector:
@@ -80,6 +84,8 @@ class Detector:
             raise ModelError(f"max_batch must be >= 1, found {settings.max_batch}")
         if settings.num_threads < 0:
             raise ModelError(f"num_threads must be >= 0 (0 = torch default), found {settings.num_threads}")
+        if settings.level_dbfs is not None:
+            check_target(settings.level_dbfs)
         if settings.quantization not in QUANTIZATION_MODES:
             raise ModelError(
                 f"quantization must be one of {QUANTIZATION_MODES}, found {settings.quantization!r}"
@@ -138,6 +144,8 @@ class Detector:
         with torch.inference_mode():
             for start in range(0, len(batch), self.settings.max_batch):
                 chunk = torch.from_numpy(batch[start : start + self.settings.max_batch])
+                if self.settings.level_dbfs is not None:
+                    chunk = normalise_level(chunk, self.sample_rate, self.settings.level_dbfs)
                 states = self.encoder.hidden_states(chunk)
                 pooled = mean_std_pool(states, self.settings.layers)
                 if self.spectral is not None:

@@ -71,6 +71,7 @@ def detector_embeddings(
         window_config(detector),
         channel=channel,
         progress=progress,
+        level_dbfs=detector.settings.level_dbfs,
     )
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from spoofwatch.errors import AudioError, DataError
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.model.level import normalise_level
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.stream.windowing import WindowConfig, cut_windows
@@ -83,23 +84,32 @@ def file_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_dir_for(encoder: Encoder, window: WindowConfig, channel: str) -> Path:
+def cache_dir_for(
+    encoder: Encoder, window: WindowConfig, channel: str, level_dbfs: float | None = None
+) -> Path:
     ident = encoder.identity
     key = (
         f"{ident.kind}-{ident.name}-{ident.weights_sha256[:16]}-L{ident.num_hidden_states}"
         f"-w{window.window_s}-h{window.hop_s}-{channel}"
     )
+    if level_dbfs is not None:
+        key += f"-level{level_dbfs:g}"
     return cache_root() / "embeddings" / key.replace("/", "_")
 
 
-def embed_windows(encoder: Encoder, windows: NDArray[np.float32], batch: int = 16) -> NDArray[np.float32]:
-    """All hidden states mean+std pooled: (windows, hidden_states, 2 * dim)."""
+def embed_windows(
+    encoder: Encoder, windows: NDArray[np.float32], batch: int = 16, level_dbfs: float | None = None
+) -> NDArray[np.float32]:
+    """All hidden states mean+std pooled: (windows, hidden_states, 2 * dim); with
+    ``level_dbfs`` each window is first brought to that active level, as the detector does."""
     n_states = encoder.identity.num_hidden_states
     dim = encoder.identity.hidden_size
     out = np.zeros((len(windows), n_states, 2 * dim), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(windows), batch):
             chunk = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch]))
+            if level_dbfs is not None:
+                chunk = normalise_level(chunk, encoder.identity.sample_rate, level_dbfs)
             states = encoder.hidden_states(chunk)
             pooled = mean_std_pool(states, list(range(n_states))).numpy()
             out[start : start + len(chunk)] = pooled.reshape(len(chunk), n_states, 2 * dim)
@@ -114,10 +124,11 @@ def extract(
     channel: str = "clean",
     progress: bool = True,
     cache: bool = True,
+    level_dbfs: float | None = None,
 ) -> EmbeddingSet:
     """Pooled features for every window of every item, read from or written to the cache."""
     transform = get_channel(channel)
-    directory = cache_dir_for(encoder, window, channel)
+    directory = cache_dir_for(encoder, window, channel, level_dbfs)
     if cache:
         directory.mkdir(parents=True, exist_ok=True)
     feats: list[NDArray[np.float32]] = []
@@ -147,7 +158,7 @@ def extract(
             if not wins:
                 failed.append((str(item.path), f"shorter than {window.min_s} s"))
                 continue
-            pooled = embed_windows(encoder, np.stack([w.samples for w in wins]))
+            pooled = embed_windows(encoder, np.stack([w.samples for w in wins]), level_dbfs=level_dbfs)
             t0 = np.array([w.t_start for w in wins], dtype=np.float64)
             if cache:
                 tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
@@ -178,9 +189,12 @@ def extract_with_spectral(
     *,
     channel: str = "clean",
     progress: bool = True,
+    level_dbfs: float | None = None,
 ) -> EmbeddingSet:
     """``extract`` with the spectral front end's features attached (each cached on its own)."""
-    main = extract(items, encoder, window, channel=channel, progress=progress)
+    main = extract(items, encoder, window, channel=channel, progress=progress, level_dbfs=level_dbfs)
     if spectral is None:
         return main
-    return main.with_spectral(extract(items, spectral, window, channel=channel, progress=progress))
+    return main.with_spectral(
+        extract(items, spectral, window, channel=channel, progress=progress, level_dbfs=level_dbfs)
+    )

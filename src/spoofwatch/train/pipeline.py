@@ -18,6 +18,7 @@ from spoofwatch.model.backend import check_backend, runtime_encoder
 from spoofwatch.model.detector import DetectorSettings
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.model.level import check_target
 from spoofwatch.model.quantize import check_quantization
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
@@ -49,6 +50,9 @@ class TrainOptions:
     # A spectral front end fused into the same linear head: None or "lfcc".
     spectral: str | None = None
     spectral_weight: float = 2.0
+    # Bring every window to this active speech level (dBFS) before the encoders, in
+    # training and in the card (model.level); None = windows as they come.
+    level_dbfs: float | None = None
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -133,6 +137,8 @@ def train_detector(
     policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
     check_quantization(options.quantization)
     check_backend(options.backend)
+    if options.level_dbfs is not None:
+        check_target(options.level_dbfs)
     spectral_spec = spectral_front_end_spec(options.spectral)
     train, dev = split_train_dev(items, dev_items)
     for problem in check_no_leakage(train, dev):
@@ -149,11 +155,17 @@ def train_detector(
     dev_window = WindowConfig(rate, options.window_s, options.hop_s)
     spectral = None if spectral_spec is None else build_encoder(spectral_spec, options.window_s)
     train_sets = [
-        extract_with_spectral(train, encoder, spectral, train_window, channel=c, progress=progress)
+        extract_with_spectral(
+            train, encoder, spectral, train_window,
+            channel=c, progress=progress, level_dbfs=options.level_dbfs,
+        )
         for c in options.channels
     ]
     dev_sets = [
-        extract_with_spectral(dev, encoder, spectral, dev_window, channel=c, progress=progress)
+        extract_with_spectral(
+            dev, encoder, spectral, dev_window,
+            channel=c, progress=progress, level_dbfs=options.level_dbfs,
+        )
         for c in options.channels
     ]
     fitted = fit_head(
@@ -176,6 +188,7 @@ def train_detector(
         quantization=options.quantization,
         backend=options.backend,
         max_batch=options.max_batch,
+        level_dbfs=options.level_dbfs,
     )
     identity = float_encoder.identity
     if options.truncate_encoder and spec.layers is None:  # layers were chosen on dev
