@@ -64,3 +64,19 @@ def test_augmented_channel_is_deterministic_per_clip_and_differs_between_clips()
     chains = {augment(a, SR, np.random.default_rng(s)).tobytes() for s in range(6)}
     assert len(chains) > 1
     assert augmented_channel(b, SR).shape == b.shape
+
+
+def test_level_channels_draw_one_gain_per_clip_deterministically() -> None:
+    gains_db = []
+    for seed in range(12):
+        x = _speechlike(seed=seed) * 0.5
+        y = get_channel("level")(x, SR)
+        assert y.dtype == np.float32 and y.shape == x.shape and np.abs(y).max() <= 1.0
+        assert np.array_equal(y, get_channel("level")(x, SR))  # cache-safe: same clip, same gain
+        loud = np.abs(y) >= 1.0
+        gain = float(np.median(y[~loud & (np.abs(x) > 1e-3)] / x[~loud & (np.abs(x) > 1e-3)]))
+        gains_db.append(20 * np.log10(gain))
+    assert all(-20.001 <= g <= 6.001 for g in gains_db)
+    assert max(gains_db) - min(gains_db) > 10  # clips really get different levels
+    phone = get_channel("telephone-level")(_speechlike(), SR)
+    assert _high_band_energy(phone) < 0.001

@@ -1,12 +1,15 @@
 """Deterministic channel transforms applied identically to both classes.
 
 ``telephone`` is the G.711 call path: band-limit to 8 kHz, mu-law encode/decode, back to
-the model rate. The fuller augmentation set (GSM, Opus, noise, reverb) lives in
+the model rate. ``level`` and ``telephone-level`` first scale each clip by a gain drawn
+from -20..+6 dB (clipped at full scale), as callers' levels differ: they measure how much
+a detector's scores depend on level. The fuller augmentation set (GSM, Opus, noise, reverb) lives in
 ``augment.py``; these two names are the ones the embedding cache and reports key on.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -33,6 +36,22 @@ def telephone_mulaw(samples: NDArray[np.float32], sample_rate: int) -> NDArray[n
     return out
 
 
+LEVEL_RANGE_DB = (-20.0, 6.0)
+
+
+def random_level(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+    """The clip at a gain drawn from ``LEVEL_RANGE_DB``, seeded by its samples (so the
+    embedding cache stays valid), clipped to full scale."""
+    rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(samples).tobytes()))
+    gain = 10.0 ** (rng.uniform(*LEVEL_RANGE_DB) / 20.0)
+    return np.clip(samples * gain, -1.0, 1.0).astype(np.float32)
+
+
+def telephone_random_level(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+    """A caller at a random level (``random_level``) through the G.711 call path."""
+    return telephone_mulaw(random_level(samples, sample_rate), sample_rate)
+
+
 def augmented(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
     """A random codec/noise/reverb/gain/band-limit/packet-loss chain, seeded per clip."""
     from spoofwatch.train.augment import augmented_channel
@@ -40,7 +59,13 @@ def augmented(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.floa
     return augmented_channel(samples, sample_rate)
 
 
-CHANNELS: dict[str, Channel] = {"clean": clean, "telephone": telephone_mulaw, "augmented": augmented}
+CHANNELS: dict[str, Channel] = {
+    "clean": clean,
+    "telephone": telephone_mulaw,
+    "augmented": augmented,
+    "level": random_level,
+    "telephone-level": telephone_random_level,
+}
 
 
 def get_channel(name: str) -> Channel:
