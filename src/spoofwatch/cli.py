@@ -18,6 +18,9 @@ from typing import Any, TextIO
 from spoofwatch import __version__
 from spoofwatch.errors import ConfigError, SpoofwatchError
 
+# train.channel.CHANNELS, spelled out so --help does not import numpy and the resampler.
+_CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented"
+
 logger = logging.getLogger("spoofwatch")
 
 
@@ -53,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(ev)
     _add_detector(ev)
     ev.add_argument("--split", help="only items of this split (manifest column)")
-    ev.add_argument("--channel", default="clean", help="channel applied before scoring: clean | telephone")
+    ev.add_argument("--channel", default="clean", help="channel applied before scoring: " + _CHANNEL_NAMES)
     ev.add_argument("--out", metavar="DIR", help="write scores.csv, metrics.json and plots here")
     ev.add_argument(
         "--window-lengths",
@@ -74,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--window-s", type=float, default=4.0)
     tr.add_argument("--hop-s", type=float, default=1.0, help="hop used when streaming")
     tr.add_argument("--train-hop-s", type=float, default=2.0, help="hop between training windows")
-    tr.add_argument("--channels", default="clean,telephone", help="channels applied to both classes")
+    tr.add_argument(
+        "--channels", default="clean,telephone", help="channels applied to both classes: " + _CHANNEL_NAMES
+    )
     tr.add_argument("--layers", help="comma-separated hidden states (default: chosen on dev)")
     tr.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     tr.add_argument("--name", default="spoofwatch-detector", help="detector name in the model card")
@@ -113,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--window-s", type=float, default=4.0)
     lo.add_argument("--hop-s", type=float, default=2.0, help="hop between windows")
     lo.add_argument("--train-channels", default="clean,telephone", help="channels of the training folds")
-    lo.add_argument("--test-channel", default="clean", help="channel of the held-out clips")
+    lo.add_argument(
+        "--test-channel", default="clean", help="channel of the held-out clips: " + _CHANNEL_NAMES
+    )
     lo.add_argument("--layers", default="0,1,2,3", help="comma-separated hidden states")
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     lo.add_argument("--spectral", choices=("none", "lfcc"), default="none", help="fuse LFCC statistics")

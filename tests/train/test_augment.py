@@ -80,3 +80,10 @@ def test_level_channels_draw_one_gain_per_clip_deterministically() -> None:
     assert max(gains_db) - min(gains_db) > 10  # clips really get different levels
     phone = get_channel("telephone-level")(_speechlike(), SR)
     assert _high_band_energy(phone) < 0.001
+
+
+def test_the_cli_help_names_every_channel() -> None:
+    from spoofwatch.cli import _CHANNEL_NAMES
+    from spoofwatch.train.channel import CHANNELS
+
+    assert set(_CHANNEL_NAMES.split(" | ")) == set(CHANNELS)
