@@ -44,7 +44,8 @@ def random_level(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.f
     embedding cache stays valid), clipped to full scale."""
     rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(samples).tobytes()))
     gain = 10.0 ** (rng.uniform(*LEVEL_RANGE_DB) / 20.0)
-    return np.clip(samples * gain, -1.0, 1.0).astype(np.float32)
+    out: NDArray[np.float32] = np.clip(samples * gain, -1.0, 1.0).astype(np.float32)
+    return out
 
 
 def telephone_random_level(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
