@@ -128,3 +128,17 @@ def test_bench_and_soak_are_wired_into_the_cli() -> None:
     args = build_parser().parse_args(["soak", "--minutes", "0.5", "--streams", "3"])
     assert args.command == "soak" and args.minutes == 0.5 and args.streams == 3
     assert {"score", "eval", "train", "loso", "serve", "listen", "bench", "soak"} <= set(COMMANDS)
+
+
+def test_level_option_takes_dbfs_or_none(capsys: pytest.CaptureFixture[str]) -> None:
+    from spoofwatch.cli import build_parser
+
+    parser = build_parser()
+    base = ["train", "--manifest", "m.csv", "--out", "d"]
+    assert parser.parse_args([*base, "--level-dbfs", "-26"]).level_dbfs == -26.0
+    assert parser.parse_args([*base, "--level-dbfs", "none"]).level_dbfs is None
+    assert parser.parse_args(base).level_dbfs is None
+    assert parser.parse_args(["loso", "--manifest", "m.csv", "--level-dbfs", "-30"]).level_dbfs == -30.0
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--level-dbfs", "loud"])
+    assert "expected a level in dBFS (e.g. -26) or none, found 'loud'" in capsys.readouterr().err

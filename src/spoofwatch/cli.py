@@ -365,12 +365,23 @@ def cmd_eval(args: argparse.Namespace, out: TextIO) -> int:
 def _add_level_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--level-dbfs",
-        type=float,
+        type=_level_or_none,
         default=None,
         metavar="DBFS",
-        help="bring every window to this active speech level before the encoders, e.g. -26 "
-        "(default: windows as they come); a trained card keeps it",
+        help="bring every window to this active speech level before the encoders, e.g. -26; "
+        "none (the default): windows as they come; a trained card keeps it",
     )
+
+
+def _level_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a level in dBFS (e.g. -26) or none, found {text!r}"
+        ) from None
 
 
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
