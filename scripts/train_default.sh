@@ -7,8 +7,10 @@
 # head is fitted on those int8 features: 33 real-time streams on 2 cores against 23 in
 # float32, dev EER no worse (docs/benchmarks.md); `--quantization none` gives the float32
 # detector. Layers, the LFCC fusion and the L2 strength (C 0.001) were chosen by
-# leave-one-source-out validation (README, Accuracy). Embeddings are cached, so a re-run
-# takes about a minute.
+# leave-one-source-out validation (README, Accuracy). Every window is brought to an active
+# speech level of -26 dBFS before the encoders (--level-dbfs), so scores do not depend on
+# the caller's level; `--level-dbfs` omitted trains the unlevelled detector. Embeddings are
+# cached, so a re-run takes about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS="${CORPUS:-../shared/corpus}"
@@ -17,5 +19,5 @@ CORPUS="${CORPUS:-../shared/corpus}"
   --out src/spoofwatch/model/default \
   --encoder whisper-base --window-s 4 --hop-s 1 --train-hop-s 2 \
   --channels clean,telephone --layers 0,1,2,3,4 --truncate-encoder \
-  --spectral lfcc --spectral-weight 2 --quantization int8-all --C 0.001 \
+  --spectral lfcc --spectral-weight 2 --quantization int8-all --C 0.001 --level-dbfs -26 \
   --name spoofwatch-default-whisper-base-lfcc "$@"
