@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from spoofwatch.model.encoders.mel import HOP_LENGTH, N_FFT, WhisperLogMel
+from spoofwatch.model.encoders.mel import WhisperLogMel
 from spoofwatch.model.encoders.whisper_ct2 import WhisperCt2Encoder
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.channel import get_channel
@@ -34,18 +34,8 @@ RANGE = 10.0
 
 
 def raw_log_mel(front: WhisperLogMel, samples: np.ndarray) -> np.ndarray:
-    stft = torch.stft(
-        torch.from_numpy(samples)[None],
-        N_FFT,
-        HOP_LENGTH,
-        window=front.window,
-        center=True,
-        pad_mode="reflect",
-        return_complex=True,
-    )
-    power = stft[..., :-1].abs() ** 2
-    mel = torch.einsum("fm,bft->bmt", front.filters, power)[0]
-    return torch.clamp(mel, min=1e-10).log10().numpy()
+    with torch.inference_mode():
+        return front.log10_mel(torch.from_numpy(samples)[None])[0].numpy()
 
 
 def save_xz(path: Path, **arrays: np.ndarray) -> None:

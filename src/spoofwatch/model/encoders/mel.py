@@ -36,8 +36,9 @@ class WhisperLogMel(torch.nn.Module):
         self.register_buffer("window", torch.hann_window(N_FFT))
         self.n_mels = n_mels
 
-    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) float32 → (batch, n_mels, samples // 160)."""
+    def log10_mel(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) → (batch, n_mels, samples // 160) log10 mel power, before
+        Whisper's dynamic-range clamp and scaling."""
         stft = torch.stft(
             waveforms,
             N_FFT,
@@ -49,7 +50,11 @@ class WhisperLogMel(torch.nn.Module):
         )
         power = stft[..., :-1].abs() ** 2
         mel = torch.einsum("fm,bft->bmt", self.filters, power)
-        log_spec = torch.clamp(mel, min=1e-10).log10()
+        return torch.clamp(mel, min=1e-10).log10()
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) float32 → (batch, n_mels, samples // 160)."""
+        log_spec = self.log10_mel(waveforms)
         peak = log_spec.amax(dim=(1, 2), keepdim=True)
         log_spec = torch.maximum(log_spec, peak - 8.0)
         return (log_spec + 4.0) / 4.0
