@@ -142,3 +142,24 @@ def test_level_option_takes_dbfs_or_none(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--level-dbfs", "loud"])
     assert "expected a level in dBFS (e.g. -26) or none, found 'loud'" in capsys.readouterr().err
+
+
+def test_spectral_option_offers_every_front_end_the_pipeline_builds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from spoofwatch.cli import _SPECTRAL_FRONT_ENDS, build_parser
+    from spoofwatch.model.encoders.registry import build_encoder
+    from spoofwatch.train.pipeline import SPECTRAL_FRONT_ENDS, spectral_front_end_spec
+
+    assert _SPECTRAL_FRONT_ENDS == SPECTRAL_FRONT_ENDS
+    parser = build_parser()
+    for command in (["train", "--out", "d"], ["loso"]):
+        base = [*command, "--manifest", "m.csv"]
+        for name in SPECTRAL_FRONT_ENDS:
+            assert parser.parse_args([*base, "--spectral", name]).spectral == name
+            spec = spectral_front_end_spec(name)
+            assert spec is not None and build_encoder(spec, 1.0).identity.kind == name
+        with pytest.raises(SystemExit):
+            parser.parse_args([*base, "--spectral", "cqcc"])
+        assert "invalid choice: 'cqcc'" in capsys.readouterr().err
+    assert spectral_front_end_spec("none") is None

@@ -20,6 +20,8 @@ from spoofwatch.errors import ConfigError, SpoofwatchError
 
 # train.channel.CHANNELS, spelled out so --help does not import numpy and the resampler.
 _CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented"
+# train.pipeline.SPECTRAL_FRONT_ENDS, for the same reason.
+_SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase")
 
 logger = logging.getLogger("spoofwatch")
 
@@ -98,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_options(tr)
     tr.add_argument(
         "--spectral",
-        choices=("none", "lfcc"),
+        choices=("none", *_SPECTRAL_FRONT_ENDS),
         default="none",
-        help="fuse a spectral front end (LFCC mean+std) into the same linear head",
+        help="fuse a spectral front end into the same linear head: LFCC mean+std, or LFCC and"
+        " per-band phase coherence (lfcc-phase)",
     )
     tr.add_argument(
         "--spectral-weight",
@@ -123,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lo.add_argument("--layers", default="0,1,2,3", help="comma-separated hidden states")
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
-    lo.add_argument("--spectral", choices=("none", "lfcc"), default="none", help="fuse LFCC statistics")
+    lo.add_argument(
+        "--spectral",
+        choices=("none", *_SPECTRAL_FRONT_ENDS),
+        default="none",
+        help="fuse LFCC (lfcc) or LFCC and phase-coherence (lfcc-phase) statistics",
+    )
     lo.add_argument("--spectral-weight", type=float, default=2.0, help="weight of the spectral block")
     _add_runtime_options(lo)
     lo.add_argument(

@@ -237,12 +237,15 @@ def test_a_levelled_card_is_fitted_and_evaluated_on_levelled_windows(
         layers=(0, 1, 2),
         C=1.0,
         name="tiny-levelled",
-        spectral="lfcc",
+        spectral="lfcc-phase",  # the shipped recipe's front end
         level_dbfs=-20.0,
     )
     out = tmp_path / "detector"
     report = train_detector(items, None, out, options, progress=False)
-    assert read_card(out)["level"]["target_dbfs"] == -20.0
+    card = read_card(out)
+    assert card["level"]["target_dbfs"] == -20.0
+    assert card["spectral"]["spec"] == {"kind": "lfcc-phase", "name": "lfcc-phase", "layers": None}
+    assert load_detector(out).head.n_features_in_ == 3 * 2 * 32 + 2 * 80
     caches = [p.name for p in (tmp_path / "cache" / "embeddings").iterdir()]
     assert caches and all(name.endswith("-level-20") for name in caches), caches
     # eval levels the windows as the card says: the same features, the same metrics

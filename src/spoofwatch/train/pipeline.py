@@ -47,7 +47,7 @@ class TrainOptions:
     quantization: str = "none"
     backend: str = "torch"  # or "onnxruntime": the head is fitted on that runtime's features
     max_batch: int = 16
-    # A spectral front end fused into the same linear head: None or "lfcc".
+    # A spectral front end fused into the same linear head: None, "lfcc" or "lfcc-phase".
     spectral: str | None = None
     spectral_weight: float = 2.0
     # Bring every window to this active speech level (dBFS) before the encoders, in
@@ -103,12 +103,17 @@ def feature_encoder(
     return spec, float_encoder, runtime_encoder(float_encoder, check_quantization(quantization), backend)
 
 
+# lfcc-phase adds per-band phase coherence to the LFCC frames (model/encoders/phase.py).
+SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase")
+
+
 def spectral_front_end_spec(name: str | None) -> EncoderSpec | None:
     if name is None or name == "none":
         return None
-    if name != "lfcc":
-        raise ConfigError(f"spectral front end {name!r}: expected 'lfcc' or none")
-    return EncoderSpec(kind="lfcc", name="lfcc")
+    if name not in SPECTRAL_FRONT_ENDS:
+        expected = ", ".join(SPECTRAL_FRONT_ENDS)
+        raise ConfigError(f"spectral front end {name!r}: expected one of {expected} or none")
+    return EncoderSpec(kind=name, name=name)
 
 
 def split_train_dev(

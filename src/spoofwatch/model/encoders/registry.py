@@ -12,7 +12,7 @@ from spoofwatch.model.encoders.base import Encoder
 @dataclass(frozen=True)
 class EncoderSpec:
     """How to construct an encoder: ``kind`` is ``whisper-ct2`` (name = pinned weights),
-    ``hf`` (name = local directory or hub id) or ``lfcc`` (the spectral branch)."""
+    ``hf`` (name = local directory or hub id), ``lfcc`` or ``lfcc-phase`` (spectral branches)."""
 
     kind: str = "whisper-ct2"
     name: str = "whisper-base"
@@ -42,4 +42,10 @@ def build_encoder(spec: EncoderSpec, window_s: float) -> Encoder:
         from spoofwatch.model.encoders.lfcc import LfccEncoder
 
         return LfccEncoder(window_s=window_s)
-    raise ModelError(f"unknown encoder kind {spec.kind!r}; expected 'whisper-ct2', 'hf' or 'lfcc'")
+    if spec.kind == "lfcc-phase":
+        from spoofwatch.model.encoders.phase import LfccPhaseEncoder
+
+        return LfccPhaseEncoder(window_s=window_s)
+    raise ModelError(
+        f"unknown encoder kind {spec.kind!r}; expected 'whisper-ct2', 'hf', 'lfcc' or 'lfcc-phase'"
+    )
