@@ -39,7 +39,8 @@ def phase_coherence(windows: torch.Tensor, window: torch.Tensor, bands: torch.Te
     spectrum = spectrum.transpose(1, 2)  # (batch, frames, bins)
     phase = torch.angle(spectrum)
     accel = phase[:, 2:] - 2 * phase[:, 1:-1] + phase[:, :-2]
-    power = spectrum[:, 1:-1].abs().square()
+    middle = spectrum[:, 1:-1]
+    power = middle.real.square() + middle.imag.square()
     weight = torch.einsum("fk,btk->btf", bands, power) + 1e-12
     coherence = torch.einsum("fk,btk->btf", bands, power * torch.cos(accel)) / weight
     return torch.cat([coherence[:, :1], coherence, coherence[:, -1:]], dim=1)
