@@ -19,5 +19,5 @@ CORPUS="${CORPUS:-../shared/corpus}"
   --out src/spoofwatch/model/default \
   --encoder whisper-base --window-s 4 --hop-s 1 --train-hop-s 2 \
   --channels clean,telephone --layers 0,1,2,3,4 --truncate-encoder \
-  --spectral lfcc --spectral-weight 2 --quantization int8-all --C 0.001 --level-dbfs -26 \
-  --name spoofwatch-default-whisper-base-lfcc "$@"
+  --spectral lfcc-phase --spectral-weight 2 --quantization int8-all --C 0.001 --level-dbfs -26 \
+  --name spoofwatch-default-whisper-base-lfcc-phase "$@"
