@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the detector shipped in src/spoofwatch/model/default from ../shared/corpus:
 # Whisper base hidden states 0-4 (the encoder runs only its first 4 layers) fused with
-# LFCC and per-band phase-coherence statistics (--spectral lfcc-phase) in one logistic head, 4 s windows (2 s apart in training, 1 s when
-# streaming), both classes through the clean and the G.711 telephone channel, affine LLR
+# LFCC and per-band phase-coherence statistics (--spectral lfcc-phase) in one logistic
+# head, 4 s windows (2 s apart in training, 1 s when streaming), both classes through the clean and the G.711 telephone channel, affine LLR
 # calibration on dev. The encoder runs with dynamic int8 Linear layers (int8-all) and the
 # head is fitted on those int8 features: 33 real-time streams on 2 cores against 23 in
 # float32, dev EER no worse (docs/benchmarks.md); `--quantization none` gives the float32

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from spoofwatch.model.encoders.lfcc import linear_filterbank
+from spoofwatch.model.encoders.phase import phase_coherence
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.level import normalise_level
 from spoofwatch.model.pooling import mean_std_pool
@@ -33,22 +34,12 @@ from spoofwatch.train.pipeline import feature_encoder
 from spoofwatch.train.validate import leave_one_source_out
 
 LEVEL_DBFS = -26.0
-HOP = 160
 
 
 def coherence(windows: torch.Tensor, n_fft: int, window: torch.Tensor) -> torch.Tensor:
-    """Pooled (mean, std) per-band power-weighted cos(phase acceleration), 20 bands."""
-    bands = linear_filterbank(20, n_fft, 16000)
-    spectrum = torch.stft(
-        windows, n_fft, hop_length=HOP, win_length=len(window), window=window, center=False,
-        return_complex=True,
-    ).transpose(1, 2)
-    phase = torch.angle(spectrum)
-    cos = torch.cos(phase[:, 2:] - 2 * phase[:, 1:-1] + phase[:, :-2])
-    power = spectrum[:, 1:-1].abs().square()
-    band = torch.einsum("fk,btk->btf", bands, power * cos) / (
-        torch.einsum("fk,btk->btf", bands, power) + 1e-12
-    )
+    """Pooled (mean, std) per-band coherence, 20 bands, over the frames that have a second
+    difference (model.encoders.phase repeats the edge frames; dropped here)."""
+    band = phase_coherence(windows, window, linear_filterbank(20, n_fft, 16000), n_fft)[:, 1:-1]
     return mean_std_pool((band,), [0])
 
 

@@ -28,14 +28,20 @@ PHASE_BANDS = 20
 VERSION = 1
 
 
-def phase_coherence(windows: torch.Tensor, window: torch.Tensor, bands: torch.Tensor) -> torch.Tensor:
+def phase_coherence(
+    windows: torch.Tensor, window: torch.Tensor, bands: torch.Tensor, n_fft: int = N_FFT
+) -> torch.Tensor:
     """(batch, frames, bands) power-weighted mean cosine of the phase acceleration.
 
-    ``window``: the (N_FFT,) analysis window; ``bands``: (bands, N_FFT // 2 + 1) weights.
-    Frames are those of a non-centred STFT with hop HOP; the first and last frame, which
-    have no second difference, repeat their neighbours.
+    ``window``: the analysis window, at most ``n_fft`` long (centred in the frame);
+    ``bands``: (bands, n_fft // 2 + 1) weights. Frames are those of a non-centred STFT with
+    hop HOP; the first and last frame, which have no second difference, repeat their
+    neighbours.
     """
-    spectrum = torch.stft(windows, N_FFT, hop_length=HOP, window=window, center=False, return_complex=True)
+    spectrum = torch.stft(
+        windows, n_fft, hop_length=HOP, win_length=len(window), window=window, center=False,
+        return_complex=True,
+    )
     spectrum = spectrum.transpose(1, 2)  # (batch, frames, bins)
     phase = torch.angle(spectrum)
     accel = phase[:, 2:] - 2 * phase[:, 1:-1] + phase[:, :-2]
