@@ -85,6 +85,10 @@ class EngineConfig:
     # optional ones: the config loader reads "none" as unset for optional fields.
     quantization: str = ""
     backend: str = ""
+    # Seconds between handing the C heap's free pages back to the OS (glibc malloc_trim,
+    # about 30 ms): without it resident memory keeps the high-water mark of the largest
+    # batches ever scored. 0 = never. See spoofwatch.stream.heap.
+    heap_trim_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -96,7 +100,7 @@ class EngineConfig:
                 raise ConfigError(
                     f"engine.{name}: expected one of {allowed} (or unset: the card's), found {value!r}"
                 )
-        for name in ("max_stream_s", "max_speed", "max_speed_burst_s"):
+        for name in ("max_stream_s", "max_speed", "max_speed_burst_s", "heap_trim_interval_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(

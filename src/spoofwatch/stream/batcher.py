@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.stream.heap import can_release_free_heap, release_free_heap
 from spoofwatch.stream.windowing import Window
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class BatcherCounters:
     batches: int = 0
     failed: int = 0
     busy_s: float = 0.0
+    heap_trims: int = 0
 
 
 class Batcher:
@@ -65,9 +67,12 @@ class Batcher:
         max_wait_ms: float = 20.0,
         max_queue: int = 512,
         workers: int = 1,
+        trim_interval_s: float = 0.0,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers: expected at least 1, found {workers}")
+        if not trim_interval_s >= 0:
+            raise ValueError(f"trim_interval_s: expected seconds >= 0 (0 = never), found {trim_interval_s}")
         self.scorer = scorer
         self.on_result = on_result
         self.max_batch = max_batch
@@ -83,6 +88,12 @@ class Batcher:
         self._freed = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spoofwatch-infer")
         self._on_drop: list[Callable[[WindowJob], None]] = []
+        # Free heap pages go back to the OS at most every trim_interval_s, after batches
+        # were scored since the last trim, or once the queue has been idle that long
+        # (see spoofwatch.stream.heap).
+        self.trim_interval_s = trim_interval_s if can_release_free_heap() else 0.0
+        self._last_trim = time.monotonic()
+        self._scored_since_trim = False
 
     @property
     def queued(self) -> int:
@@ -153,6 +164,12 @@ class Batcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self.trim_interval_s > 0 and not self._has_work.is_set():
+                try:
+                    await asyncio.wait_for(self._has_work.wait(), timeout=self.trim_interval_s)
+                except TimeoutError:
+                    await self._trim_heap(loop)
+                    continue
             await self._has_work.wait()
             if len(self._queue) < self.max_batch and self.max_wait_s > 0:
                 deadline = self._queue[0].ready_at + self.max_wait_s if self._queue else 0.0
@@ -175,6 +192,19 @@ class Batcher:
             finally:
                 self._in_flight -= streams
                 self._freed.set()
+            await self._trim_heap(loop)
+
+    async def _trim_heap(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Release free heap pages if batches were scored and trim_interval_s has passed.
+        The check and the claim run on the event loop, so two workers never both trim."""
+        if not (self.trim_interval_s > 0 and self._scored_since_trim):
+            return
+        if time.monotonic() - self._last_trim < self.trim_interval_s:
+            return
+        self._scored_since_trim = False
+        self._last_trim = time.monotonic()
+        if await loop.run_in_executor(self._executor, release_free_heap):
+            self.counters.heap_trims += 1
 
     async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[WindowJob]) -> None:
         windows = np.stack([job.window.samples for job in batch])
@@ -190,5 +220,6 @@ class Batcher:
         self.counters.busy_s += time.perf_counter() - started
         self.counters.batches += 1
         self.counters.scored += len(batch)
+        self._scored_since_trim = True
         for job, score in zip(batch, scores, strict=True):
             await self.on_result(job, float(score), None)

@@ -221,6 +221,7 @@ class Pipeline:
             max_wait_ms=self.engine_config.max_wait_ms,
             max_queue=self.engine_config.queue_windows,
             workers=self.engine_config.workers,
+            trim_interval_s=self.engine_config.heap_trim_interval_s,
         )
         self.batcher.on_drop(self._on_drop)
         self.streams: dict[str, StreamHandle] = {}
