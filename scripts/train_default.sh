@@ -2,14 +2,16 @@
 # Reproduce the detector shipped in src/spoofwatch/model/default from ../shared/corpus:
 # Whisper base hidden states 0-4 (the encoder runs only its first 4 layers) fused with
 # LFCC and per-band phase-coherence statistics (--spectral lfcc-phase) in one logistic
-# head, 4 s windows (2 s apart in training, 1 s when streaming), both classes through the clean and the G.711 telephone channel, affine LLR
-# calibration on dev. The encoder runs with dynamic int8 Linear layers (int8-all) and the
+# head, 4 s windows (2 s apart in training, 1 s when streaming), both classes through the
+# clean and the G.711 telephone channel; affine LLR calibration and the threshold on dev
+# windows of those two channels and of callers at a random level through G.711
+# (--calibration-channels; `--calibration-channels clean,telephone` gives the previous one). The encoder runs with dynamic int8 Linear layers (int8-all) and the
 # head is fitted on those int8 features: 33 real-time streams on 2 cores against 23 in
 # float32, dev EER no worse (docs/benchmarks.md); `--quantization none` gives the float32
 # detector. Layers, the spectral fusion and the L2 strength (C 0.001) were chosen by
 # leave-one-source-out validation (README, Accuracy). Every window is brought to an active
 # speech level of -26 dBFS before the encoders (--level-dbfs), so scores do not depend on
-# the caller's level; `--level-dbfs` omitted trains the unlevelled detector. Embeddings are
+# the caller's level; `--level-dbfs none` trains the unlevelled detector. Embeddings are
 # cached, so a re-run takes about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,6 @@ CORPUS="${CORPUS:-../shared/corpus}"
   --manifest "$CORPUS/manifest.csv" \
   --out src/spoofwatch/model/default \
   --encoder whisper-base --window-s 4 --hop-s 1 --train-hop-s 2 \
-  --channels clean,telephone --layers 0,1,2,3,4 --truncate-encoder \
+  --channels clean,telephone --calibration-channels clean,telephone,telephone-level --layers 0,1,2,3,4 --truncate-encoder \
   --spectral lfcc-phase --spectral-weight 2 --quantization int8-all --C 0.001 --level-dbfs -26 \
   --name spoofwatch-default-whisper-base-lfcc-phase "$@"

@@ -144,6 +144,28 @@ def test_level_option_takes_dbfs_or_none(capsys: pytest.CaptureFixture[str]) -> 
     assert "expected a level in dBFS (e.g. -26) or none, found 'loud'" in capsys.readouterr().err
 
 
+def test_train_passes_calibration_channels(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import spoofwatch.train.pipeline as pipeline
+    from spoofwatch.cli import build_parser, cmd_train
+
+    seen = []
+
+    def fake_train(items: object, dev: object, out: object, options: object) -> dict[str, str]:
+        seen.append(options)
+        return {}
+
+    monkeypatch.setattr(pipeline, "train_detector", fake_train)
+    monkeypatch.setattr("spoofwatch.cli._read_items", lambda args, prefix="": [] if not prefix else None)
+    base = ["train", "--manifest", "m.csv", "--out", str(tmp_path / "d")]
+    cmd_train(build_parser().parse_args(base), io.StringIO())
+    cmd_train(
+        build_parser().parse_args([*base, "--calibration-channels", "clean,telephone,telephone-level"]),
+        io.StringIO(),
+    )
+    assert seen[0].calibration_channels is None and seen[0].channels == ("clean", "telephone")
+    assert seen[1].calibration_channels == ("clean", "telephone", "telephone-level")
+
+
 def test_spectral_option_offers_every_front_end_the_pipeline_builds(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

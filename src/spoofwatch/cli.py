@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--channels", default="clean,telephone", help="channels applied to both classes: " + _CHANNEL_NAMES
     )
+    tr.add_argument(
+        "--calibration-channels",
+        metavar="CHANNELS",
+        help="channels of the dev windows that calibrate the head, set the threshold and are "
+        "reported (default: --channels)",
+    )
     tr.add_argument("--layers", help="comma-separated hidden states (default: chosen on dev)")
     tr.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     tr.add_argument("--name", default="spoofwatch-detector", help="detector name in the model card")
@@ -403,6 +409,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         hop_s=args.hop_s,
         train_hop_s=args.train_hop_s,
         channels=tuple(c for c in args.channels.split(",") if c),
+        calibration_channels=(
+            tuple(c for c in args.calibration_channels.split(",") if c) if args.calibration_channels else None
+        ),
         layers=None if not args.layers else tuple(int(x) for x in args.layers.split(",")),
         C=args.C,
         name=args.name,

@@ -4,6 +4,7 @@ to disk and a synthetic labelled corpus (tones = spoof), with the embedding cach
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ import soundfile as sf
 import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+from spoofwatch.config import ConfigError
 from spoofwatch.errors import ArtifactMismatchError
 from spoofwatch.model.artifact import load_detector, read_card
+from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.train.corpus import LabelledItem
-from spoofwatch.train.evaluate import evaluate_detector, llr_threshold
+from spoofwatch.train.evaluate import detector_embeddings, evaluate_detector, llr_threshold
 from spoofwatch.train.pipeline import TrainOptions, encoder_spec, train_detector, truncated_spec
 
 RATE = 16000
@@ -252,3 +255,48 @@ def test_a_levelled_card_is_fitted_and_evaluated_on_levelled_windows(
     result = evaluate_detector(out, [it for it in items if it.split == "dev"], progress=False)
     for key in ("cllr", "act_dcf", "min_dcf", "eer"):
         assert report["dev"]["clean"][key] == pytest.approx(getattr(result.metrics, key), abs=1e-9), key
+
+
+def test_calibration_channels_calibrate_and_report_on_other_dev_channels(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> None:
+    model, items = workspace
+    dev = [it for it in items if it.split == "dev"]
+    base = TrainOptions(
+        encoder=f"hf:{model}", window_s=2.0, hop_s=1.0, train_hop_s=1.0, channels=("clean",),
+        layers=(0, 1), C=1.0, name="tiny", spectral="lfcc",
+    )
+    plain = train_detector(items, None, tmp_path / "plain", base, progress=False)
+    options = replace(base, calibration_channels=("clean", "telephone"))
+    report = train_detector(items, None, tmp_path / "wide", options, progress=False)
+    assert set(plain["dev"]) == {"clean"} and set(report["dev"]) == {"clean", "telephone"}
+    assert set(read_card(tmp_path / "wide")["metrics"]["dev"]) == {"clean", "telephone"}
+    narrow, wide = load_detector(tmp_path / "plain"), load_detector(tmp_path / "wide")
+    # The head is fitted on the training channels alone, so it is the same...
+    np.testing.assert_array_equal(narrow.head.coef_, wide.head.coef_)
+    # ...and the calibration is the one fitted on the dev windows of both channels pooled.
+    raw = {
+        c: (wide.head.decision_function(e.select_layers(wide.settings.layers)), e.labels())
+        for c in ("clean", "telephone")
+        for e in [detector_embeddings(wide, dev, c, False)]
+    }
+    pooled = AffineCalibration.fit(
+        np.concatenate([r[y == 1] for r, y in raw.values()]),
+        np.concatenate([r[y == 0] for r, y in raw.values()]),
+    )
+    assert wide.calibration.scale == pytest.approx(pooled.scale)
+    assert wide.calibration.offset == pytest.approx(pooled.offset)
+    assert narrow.calibration != wide.calibration
+    # The card's telephone metrics are what eval measures on that channel.
+    result = evaluate_detector(tmp_path / "wide", dev, channel="telephone", progress=False)
+    assert report["dev"]["telephone"]["cllr"] == pytest.approx(result.metrics.cllr, abs=1e-9)
+
+
+def test_an_unknown_calibration_channel_is_refused_before_extraction(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> None:
+    model, items = workspace
+    options = TrainOptions(encoder=f"hf:{model}", calibration_channels=("clean", "radio"))
+    with pytest.raises(ConfigError, match="unknown channel 'radio'"):
+        train_detector(items, None, tmp_path / "out", options, progress=False)
+    assert not (tmp_path / "cache").exists()
