@@ -7,7 +7,7 @@ server's resident memory then rises in steps that never come back, which looks l
 leak. Measured with two inference threads scoring 13,600 random batches of 1–16 windows
 flat out: resident memory with the threads idle wandered between 880 and 990 MB; with a
 trim every 15 s it stayed at 496 MB, at the same throughput (a trim takes about 30 ms).
-Fixing the mmap threshold instead (``mallopt``) held 500 MB but cost 42 % of throughput,
+Fixing the mmap threshold instead (``mallopt``) held 500 MB but cost 43 % of throughput,
 since every large tensor then page-faults afresh. No library wraps this call, hence ctypes.
 """
 
