@@ -165,8 +165,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             if self.trim_interval_s > 0 and not self._has_work.is_set():
-                try:
-                    await asyncio.wait_for(self._has_work.wait(), timeout=self.trim_interval_s)
+                try:  # asyncio.timeout, not wait_for: no extra task per idle wait
+                    async with asyncio.timeout(self.trim_interval_s):
+                        await self._has_work.wait()
                 except TimeoutError:
                     await self._trim_heap(loop)
                     continue
