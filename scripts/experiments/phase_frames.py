@@ -14,26 +14,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
+from spectral_blocks import cached_sets, extra_blocks, print_loso
 
 from spoofwatch.model.encoders.lfcc import linear_filterbank
 from spoofwatch.model.encoders.phase import phase_coherence
-from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
-from spoofwatch.model.level import normalise_level
 from spoofwatch.model.pooling import mean_std_pool
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.windowing import WindowConfig, cut_windows
-from spoofwatch.train.channel import get_channel
-from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
-from spoofwatch.train.pipeline import feature_encoder
-from spoofwatch.train.validate import leave_one_source_out
-
-LEVEL_DBFS = -26.0
 
 
 def coherence(windows: torch.Tensor, n_fft: int, window: torch.Tensor) -> torch.Tensor:
@@ -50,59 +38,20 @@ VARIANTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def variant_features(base: EmbeddingSet, channel: str) -> dict[str, np.ndarray]:
-    transform = get_channel(channel)
-    config = WindowConfig(16000, 4.0, 2.0)
-    out: dict[str, list[np.ndarray]] = {name: [] for name in VARIANTS}
-    with torch.inference_mode():
-        for i, item in enumerate(base.items):
-            if not (base.item_index == i).any():
-                continue
-            samples = transform(load_audio(item.path, 16000).samples, 16000)
-            windows = torch.from_numpy(np.stack([w.samples for w in cut_windows(samples, config)]))
-            windows = normalise_level(windows, 16000, LEVEL_DBFS)
-            for name, fn in VARIANTS.items():
-                out[name].append(fn(windows).numpy())
-    return {name: np.concatenate(parts) for name, parts in out.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--manifest", type=Path, required=True)
     args = parser.parse_args()
-    items = read_manifest(args.manifest)
-    spec = EncoderSpec("whisper-ct2", "whisper-base")
-    _, _, whisper = feature_encoder(spec, 4.0, [0, 1, 2, 3, 4], "int8-all")
-    lfcc = build_encoder(EncoderSpec("lfcc", "lfcc"), 4.0)
-    window = WindowConfig(16000, 4.0, 2.0)
-    sets = {
-        ch: extract_with_spectral(items, whisper, lfcc, window, channel=ch, level_dbfs=LEVEL_DBFS)
-        for ch in ("clean", "telephone")
+    sets = cached_sets(args.manifest, "lfcc")
+    extra = {
+        ch: extra_blocks(s, ch, lambda x: {name: fn(x) for name, fn in VARIANTS.items()})
+        for ch, s in sets.items()
     }
-    extra = {ch: variant_features(sets[ch], ch) for ch in sets}
-    layers = [0, 1, 2, 3, 4]
-
-    def run(name: str, with_block: Callable[[EmbeddingSet, str], EmbeddingSet]) -> None:
-        chosen = {ch: with_block(s, ch) for ch, s in sets.items()}
-        eers = []
-        for test in ("clean", "telephone"):
-            result = leave_one_source_out(
-                list(chosen.values()), chosen[test], layers, C=0.001, spectral_weight=2.0,
-                test_channel=test, progress=False,
-            )
-            eers.append(100 * result.metrics.eer)
-        print(f"{name:32s} LOSO clean {eers[0]:5.2f} %  telephone {eers[1]:5.2f} %", flush=True)
-
-    run("LFCC only", lambda s, ch: s)
+    print_loso("LFCC only", sets, {ch: [] for ch in sets})
     for name in VARIANTS:
-        run(
-            f"LFCC + coherence, {name}",
-            lambda s, ch, name=name: replace(  # type: ignore[misc]
-                s, spectral=np.concatenate([s.spectral, extra[ch][name]], axis=1)
-            ),
-        )
+        print_loso(f"LFCC + coherence, {name}", sets, {ch: [extra[ch][name]] for ch in sets})
 
 
 if __name__ == "__main__":

@@ -21,25 +21,14 @@ blocks take about a minute per channel.
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
+from spectral_blocks import cached_sets, extra_blocks, print_loso
 
 from spoofwatch.model.encoders.lfcc import HOP, N_FFT, linear_filterbank
 from spoofwatch.model.encoders.phase import phase_coherence
-from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
-from spoofwatch.model.level import normalise_level
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.windowing import WindowConfig, cut_windows
-from spoofwatch.train.channel import get_channel
-from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
-from spoofwatch.train.pipeline import feature_encoder
-from spoofwatch.train.validate import leave_one_source_out
 
-LEVEL_DBFS = -26.0
 BANDS = linear_filterbank(20, N_FFT, 16000).double()
 WINDOW = torch.hann_window(N_FFT, periodic=True, dtype=torch.float64)
 BINS = torch.arange(N_FFT // 2 + 1, dtype=torch.float64)
@@ -78,51 +67,15 @@ def candidates(windows: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def candidate_features(base: EmbeddingSet, channel: str) -> dict[str, np.ndarray]:
-    transform = get_channel(channel)
-    config = WindowConfig(16000, 4.0, 2.0)
-    out: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
-        for i, item in enumerate(base.items):
-            if not (base.item_index == i).any():
-                continue
-            samples = transform(load_audio(item.path, 16000).samples, 16000)
-            windows = torch.from_numpy(np.stack([w.samples for w in cut_windows(samples, config)]))
-            windows = normalise_level(windows, 16000, LEVEL_DBFS)
-            for name, values in candidates(windows).items():
-                out.setdefault(name, []).append(values.float().numpy())
-    return {name: np.concatenate(parts) for name, parts in out.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--manifest", type=Path, required=True)
     args = parser.parse_args()
-    items = read_manifest(args.manifest)
-    _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, [0, 1, 2, 3, 4], "int8-all")
-    spectral = build_encoder(EncoderSpec("lfcc-phase", "lfcc-phase"), 4.0)
-    window = WindowConfig(16000, 4.0, 2.0)
-    sets = {
-        ch: extract_with_spectral(items, whisper, spectral, window, channel=ch, level_dbfs=LEVEL_DBFS)
-        for ch in ("clean", "telephone")
-    }
-    extra = {ch: candidate_features(sets[ch], ch) for ch in sets}
-    layers = [0, 1, 2, 3, 4]
+    sets = cached_sets(args.manifest, "lfcc-phase")
+    extra = {ch: extra_blocks(s, ch, candidates) for ch, s in sets.items()}
 
     def run(label: str, names: list[str]) -> None:
-        def block(s: EmbeddingSet, ch: str) -> EmbeddingSet:
-            assert s.spectral is not None
-            return replace(s, spectral=np.concatenate([s.spectral, *(extra[ch][n] for n in names)], axis=1))
-
-        chosen = {ch: block(s, ch) for ch, s in sets.items()}
-        eers = []
-        for test in ("clean", "telephone"):
-            result = leave_one_source_out(
-                list(chosen.values()), chosen[test], layers, C=0.001, spectral_weight=2.0,
-                test_channel=test, progress=False,
-            )
-            eers.append(100 * result.metrics.eer)
-        print(f"{label:48s} LOSO clean {eers[0]:5.2f} %  telephone {eers[1]:5.2f} %", flush=True)
+        print_loso(label, sets, {ch: [extra[ch][n] for n in names] for ch in sets})
 
     run("shipped lfcc-phase", [])
     for name in extra["clean"]:

@@ -1,0 +1,74 @@
+"""Shared by the spectral-block experiments (phase_frames.py, phase_pooling.py): the shipped
+recipe's cached features, extra per-window blocks computed on the same levelled windows,
+and leave-one-source-out with those blocks appended to the spectral ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.model.level import normalise_level
+from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.stream.windowing import WindowConfig, cut_windows
+from spoofwatch.train.channel import get_channel
+from spoofwatch.train.corpus import read_manifest
+from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
+from spoofwatch.train.pipeline import feature_encoder
+from spoofwatch.train.validate import leave_one_source_out
+
+LEVEL_DBFS = -26.0
+LAYERS = [0, 1, 2, 3, 4]
+CHANNELS = ("clean", "telephone")
+WINDOW = WindowConfig(16000, 4.0, 2.0)
+
+
+def cached_sets(manifest: Path, spectral_kind: str) -> dict[str, EmbeddingSet]:
+    """Whisper base states 0-4 (int8-all) and the ``spectral_kind`` block of every levelled
+    training window, per channel, from the embedding cache (or extracted into it)."""
+    items = read_manifest(manifest)
+    _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
+    spectral = build_encoder(EncoderSpec(spectral_kind, spectral_kind), 4.0)
+    return {
+        ch: extract_with_spectral(items, whisper, spectral, WINDOW, channel=ch, level_dbfs=LEVEL_DBFS)
+        for ch in CHANNELS
+    }
+
+
+def extra_blocks(
+    base: EmbeddingSet, channel: str, blocks: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+) -> dict[str, np.ndarray]:
+    """``blocks(windows)`` for each item's levelled windows, in ``base``'s window order."""
+    transform = get_channel(channel)
+    out: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for i, item in enumerate(base.items):
+            if not (base.item_index == i).any():
+                continue
+            samples = transform(load_audio(item.path, 16000).samples, 16000)
+            windows = torch.from_numpy(np.stack([w.samples for w in cut_windows(samples, WINDOW)]))
+            windows = normalise_level(windows, 16000, LEVEL_DBFS)
+            for name, values in blocks(windows).items():
+                out.setdefault(name, []).append(values.float().numpy())
+    return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def print_loso(label: str, sets: dict[str, EmbeddingSet], appended: dict[str, list[np.ndarray]]) -> None:
+    """Leave-one-source-out EER, clean and telephone (C 0.001, spectral weight 2, trained on
+    both channels), with ``appended[channel]`` after each set's spectral features."""
+    chosen = {}
+    for ch, s in sets.items():
+        assert s.spectral is not None
+        chosen[ch] = replace(s, spectral=np.concatenate([s.spectral, *appended[ch]], axis=1))
+    eers = []
+    for test in CHANNELS:
+        result = leave_one_source_out(
+            list(chosen.values()), chosen[test], LAYERS, C=0.001, spectral_weight=2.0,
+            test_channel=test, progress=False,
+        )
+        eers.append(100 * result.metrics.eer)
+    print(f"{label:48s} LOSO clean {eers[0]:5.2f} %  telephone {eers[1]:5.2f} %", flush=True)
