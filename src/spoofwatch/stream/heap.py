@@ -16,10 +16,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import logging
 from collections.abc import Callable
-
-logger = logging.getLogger(__name__)
 
 
 @functools.cache
