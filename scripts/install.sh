@@ -16,6 +16,8 @@ APT_PACKAGES=(
   sox                # audio conversion in tests and examples
   chromium           # headless browser for the dashboard test
   chromium-driver    # its WebDriver (Selenium uses this one, never downloads)
+  build-essential    # C compiler for the FARGAN vocoder (training data, scripts/build_fargan.sh)
+  curl               # fetches the Opus source that vocoder comes in
 )
 
 if command -v apt-get >/dev/null 2>&1; then
@@ -44,4 +46,11 @@ fi
 # Convert the pinned Whisper weights once (hash-verified), so the first score is fast.
 .venv/bin/python -c "from spoofwatch.model.encoders.whisper_ct2 import ensure_converted; \
 from spoofwatch.model.encoders.weights import PINNED; [ensure_converted(w) for w in PINNED.values()]"
+# The FARGAN neural vocoder makes extra spoof training data (`spoofwatch copysynth`); built
+# once (about a minute). Scoring does not need it, so a failed build only warns.
+FARGAN="${SPOOFWATCH_FARGAN:-${SPOOFWATCH_CACHE:-$HOME/.cache/spoofwatch}/fargan/fargan_demo}"
+if [ ! -x "$FARGAN" ]; then
+  bash scripts/build_fargan.sh || echo "install.sh: the FARGAN vocoder did not build; \
+spoofwatch copysynth and its test need it (bash scripts/build_fargan.sh)" >&2
+fi
 echo "spoofwatch installed in .venv ($(.venv/bin/spoofwatch --version))"

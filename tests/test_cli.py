@@ -150,7 +150,9 @@ def test_train_passes_calibration_channels(monkeypatch: pytest.MonkeyPatch, tmp_
 
     seen = []
 
-    def fake_train(items: object, dev: object, out: object, options: object) -> dict[str, str]:
+    def fake_train(
+        items: object, dev: object, out: object, options: object, extra_items: object = ()
+    ) -> dict[str, str]:
         seen.append(options)
         return {}
 

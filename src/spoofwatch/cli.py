@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="channels of the dev windows that calibrate the head, set the threshold and are "
         "reported (default: --channels)",
     )
+    tr.add_argument(
+        "--extra-manifest",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="training-only items, e.g. vocoder copies from `spoofwatch copysynth` (repeatable); "
+        "rows of split dev are left out, and none is scored on dev",
+    )
     tr.add_argument("--layers", help="comma-separated hidden states (default: chosen on dev)")
     tr.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     tr.add_argument("--name", default="spoofwatch-detector", help="detector name in the model card")
@@ -130,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument(
         "--test-channel", default="clean", help="channel of the held-out clips: " + _CHANNEL_NAMES
     )
+    lo.add_argument(
+        "--extra-manifest",
+        action="append",
+        default=[],
+        metavar="CSV",
+        help="training-only items, e.g. vocoder copies from `spoofwatch copysynth` (repeatable); "
+        "each fold trains on those whose source is not held out, and none is scored",
+    )
     lo.add_argument("--layers", default="0,1,2,3", help="comma-separated hidden states")
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     lo.add_argument(
@@ -148,6 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_level_option(lo)
     lo.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
 
+    cs = sub.add_parser(
+        "copysynth", help="neural-vocoder copies of the bona fide clips, as extra spoof training data"
+    )
+    _add_dataset(cs)
+    cs.add_argument("--out", required=True, metavar="DIR", help="folder for the copies and manifest.csv")
+    cs.add_argument(
+        "--vocoder",
+        metavar="PROGRAM",
+        help="FARGAN demo program (default: $SPOOFWATCH_FARGAN or the one scripts/build_fargan.sh builds)",
+    )
+    cs.add_argument(
+        "--pitch-shift",
+        default="1.1,1.35",
+        metavar="LOW,HIGH",
+        help="scale each copy's pitch up or down by a factor drawn from [LOW, HIGH]; none: keep it",
+    )
+    cs.add_argument("--workers", type=int, default=0, help="vocoder processes at once (0 = CPU count)")
     sv = sub.add_parser("serve", help="run the streaming server (WebSocket, MQTT, local sources)")
     _add_server_options(sv)
     sv.add_argument("--host", help="address to bind (default 127.0.0.1)")
@@ -346,6 +379,12 @@ def _read_items(args: argparse.Namespace, prefix: str = "") -> list[Any] | None:
     return None
 
 
+def _read_extra_items(paths: Sequence[str]) -> list[Any]:
+    from spoofwatch.train.corpus import read_manifest
+
+    return [item for path in paths for item in read_manifest(path)]
+
+
 def _window_lengths(text: str) -> tuple[float, ...]:
     try:
         lengths = tuple(float(x) for x in text.split(",") if x.strip())
@@ -423,7 +462,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         spectral_weight=args.spectral_weight,
         level_dbfs=args.level_dbfs,
     )
-    report = train_detector(items, dev_items, Path(args.out), options)
+    report = train_detector(
+        items, dev_items, Path(args.out), options, extra_items=_read_extra_items(args.extra_manifest)
+    )
     if args.json:
         print(json.dumps(report), file=out)
     else:
@@ -455,6 +496,12 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     test_set = extract_with_spectral(
         items, encoder, spectral, window, channel=args.test_channel, level_dbfs=args.level_dbfs
     )
+    extra_items = _read_extra_items(args.extra_manifest)
+    extra_sets = [
+        extract_with_spectral(extra_items, encoder, spectral, window, channel=c, level_dbfs=args.level_dbfs)
+        for c in args.train_channels.split(",")
+        if c and extra_items
+    ]
     result = leave_one_source_out(
         train_sets,
         test_set,
@@ -462,12 +509,15 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         C=args.C,
         spectral_weight=args.spectral_weight,
         test_channel=args.test_channel,
+        extra_sets=extra_sets,
     )
     summary = {
         **result.metrics.to_dict(),
         "protocol": "leave-one-source-out",
         "test_channel": args.test_channel,
         "train_channels": args.train_channels,
+        "extra_manifests": args.extra_manifest,
+        "extra_items": len(extra_items),
         "spectral": args.spectral,
         "spectral_weight": args.spectral_weight,
         "quantization": args.quantization,
@@ -489,6 +539,23 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_copysynth(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.train.copysynth import find_vocoder, parse_pitch_shift, write_copies
+
+    vocoder = find_vocoder(args.vocoder)
+    pitch_shift = parse_pitch_shift(args.pitch_shift)
+    if args.workers < 0:
+        raise ConfigError(f"--workers: expected 0 (CPU count) or more, found {args.workers}")
+    items = _read_items(args) or []
+    report = write_copies(
+        items, Path(args.out), vocoder, pitch_shift=pitch_shift, workers=args.workers or None
+    )
+    print(f"{report.written} copies in {report.manifest}", file=out)
+    if report.failed:
+        print(f"{len(report.failed)} clips not copied (see the warnings above)", file=out)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.bench import cmd_bench as run
 
@@ -505,6 +572,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "soak": cmd_soak,
     "loso": cmd_loso,
+    "copysynth": cmd_copysynth,
     "score": cmd_score,
     "eval": cmd_eval,
     "train": cmd_train,

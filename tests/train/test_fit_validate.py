@@ -79,6 +79,49 @@ def test_leave_one_source_out_never_trains_on_the_held_out_source() -> None:
     assert result.metrics.n_bonafide + result.metrics.n_spoof == len(items)
 
 
+def _b_only_in_state_2(items: list[LabelledItem], seed: int) -> EmbeddingSet:
+    """Source "b" separable only through state 2, the others only through state 0."""
+    emb = _embed(items, 0, seed)
+    b_windows = np.array([items[i].source == "b" for i in emb.item_index])
+    emb.features[b_windows, 0, :] = np.random.default_rng(seed).standard_normal((b_windows.sum(), 2 * WIDTH))
+    sign = np.array([1.0 if items[i].label == "bonafide" else -1.0 for i in emb.item_index])
+    emb.features[b_windows, 2, :] += 3.0 * sign[b_windows, None]
+    return emb
+
+
+def test_leave_one_source_out_trains_on_extra_items_of_other_sources_and_never_scores_them() -> None:
+    items = _items(300, ["a", "b", "c"], 4)
+    emb = _b_only_in_state_2(items, 4)
+    # Extra items of source "a" that show state 2's evidence: the folds holding out "b"
+    # learn it from them, so "b" is now scored well.
+    extra_items = [
+        LabelledItem(Path(f"/x/extra_{i}.flac"), it.label, f"extra_{i}", system="X", source="a")
+        for i, it in enumerate(_items(200, ["a"], 6))
+    ]
+    extra = _embed(extra_items, 2, 6)
+    extra.features[:, 2, :] *= 2.0
+    without = leave_one_source_out([emb], emb, [0, 1, 2], progress=False)
+    with_extra = leave_one_source_out([emb], emb, [0, 1, 2], progress=False, extra_sets=[extra])
+    assert without.per_source_eer["b"] > 0.2
+    assert with_extra.per_source_eer["b"] < 0.1
+    assert with_extra.metrics.n_bonafide + with_extra.metrics.n_spoof == len(items)
+    assert "X" not in with_extra.metrics.per_system
+
+
+def test_leave_one_source_out_holds_extra_items_out_with_their_source() -> None:
+    items = _items(300, ["a", "b", "c"], 4)
+    emb = _b_only_in_state_2(items, 4)
+    # The same evidence, but in extra items of source "b" itself: its fold must not see them.
+    extra_items = [
+        LabelledItem(Path(f"/x/extra_{i}.flac"), it.label, f"extra_{i}", system="X", source="b@v2")
+        for i, it in enumerate(_items(200, ["b"], 6))
+    ]
+    extra = _embed(extra_items, 2, 6)
+    extra.features[:, 2, :] *= 2.0
+    result = leave_one_source_out([emb], emb, [0, 1, 2], progress=False, extra_sets=[extra])
+    assert result.per_source_eer["b"] > 0.2
+
+
 def test_leave_one_source_out_needs_two_sources() -> None:
     items = _items(20, ["only"], 5)
     emb = _embed(items, 0, 5)

@@ -300,3 +300,85 @@ def test_an_unknown_calibration_channel_is_refused_before_extraction(
     with pytest.raises(ConfigError, match="unknown channel 'radio'"):
         train_detector(items, None, tmp_path / "out", options, progress=False)
     assert not (tmp_path / "cache").exists()
+
+
+def _extra_copies(root: Path) -> list[LabelledItem]:
+    """Stand-ins for vocoder copies: noise labelled spoof, two of split train, two of dev."""
+    items = []
+    for i, split in enumerate(("train", "train", "dev", "dev")):
+        path = root / f"copy{i}.wav"
+        sf.write(path, clip("bonafide", 500 + i), RATE)
+        items.append(
+            LabelledItem(path, "spoof", f"copy{i}", system="copy", split=split, source=f"src-{split}-0")
+        )
+    return items
+
+
+def test_extra_items_train_the_head_but_never_the_dev_measures(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> None:
+    model, items = workspace
+    options = TrainOptions(
+        encoder=f"hf:{model}",
+        window_s=2.0,
+        hop_s=1.0,
+        train_hop_s=1.0,
+        channels=("clean",),
+        layers=(0, 1, 2),
+        C=1.0,
+        name="tiny-extra",
+    )
+    extra = _extra_copies(tmp_path / "audio")
+    train_detector(items, None, tmp_path / "plain", options, progress=False)
+    report = train_detector(items, None, tmp_path / "extra", options, progress=False, extra_items=extra)
+    card = read_card(tmp_path / "extra")
+    assert card["training"]["extra_train_items"] == {"copy": 2}  # the dev-split copies are left out
+    assert card["training"]["train_items"] == {"bonafide": 8, "spoof": 10}
+    assert card["training"]["dev_items"] == {"bonafide": 6, "spoof": 6}
+    assert report["threshold"]["dev_clips"] == {"bonafide": 6, "spoof": 6}
+    plain, with_extra = load_detector(tmp_path / "plain").head, load_detector(tmp_path / "extra").head
+    assert not np.allclose(plain.coef_, with_extra.coef_)
+
+
+def test_loso_command_trains_on_extra_manifests_without_scoring_them(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> None:
+    import csv
+    import io
+
+    from spoofwatch.cli import main
+
+    model, items = workspace
+    paths = {"manifest.csv": items, "extra.csv": _extra_copies(tmp_path / "audio")}
+    for name, listed in paths.items():
+        with open(tmp_path / name, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "utt_id", "split", "source"])
+            for it in listed:
+                writer.writerow([it.path, it.label, it.utt_id, it.split, it.source])
+    out = io.StringIO()
+    argv = [
+        "loso",
+        "--manifest",
+        str(tmp_path / "manifest.csv"),
+        "--extra-manifest",
+        str(tmp_path / "extra.csv"),
+    ]
+    argv += [
+        "--encoder",
+        f"hf:{model}",
+        "--window-s",
+        "2",
+        "--hop-s",
+        "1",
+        "--layers",
+        "0,1,2",
+        "--C",
+        "1",
+        "--json",
+    ]
+    assert main(argv, out) == 0
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert summary["extra_items"] == 4 and summary["extra_manifests"] == [str(tmp_path / "extra.csv")]
+    assert summary["n_bonafide"] == summary["n_spoof"] == 14  # the copies are never scored
+    assert "copy" not in summary["per_system"]

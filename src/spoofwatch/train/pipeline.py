@@ -144,7 +144,11 @@ def train_detector(
     options: TrainOptions,
     *,
     progress: bool = True,
+    extra_items: Sequence[LabelledItem] = (),
 ) -> dict[str, Any]:
+    """Fit, calibrate and save a detector. ``extra_items`` (e.g. vocoder copies of bona fide
+    clips) join the training items only; those of split ``dev`` are left out, so a copy of
+    a dev clip never trains the head that dev measures."""
     policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
     check_quantization(options.quantization)
     check_backend(options.backend)
@@ -155,6 +159,13 @@ def train_detector(
     for channel in (*options.channels, *dev_channels):
         get_channel(channel)
     train, dev = split_train_dev(items, dev_items)
+    extra_train = [it for it in extra_items if it.split != "dev"]
+    if len(extra_train) < len(extra_items):
+        logger.info("extra items: %d of split dev left out", len(extra_items) - len(extra_train))
+    extra_systems: dict[str, int] = {}
+    for item in extra_train:
+        extra_systems[item.system] = extra_systems.get(item.system, 0) + 1
+    train = [*train, *extra_train]
     for problem in check_no_leakage(train, dev):
         logger.warning("train/dev leakage: %s", problem)
     spec, float_encoder, encoder = feature_encoder(
@@ -227,6 +238,7 @@ def train_detector(
                 "bonafide": sum(i.label == "bonafide" for i in dev),
                 "spoof": sum(i.label == "spoof" for i in dev),
             },
+            "extra_train_items": extra_systems,
             "train_windows": int(sum(len(s.features) for s in train_sets)),
             "sources": sorted({i.source for i in train}),
             "training_audio_licences": licences,

@@ -48,9 +48,14 @@ def leave_one_source_out(
     spectral_weight: float = 1.0,
     test_channel: str = "clean",
     progress: bool = True,
+    extra_sets: Sequence[EmbeddingSet] = (),
 ) -> LosoResult:
     """``train_sets`` (one per training channel) and ``test_set`` must cover the same items
-    in the same order; windows of the held-out source are never in its fold's training."""
+    in the same order; windows of the held-out source are never in its fold's training.
+
+    ``extra_sets`` are training-only items (e.g. vocoder copies of bona fide clips): each
+    fold trains on those whose source is not held out, and they are never scored.
+    """
     items = test_set.items
     if any(s.items != items for s in train_sets):
         raise DataError("train and test embedding sets must list the same items in the same order")
@@ -60,6 +65,14 @@ def leave_one_source_out(
         raise DataError(f"leave-one-source-out needs at least 2 sources, found {names}")
     labels = np.array([1 if it.label == "bonafide" else 0 for it in items])
     window_scores = np.full(len(test_set.features), np.nan)
+    extras = [
+        (
+            e,
+            np.array([_source_key(it) for it in e.items]),
+            np.array([1 if it.label == "bonafide" else 0 for it in e.items]),
+        )
+        for e in extra_sets
+    ]
     for name in tqdm(names, desc="leave-one-source-out", disable=not progress):
         held = sources == name
         xs, ys = [], []
@@ -67,6 +80,10 @@ def leave_one_source_out(
             keep = ~held[s.item_index]
             xs.append(s.select_layers(layers)[keep])
             ys.append(labels[s.item_index][keep])
+        for extra, extra_sources, extra_labels in extras:
+            keep = extra_sources[extra.item_index] != name
+            xs.append(extra.select_layers(layers)[keep])
+            ys.append(extra_labels[extra.item_index][keep])
         y = np.concatenate(ys)
         if len(set(y.tolist())) < 2:
             logger.warning("fold %s: training data lacks a class; skipped", name)
