@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LOW,HIGH",
         help="scale each copy's pitch up or down by a factor drawn from [LOW, HIGH]; none: keep it",
     )
+    cs.add_argument(
+        "--seed", type=int, default=0, help="another draw of pitch factors (names the copies -fargan-psSEED)"
+    )
     cs.add_argument("--workers", type=int, default=0, help="vocoder processes at once (0 = CPU count)")
     sv = sub.add_parser("serve", help="run the streaming server (WebSocket, MQTT, local sources)")
     _add_server_options(sv)
@@ -543,7 +546,7 @@ def cmd_copysynth(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.train.copysynth import find_vocoder, parse_pitch_shift, write_copies
 
     vocoder = find_vocoder(args.vocoder)
-    pitch_shift = parse_pitch_shift(args.pitch_shift)
+    pitch_shift = parse_pitch_shift(args.pitch_shift, args.seed)
     if args.workers < 0:
         raise ConfigError(f"--workers: expected 0 (CPU count) or more, found {args.workers}")
     items = _read_items(args) or []

@@ -101,8 +101,11 @@ def test_pitch_shift_draws_are_per_clip_deterministic_and_both_ways() -> None:
     assert factors == [shift.factor_for(f"utt{i}") for i in range(200)]
     assert all(1.1 <= f <= 1.35 or 1 / 1.35 <= f <= 1 / 1.1 for f in factors)
     assert 60 < sum(f > 1 for f in factors) < 140
+    other = [PitchShift(1.1, 1.35, seed=1).factor_for(f"utt{i}") for i in range(200)]
+    assert sum(a != b for a, b in zip(factors, other, strict=True)) > 190
     assert parse_pitch_shift("none") is None
     assert parse_pitch_shift("1.2,1.5") == PitchShift(1.2, 1.5)
+    assert parse_pitch_shift("1.2,1.5", seed=3) == PitchShift(1.2, 1.5, 3)
     for bad in ("1.2", "a,b", "0.5,1.2", "1.5,1.2", "1,nan"):
         with pytest.raises(ConfigError, match=r"pitch.shift"):
             parse_pitch_shift(bad)
@@ -203,6 +206,14 @@ def test_copysynth_command_writes_the_manifest(tmp_path: Path, fake_vocoder: Pat
         str(fake_vocoder),
     ]
     assert main([*argv, "--pitch-shift", "none", "--workers", "1"], out) == 0
+    assert (
+        main([*argv[:-2], "--out", str(tmp_path / "s"), "--vocoder", str(fake_vocoder), "--seed", "2"], out)
+        == 0
+    )
+    assert {c.utt_id for c in read_manifest(tmp_path / "s" / "manifest.csv")} == {
+        "clip0-fargan-ps2",
+        "clip1-fargan-ps2",
+    }
     assert f"2 copies in {tmp_path / 'c' / 'manifest.csv'}" in out.getvalue()
     assert "1 clips not copied" in out.getvalue()
     assert len(read_manifest(tmp_path / "c" / "manifest.csv")) == 2

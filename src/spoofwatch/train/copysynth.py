@@ -58,10 +58,11 @@ class VocoderError(SpoofwatchError):
 @dataclass(frozen=True)
 class PitchShift:
     """Scale each copy's pitch by a factor drawn per clip from [low, high], raised or
-    lowered with equal chance (a deterministic draw from the clip's utt_id)."""
+    lowered with equal chance (a deterministic draw from the clip's utt_id and ``seed``)."""
 
     low: float = 1.1
     high: float = 1.35
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high) and 1.0 <= self.low <= self.high <= 4.0):
@@ -70,13 +71,14 @@ class PitchShift:
             )
 
     def factor_for(self, utt_id: str) -> float:
-        digest = hashlib.sha256(utt_id.encode("utf-8")).digest()
+        key = utt_id if self.seed == 0 else f"{utt_id}#{self.seed}"
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
         factor = float(rng.uniform(self.low, self.high))
         return factor if rng.integers(2) else 1.0 / factor
 
 
-def parse_pitch_shift(text: str) -> PitchShift | None:
+def parse_pitch_shift(text: str, seed: int = 0) -> PitchShift | None:
     """``none`` or ``LOW,HIGH`` (e.g. ``1.1,1.35``)."""
     if text.strip().lower() == "none":
         return None
@@ -87,7 +89,7 @@ def parse_pitch_shift(text: str) -> PitchShift | None:
         raise ConfigError(
             f"--pitch-shift {text!r}: expected none or LOW,HIGH factors, e.g. 1.1,1.35"
         ) from None
-    return PitchShift(low, high)
+    return PitchShift(low, high, seed)
 
 
 def find_vocoder(path: str | os.PathLike[str] | None = None) -> Path:
@@ -163,7 +165,9 @@ def write_copies(
         raise DataError("copy-synthesis: expected bona fide items to copy, found none")
     audio_dir = out_dir / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "fargan" if pitch_shift is None else "fargan-ps"
+    suffix = "fargan"
+    if pitch_shift is not None:
+        suffix += f"-ps{pitch_shift.seed or ''}"
     system = "FARGAN-copy" if pitch_shift is None else "FARGAN-copy-pitch-shifted"
 
     def one(item: LabelledItem) -> dict[str, str]:
