@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "reported (default: --channels)",
     )
     tr.add_argument(
+        "--extra-channels",
+        metavar="CHANNELS",
+        help="channels the --extra-manifest items go through (default: --channels)",
+    )
+    tr.add_argument(
         "--extra-manifest",
         action="append",
         default=[],
@@ -137,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--train-channels", default="clean,telephone", help="channels of the training folds")
     lo.add_argument(
         "--test-channel", default="clean", help="channel of the held-out clips: " + _CHANNEL_NAMES
+    )
+    lo.add_argument(
+        "--extra-channels",
+        metavar="CHANNELS",
+        help="channels the --extra-manifest items go through (default: --train-channels)",
     )
     lo.add_argument(
         "--extra-manifest",
@@ -454,6 +464,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         calibration_channels=(
             tuple(c for c in args.calibration_channels.split(",") if c) if args.calibration_channels else None
         ),
+        extra_channels=tuple(c for c in args.extra_channels.split(",") if c) if args.extra_channels else None,
         layers=None if not args.layers else tuple(int(x) for x in args.layers.split(",")),
         C=args.C,
         name=args.name,
@@ -500,9 +511,10 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         items, encoder, spectral, window, channel=args.test_channel, level_dbfs=args.level_dbfs
     )
     extra_items = _read_extra_items(args.extra_manifest)
+    extra_channels = args.extra_channels or args.train_channels
     extra_sets = [
         extract_with_spectral(extra_items, encoder, spectral, window, channel=c, level_dbfs=args.level_dbfs)
-        for c in args.train_channels.split(",")
+        for c in extra_channels.split(",")
         if c and extra_items
     ]
     result = leave_one_source_out(
@@ -521,6 +533,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "train_channels": args.train_channels,
         "extra_manifests": args.extra_manifest,
         "extra_items": len(extra_items),
+        "extra_channels": extra_channels if extra_items else None,
         "spectral": args.spectral,
         "spectral_weight": args.spectral_weight,
         "quantization": args.quantization,

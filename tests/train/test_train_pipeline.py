@@ -333,11 +333,22 @@ def test_extra_items_train_the_head_but_never_the_dev_measures(
     report = train_detector(items, None, tmp_path / "extra", options, progress=False, extra_items=extra)
     card = read_card(tmp_path / "extra")
     assert card["training"]["extra_train_items"] == {"copy": 2}  # the dev-split copies are left out
-    assert card["training"]["train_items"] == {"bonafide": 8, "spoof": 10}
+    assert card["training"]["train_items"] == {"bonafide": 8, "spoof": 8}
     assert card["training"]["dev_items"] == {"bonafide": 6, "spoof": 6}
     assert report["threshold"]["dev_clips"] == {"bonafide": 6, "spoof": 6}
     plain, with_extra = load_detector(tmp_path / "plain").head, load_detector(tmp_path / "extra").head
     assert not np.allclose(plain.coef_, with_extra.coef_)
+    # The extra items through another channel: as many windows, other features.
+    windows = card["training"]["train_windows"]
+    assert windows > read_card(tmp_path / "plain")["training"]["train_windows"]
+    telephone = replace(options, extra_channels=("telephone",))
+    train_detector(items, None, tmp_path / "tel", telephone, progress=False, extra_items=extra)
+    assert read_card(tmp_path / "tel")["training"]["train_windows"] == windows
+    assert read_card(tmp_path / "tel")["training"]["options"]["extra_channels"] == ["telephone"]
+    assert not np.allclose(load_detector(tmp_path / "tel").head.coef_, with_extra.coef_)
+    with pytest.raises(ConfigError, match="unknown channel 'radio'"):
+        radio = replace(options, extra_channels=("radio",))
+        train_detector(items, None, tmp_path / "x", radio, extra_items=extra)
 
 
 def test_loso_command_trains_on_extra_manifests_without_scoring_them(
@@ -380,5 +391,6 @@ def test_loso_command_trains_on_extra_manifests_without_scoring_them(
     assert main(argv, out) == 0
     summary = json.loads(out.getvalue().strip().splitlines()[-1])
     assert summary["extra_items"] == 4 and summary["extra_manifests"] == [str(tmp_path / "extra.csv")]
+    assert summary["extra_channels"] == "clean,telephone"  # the training channels
     assert summary["n_bonafide"] == summary["n_spoof"] == 14  # the copies are never scored
     assert "copy" not in summary["per_system"]

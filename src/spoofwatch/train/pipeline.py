@@ -42,6 +42,9 @@ class TrainOptions:
     # conditions the detector meets (callers at any level through G.711) keeps actDCF
     # close to minDCF there too, not only on the channels it was fitted on.
     calibration_channels: tuple[str, ...] | None = None
+    # Channels the extra training items (train_detector's extra_items) go through; None =
+    # ``channels``.
+    extra_channels: tuple[str, ...] | None = None
     layers: tuple[int, ...] | None = None
     C: float = 0.01
     name: str = "spoofwatch-detector"
@@ -156,7 +159,8 @@ def train_detector(
         check_target(options.level_dbfs)
     spectral_spec = spectral_front_end_spec(options.spectral)
     dev_channels = options.calibration_channels or options.channels
-    for channel in (*options.channels, *dev_channels):
+    extra_channels = options.channels if options.extra_channels is None else options.extra_channels
+    for channel in (*options.channels, *dev_channels, *extra_channels):
         get_channel(channel)
     train, dev = split_train_dev(items, dev_items)
     extra_train = [it for it in extra_items if it.split != "dev"]
@@ -165,7 +169,6 @@ def train_detector(
     extra_systems: dict[str, int] = {}
     for item in extra_train:
         extra_systems[item.system] = extra_systems.get(item.system, 0) + 1
-    train = [*train, *extra_train]
     for problem in check_no_leakage(train, dev):
         logger.warning("train/dev leakage: %s", problem)
     spec, float_encoder, encoder = feature_encoder(
@@ -186,6 +189,14 @@ def train_detector(
         )
         for c in options.channels
     ]
+    if extra_train:
+        train_sets += [
+            extract_with_spectral(
+                extra_train, encoder, spectral, train_window,
+                channel=c, progress=progress, level_dbfs=options.level_dbfs,
+            )
+            for c in extra_channels
+        ]
     dev_sets = [
         extract_with_spectral(
             dev, encoder, spectral, dev_window,
@@ -221,7 +232,7 @@ def train_detector(
         if spec.layers is not None:
             identity = build_encoder(spec, options.window_s).identity
     licences: dict[str, int] = {}
-    for item in train:
+    for item in [*train, *extra_train]:
         key = item.extra.get("license", "unknown")
         licences[key] = licences.get(key, 0) + 1
     card_extra: dict[str, Any] = {
@@ -234,11 +245,11 @@ def train_detector(
                 "bonafide": sum(i.label == "bonafide" for i in train),
                 "spoof": sum(i.label == "spoof" for i in train),
             },
+            "extra_train_items": extra_systems,
             "dev_items": {
                 "bonafide": sum(i.label == "bonafide" for i in dev),
                 "spoof": sum(i.label == "spoof" for i in dev),
             },
-            "extra_train_items": extra_systems,
             "train_windows": int(sum(len(s.features) for s in train_sets)),
             "sources": sorted({i.source for i in train}),
             "training_audio_licences": licences,
