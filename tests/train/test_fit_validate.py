@@ -89,17 +89,23 @@ def _b_only_in_state_2(items: list[LabelledItem], seed: int) -> EmbeddingSet:
     return emb
 
 
+def _extra_showing_state_2(source: str) -> EmbeddingSet:
+    """200 extra items of ``source``, separable through state 2 (strongly)."""
+    extra_items = [
+        LabelledItem(Path(f"/x/extra_{i}.flac"), it.label, f"extra_{i}", system="X", source=source)
+        for i, it in enumerate(_items(200, [source], 6))
+    ]
+    extra = _embed(extra_items, 2, 6)
+    extra.features[:, 2, :] *= 2.0
+    return extra
+
+
 def test_leave_one_source_out_trains_on_extra_items_of_other_sources_and_never_scores_them() -> None:
     items = _items(300, ["a", "b", "c"], 4)
     emb = _b_only_in_state_2(items, 4)
     # Extra items of source "a" that show state 2's evidence: the folds holding out "b"
     # learn it from them, so "b" is now scored well.
-    extra_items = [
-        LabelledItem(Path(f"/x/extra_{i}.flac"), it.label, f"extra_{i}", system="X", source="a")
-        for i, it in enumerate(_items(200, ["a"], 6))
-    ]
-    extra = _embed(extra_items, 2, 6)
-    extra.features[:, 2, :] *= 2.0
+    extra = _extra_showing_state_2("a")
     without = leave_one_source_out([emb], emb, [0, 1, 2], progress=False)
     with_extra = leave_one_source_out([emb], emb, [0, 1, 2], progress=False, extra_sets=[extra])
     assert without.per_source_eer["b"] > 0.2
@@ -112,12 +118,7 @@ def test_leave_one_source_out_holds_extra_items_out_with_their_source() -> None:
     items = _items(300, ["a", "b", "c"], 4)
     emb = _b_only_in_state_2(items, 4)
     # The same evidence, but in extra items of source "b" itself: its fold must not see them.
-    extra_items = [
-        LabelledItem(Path(f"/x/extra_{i}.flac"), it.label, f"extra_{i}", system="X", source="b@v2")
-        for i, it in enumerate(_items(200, ["b"], 6))
-    ]
-    extra = _embed(extra_items, 2, 6)
-    extra.features[:, 2, :] *= 2.0
+    extra = _extra_showing_state_2("b@v2")
     result = leave_one_source_out([emb], emb, [0, 1, 2], progress=False, extra_sets=[extra])
     assert result.per_source_eer["b"] > 0.2
 

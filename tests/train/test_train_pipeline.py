@@ -72,6 +72,17 @@ def corpus(root: Path) -> list[LabelledItem]:
     return items
 
 
+def write_manifest(path: Path, items: list[LabelledItem]) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "utt_id", "split", "source"])
+        for it in items:
+            writer.writerow([it.path, it.label, it.utt_id, it.split, it.source])
+    return path
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[LabelledItem]]:
     """A tiny random wav2vec2 on disk, the synthetic corpus, and an embedding cache in tmp."""
@@ -201,18 +212,12 @@ def test_encoder_names_map_to_specs() -> None:
 def test_loso_command_fits_on_quantised_features(
     tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
 ) -> None:
-    import csv
     import io
 
     from spoofwatch.cli import main
 
     model, items = workspace
-    manifest = tmp_path / "manifest.csv"
-    with open(manifest, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "utt_id", "split", "source"])
-        for it in items:
-            writer.writerow([it.path, it.label, it.utt_id, it.split, it.source])
+    manifest = write_manifest(tmp_path / "manifest.csv", items)
     out = io.StringIO()
     argv = ["loso", "--manifest", str(manifest), "--encoder", f"hf:{model}", "--window-s", "2"]
     argv += ["--hop-s", "1", "--layers", "0,1,2", "--C", "1", "--quantization", "int8", "--json"]
@@ -318,16 +323,7 @@ def test_extra_items_train_the_head_but_never_the_dev_measures(
     tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
 ) -> None:
     model, items = workspace
-    options = TrainOptions(
-        encoder=f"hf:{model}",
-        window_s=2.0,
-        hop_s=1.0,
-        train_hop_s=1.0,
-        channels=("clean",),
-        layers=(0, 1, 2),
-        C=1.0,
-        name="tiny-extra",
-    )
+    options = TrainOptions(f"hf:{model}", 2.0, 1.0, 1.0, ("clean",), layers=(0, 1, 2), C=1.0, name="extra")
     extra = _extra_copies(tmp_path / "audio")
     train_detector(items, None, tmp_path / "plain", options, progress=False)
     report = train_detector(items, None, tmp_path / "extra", options, progress=False, extra_items=extra)
@@ -354,19 +350,13 @@ def test_extra_items_train_the_head_but_never_the_dev_measures(
 def test_loso_command_trains_on_extra_manifests_without_scoring_them(
     tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
 ) -> None:
-    import csv
     import io
 
     from spoofwatch.cli import main
 
     model, items = workspace
-    paths = {"manifest.csv": items, "extra.csv": _extra_copies(tmp_path / "audio")}
-    for name, listed in paths.items():
-        with open(tmp_path / name, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "label", "utt_id", "split", "source"])
-            for it in listed:
-                writer.writerow([it.path, it.label, it.utt_id, it.split, it.source])
+    write_manifest(tmp_path / "manifest.csv", items)
+    write_manifest(tmp_path / "extra.csv", _extra_copies(tmp_path / "audio"))
     out = io.StringIO()
     argv = [
         "loso",
