@@ -89,10 +89,27 @@ def test_vocode_refuses_bad_audio_and_names_a_failing_vocoder(fake_vocoder: Path
         vocode(np.full(RATE, np.nan), fake_vocoder)
     with pytest.raises(DataError, match=r"at least 0\.1 s"):
         vocode(np.zeros(100), fake_vocoder)
+    with pytest.raises(ConfigError, match="expected a positive pitch factor, found 0"):
+        vocode(np.ones(RATE) * 0.1, fake_vocoder, 0.0)
+    not_a_program = fake_vocoder.with_name("not_a_program")
+    not_a_program.write_bytes(b"\x00\x01binary junk")
+    not_a_program.chmod(0o755)
+    with pytest.raises(VocoderError, match="not_a_program -features: expected a program that runs, found"):
+        vocode(np.ones(RATE) * 0.1, not_a_program)
     with pytest.raises(
         VocoderError, match=r"fake_fargan -features: expected exit status 0, found 3 \(silent input\)"
     ):
         vocode(np.zeros(RATE), fake_vocoder)
+
+
+def test_a_hung_vocoder_is_stopped_with_a_clear_error(tmp_path: Path) -> None:
+    from spoofwatch.train.copysynth import _run
+
+    sleeper = tmp_path / "sleeper"
+    sleeper.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(30)\n")
+    sleeper.chmod(0o755)
+    with pytest.raises(VocoderError, match=r"sleeper -features: expected to finish within 1 s, found it"):
+        _run([str(sleeper), "-features"], timeout_s=1.0)
 
 
 def test_pitch_shift_draws_are_per_clip_deterministic_and_both_ways() -> None:

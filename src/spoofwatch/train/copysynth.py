@@ -101,12 +101,18 @@ def find_vocoder(path: str | os.PathLike[str] | None = None) -> Path:
     return chosen
 
 
-def _run(args: Sequence[str]) -> None:
-    done = subprocess.run(list(args), capture_output=True, timeout=600, check=False)
+def _run(args: Sequence[str], timeout_s: float = 600.0) -> None:
+    what = f"{Path(args[0]).name} {args[1]}"
+    try:
+        done = subprocess.run(list(args), capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise VocoderError(f"{what}: expected to finish within {timeout_s:.0f} s, found it running") from None
+    except OSError as exc:
+        raise VocoderError(f"{what}: expected a program that runs, found {exc}") from exc
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise VocoderError(
-            f"{Path(args[0]).name} {args[1]}: expected exit status 0, found {done.returncode}"
+            f"{what}: expected exit status 0, found {done.returncode}"
             + (f" ({message[-1]})" if message else "")
         )
 
@@ -119,6 +125,8 @@ def vocode(samples: NDArray[np.floating], vocoder: Path, pitch_factor: float = 1
         raise DataError(f"vocode: expected mono audio of at least 0.1 s, found shape {x.shape}")
     if not np.all(np.isfinite(x)):
         raise DataError("vocode: expected finite samples, found NaN or infinity")
+    if not (math.isfinite(pitch_factor) and pitch_factor > 0.0):
+        raise ConfigError(f"vocode: expected a positive pitch factor, found {pitch_factor}")
     with tempfile.TemporaryDirectory(prefix="spoofwatch-fargan-") as tmp:
         pcm_in, features, pcm_out = (Path(tmp) / n for n in ("in.pcm", "features.f32", "out.pcm"))
         np.round(np.clip(x, -1.0, 1.0) * 32767).astype("<i2").tofile(pcm_in)
