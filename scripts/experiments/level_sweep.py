@@ -45,4 +45,4 @@ for name in args.detectors:
             for g in GAINS
         ]
         spans.append(max(r) - min(r))
-    print(name, "clip LLR range over -30..+6 dB: median %.2f, max %.2f" % (np.median(spans), np.max(spans)))
+    print(name, f"clip LLR range over -30..+6 dB: median {np.median(spans):.2f}, max {np.max(spans):.2f}")

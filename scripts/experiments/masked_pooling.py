@@ -111,9 +111,8 @@ def main() -> None:
     sets = {c: extract(items, c, args.cache) for c in ("clean", "telephone")}
     for r in RANGES_DB:
         key = "all" if r is None else f"{r:g}dB"
-        print(
-            f"{key:>6}: LOSO clean {loso(items, sets, key, 'clean'):.2%}  telephone {loso(items, sets, key, 'telephone'):.2%}"
-        )
+        clean, telephone = loso(items, sets, key, "clean"), loso(items, sets, key, "telephone")
+        print(f"{key:>6}: LOSO clean {clean:.2%}  telephone {telephone:.2%}")
 
 
 if __name__ == "__main__":

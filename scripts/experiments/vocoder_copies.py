@@ -1,0 +1,92 @@
+"""Leave-one-source-out of the shipped recipe with FARGAN copies of the bona fide clips as
+extra training spoofs (`spoofwatch copysynth`), one variant at a time: plain copies, pitch
+moved by 10-35 % (two draws; also with only a third of the clips copied, and with the
+copies in the clean training channel only); then the per-source EER without and with the
+`copysynth` default (pitch 1.1-1.35).
+
+    PYTHONPATH=src python scripts/experiments/vocoder_copies.py --manifest ../shared/corpus/manifest.csv
+
+Copies are made once into --copies (about 25 s per variant with the vocoder from
+scripts/build_fargan.sh); features come from the embedding cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from spectral_blocks import CHANNELS, LAYERS, LEVEL_DBFS, WINDOW, cached_sets
+
+from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.train.copysynth import PitchShift, find_vocoder, write_copies
+from spoofwatch.train.corpus import read_manifest
+from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
+from spoofwatch.train.pipeline import feature_encoder
+from spoofwatch.train.validate import leave_one_source_out
+
+VARIANTS: dict[str, PitchShift | None] = {
+    "fargan": None,
+    "fargan-ps": PitchShift(1.1, 1.35),
+    "fargan-ps-seed1": PitchShift(1.1, 1.35, seed=1),
+}
+# label: (variants, fraction of the bona fide clips whose copies are used, their channels)
+RUNS: dict[str, tuple[tuple[str, ...], float, tuple[str, ...]]] = {
+    "no copies (the shipped card)": ((), 1.0, CHANNELS),
+    "plain copies": (("fargan",), 1.0, CHANNELS),
+    "pitch 1.1-1.35 (copysynth default)": (("fargan-ps",), 1.0, CHANNELS),
+    "pitch 1.1-1.35, another draw": (("fargan-ps-seed1",), 1.0, CHANNELS),
+    "pitch 1.1-1.35, a third of the clips": (("fargan-ps",), 1 / 3, CHANNELS),
+    "pitch 1.1-1.35, clean channel only": (("fargan-ps",), 1.0, ("clean",)),
+}
+
+
+def in_fraction(original_utt_id: str, fraction: float) -> bool:
+    digest = hashlib.sha256(original_utt_id.encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) / 2**32 < fraction
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--copies", type=Path, default=cache_root() / "copies")
+    parser.add_argument("--vocoder")
+    args = parser.parse_args()
+    items = read_manifest(args.manifest)
+    sets = cached_sets(args.manifest, "lfcc-phase")
+    _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
+    spectral = build_encoder(EncoderSpec("lfcc-phase", "lfcc-phase"), 4.0)
+    copies = {}
+    for name, shift in VARIANTS.items():
+        manifest = args.copies / name / "manifest.csv"
+        if not manifest.exists():
+            write_copies(items, args.copies / name, find_vocoder(args.vocoder), pitch_shift=shift)
+        copies[name] = read_manifest(manifest)
+    per_source = {}
+    for label, (names, fraction, extra_channels) in RUNS.items():
+        extra_sets: list[EmbeddingSet] = []
+        for name in names:
+            chosen = [c for c in copies[name] if in_fraction(c.extra["copy_of"], fraction)]
+            extra_sets += [
+                extract_with_spectral(chosen, whisper, spectral, WINDOW, channel=ch, level_dbfs=LEVEL_DBFS)
+                for ch in extra_channels
+            ]
+        cells = []
+        for test in CHANNELS:
+            result = leave_one_source_out(
+                list(sets.values()), sets[test], LAYERS, C=0.001, spectral_weight=2.0,
+                test_channel=test, progress=False, extra_sets=extra_sets,
+            )
+            cells.append(f"{test} EER {100 * result.metrics.eer:5.2f} % minDCF {result.metrics.min_dcf:.3f}")
+            per_source[(label, test)] = result.per_source_eer
+        print(f"{label:38s} " + "  ".join(cells), flush=True)
+    base, shipped = "no copies (the shipped card)", "pitch 1.1-1.35 (copysynth default)"
+    for test in CHANNELS:
+        print(f"per-source EER, {test}: without copies -> with pitch-moved copies")
+        for source, eer in sorted(per_source[(base, test)].items(), key=lambda kv: -kv[1]):
+            print(f"  {source:50s} {100 * eer:5.1f} -> {100 * per_source[(shipped, test)][source]:5.1f}")
+
+
+if __name__ == "__main__":
+    main()
