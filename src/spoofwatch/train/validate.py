@@ -65,32 +65,27 @@ def leave_one_source_out(
         raise DataError(f"leave-one-source-out needs at least 2 sources, found {names}")
     labels = np.array([1 if it.label == "bonafide" else 0 for it in items])
     window_scores = np.full(len(test_set.features), np.nan)
-    extras = [
-        (
-            e,
-            np.array([_source_key(it) for it in e.items]),
-            np.array([1 if it.label == "bonafide" else 0 for it in e.items]),
-        )
-        for e in extra_sets
+    # Per training set, once: the head's input, and each window's source and label. The
+    # corpus's sets and the extra ones are held out alike, by their windows' sources.
+    training = [
+        (s.select_layers(layers), np.array([_source_key(it) for it in s.items])[s.item_index], s.labels())
+        for s in (*train_sets, *extra_sets)
     ]
+    test_features = test_set.select_layers(layers)
     for name in tqdm(names, desc="leave-one-source-out", disable=not progress):
         held = sources == name
         xs, ys = [], []
-        for s in train_sets:
-            keep = ~held[s.item_index]
-            xs.append(s.select_layers(layers)[keep])
-            ys.append(labels[s.item_index][keep])
-        for extra, extra_sources, extra_labels in extras:
-            keep = extra_sources[extra.item_index] != name
-            xs.append(extra.select_layers(layers)[keep])
-            ys.append(extra_labels[extra.item_index][keep])
+        for features, window_sources, window_labels in training:
+            keep = window_sources != name
+            xs.append(features[keep])
+            ys.append(window_labels[keep])
         y = np.concatenate(ys)
         if len(set(y.tolist())) < 2:
             logger.warning("fold %s: training data lacks a class; skipped", name)
             continue
         head = LinearHead(C=C).fit(np.concatenate(xs), y, column_weights(train_sets, layers, spectral_weight))
         test_windows = held[test_set.item_index]
-        window_scores[test_windows] = head.decision_function(test_set.select_layers(layers)[test_windows])
+        window_scores[test_windows] = head.decision_function(test_features[test_windows])
     clip = clip_llrs(test_set, np.nan_to_num(window_scores, nan=0.0))
     scored = np.zeros(len(items), dtype=bool)
     scored[np.unique(test_set.item_index[~np.isnan(window_scores)])] = True
