@@ -392,6 +392,11 @@ def _read_items(args: argparse.Namespace, prefix: str = "") -> list[Any] | None:
     return None
 
 
+def _channel_list(text: str | None) -> tuple[str, ...]:
+    """``clean,telephone`` → ("clean", "telephone"); None or empty → ()."""
+    return tuple(c for c in (text or "").split(",") if c)
+
+
 def _read_extra_items(paths: Sequence[str]) -> list[Any]:
     from spoofwatch.train.corpus import read_manifest
 
@@ -460,11 +465,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         window_s=args.window_s,
         hop_s=args.hop_s,
         train_hop_s=args.train_hop_s,
-        channels=tuple(c for c in args.channels.split(",") if c),
-        calibration_channels=(
-            tuple(c for c in args.calibration_channels.split(",") if c) if args.calibration_channels else None
-        ),
-        extra_channels=tuple(c for c in args.extra_channels.split(",") if c) if args.extra_channels else None,
+        channels=_channel_list(args.channels),
+        calibration_channels=_channel_list(args.calibration_channels) if args.calibration_channels else None,
+        extra_channels=_channel_list(args.extra_channels) if args.extra_channels else None,
         layers=None if not args.layers else tuple(int(x) for x in args.layers.split(",")),
         C=args.C,
         name=args.name,
@@ -504,8 +507,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     spectral = None if spectral_spec is None else build_encoder(spectral_spec, args.window_s)
     train_sets = [
         extract_with_spectral(items, encoder, spectral, window, channel=c, level_dbfs=args.level_dbfs)
-        for c in args.train_channels.split(",")
-        if c
+        for c in _channel_list(args.train_channels)
     ]
     test_set = extract_with_spectral(
         items, encoder, spectral, window, channel=args.test_channel, level_dbfs=args.level_dbfs
@@ -514,8 +516,8 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     extra_channels = args.extra_channels or args.train_channels
     extra_sets = [
         extract_with_spectral(extra_items, encoder, spectral, window, channel=c, level_dbfs=args.level_dbfs)
-        for c in extra_channels.split(",")
-        if c and extra_items
+        for c in _channel_list(extra_channels)
+        if extra_items
     ]
     result = leave_one_source_out(
         train_sets,

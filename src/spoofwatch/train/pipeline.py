@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -166,9 +167,6 @@ def train_detector(
     extra_train = [it for it in extra_items if it.split != "dev"]
     if len(extra_train) < len(extra_items):
         logger.info("extra items: %d of split dev left out", len(extra_items) - len(extra_train))
-    extra_systems: dict[str, int] = {}
-    for item in extra_train:
-        extra_systems[item.system] = extra_systems.get(item.system, 0) + 1
     for problem in check_no_leakage(train, dev):
         logger.warning("train/dev leakage: %s", problem)
     spec, float_encoder, encoder = feature_encoder(
@@ -245,7 +243,7 @@ def train_detector(
                 "bonafide": sum(i.label == "bonafide" for i in train),
                 "spoof": sum(i.label == "spoof" for i in train),
             },
-            "extra_train_items": extra_systems,
+            "extra_train_items": dict(Counter(item.system for item in extra_train)),
             "dev_items": {
                 "bonafide": sum(i.label == "bonafide" for i in dev),
                 "spoof": sum(i.label == "spoof" for i in dev),
