@@ -4,11 +4,14 @@
 # upstream release, checked against its sha256); a local copy can be given as $OPUS_TARBALL.
 # Installs to $SPOOFWATCH_FARGAN, else fargan/fargan_demo in $SPOOFWATCH_CACHE or
 # ~/.cache/spoofwatch. Needs a C compiler and make (Debian: build-essential). About a
-# minute on 2 cores.
+# minute on 2 cores. With --if-missing it does nothing when the program is already there.
 set -euo pipefail
 URL="http://deb.debian.org/debian/pool/main/o/opus/opus_1.5.2.orig.tar.gz"
 SHA256="65c1d2f78b9f2fb20082c38cbe47c951ad5839345876e46941612ee87f9a7ce1"
 DEST="${SPOOFWATCH_FARGAN:-${SPOOFWATCH_CACHE:-$HOME/.cache/spoofwatch}/fargan/fargan_demo}"
+if [ "${1:-}" = "--if-missing" ] && [ -x "$DEST" ]; then
+  exit 0
+fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 TARBALL="${OPUS_TARBALL:-$WORK/opus-1.5.2.tar.gz}"

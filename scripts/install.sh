@@ -48,9 +48,6 @@ fi
 from spoofwatch.model.encoders.weights import PINNED; [ensure_converted(w) for w in PINNED.values()]"
 # The FARGAN neural vocoder makes extra spoof training data (`spoofwatch copysynth`); built
 # once (about a minute). Scoring does not need it, so a failed build only warns.
-FARGAN="${SPOOFWATCH_FARGAN:-${SPOOFWATCH_CACHE:-$HOME/.cache/spoofwatch}/fargan/fargan_demo}"
-if [ ! -x "$FARGAN" ]; then
-  bash scripts/build_fargan.sh || echo "install.sh: the FARGAN vocoder did not build; \
+bash scripts/build_fargan.sh --if-missing || echo "install.sh: the FARGAN vocoder did not build; \
 spoofwatch copysynth and its test need it (bash scripts/build_fargan.sh)" >&2
-fi
 echo "spoofwatch installed in .venv ($(.venv/bin/spoofwatch --version))"
