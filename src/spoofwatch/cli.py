@@ -156,6 +156,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="training-only items, e.g. vocoder copies from `spoofwatch copysynth` (repeatable); "
         "each fold trains on those whose source is not held out, and none is scored",
     )
+    lo.add_argument(
+        "--fold-group",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="sources matching GLOB (or any of GLOB|GLOB...) are held out together as one fold "
+        "(repeatable), for sources that are not independent, e.g. 'debian:asterisk*': one voice, "
+        "partly the same recordings",
+    )
     lo.add_argument("--layers", default="0,1,2,3", help="comma-separated hidden states")
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     lo.add_argument(
@@ -527,6 +536,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         spectral_weight=args.spectral_weight,
         test_channel=args.test_channel,
         extra_sets=extra_sets,
+        fold_groups=args.fold_group,
     )
     summary = {
         **result.metrics.to_dict(),
@@ -536,12 +546,14 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "extra_manifests": args.extra_manifest,
         "extra_items": len(extra_items),
         "extra_channels": extra_channels if extra_items else None,
+        "fold_groups": args.fold_group,
         "spectral": args.spectral,
         "spectral_weight": args.spectral_weight,
         "quantization": args.quantization,
         "backend": args.backend,
         "level_dbfs": args.level_dbfs,
         "per_source_eer": result.per_source_eer,
+        "per_source_bonafide_mean": result.per_source_bonafide_mean,
     }
     if args.json:
         print(json.dumps(summary), file=out)
@@ -554,6 +566,8 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         )
         for name, eer in sorted(result.per_source_eer.items(), key=lambda kv: -kv[1]):
             print(f"  spoof of {name:<60} EER {eer * 100:6.2f} %", file=out)
+        for name, mean in sorted(result.per_source_bonafide_mean.items(), key=lambda kv: kv[1]):
+            print(f"  bona fide of {name:<56} mean score {mean:6.2f}", file=out)
     return 0
 
 

@@ -384,3 +384,25 @@ def test_loso_command_trains_on_extra_manifests_without_scoring_them(
     assert summary["extra_channels"] == "clean,telephone"  # the training channels
     assert summary["n_bonafide"] == summary["n_spoof"] == 14  # the copies are never scored
     assert "copy" not in summary["per_system"]
+
+
+def test_loso_command_holds_fold_groups_out_together(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from spoofwatch.cli import main
+
+    model, items = workspace
+    manifest = write_manifest(tmp_path / "manifest.csv", items)
+    base = ["loso", "--manifest", str(manifest), "--encoder", f"hf:{model}", "--window-s", "2"]
+    base += ["--hop-s", "1", "--layers", "0,1,2", "--C", "1", "--json"]
+    out = io.StringIO()
+    assert main([*base, "--fold-group", "src-train-*"], out) == 0
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert summary["fold_groups"] == ["src-train-*"]
+    assert set(summary["per_source_eer"]) == {"src-train-*", "src-dev-0", "src-dev-1"}
+    assert set(summary["per_source_bonafide_mean"]) == {"src-train-*", "src-dev-0", "src-dev-1"}
+    assert summary["n_bonafide"] == summary["n_spoof"] == 14
+    assert main([*base, "--fold-group", "asterisk*"], io.StringIO()) != 0
+    assert "fold groups ['asterisk*'] match no source" in capsys.readouterr().err

@@ -4,6 +4,10 @@ The dev split shares demo pages and recording styles with train, so it flatters.
 each source (demo page, package, generator batch: the manifest's ``source`` column) is
 held out in turn, a head is fitted on all the others, the held-out clips are scored,
 and the clip scores of all folds are pooled into one EER.
+
+Sources that are not independent (one voice published twice, the same recordings in two
+encodings) must be held out together, or each one's fold trains on the other: ``fold_groups``
+takes glob patterns (several joined by ``|``), and the sources one group matches form one fold.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,10 +38,24 @@ class LosoResult:
     items: tuple[LabelledItem, ...]
     per_source_eer: dict[str, float]
     test_channel: str
+    # Mean held-out clip score of each source's bona fide clips: a source whose genuine
+    # clips score far above the others props up every spoof's comparison.
+    per_source_bonafide_mean: dict[str, float]
 
 
 def _source_key(item: LabelledItem) -> str:
     return item.source.split("@")[0]
+
+
+def fold_key(item: LabelledItem, fold_groups: Sequence[str] = ()) -> str:
+    """The fold an item is held out in: the first of ``fold_groups`` its source matches, else
+    its source without the ``@version`` suffix. A group is one glob pattern or several joined
+    by ``|`` (source names may contain commas)."""
+    source = _source_key(item)
+    for group in fold_groups:
+        if any(fnmatchcase(source, pattern) for pattern in group.split("|")):
+            return group
+    return source
 
 
 def leave_one_source_out(
@@ -49,17 +68,24 @@ def leave_one_source_out(
     test_channel: str = "clean",
     progress: bool = True,
     extra_sets: Sequence[EmbeddingSet] = (),
+    fold_groups: Sequence[str] = (),
 ) -> LosoResult:
     """``train_sets`` (one per training channel) and ``test_set`` must cover the same items
     in the same order; windows of the held-out source are never in its fold's training.
 
     ``extra_sets`` are training-only items (e.g. vocoder copies of bona fide clips): each
     fold trains on those whose source is not held out, and they are never scored.
+    ``fold_groups``: glob patterns whose matching sources are held out together (``fold_key``).
     """
     items = test_set.items
     if any(s.items != items for s in train_sets):
         raise DataError("train and test embedding sets must list the same items in the same order")
-    sources = np.array([_source_key(it) for it in items])
+    sources = np.array([fold_key(it, fold_groups) for it in items])
+    unmatched = [pattern for pattern in fold_groups if pattern not in set(sources.tolist())]
+    if unmatched:
+        raise DataError(
+            f"fold groups {unmatched} match no source; expected glob patterns of manifest sources"
+        )
     names = sorted(set(sources.tolist()))
     if len(names) < 2:
         raise DataError(f"leave-one-source-out needs at least 2 sources, found {names}")
@@ -68,7 +94,11 @@ def leave_one_source_out(
     # Per training set, once: the head's input, and each window's source and label. The
     # corpus's sets and the extra ones are held out alike, by their windows' sources.
     training = [
-        (s.select_layers(layers), np.array([_source_key(it) for it in s.items])[s.item_index], s.labels())
+        (
+            s.select_layers(layers),
+            np.array([fold_key(it, fold_groups) for it in s.items])[s.item_index],
+            s.labels(),
+        )
         for s in (*train_sets, *extra_sets)
     ]
     test_features = test_set.select_layers(layers)
@@ -93,9 +123,13 @@ def leave_one_source_out(
     kept = [it for it, k in zip(items, keep, strict=True) if k]
     metrics = evaluate(clip[keep], [it.label for it in kept], [it.system for it in kept])
     per_source: dict[str, float] = {}
+    bona_mean: dict[str, float] = {}
     bona_all = clip[keep & (labels == 1)]
     for name in names:
         spoof = clip[keep & (labels == 0) & (sources == name)]
         if len(spoof) and len(bona_all):
             per_source[name] = compute_eer(bona_all, spoof)[0]
-    return LosoResult(metrics, clip, tuple(items), per_source, test_channel)
+        bona = clip[keep & (labels == 1) & (sources == name)]
+        if len(bona):
+            bona_mean[name] = float(bona.mean())
+    return LosoResult(metrics, clip, tuple(items), per_source, test_channel, bona_mean)
