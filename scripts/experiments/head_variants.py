@@ -41,7 +41,7 @@ from spoofwatch.train.extract import EmbeddingSet, extract
 from spoofwatch.train.fit import clip_llrs
 from spoofwatch.train.metrics import compute_eer
 from spoofwatch.train.pipeline import feature_encoder
-from spoofwatch.train.validate import _source_key
+from spoofwatch.train.validate import fold_key
 
 Array = NDArray[np.float64]
 # (training features, training labels, held-out features per channel) -> window scores per channel
@@ -54,7 +54,7 @@ class Harness:
     def __init__(self, sets: dict[str, EmbeddingSet]) -> None:
         self.sets = sets
         items = sets["clean"].items
-        item_source = np.array([_source_key(it) for it in items])
+        item_source = np.array([fold_key(it) for it in items])
         self.item_label = np.array([1 if it.label == "bonafide" else 0 for it in items])
         self.x = {ch: s.select_layers(LAYERS).astype(np.float64) for ch, s in sets.items()}
         self.window_source = {ch: item_source[s.item_index] for ch, s in sets.items()}

@@ -37,7 +37,7 @@ from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
 from spoofwatch.train.fit import clip_llrs
 from spoofwatch.train.metrics import compute_eer
 from spoofwatch.train.pipeline import feature_encoder
-from spoofwatch.train.validate import _source_key
+from spoofwatch.train.validate import fold_key
 
 Samples = NDArray[np.float32]
 
@@ -77,7 +77,7 @@ def main() -> None:
         sets[name] = extract_with_spectral(items, whisper, spectral, WINDOW, channel=name, level_dbfs=LEVEL_DBFS)
         assert np.array_equal(sets[name].item_index, sets["clean"].item_index)
 
-    item_source = np.array([_source_key(it) for it in sets["clean"].items])
+    item_source = np.array([fold_key(it) for it in sets["clean"].items])
     label = np.array([1 if it.label == "bonafide" else 0 for it in sets["clean"].items])
     x = {ch: s.select_layers(LAYERS) for ch, s in sets.items()}
     window_source = item_source[sets["clean"].item_index]

@@ -68,11 +68,7 @@ def test_leave_one_source_out_never_trains_on_the_held_out_source() -> None:
     # Source "b" is separable only through a state the other sources never use: a
     # detector that saw "b" in training would score it perfectly, LOSO must not.
     items = _items(300, ["a", "b", "c"], 4)
-    emb = _embed(items, 0, 4)
-    b_windows = np.array([items[i].source == "b" for i in emb.item_index])
-    emb.features[b_windows, 0, :] = np.random.default_rng(9).standard_normal((b_windows.sum(), 2 * WIDTH))
-    sign = np.array([1.0 if items[i].label == "bonafide" else -1.0 for i in emb.item_index])
-    emb.features[b_windows, 2, :] += 3.0 * sign[b_windows, None]
+    emb = _b_only_in_state_2(items, 4)
     result = leave_one_source_out([emb], emb, [0, 1, 2], progress=False)
     assert result.per_source_eer["a"] < 0.1
     assert result.per_source_eer["b"] > 0.2
@@ -80,9 +76,9 @@ def test_leave_one_source_out_never_trains_on_the_held_out_source() -> None:
 
 
 def _b_only_in_state_2(items: list[LabelledItem], seed: int) -> EmbeddingSet:
-    """Source "b" separable only through state 2, the others only through state 0."""
+    """Sources "b…" separable only through state 2, the others only through state 0."""
     emb = _embed(items, 0, seed)
-    b_windows = np.array([items[i].source == "b" for i in emb.item_index])
+    b_windows = np.array([items[i].source.startswith("b") for i in emb.item_index])
     emb.features[b_windows, 0, :] = np.random.default_rng(seed).standard_normal((b_windows.sum(), 2 * WIDTH))
     sign = np.array([1.0 if items[i].label == "bonafide" else -1.0 for i in emb.item_index])
     emb.features[b_windows, 2, :] += 3.0 * sign[b_windows, None]
@@ -128,11 +124,7 @@ def test_fold_groups_hold_linked_sources_out_together() -> None:
     # Held out one at a time, each fold learns state 2 from the other and scores it well;
     # as one fold, neither is seen, as with a voice the detector never met.
     items = _items(400, ["a", "b1", "b2", "c"], 7)
-    emb = _embed(items, 0, 7)
-    b_windows = np.array([items[i].source.startswith("b") for i in emb.item_index])
-    emb.features[b_windows, 0, :] = np.random.default_rng(8).standard_normal((b_windows.sum(), 2 * WIDTH))
-    sign = np.array([1.0 if items[i].label == "bonafide" else -1.0 for i in emb.item_index])
-    emb.features[b_windows, 2, :] += 3.0 * sign[b_windows, None]
+    emb = _b_only_in_state_2(items, 7)
     apart = leave_one_source_out([emb], emb, [0, 1, 2], progress=False)
     together = leave_one_source_out([emb], emb, [0, 1, 2], progress=False, fold_groups=["b*"])
     assert apart.per_source_eer["b1"] < 0.1 and apart.per_source_eer["b2"] < 0.1

@@ -81,12 +81,12 @@ def leave_one_source_out(
     if any(s.items != items for s in train_sets):
         raise DataError("train and test embedding sets must list the same items in the same order")
     sources = np.array([fold_key(it, fold_groups) for it in items])
-    unmatched = [pattern for pattern in fold_groups if pattern not in set(sources.tolist())]
+    names = sorted(set(sources.tolist()))
+    unmatched = [group for group in fold_groups if group not in names]
     if unmatched:
         raise DataError(
             f"fold groups {unmatched} match no source; expected glob patterns of manifest sources"
         )
-    names = sorted(set(sources.tolist()))
     if len(names) < 2:
         raise DataError(f"leave-one-source-out needs at least 2 sources, found {names}")
     labels = np.array([1 if it.label == "bonafide" else 0 for it in items])
