@@ -1,0 +1,134 @@
+"""FARGAN pitch-moved copies (`spoofwatch copysynth` default) as extra training spoofs under a
+leave-one-source-out fold grouping (default: the two Asterisk sources, one voice, as one
+fold): pooled EER, per-source EER of every held-out spoof source with at least 10 spoofs,
+each fold's bona fide EER against every spoof and mean score, and the gain over 1,000
+draws of the folds with replacement. The shipped card uses the copies through the clean
+channel.
+
+    PYTHONPATH=src python scripts/experiments/copies_grouped.py --manifest ../shared/corpus/manifest.csv
+
+Needs the copies from vocoder_copies.py (or `spoofwatch copysynth --out C`); features come
+from the embedding cache. About 15 minutes on 2 cores with the cache filled.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from spectral_blocks import CHANNELS, LAYERS, LEVEL_DBFS, WINDOW, cached_sets
+
+from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.train.corpus import read_manifest
+from spoofwatch.train.extract import extract_with_spectral
+from spoofwatch.train.metrics import compute_eer
+from spoofwatch.train.pipeline import feature_encoder
+from spoofwatch.train.validate import LosoResult, fold_key, leave_one_source_out
+
+
+def bootstrap_gain(
+    before: LosoResult, after: LosoResult, folds: NDArray[np.str_], draws: int = 1000
+) -> NDArray[np.float64]:
+    """EER gain (points) of ``after`` over ``before`` for each draw of the folds with replacement."""
+    label = np.array([it.label == "bonafide" for it in before.items])
+    names = sorted(set(folds.tolist()))
+    rng = np.random.default_rng(0)
+    gains = []
+    for _ in range(draws):
+        counts = np.zeros(len(label), dtype=int)
+        for name in rng.choice(names, len(names)):
+            counts += folds == name
+        idx = np.repeat(np.arange(len(label)), counts)
+        a, b, lab = before.clip_scores[idx], after.clip_scores[idx], label[idx]
+        ok = ~np.isnan(a) & ~np.isnan(b)
+        gains.append(100 * (compute_eer(a[ok & lab], a[ok & ~lab])[0] - compute_eer(b[ok & lab], b[ok & ~lab])[0]))
+    return np.array(gains)
+
+
+def bona_eer(result: LosoResult, folds: NDArray[np.str_], name: str) -> float:
+    """EER (%) of fold ``name``'s bona fide clips against every spoof."""
+    label = np.array([it.label == "bonafide" for it in result.items])
+    ok = ~np.isnan(result.clip_scores)
+    scores = result.clip_scores
+    return 100 * compute_eer(scores[ok & label & (folds == name)], scores[ok & ~label])[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
+    parser.add_argument("--fold-group", action="append", default=None)
+    parser.add_argument("--only-clean-copies", action="store_true", help="skip the clean-and-telephone run")
+    args = parser.parse_args()
+    groups: list[str] = ["debian:asterisk*"] if args.fold_group is None else args.fold_group
+    sets = cached_sets(args.manifest, "lfcc-phase")
+    _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
+    spectral = build_encoder(EncoderSpec("lfcc-phase", "lfcc-phase"), 4.0)
+    copies = read_manifest(args.copies)
+    copy_sets = {
+        ch: extract_with_spectral(copies, whisper, spectral, WINDOW, channel=ch, level_dbfs=LEVEL_DBFS)
+        for ch in CHANNELS
+    }
+    runs = {
+        "no copies (the previous card)": (),
+        "copies, clean channel (shipped)": ("clean",),
+        "copies, clean and telephone": CHANNELS,
+    }
+    if args.only_clean_copies:
+        del runs["copies, clean and telephone"]
+    results: dict[tuple[str, str], LosoResult] = {}
+    for title, extra_channels in runs.items():
+        cells = []
+        for test in CHANNELS:
+            result = leave_one_source_out(
+                list(sets.values()),
+                sets[test],
+                LAYERS,
+                C=0.001,
+                spectral_weight=2.0,
+                test_channel=test,
+                progress=False,
+                extra_sets=[copy_sets[ch] for ch in extra_channels],
+                fold_groups=groups,
+            )
+            results[(title, test)] = result
+            cells.append(f"{test} EER {100 * result.metrics.eer:5.2f} % minDCF {result.metrics.min_dcf:.3f}")
+        print(f"{title:30s} " + "  ".join(cells), flush=True)
+
+    base = "no copies (the previous card)"
+    folds = np.array([fold_key(it, groups) for it in sets["clean"].items])
+    per_fold = Counter((str(f), it.label) for it, f in zip(sets["clean"].items, folds, strict=True))
+    for title in list(runs)[1:]:
+        for test in CHANNELS:
+            before, after = results[(base, test)], results[(title, test)]
+            g = bootstrap_gain(before, after, folds)
+            print(
+                f"\n{title}, {test}: gain {g.mean():.2f} points, 90 % interval {np.percentile(g, 5):.2f} to "
+                f"{np.percentile(g, 95):.2f}, positive in {100 * (g > 0).mean():.0f} % of draws"
+            )
+            pairs = []
+            for name, eer in sorted(before.per_source_eer.items(), key=lambda kv: -kv[1]):
+                if per_fold[(name, "spoof")] >= 10:
+                    pairs.append((100 * eer, 100 * after.per_source_eer[name]))
+                    print(f"  {name:44s} {pairs[-1][0]:5.1f} -> {pairs[-1][1]:5.1f}")
+            b, a = np.array(pairs).T
+            print(
+                f"  mean per-source EER over {len(pairs)} sources {b.mean():.1f} -> {a.mean():.1f}; "
+                f"worse in {(a > b + 0.5).sum()}, better in {(a < b - 0.5).sum()}"
+            )
+            print("  bona fide of each fold with at least 10: EER against every spoof, mean score")
+            for name in sorted(before.per_source_bonafide_mean):
+                if per_fold[(name, "bonafide")] >= 10:
+                    print(
+                        f"  {name:44s} {bona_eer(before, folds, name):5.1f} -> {bona_eer(after, folds, name):5.1f}"
+                        f"   {before.per_source_bonafide_mean[name]:5.2f} -> "
+                        f"{after.per_source_bonafide_mean[name]:5.2f}"
+                    )
+
+
+if __name__ == "__main__":
+    main()
