@@ -28,7 +28,7 @@ from spoofwatch.model.encoders.whisper_ct2 import WhisperCt2Encoder
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.validate import _source_key
+from spoofwatch.train.validate import fold_key
 
 RANGE = 10.0
 
@@ -59,7 +59,7 @@ def main() -> None:
         {
             "utt_id": it.utt_id,
             "label": it.label,
-            "source": _source_key(it),
+            "source": fold_key(it),
             "split": it.split,
             "system": it.system,
         }

@@ -7,8 +7,9 @@ channel.
 
     PYTHONPATH=src python scripts/experiments/copies_grouped.py --manifest ../shared/corpus/manifest.csv
 
-Needs the copies from vocoder_copies.py (or `spoofwatch copysynth --out C`); features come
-from the embedding cache. About 15 minutes on 2 cores with the cache filled.
+Needs the copies from vocoder_copies.py (or `spoofwatch copysynth --out C [--seed 1]`);
+features come from the embedding cache. About 20 minutes on 2 cores with the cache filled
+(`--runs 1` for the shipped recipe only).
 """
 
 from __future__ import annotations
@@ -61,27 +62,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
+    parser.add_argument(
+        "--second-draw",
+        type=Path,
+        default=cache_root() / "copies" / "fargan-ps-seed1" / "manifest.csv",
+        help="copies with another draw of pitch factors (`copysynth --seed 1`)",
+    )
     parser.add_argument("--fold-group", action="append", default=None)
-    parser.add_argument("--only-clean-copies", action="store_true", help="skip the clean-and-telephone run")
+    parser.add_argument("--runs", help="comma-separated run numbers to make (0 is always made; default all)")
     args = parser.parse_args()
     groups: list[str] = ["debian:asterisk*"] if args.fold_group is None else args.fold_group
     sets = cached_sets(args.manifest, "lfcc-phase")
     _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
     spectral = build_encoder(EncoderSpec("lfcc-phase", "lfcc-phase"), 4.0)
-    copies = read_manifest(args.copies)
+    manifests = {"draw 0": args.copies, "draw 1": args.second_draw}
+    # title: the (copies, training channel) pairs it adds
+    all_runs: list[tuple[str, tuple[tuple[str, str], ...]]] = [
+        ("no copies (the previous card)", ()),
+        ("copies, clean channel (shipped)", (("draw 0", "clean"),)),
+        ("copies, clean and telephone", (("draw 0", "clean"), ("draw 0", "telephone"))),
+        ("two draws of copies, clean channel", (("draw 0", "clean"), ("draw 1", "clean"))),
+    ]
+    chosen = {0, *(int(n) for n in args.runs.split(","))} if args.runs else set(range(len(all_runs)))
+    runs = dict(run for n, run in enumerate(all_runs) if n in chosen)
     copy_sets = {
-        ch: extract_with_spectral(copies, whisper, spectral, WINDOW, channel=ch, level_dbfs=LEVEL_DBFS)
-        for ch in CHANNELS
+        (draw, ch): extract_with_spectral(
+            read_manifest(manifests[draw]), whisper, spectral, WINDOW, channel=ch, level_dbfs=LEVEL_DBFS
+        )
+        for draw, ch in sorted({pair for pairs in runs.values() for pair in pairs})
     }
-    runs = {
-        "no copies (the previous card)": (),
-        "copies, clean channel (shipped)": ("clean",),
-        "copies, clean and telephone": CHANNELS,
-    }
-    if args.only_clean_copies:
-        del runs["copies, clean and telephone"]
     results: dict[tuple[str, str], LosoResult] = {}
-    for title, extra_channels in runs.items():
+    for title, extra_pairs in runs.items():
         cells = []
         for test in CHANNELS:
             result = leave_one_source_out(
@@ -92,7 +103,7 @@ def main() -> None:
                 spectral_weight=2.0,
                 test_channel=test,
                 progress=False,
-                extra_sets=[copy_sets[ch] for ch in extra_channels],
+                extra_sets=[copy_sets[pair] for pair in extra_pairs],
                 fold_groups=groups,
             )
             results[(title, test)] = result

@@ -25,7 +25,7 @@ from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import read_manifest
 from spoofwatch.train.metrics import compute_eer
 from spoofwatch.train.pipeline import feature_encoder
-from spoofwatch.train.validate import _source_key
+from spoofwatch.train.validate import fold_key
 
 RANGES_DB: tuple[float | None, ...] = (None, 50.0, 40.0, 30.0)
 
@@ -81,7 +81,7 @@ def extract(items: list, channel: str, cache: Path) -> dict[str, np.ndarray]:
 
 
 def loso(items: list, sets: dict[str, dict[str, np.ndarray]], key: str, test: str) -> float:
-    sources = np.array([_source_key(it) for it in items])
+    sources = np.array([fold_key(it) for it in items])
     labels = np.array([it.label == "bonafide" for it in items], dtype=int)
     x = np.concatenate([sets[c][key].astype(np.float32) for c in ("clean", "telephone")])
     idx = np.concatenate([sets[c]["item_index"] for c in ("clean", "telephone")])
