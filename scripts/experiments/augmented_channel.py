@@ -14,11 +14,10 @@ cores with the cache filled.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from copies_grouped import bona_eer, bootstrap_gain
+from copies_grouped import print_comparison, recipe_loso
 from spectral_blocks import CHANNELS, LAYERS, LEVEL_DBFS, WINDOW, cached_sets
 
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
@@ -26,7 +25,7 @@ from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.corpus import read_manifest
 from spoofwatch.train.extract import extract_with_spectral
 from spoofwatch.train.pipeline import feature_encoder
-from spoofwatch.train.validate import LosoResult, fold_key, leave_one_source_out
+from spoofwatch.train.validate import LosoResult, fold_key
 
 GROUPS = ["debian:asterisk*"]
 TESTS = (*CHANNELS, "augmented")
@@ -52,44 +51,15 @@ def main() -> None:
     for title, train in runs.items():
         cells = []
         for test in TESTS:
-            result = leave_one_source_out(
-                [sets[ch] for ch in train],
-                sets[test],
-                LAYERS,
-                C=0.001,
-                spectral_weight=2.0,
-                test_channel=test,
-                progress=False,
-                extra_sets=[copies],
-                fold_groups=GROUPS,
-            )
+            result = recipe_loso([sets[ch] for ch in train], sets[test], test, [copies], GROUPS)
             results[(title, test)] = result
             cells.append(f"{test} {100 * result.metrics.eer:5.2f} %")
         print(f"{title:32s} " + "  ".join(cells), flush=True)
 
     base, other = runs
     folds = np.array([fold_key(it, GROUPS) for it in sets["clean"].items])
-    per_fold = Counter((str(f), it.label) for it, f in zip(sets["clean"].items, folds, strict=True))
     for test in TESTS:
-        before, after = results[(base, test)], results[(other, test)]
-        g = bootstrap_gain(before, after, folds)
-        print(
-            f"\n{test}: gain {g.mean():.2f} points, 90 % interval {np.percentile(g, 5):.2f} to "
-            f"{np.percentile(g, 95):.2f}, positive in {100 * (g > 0).mean():.0f} % of draws"
-        )
-        pairs = []
-        for name in sorted(before.per_source_eer, key=lambda n: -before.per_source_eer[n]):
-            if per_fold[(name, "spoof")] >= 10:
-                pairs.append((100 * before.per_source_eer[name], 100 * after.per_source_eer[name]))
-                print(f"  spoof of {name:44s} {pairs[-1][0]:5.1f} -> {pairs[-1][1]:5.1f}")
-        b, a = np.array(pairs).T
-        print(f"  mean over {len(pairs)} sources {b.mean():.1f} -> {a.mean():.1f}")
-        for name in sorted(before.per_source_bonafide_mean):
-            if per_fold[(name, "bonafide")] >= 10:
-                print(
-                    f"  bona fide of {name:40s} {bona_eer(before, folds, name):5.1f} -> "
-                    f"{bona_eer(after, folds, name):5.1f}"
-                )
+        print_comparison(test, results[(base, test)], results[(other, test)], folds)
 
 
 if __name__ == "__main__":

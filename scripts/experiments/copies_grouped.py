@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from spectral_blocks import CHANNELS, LAYERS, LEVEL_DBFS, WINDOW, cached_sets
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.extract import extract_with_spectral
+from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
 from spoofwatch.train.metrics import compute_eer
 from spoofwatch.train.pipeline import feature_encoder
 from spoofwatch.train.validate import LosoResult, fold_key, leave_one_source_out
@@ -56,6 +57,57 @@ def bona_eer(result: LosoResult, folds: NDArray[np.str_], name: str) -> float:
     ok = ~np.isnan(result.clip_scores)
     scores = result.clip_scores
     return 100 * compute_eer(scores[ok & label & (folds == name)], scores[ok & ~label])[0]
+
+
+def recipe_loso(
+    train_sets: Sequence[EmbeddingSet],
+    test_set: EmbeddingSet,
+    test_channel: str,
+    extra_sets: Sequence[EmbeddingSet],
+    fold_groups: Sequence[str],
+) -> LosoResult:
+    """Leave-one-source-out with the shipped head's settings (states 0-4, C 0.001, spectral weight 2)."""
+    return leave_one_source_out(
+        train_sets,
+        test_set,
+        LAYERS,
+        C=0.001,
+        spectral_weight=2.0,
+        test_channel=test_channel,
+        progress=False,
+        extra_sets=extra_sets,
+        fold_groups=fold_groups,
+    )
+
+
+def print_comparison(label: str, before: LosoResult, after: LosoResult, folds: NDArray[np.str_]) -> None:
+    """The fold-bootstrap gain of ``after`` over ``before``, the EER of each fold's spoofs
+    (folds with at least 10) and of each fold's bona fide clips (at least 10) against every
+    spoof, with the mean held-out bona fide score."""
+    per_fold = Counter((str(f), it.label) for it, f in zip(before.items, folds, strict=True))
+    g = bootstrap_gain(before, after, folds)
+    print(
+        f"\n{label}: gain {g.mean():.2f} points, 90 % interval {np.percentile(g, 5):.2f} to "
+        f"{np.percentile(g, 95):.2f}, positive in {100 * (g > 0).mean():.0f} % of draws"
+    )
+    pairs = []
+    for name, eer in sorted(before.per_source_eer.items(), key=lambda kv: -kv[1]):
+        if per_fold[(name, "spoof")] >= 10:
+            pairs.append((100 * eer, 100 * after.per_source_eer[name]))
+            print(f"  {name:44s} {pairs[-1][0]:5.1f} -> {pairs[-1][1]:5.1f}")
+    b, a = np.array(pairs).T
+    print(
+        f"  mean per-source EER over {len(pairs)} sources {b.mean():.1f} -> {a.mean():.1f}; "
+        f"worse in {(a > b + 0.5).sum()}, better in {(a < b - 0.5).sum()}"
+    )
+    print("  bona fide of each fold with at least 10: EER against every spoof, mean score")
+    for name in sorted(before.per_source_bonafide_mean):
+        if per_fold[(name, "bonafide")] >= 10:
+            print(
+                f"  {name:44s} {bona_eer(before, folds, name):5.1f} -> {bona_eer(after, folds, name):5.1f}"
+                f"   {before.per_source_bonafide_mean[name]:5.2f} -> "
+                f"{after.per_source_bonafide_mean[name]:5.2f}"
+            )
 
 
 def main() -> None:
@@ -95,16 +147,8 @@ def main() -> None:
     for title, extra_pairs in runs.items():
         cells = []
         for test in CHANNELS:
-            result = leave_one_source_out(
-                list(sets.values()),
-                sets[test],
-                LAYERS,
-                C=0.001,
-                spectral_weight=2.0,
-                test_channel=test,
-                progress=False,
-                extra_sets=[copy_sets[pair] for pair in extra_pairs],
-                fold_groups=groups,
+            result = recipe_loso(
+                list(sets.values()), sets[test], test, [copy_sets[pair] for pair in extra_pairs], groups
             )
             results[(title, test)] = result
             cells.append(f"{test} EER {100 * result.metrics.eer:5.2f} % minDCF {result.metrics.min_dcf:.3f}")
@@ -112,33 +156,9 @@ def main() -> None:
 
     base = "no copies (the previous card)"
     folds = np.array([fold_key(it, groups) for it in sets["clean"].items])
-    per_fold = Counter((str(f), it.label) for it, f in zip(sets["clean"].items, folds, strict=True))
     for title in list(runs)[1:]:
         for test in CHANNELS:
-            before, after = results[(base, test)], results[(title, test)]
-            g = bootstrap_gain(before, after, folds)
-            print(
-                f"\n{title}, {test}: gain {g.mean():.2f} points, 90 % interval {np.percentile(g, 5):.2f} to "
-                f"{np.percentile(g, 95):.2f}, positive in {100 * (g > 0).mean():.0f} % of draws"
-            )
-            pairs = []
-            for name, eer in sorted(before.per_source_eer.items(), key=lambda kv: -kv[1]):
-                if per_fold[(name, "spoof")] >= 10:
-                    pairs.append((100 * eer, 100 * after.per_source_eer[name]))
-                    print(f"  {name:44s} {pairs[-1][0]:5.1f} -> {pairs[-1][1]:5.1f}")
-            b, a = np.array(pairs).T
-            print(
-                f"  mean per-source EER over {len(pairs)} sources {b.mean():.1f} -> {a.mean():.1f}; "
-                f"worse in {(a > b + 0.5).sum()}, better in {(a < b - 0.5).sum()}"
-            )
-            print("  bona fide of each fold with at least 10: EER against every spoof, mean score")
-            for name in sorted(before.per_source_bonafide_mean):
-                if per_fold[(name, "bonafide")] >= 10:
-                    print(
-                        f"  {name:44s} {bona_eer(before, folds, name):5.1f} -> {bona_eer(after, folds, name):5.1f}"
-                        f"   {before.per_source_bonafide_mean[name]:5.2f} -> "
-                        f"{after.per_source_bonafide_mean[name]:5.2f}"
-                    )
+            print_comparison(f"{title}, {test}", results[(base, test)], results[(title, test)], folds)
 
 
 if __name__ == "__main__":
