@@ -18,13 +18,10 @@ from pathlib import Path
 
 import numpy as np
 from copies_grouped import print_comparison, recipe_loso
-from spectral_blocks import CHANNELS, LAYERS, LEVEL_DBFS, WINDOW, cached_sets
+from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 
-from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.extract import extract_with_spectral
-from spoofwatch.train.pipeline import feature_encoder
 from spoofwatch.train.validate import LosoResult, fold_key
 
 GROUPS = ["debian:asterisk*"]
@@ -37,15 +34,9 @@ def main() -> None:
     parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
     args = parser.parse_args()
     sets = dict(cached_sets(args.manifest, "lfcc-phase"))
-    _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
-    spectral = build_encoder(EncoderSpec("lfcc-phase", "lfcc-phase"), 4.0)
-    items = read_manifest(args.manifest)
-    sets["augmented"] = extract_with_spectral(
-        items, whisper, spectral, WINDOW, channel="augmented", level_dbfs=LEVEL_DBFS
-    )
-    copies = extract_with_spectral(
-        read_manifest(args.copies), whisper, spectral, WINDOW, channel="clean", level_dbfs=LEVEL_DBFS
-    )
+    extract = recipe_extractor()
+    sets["augmented"] = extract(sets["clean"].items, "augmented")
+    copies = extract(read_manifest(args.copies), "clean")
     runs = {"shipped (clean + telephone)": CHANNELS, "clean + telephone + augmented": TESTS}
     results: dict[tuple[str, str], LosoResult] = {}
     for title, train in runs.items():

@@ -21,14 +21,12 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from spectral_blocks import CHANNELS, LAYERS, LEVEL_DBFS, WINDOW, cached_sets
+from spectral_blocks import CHANNELS, LAYERS, cached_sets, recipe_extractor
 
-from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
+from spoofwatch.train.extract import EmbeddingSet
 from spoofwatch.train.metrics import compute_eer
-from spoofwatch.train.pipeline import feature_encoder
 from spoofwatch.train.validate import LosoResult, fold_key, leave_one_source_out
 
 
@@ -125,8 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     groups: list[str] = ["debian:asterisk*"] if args.fold_group is None else args.fold_group
     sets = cached_sets(args.manifest, "lfcc-phase")
-    _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
-    spectral = build_encoder(EncoderSpec("lfcc-phase", "lfcc-phase"), 4.0)
+    extract = recipe_extractor()
     manifests = {"draw 0": args.copies, "draw 1": args.second_draw}
     # title: the (copies, training channel) pairs it adds
     all_runs: list[tuple[str, tuple[tuple[str, str], ...]]] = [
@@ -138,9 +135,7 @@ def main() -> None:
     chosen = {0, *(int(n) for n in args.runs.split(","))} if args.runs else set(range(len(all_runs)))
     runs = dict(run for n, run in enumerate(all_runs) if n in chosen)
     copy_sets = {
-        (draw, ch): extract_with_spectral(
-            read_manifest(manifests[draw]), whisper, spectral, WINDOW, channel=ch, level_dbfs=LEVEL_DBFS
-        )
+        (draw, ch): extract(read_manifest(manifests[draw]), ch)
         for draw, ch in sorted({pair for pairs in runs.values() for pair in pairs})
     }
     results: dict[tuple[str, str], LosoResult] = {}
@@ -154,7 +149,7 @@ def main() -> None:
             cells.append(f"{test} EER {100 * result.metrics.eer:5.2f} % minDCF {result.metrics.min_dcf:.3f}")
         print(f"{title:30s} " + "  ".join(cells), flush=True)
 
-    base = "no copies (the previous card)"
+    base = all_runs[0][0]
     folds = np.array([fold_key(it, groups) for it in sets["clean"].items])
     for title in list(runs)[1:]:
         for test in CHANNELS:

@@ -27,16 +27,14 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from spectral_blocks import LAYERS, LEVEL_DBFS, WINDOW, cached_sets
+from spectral_blocks import LAYERS, cached_sets, recipe_extractor
 
-from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.head import LinearHead
 from spoofwatch.train import channel
 from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
+from spoofwatch.train.extract import EmbeddingSet
 from spoofwatch.train.fit import clip_llrs
 from spoofwatch.train.metrics import compute_eer
-from spoofwatch.train.pipeline import feature_encoder
 from spoofwatch.train.validate import fold_key
 
 Samples = NDArray[np.float32]
@@ -71,10 +69,9 @@ def main() -> None:
     sets: dict[str, EmbeddingSet] = dict(cached_sets(args.manifest, "lfcc-phase"))
     channel.CHANNELS.update(CHANNELS)
     items = read_manifest(args.manifest)
-    _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
-    spectral = build_encoder(EncoderSpec("lfcc-phase", "lfcc-phase"), 4.0)
+    extract = recipe_extractor()
     for name in CHANNELS:
-        sets[name] = extract_with_spectral(items, whisper, spectral, WINDOW, channel=name, level_dbfs=LEVEL_DBFS)
+        sets[name] = extract(items, name)
         assert np.array_equal(sets[name].item_index, sets["clean"].item_index)
 
     item_source = np.array([fold_key(it) for it in sets["clean"].items])

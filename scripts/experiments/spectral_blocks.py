@@ -4,7 +4,7 @@ and leave-one-source-out with those blocks appended to the spectral ones."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from spoofwatch.model.level import normalise_level
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.stream.windowing import WindowConfig, cut_windows
 from spoofwatch.train.channel import get_channel
-from spoofwatch.train.corpus import read_manifest
+from spoofwatch.train.corpus import LabelledItem, read_manifest
 from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
 from spoofwatch.train.pipeline import feature_encoder
 from spoofwatch.train.validate import leave_one_source_out
@@ -27,16 +27,24 @@ CHANNELS = ("clean", "telephone")
 WINDOW = WindowConfig(16000, 4.0, 2.0)
 
 
-def cached_sets(manifest: Path, spectral_kind: str) -> dict[str, EmbeddingSet]:
-    """Whisper base states 0-4 (int8-all) and the ``spectral_kind`` block of every levelled
-    training window, per channel, from the embedding cache (or extracted into it)."""
-    items = read_manifest(manifest)
+def recipe_extractor(spectral_kind: str = "lfcc-phase") -> Callable[[Sequence[LabelledItem], str], EmbeddingSet]:
+    """``extract(items, channel)``: Whisper base states 0-4 (int8-all) and the ``spectral_kind``
+    block of every levelled training window of ``items`` through ``channel``, from the
+    embedding cache (or extracted into it). The encoders are built once, here."""
     _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
     spectral = build_encoder(EncoderSpec(spectral_kind, spectral_kind), 4.0)
-    return {
-        ch: extract_with_spectral(items, whisper, spectral, WINDOW, channel=ch, level_dbfs=LEVEL_DBFS)
-        for ch in CHANNELS
-    }
+
+    def extract(items: Sequence[LabelledItem], channel: str) -> EmbeddingSet:
+        return extract_with_spectral(list(items), whisper, spectral, WINDOW, channel=channel, level_dbfs=LEVEL_DBFS)
+
+    return extract
+
+
+def cached_sets(manifest: Path, spectral_kind: str) -> dict[str, EmbeddingSet]:
+    """The shipped recipe's features (``recipe_extractor``) of every manifest item, per channel."""
+    items = read_manifest(manifest)
+    extract = recipe_extractor(spectral_kind)
+    return {ch: extract(items, ch) for ch in CHANNELS}
 
 
 def extra_blocks(

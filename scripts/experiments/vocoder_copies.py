@@ -16,14 +16,12 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from spectral_blocks import CHANNELS, LAYERS, LEVEL_DBFS, WINDOW, cached_sets
+from spectral_blocks import CHANNELS, LAYERS, cached_sets, recipe_extractor
 
-from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.copysynth import PitchShift, find_vocoder, write_copies
 from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
-from spoofwatch.train.pipeline import feature_encoder
+from spoofwatch.train.extract import EmbeddingSet
 from spoofwatch.train.validate import leave_one_source_out
 
 VARIANTS: dict[str, PitchShift | None] = {
@@ -55,8 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     items = read_manifest(args.manifest)
     sets = cached_sets(args.manifest, "lfcc-phase")
-    _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
-    spectral = build_encoder(EncoderSpec("lfcc-phase", "lfcc-phase"), 4.0)
+    extract = recipe_extractor()
     copies = {}
     for name, shift in VARIANTS.items():
         manifest = args.copies / name / "manifest.csv"
@@ -68,10 +65,7 @@ def main() -> None:
         extra_sets: list[EmbeddingSet] = []
         for name in names:
             chosen = [c for c in copies[name] if in_fraction(c.extra["copy_of"], fraction)]
-            extra_sets += [
-                extract_with_spectral(chosen, whisper, spectral, WINDOW, channel=ch, level_dbfs=LEVEL_DBFS)
-                for ch in extra_channels
-            ]
+            extra_sets += [extract(chosen, ch) for ch in extra_channels]
         cells = []
         for test in CHANNELS:
             result = leave_one_source_out(
