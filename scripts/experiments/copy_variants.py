@@ -1,0 +1,186 @@
+"""FARGAN copies that differ from their originals in more than pitch, as extra training
+spoofs in place of the shipped pitch-moved copies: the spectral envelope warped in
+frequency (a vocal-tract-length change, as voice conversion makes) and/or the features
+smoothed in time (the over-smoothed trajectories of a TTS acoustic model), each on top of
+the shipped pitch move. Leave-one-source-out under the Asterisk grouping, clean and
+telephone, and the fold bootstrap of each variant against the shipped copies.
+
+    PYTHONPATH=src:scripts/experiments python scripts/experiments/copy_variants.py \
+        --manifest ../shared/corpus/manifest.csv
+
+Writes the copies to the cache (``copies/fargan-<variant>``); features come from the
+embedding cache. About 30 minutes on 2 cores the first time. Result (2026-11-26): every
+variant is worse than the shipped copies (README, selection table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import math
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from copies_grouped import print_comparison, recipe_loso
+from numpy.typing import NDArray
+from scipy.fft import dct, idct
+from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
+
+from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.train.copysynth import (
+    _PITCH_MAX,
+    _PITCH_MIN,
+    FRAME_VALUES,
+    MANIFEST_COLUMNS,
+    PITCH_INDEX,
+    PitchShift,
+    _run,
+    find_vocoder,
+)
+from spoofwatch.train.corpus import LabelledItem, read_manifest
+from spoofwatch.train.validate import LosoResult, fold_key
+
+GROUPS = ["debian:asterisk*"]
+NB_BANDS = 18
+# Opus dnn/freq.c eband5ms: band edges in 200 Hz units; the cepstrum is an orthonormal DCT-II
+# of the bands' log10 energies (dnn/freq.c dct, dct_table).
+BAND_HZ = 200.0 * np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 34, 40], dtype=np.float64)
+
+FeatureEdit = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+
+
+def draw(utt_id: str, salt: str, low: float, high: float) -> float:
+    digest = hashlib.sha256(f"{utt_id}#{salt}".encode()).digest()
+    return float(np.random.default_rng(int.from_bytes(digest[:8], "little")).uniform(low, high))
+
+
+def warp_envelope(frames: NDArray[np.float32], alpha: float) -> NDArray[np.float32]:
+    """Move the spectral envelope up (alpha > 1) or down in frequency by ``alpha``."""
+    log_bands = idct(frames[:, :NB_BANDS].astype(np.float64), type=2, norm="ortho", axis=1)
+    source_hz = BAND_HZ / alpha
+    warped = np.stack([np.interp(source_hz, BAND_HZ, row) for row in log_bands])
+    out = frames.copy()
+    out[:, :NB_BANDS] = dct(warped, type=2, norm="ortho", axis=1)
+    return out
+
+
+def smooth_in_time(frames: NDArray[np.float32], width: int) -> NDArray[np.float32]:
+    """A centred Hann moving average of the cepstra and pitch over ``width`` frames."""
+    kernel = np.hanning(width + 2)[1:-1]
+    kernel /= kernel.sum()
+    out = frames.copy()
+    pad = width // 2
+    for k in range(NB_BANDS + 1):
+        padded = np.pad(frames[:, k].astype(np.float64), pad, mode="edge")
+        out[:, k] = np.convolve(padded, kernel, mode="valid")
+    return out
+
+
+def vocode_edited(
+    samples: NDArray[np.floating], vocoder: Path, pitch_factor: float, edit: FeatureEdit
+) -> NDArray[np.float32]:
+    """copysynth.vocode with ``edit`` applied to the features before the pitch move."""
+    x = np.asarray(samples, dtype=np.float64)
+    with tempfile.TemporaryDirectory(prefix="spoofwatch-fargan-") as tmp:
+        pcm_in, features, pcm_out = (Path(tmp) / n for n in ("in.pcm", "features.f32", "out.pcm"))
+        np.round(np.clip(x, -1.0, 1.0) * 32767).astype("<i2").tofile(pcm_in)
+        _run([str(vocoder), "-features", str(pcm_in), str(features)])
+        frames = edit(np.fromfile(features, dtype="<f4").reshape(-1, FRAME_VALUES))
+        shifted = frames[:, PITCH_INDEX] + math.log2(pitch_factor)
+        frames[:, PITCH_INDEX] = np.clip(shifted, _PITCH_MIN, _PITCH_MAX)
+        frames.astype("<f4").tofile(features)
+        _run([str(vocoder), "-fargan-synthesis", str(features), str(pcm_out)])
+        y = np.fromfile(pcm_out, dtype="<i2").astype(np.float64) / 32768.0
+    y *= math.sqrt(float(np.mean(x**2))) / max(math.sqrt(float(np.mean(y**2))), 1e-9)
+    peak = float(np.max(np.abs(y)))
+    if peak > 0.999:
+        y *= 0.999 / peak
+    return y.astype(np.float32)
+
+
+def variant_edit(name: str, utt_id: str, pitch_factor: float) -> FeatureEdit:
+    # A higher voice usually comes with a shorter vocal tract: warp the same way as the pitch.
+    alpha = draw(utt_id, "warp", 1.05, 1.18)
+    alpha = alpha if pitch_factor > 1.0 else 1.0 / alpha
+
+    def edit(frames: NDArray[np.float32]) -> NDArray[np.float32]:
+        if "warp" in name:
+            frames = warp_envelope(frames, alpha)
+        if "smooth" in name:
+            frames = smooth_in_time(frames, 5)
+        return frames
+
+    return edit
+
+
+def make_copies(items: list[LabelledItem], name: str, out_dir: Path) -> Path:
+    manifest = out_dir / "manifest.csv"
+    if manifest.is_file():
+        return manifest
+    vocoder = find_vocoder()
+    shift = PitchShift()
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+
+    def one(item: LabelledItem) -> dict[str, str]:
+        factor = shift.factor_for(item.utt_id)
+        edit = variant_edit(name, item.utt_id, factor)
+        copy = vocode_edited(load_audio(item.path, 16000).samples, vocoder, factor, edit)
+        utt = f"{item.utt_id}-fargan-{name}"
+        sf.write(out_dir / "audio" / f"{utt}.flac", copy, 16000, subtype="PCM_16")
+        return {
+            "path": f"audio/{utt}.flac",
+            "label": "spoof",
+            "utt_id": utt,
+            "system": f"FARGAN-copy-{name}",
+            "speaker": item.speaker,
+            "split": item.split,
+            "source": item.source,
+            "license": item.extra.get("license", ""),
+            "copy_of": item.utt_id,
+            "pitch_factor": f"{factor:.4f}",
+        }
+
+    bonafide = [it for it in items if it.label == "bonafide"]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows = list(pool.map(one, bonafide))
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--variants", default="ps-warp,ps-smooth,ps-warp-smooth")
+    args = parser.parse_args()
+    items = read_manifest(args.manifest)
+    sets = cached_sets(args.manifest, "lfcc-phase")
+    extract = recipe_extractor()
+    copies = {"ps (shipped)": extract(read_manifest(cache_root() / "copies" / "fargan-ps" / "manifest.csv"), "clean")}
+    for name in args.variants.split(","):
+        manifest = make_copies(items, name, cache_root() / "copies" / f"fargan-{name}")
+        copies[name] = extract(read_manifest(manifest), "clean")
+    results: dict[tuple[str, str], LosoResult] = {}
+    for name, extra in copies.items():
+        cells = []
+        for test in CHANNELS:
+            result = recipe_loso([sets[ch] for ch in CHANNELS], sets[test], test, [extra], GROUPS)
+            results[(name, test)] = result
+            cells.append(f"{test} {100 * result.metrics.eer:5.2f} % (minDCF {result.metrics.min_dcf:.3f})")
+        print(f"{name:20s} " + "  ".join(cells), flush=True)
+    folds = np.array([fold_key(it, GROUPS) for it in sets["clean"].items])
+    for name in list(copies)[1:]:
+        for test in CHANNELS:
+            print_comparison(f"{name}, {test}", results[("ps (shipped)", test)], results[(name, test)], folds)
+
+
+if __name__ == "__main__":
+    main()
