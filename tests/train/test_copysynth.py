@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import math
@@ -180,6 +181,8 @@ def test_write_copies_lists_bona_fide_copies_as_spoofs_of_the_same_source(
         assert (copy.speaker, copy.split, copy.source) == (original.speaker, original.split, original.source)
         assert copy.extra["copy_of"] == original.utt_id
         assert copy.extra["license"] == original.extra["license"]
+        digest = hashlib.sha256(fake_vocoder.read_bytes()).hexdigest()[:16]
+        assert copy.extra["vocoder"] == f"FARGAN ({fake_vocoder.name}, sha256 {digest})"
         factor = float(copy.extra["pitch_factor"])
         assert factor == pytest.approx(PitchShift().factor_for(original.utt_id), abs=1e-4)
         audio = load_audio(copy.path, RATE).samples

@@ -14,7 +14,7 @@ import torch
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from spoofwatch.config import ConfigError
-from spoofwatch.errors import ArtifactMismatchError
+from spoofwatch.errors import ArtifactMismatchError, DataError
 from spoofwatch.model.artifact import load_detector, read_card
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.registry import EncoderSpec
@@ -314,7 +314,10 @@ def _extra_copies(root: Path) -> list[LabelledItem]:
         path = root / f"copy{i}.wav"
         sf.write(path, clip("bonafide", 500 + i), RATE)
         items.append(
-            LabelledItem(path, "spoof", f"copy{i}", system="copy", split=split, source=f"src-{split}-0")
+            LabelledItem(
+                path, "spoof", f"copy{i}", system="copy", split=split, source=f"src-{split}-0",
+                extra={"vocoder": "test vocoder", "pitch_factor": ("1.25", "0.8", "2.0", "0.5")[i]},
+            )
         )
     return items
 
@@ -329,6 +332,9 @@ def test_extra_items_train_the_head_but_never_the_dev_measures(
     report = train_detector(items, None, tmp_path / "extra", options, progress=False, extra_items=extra)
     card = read_card(tmp_path / "extra")
     assert card["training"]["extra_train_items"] == {"copy": 2}  # the dev-split copies are left out
+    assert card["training"]["extra_train_provenance"] == {
+        "copy": {"items": 2, "made_by": ["test vocoder"], "pitch_factor_range": [0.8, 1.25]}
+    }
     assert card["training"]["train_items"] == {"bonafide": 8, "spoof": 8}
     assert card["training"]["dev_items"] == {"bonafide": 6, "spoof": 6}
     assert report["threshold"]["dev_clips"] == {"bonafide": 6, "spoof": 6}
@@ -345,6 +351,17 @@ def test_extra_items_train_the_head_but_never_the_dev_measures(
     with pytest.raises(ConfigError, match="unknown channel 'radio'"):
         radio = replace(options, extra_channels=("radio",))
         train_detector(items, None, tmp_path / "x", radio, extra_items=extra)
+
+
+def test_a_malformed_pitch_factor_of_an_extra_item_is_refused_before_extraction(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> None:
+    model, items = workspace
+    extra = [replace(it, extra={"pitch_factor": "fast"}) for it in _extra_copies(tmp_path / "audio")]
+    options = TrainOptions(f"hf:{model}", 2.0, 1.0, 1.0, ("clean",), layers=(0, 1, 2), C=1.0)
+    with pytest.raises(DataError, match=r"extra item copy0: expected a number in pitch_factor, found 'fast'"):
+        train_detector(items, None, tmp_path / "out", options, progress=False, extra_items=extra)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_loso_command_trains_on_extra_manifests_without_scoring_them(

@@ -46,7 +46,8 @@ PITCH_INDEX = 18  # NB_BANDS: the pitch feature follows the 18 cepstral bands
 _PITCH_MIN = math.log2(256 / 255) - 1.5
 _PITCH_MAX = math.log2(256 / 32) - 1.5
 MANIFEST_COLUMNS = (
-    "path", "label", "utt_id", "system", "speaker", "split", "source", "license", "copy_of", "pitch_factor"
+    "path", "label", "utt_id", "system", "speaker", "split", "source", "license", "copy_of", "pitch_factor",
+    "vocoder",
 )
 _BUILD_HINT = "build it with `bash scripts/build_fargan.sh` (Opus 1.5.2 from Debian, about a minute)"
 
@@ -99,6 +100,12 @@ def find_vocoder(path: str | os.PathLike[str] | None = None) -> Path:
     if not chosen.is_file() or not os.access(chosen, os.X_OK):
         raise ConfigError(f"vocoder: expected an executable FARGAN demo program at {chosen}; {_BUILD_HINT}")
     return chosen
+
+
+def describe_vocoder(vocoder: Path) -> str:
+    """What made the copies, for their manifest and the card: the program and its sha256."""
+    digest = hashlib.sha256(vocoder.read_bytes()).hexdigest()
+    return f"FARGAN ({vocoder.name}, sha256 {digest[:16]})"
 
 
 def _run(args: Sequence[str], timeout_s: float = 600.0) -> None:
@@ -177,6 +184,7 @@ def write_copies(
     if pitch_shift is not None:
         suffix += f"-ps{pitch_shift.seed or ''}"
     system = "FARGAN-copy" if pitch_shift is None else "FARGAN-copy-pitch-shifted"
+    made_by = describe_vocoder(vocoder)
 
     def one(item: LabelledItem) -> dict[str, str]:
         factor = 1.0 if pitch_shift is None else pitch_shift.factor_for(item.utt_id)
@@ -195,6 +203,7 @@ def write_copies(
             "license": item.extra.get("license", ""),
             "copy_of": item.utt_id,
             "pitch_factor": f"{factor:.4f}",
+            "vocoder": made_by,
         }
 
     rows: list[dict[str, str]] = []

@@ -141,6 +141,33 @@ def split_train_dev(
     return train, dev
 
 
+def _pitch_factor(item: LabelledItem) -> float:
+    text = item.extra["pitch_factor"]
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(
+            f"extra item {item.utt_id}: expected a number in pitch_factor, found {text!r}"
+        ) from None
+
+
+def describe_extra_items(items: Sequence[LabelledItem]) -> dict[str, dict[str, Any]]:
+    """Per system of the extra training items: how many, what made them (a ``vocoder``
+    column) and the range of their ``pitch_factor`` column, where the manifest has them."""
+    described: dict[str, dict[str, Any]] = {}
+    for system in sorted({it.system for it in items}):
+        chosen = [it for it in items if it.system == system]
+        entry: dict[str, Any] = {"items": len(chosen)}
+        makers = sorted({it.extra["vocoder"] for it in chosen if it.extra.get("vocoder")})
+        if makers:
+            entry["made_by"] = makers
+        factors = [_pitch_factor(it) for it in chosen if it.extra.get("pitch_factor")]
+        if factors:
+            entry["pitch_factor_range"] = [min(factors), max(factors)]
+        described[system] = entry
+    return described
+
+
 def train_detector(
     items: Sequence[LabelledItem],
     dev_items: Sequence[LabelledItem] | None,
@@ -167,6 +194,7 @@ def train_detector(
     extra_train = [it for it in extra_items if it.split != "dev"]
     if len(extra_train) < len(extra_items):
         logger.info("extra items: %d of split dev left out", len(extra_items) - len(extra_train))
+    extra_provenance = describe_extra_items(extra_train)  # before extraction: bad cells fail fast
     for problem in check_no_leakage(train, dev):
         logger.warning("train/dev leakage: %s", problem)
     spec, float_encoder, encoder = feature_encoder(
@@ -244,6 +272,7 @@ def train_detector(
                 "spoof": sum(i.label == "spoof" for i in train),
             },
             "extra_train_items": dict(Counter(item.system for item in extra_train)),
+            "extra_train_provenance": extra_provenance,
             "dev_items": {
                 "bonafide": sum(i.label == "bonafide" for i in dev),
                 "spoof": sum(i.label == "spoof" for i in dev),
