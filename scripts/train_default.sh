@@ -3,7 +3,9 @@
 # Whisper base hidden states 0-4 (the encoder runs only its first 4 layers) fused with
 # LFCC and per-band phase-coherence statistics (--spectral lfcc-phase) in one logistic
 # head, 4 s windows (2 s apart in training, 1 s when streaming), both classes through the
-# clean and the G.711 telephone channel; affine LLR calibration and the threshold on dev
+# clean channel, the G.711 telephone channel and a randomly augmented channel (codecs,
+# noise, reverberation, gain, packet loss; seeded per clip), so noisy genuine calls do not
+# look synthetic (`--channels clean,telephone` gives the previous card); affine LLR calibration and the threshold on dev
 # windows of those two channels and of callers at a random level through G.711
 # (--calibration-channels; `--calibration-channels clean,telephone` gives the previous one). The encoder runs with dynamic int8 Linear layers (int8-all) and the
 # head is fitted on those int8 features: 33 real-time streams on 2 cores against 23 in
@@ -26,7 +28,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS="${CORPUS:-../shared/corpus}"
 COPIES="${COPIES:-${SPOOFWATCH_CACHE:-$HOME/.cache/spoofwatch}/copies/fargan-ps}"
-# COPIES=none trains the previous card's recipe (no copies; pass --name to tell it apart).
+# COPIES=none trains without the copies (with --channels clean,telephone and --name
+# spoofwatch-default-whisper-base-lfcc-phase: the card before the copies).
 EXTRA=()
 if [ "$COPIES" != "none" ]; then
   if [ ! -f "$COPIES/manifest.csv" ]; then
@@ -39,6 +42,6 @@ fi
   --manifest "$CORPUS/manifest.csv" \
   --out src/spoofwatch/model/default \
   --encoder whisper-base --window-s 4 --hop-s 1 --train-hop-s 2 \
-  --channels clean,telephone --calibration-channels clean,telephone,telephone-level --layers 0,1,2,3,4 --truncate-encoder \
+  --channels clean,telephone,augmented --calibration-channels clean,telephone,telephone-level --layers 0,1,2,3,4 --truncate-encoder \
   --spectral lfcc-phase --spectral-weight 2 --quantization int8-all --C 0.001 --level-dbfs -26 \
-  "${EXTRA[@]}" --name spoofwatch-default-whisper-base-lfcc-phase-copies "$@"
+  "${EXTRA[@]}" --name spoofwatch-default-whisper-base-lfcc-phase-copies-aug "$@"
