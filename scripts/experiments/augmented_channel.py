@@ -17,12 +17,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from copies_grouped import print_comparison, recipe_loso
+from copies_grouped import loso_grid, print_comparison
 from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.validate import LosoResult, fold_key
+from spoofwatch.train.validate import fold_key
 
 GROUPS = ["debian:asterisk*"]
 TESTS = (*CHANNELS, "augmented")
@@ -37,15 +37,9 @@ def main() -> None:
     extract = recipe_extractor()
     sets["augmented"] = extract(sets["clean"].items, "augmented")
     copies = extract(read_manifest(args.copies), "clean")
-    runs = {"shipped (clean + telephone)": CHANNELS, "clean + telephone + augmented": TESTS}
-    results: dict[tuple[str, str], LosoResult] = {}
-    for title, train in runs.items():
-        cells = []
-        for test in TESTS:
-            result = recipe_loso([sets[ch] for ch in train], sets[test], test, [copies], GROUPS)
-            results[(title, test)] = result
-            cells.append(f"{test} {100 * result.metrics.eer:5.2f} %")
-        print(f"{title:32s} " + "  ".join(cells), flush=True)
+    runs = {"clean + telephone": CHANNELS, "clean + telephone + augmented (shipped)": TESTS}
+    grid = {title: ([sets[ch] for ch in train], [copies]) for title, train in runs.items()}
+    results = loso_grid(grid, {test: sets[test] for test in TESTS}, GROUPS)
 
     base, other = runs
     folds = np.array([fold_key(it, GROUPS) for it in sets["clean"].items])

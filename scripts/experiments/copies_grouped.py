@@ -78,6 +78,24 @@ def recipe_loso(
     )
 
 
+def loso_grid(
+    runs: dict[str, tuple[Sequence[EmbeddingSet], Sequence[EmbeddingSet]]],
+    tests: dict[str, EmbeddingSet],
+    fold_groups: Sequence[str],
+) -> dict[tuple[str, str], LosoResult]:
+    """``recipe_loso`` for every run (title: training sets, extra training sets) and test
+    channel, printing one line of EER and minDCF per run."""
+    results: dict[tuple[str, str], LosoResult] = {}
+    for title, (train_sets, extra_sets) in runs.items():
+        cells = []
+        for test, test_set in tests.items():
+            result = recipe_loso(train_sets, test_set, test, extra_sets, fold_groups)
+            results[(title, test)] = result
+            cells.append(f"{test} EER {100 * result.metrics.eer:5.2f} % minDCF {result.metrics.min_dcf:.3f}")
+        print(f"{title:32s} " + "  ".join(cells), flush=True)
+    return results
+
+
 def print_comparison(label: str, before: LosoResult, after: LosoResult, folds: NDArray[np.str_]) -> None:
     """The fold-bootstrap gain of ``after`` over ``before``, the EER of each fold's spoofs
     (folds with at least 10) and of each fold's bona fide clips (at least 10) against every
@@ -138,16 +156,8 @@ def main() -> None:
         (draw, ch): extract(read_manifest(manifests[draw]), ch)
         for draw, ch in sorted({pair for pairs in runs.values() for pair in pairs})
     }
-    results: dict[tuple[str, str], LosoResult] = {}
-    for title, extra_pairs in runs.items():
-        cells = []
-        for test in CHANNELS:
-            result = recipe_loso(
-                list(sets.values()), sets[test], test, [copy_sets[pair] for pair in extra_pairs], groups
-            )
-            results[(title, test)] = result
-            cells.append(f"{test} EER {100 * result.metrics.eer:5.2f} % minDCF {result.metrics.min_dcf:.3f}")
-        print(f"{title:30s} " + "  ".join(cells), flush=True)
+    grid = {title: (list(sets.values()), [copy_sets[pair] for pair in pairs]) for title, pairs in runs.items()}
+    results = loso_grid(grid, {test: sets[test] for test in CHANNELS}, groups)
 
     base = all_runs[0][0]
     folds = np.array([fold_key(it, groups) for it in sets["clean"].items])

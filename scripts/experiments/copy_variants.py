@@ -18,15 +18,12 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import math
-import tempfile
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from copies_grouped import print_comparison, recipe_loso
+from copies_grouped import loso_grid, print_comparison
 from numpy.typing import NDArray
 from scipy.fft import dct, idct
 from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
@@ -34,25 +31,22 @@ from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.copysynth import (
-    _PITCH_MAX,
-    _PITCH_MIN,
-    FRAME_VALUES,
     MANIFEST_COLUMNS,
-    PITCH_INDEX,
+    FeatureEdit,
     PitchShift,
-    _run,
+    copy_row,
+    describe_vocoder,
     find_vocoder,
+    vocode,
 )
 from spoofwatch.train.corpus import LabelledItem, read_manifest
-from spoofwatch.train.validate import LosoResult, fold_key
+from spoofwatch.train.validate import fold_key
 
 GROUPS = ["debian:asterisk*"]
 NB_BANDS = 18
 # Opus dnn/freq.c eband5ms: band edges in 200 Hz units; the cepstrum is an orthonormal DCT-II
 # of the bands' log10 energies (dnn/freq.c dct, dct_table).
 BAND_HZ = 200.0 * np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 34, 40], dtype=np.float64)
-
-FeatureEdit = Callable[[NDArray[np.float32]], NDArray[np.float32]]
 
 
 def draw(utt_id: str, salt: str, low: float, high: float) -> float:
@@ -82,28 +76,6 @@ def smooth_in_time(frames: NDArray[np.float32], width: int) -> NDArray[np.float3
     return out
 
 
-def vocode_edited(
-    samples: NDArray[np.floating], vocoder: Path, pitch_factor: float, edit: FeatureEdit
-) -> NDArray[np.float32]:
-    """copysynth.vocode with ``edit`` applied to the features before the pitch move."""
-    x = np.asarray(samples, dtype=np.float64)
-    with tempfile.TemporaryDirectory(prefix="spoofwatch-fargan-") as tmp:
-        pcm_in, features, pcm_out = (Path(tmp) / n for n in ("in.pcm", "features.f32", "out.pcm"))
-        np.round(np.clip(x, -1.0, 1.0) * 32767).astype("<i2").tofile(pcm_in)
-        _run([str(vocoder), "-features", str(pcm_in), str(features)])
-        frames = edit(np.fromfile(features, dtype="<f4").reshape(-1, FRAME_VALUES))
-        shifted = frames[:, PITCH_INDEX] + math.log2(pitch_factor)
-        frames[:, PITCH_INDEX] = np.clip(shifted, _PITCH_MIN, _PITCH_MAX)
-        frames.astype("<f4").tofile(features)
-        _run([str(vocoder), "-fargan-synthesis", str(features), str(pcm_out)])
-        y = np.fromfile(pcm_out, dtype="<i2").astype(np.float64) / 32768.0
-    y *= math.sqrt(float(np.mean(x**2))) / max(math.sqrt(float(np.mean(y**2))), 1e-9)
-    peak = float(np.max(np.abs(y)))
-    if peak > 0.999:
-        y *= 0.999 / peak
-    return y.astype(np.float32)
-
-
 def variant_edit(name: str, utt_id: str, pitch_factor: float) -> FeatureEdit:
     # A higher voice usually comes with a shorter vocal tract: warp the same way as the pitch.
     alpha = draw(utt_id, "warp", 1.05, 1.18)
@@ -125,26 +97,16 @@ def make_copies(items: list[LabelledItem], name: str, out_dir: Path) -> Path:
         return manifest
     vocoder = find_vocoder()
     shift = PitchShift()
+    made_by = describe_vocoder(vocoder)
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
 
     def one(item: LabelledItem) -> dict[str, str]:
         factor = shift.factor_for(item.utt_id)
         edit = variant_edit(name, item.utt_id, factor)
-        copy = vocode_edited(load_audio(item.path, 16000).samples, vocoder, factor, edit)
+        copy = vocode(load_audio(item.path, 16000).samples, vocoder, factor, edit)
         utt = f"{item.utt_id}-fargan-{name}"
         sf.write(out_dir / "audio" / f"{utt}.flac", copy, 16000, subtype="PCM_16")
-        return {
-            "path": f"audio/{utt}.flac",
-            "label": "spoof",
-            "utt_id": utt,
-            "system": f"FARGAN-copy-{name}",
-            "speaker": item.speaker,
-            "split": item.split,
-            "source": item.source,
-            "license": item.extra.get("license", ""),
-            "copy_of": item.utt_id,
-            "pitch_factor": f"{factor:.4f}",
-        }
+        return copy_row(item, utt, f"FARGAN-copy-{name}", factor, made_by)
 
     bonafide = [it for it in items if it.label == "bonafide"]
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -168,14 +130,8 @@ def main() -> None:
     for name in args.variants.split(","):
         manifest = make_copies(items, name, cache_root() / "copies" / f"fargan-{name}")
         copies[name] = extract(read_manifest(manifest), "clean")
-    results: dict[tuple[str, str], LosoResult] = {}
-    for name, extra in copies.items():
-        cells = []
-        for test in CHANNELS:
-            result = recipe_loso([sets[ch] for ch in CHANNELS], sets[test], test, [extra], GROUPS)
-            results[(name, test)] = result
-            cells.append(f"{test} {100 * result.metrics.eer:5.2f} % (minDCF {result.metrics.min_dcf:.3f})")
-        print(f"{name:20s} " + "  ".join(cells), flush=True)
+    grid = {name: ([sets[ch] for ch in CHANNELS], [extra]) for name, extra in copies.items()}
+    results = loso_grid(grid, {test: sets[test] for test in CHANNELS}, GROUPS)
     folds = np.array([fold_key(it, GROUPS) for it in sets["clean"].items])
     for name in list(copies)[1:]:
         for test in CHANNELS:

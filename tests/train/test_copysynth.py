@@ -85,6 +85,21 @@ def test_vocode_matches_the_level_and_scales_the_pitch(fake_vocoder: Path) -> No
     assert _peak_hz(vocode(noise, fake_vocoder, 4.0)) == pytest.approx(500, abs=2)
 
 
+def test_vocode_applies_a_feature_edit_before_moving_the_pitch(fake_vocoder: Path) -> None:
+    noise = 0.05 * np.random.default_rng(0).standard_normal(RATE)
+    seen: list[tuple[int, ...]] = []
+
+    def to_100_hz(frames: np.ndarray) -> np.ndarray:
+        seen.append(frames.shape)
+        out = frames.copy()
+        out[:, PITCH_INDEX] = math.log2(256 / 160) - 1.5  # a period of 160 samples
+        return out
+
+    assert _peak_hz(vocode(noise, fake_vocoder, edit=to_100_hz)) == pytest.approx(100, abs=2)
+    assert _peak_hz(vocode(noise, fake_vocoder, 1.5, edit=to_100_hz)) == pytest.approx(150, abs=2)
+    assert seen == [(RATE // 160, FRAME_VALUES)] * 2
+
+
 def test_vocode_refuses_bad_audio_and_names_a_failing_vocoder(fake_vocoder: Path) -> None:
     with pytest.raises(DataError, match="expected finite samples"):
         vocode(np.full(RATE, np.nan), fake_vocoder)

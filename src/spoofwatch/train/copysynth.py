@@ -21,7 +21,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +124,15 @@ def _run(args: Sequence[str], timeout_s: float = 600.0) -> None:
         )
 
 
-def vocode(samples: NDArray[np.floating], vocoder: Path, pitch_factor: float = 1.0) -> NDArray[np.float32]:
+FeatureEdit = Callable[[NDArray[np.float32]], NDArray[np.float32]]
+
+
+def vocode(
+    samples: NDArray[np.floating], vocoder: Path, pitch_factor: float = 1.0, edit: FeatureEdit | None = None
+) -> NDArray[np.float32]:
     """FARGAN copy of 16 kHz mono ``samples`` (float, [-1, 1]), pitch scaled by ``pitch_factor``,
-    at the original's RMS level (peaks kept below full scale)."""
+    at the original's RMS level (peaks kept below full scale). ``edit`` changes the feature
+    frames (one row of FRAME_VALUES per 10 ms) before the pitch is moved."""
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 1 or len(x) < SAMPLE_RATE // 10:
         raise DataError(f"vocode: expected mono audio of at least 0.1 s, found shape {x.shape}")
@@ -138,8 +144,10 @@ def vocode(samples: NDArray[np.floating], vocoder: Path, pitch_factor: float = 1
         pcm_in, features, pcm_out = (Path(tmp) / n for n in ("in.pcm", "features.f32", "out.pcm"))
         np.round(np.clip(x, -1.0, 1.0) * 32767).astype("<i2").tofile(pcm_in)
         _run([str(vocoder), "-features", str(pcm_in), str(features)])
-        if pitch_factor != 1.0:
+        if pitch_factor != 1.0 or edit is not None:
             frames = np.fromfile(features, dtype="<f4").reshape(-1, FRAME_VALUES)
+            if edit is not None:
+                frames = edit(frames).astype("<f4")
             shifted = frames[:, PITCH_INDEX] + math.log2(pitch_factor)
             frames[:, PITCH_INDEX] = np.clip(shifted, _PITCH_MIN, _PITCH_MAX)
             frames.tofile(features)
@@ -154,6 +162,26 @@ def vocode(samples: NDArray[np.floating], vocoder: Path, pitch_factor: float = 1
     if peak > 0.999:
         y *= 0.999 / peak
     return y.astype(np.float32)
+
+
+def copy_row(
+    item: LabelledItem, utt_id: str, system: str, pitch_factor: float, made_by: str
+) -> dict[str, str]:
+    """The manifest row of ``item``'s copy: a spoof with the original's speaker, split and source."""
+    return {
+        "path": f"audio/{utt_id}.flac",
+        "label": "spoof",
+        "utt_id": utt_id,
+        "system": system,
+        "speaker": item.speaker,
+        "split": item.split,
+        "source": item.source,
+        # A copy is derived from its original, so it carries the original's licence.
+        "license": item.extra.get("license", ""),
+        "copy_of": item.utt_id,
+        "pitch_factor": f"{pitch_factor:.4f}",
+        "vocoder": made_by,
+    }
 
 
 @dataclass(frozen=True)
@@ -191,20 +219,7 @@ def write_copies(
         copy = vocode(load_audio(item.path, SAMPLE_RATE).samples, vocoder, factor)
         name = f"{item.utt_id}-{suffix}"
         sf.write(audio_dir / f"{name}.flac", copy, SAMPLE_RATE, subtype="PCM_16")
-        return {
-            "path": f"audio/{name}.flac",
-            "label": "spoof",
-            "utt_id": name,
-            "system": system,
-            "speaker": item.speaker,
-            "split": item.split,
-            "source": item.source,
-            # A copy is derived from its original, so it carries the original's licence.
-            "license": item.extra.get("license", ""),
-            "copy_of": item.utt_id,
-            "pitch_factor": f"{factor:.4f}",
-            "vocoder": made_by,
-        }
+        return copy_row(item, name, system, factor, made_by)
 
     rows: list[dict[str, str]] = []
     failed: list[tuple[str, str]] = []
