@@ -2,10 +2,11 @@
 spoofs in place of the shipped pitch-moved copies: the spectral envelope warped in
 frequency (a vocal-tract-length change, as voice conversion makes) and/or the features
 smoothed in time (the over-smoothed trajectories of a TTS acoustic model), each on top of
-the shipped pitch move. Leave-one-source-out under the Asterisk grouping, clean and
-telephone, and the fold bootstrap of each variant against the shipped copies.
+the shipped pitch move. Leave-one-source-out under the Asterisk grouping (training on the
+clean and telephone channels, copies on the clean one), clean and telephone, and the
+fold bootstrap of each variant against the shipped copies.
 
-    PYTHONPATH=src:scripts/experiments python scripts/experiments/copy_variants.py \
+    PYTHONPATH=src python scripts/experiments/copy_variants.py \
         --manifest ../shared/corpus/manifest.csv
 
 Writes the copies to the cache (``copies/fargan-<variant>``); features come from the
