@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-from copies_grouped import loso_grid, print_comparison
+from copies_grouped import compare_training_channels
 from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.validate import fold_key
 
 GROUPS = ["debian:asterisk*"]
 TESTS = (*CHANNELS, "augmented")
@@ -38,13 +36,7 @@ def main() -> None:
     sets["augmented"] = extract(sets["clean"].items, "augmented")
     copies = extract(read_manifest(args.copies), "clean")
     runs = {"clean + telephone": CHANNELS, "clean + telephone + augmented (shipped)": TESTS}
-    grid = {title: ([sets[ch] for ch in train], [copies]) for title, train in runs.items()}
-    results = loso_grid(grid, {test: sets[test] for test in TESTS}, GROUPS)
-
-    base, other = runs
-    folds = np.array([fold_key(it, GROUPS) for it in sets["clean"].items])
-    for test in TESTS:
-        print_comparison(test, results[(base, test)], results[(other, test)], folds)
+    compare_training_channels(sets, copies, runs, TESTS, GROUPS)
 
 
 if __name__ == "__main__":

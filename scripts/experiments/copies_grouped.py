@@ -96,6 +96,23 @@ def loso_grid(
     return results
 
 
+def compare_training_channels(
+    sets: dict[str, EmbeddingSet],
+    copies: EmbeddingSet,
+    runs: dict[str, tuple[str, ...]],
+    tests: Sequence[str],
+    fold_groups: Sequence[str],
+) -> None:
+    """Two runs (title: training channels, copies through the clean channel) on each test
+    channel, then the second against the first (``print_comparison``)."""
+    grid = {title: ([sets[ch] for ch in train], [copies]) for title, train in runs.items()}
+    results = loso_grid(grid, {test: sets[test] for test in tests}, fold_groups)
+    base, other = runs
+    folds = np.array([fold_key(it, fold_groups) for it in sets["clean"].items])
+    for test in tests:
+        print_comparison(test, results[(base, test)], results[(other, test)], folds)
+
+
 def print_comparison(label: str, before: LosoResult, after: LosoResult, folds: NDArray[np.str_]) -> None:
     """The fold-bootstrap gain of ``after`` over ``before``, the EER of each fold's spoofs
     (folds with at least 10) and of each fold's bona fide clips (at least 10) against every

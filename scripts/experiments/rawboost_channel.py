@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from copies_grouped import loso_grid, print_comparison
+from copies_grouped import compare_training_channels
 from numpy.typing import NDArray
 from scipy.signal import firwin, lfilter
 from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
@@ -26,7 +26,6 @@ from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.channel import CHANNELS as CHANNEL_REGISTRY
 from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.validate import fold_key
 
 GROUPS = ["debian:asterisk*"]
 SHIPPED = (*CHANNELS, "augmented")
@@ -92,12 +91,7 @@ def main() -> None:
     sets["rawboost"] = extract(sets["clean"].items, "rawboost")
     copies = extract(read_manifest(args.copies), "clean")
     runs = {"shipped (clean, telephone, augmented)": SHIPPED, "shipped + rawboost": (*SHIPPED, "rawboost")}
-    grid = {title: ([sets[ch] for ch in train], [copies]) for title, train in runs.items()}
-    results = loso_grid(grid, {test: sets[test] for test in SHIPPED}, GROUPS)
-    base, other = runs
-    folds = np.array([fold_key(it, GROUPS) for it in sets["clean"].items])
-    for test in SHIPPED:
-        print_comparison(test, results[(base, test)], results[(other, test)], folds)
+    compare_training_channels(sets, copies, runs, SHIPPED, GROUPS)
 
 
 if __name__ == "__main__":
