@@ -9,7 +9,7 @@ fold bootstrap of each variant against the shipped copies.
     PYTHONPATH=src python scripts/experiments/copy_variants.py \
         --manifest ../shared/corpus/manifest.csv
 
-Writes the copies to the cache (``copies/fargan-<variant>``); features come from the
+Writes the copies to the cache (``copies/fargan-ps-<variant>``); features come from the
 embedding cache. About 30 minutes on 2 cores the first time. Result (2026-11-26): every
 variant is worse than the shipped copies (README, selection table).
 """
@@ -17,29 +17,17 @@ variant is worse than the shipped copies (README, selection table).
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from copies_grouped import loso_grid, print_comparison
 from numpy.typing import NDArray
 from scipy.fft import dct, idct
 from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.train.copysynth import (
-    MANIFEST_COLUMNS,
-    FeatureEdit,
-    PitchShift,
-    copy_row,
-    describe_vocoder,
-    find_vocoder,
-    vocode,
-)
+from spoofwatch.train.copysynth import FeatureEdit, find_vocoder, write_copies
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 from spoofwatch.train.validate import fold_key
 
@@ -93,43 +81,25 @@ def variant_edit(name: str, utt_id: str, pitch_factor: float) -> FeatureEdit:
 
 
 def make_copies(items: list[LabelledItem], name: str, out_dir: Path) -> Path:
+    """The pitch-moved copies with the ``name`` edit (``warp``, ``smooth``, ``warp-smooth``)."""
     manifest = out_dir / "manifest.csv"
     if manifest.is_file():
         return manifest
-    vocoder = find_vocoder()
-    shift = PitchShift()
-    made_by = describe_vocoder(vocoder)
-    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
-
-    def one(item: LabelledItem) -> dict[str, str]:
-        factor = shift.factor_for(item.utt_id)
-        edit = variant_edit(name, item.utt_id, factor)
-        copy = vocode(load_audio(item.path, 16000).samples, vocoder, factor, edit)
-        utt = f"{item.utt_id}-fargan-{name}"
-        sf.write(out_dir / "audio" / f"{utt}.flac", copy, 16000, subtype="PCM_16")
-        return copy_row(item, utt, f"FARGAN-copy-{name}", factor, made_by)
-
-    bonafide = [it for it in items if it.label == "bonafide"]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        rows = list(pool.map(one, bonafide))
-    with manifest.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+    variant = (name, lambda item, factor: variant_edit(name, item.utt_id, factor))
+    return write_copies(items, out_dir, find_vocoder(), variant=variant, workers=2).manifest
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--variants", default="ps-warp,ps-smooth,ps-warp-smooth")
+    parser.add_argument("--variants", default="warp,smooth,warp-smooth")
     args = parser.parse_args()
     items = read_manifest(args.manifest)
     sets = cached_sets(args.manifest, "lfcc-phase")
     extract = recipe_extractor()
     copies = {"ps (shipped)": extract(read_manifest(cache_root() / "copies" / "fargan-ps" / "manifest.csv"), "clean")}
     for name in args.variants.split(","):
-        manifest = make_copies(items, name, cache_root() / "copies" / f"fargan-{name}")
+        manifest = make_copies(items, name, cache_root() / "copies" / f"fargan-ps-{name}")
         copies[name] = extract(read_manifest(manifest), "clean")
     grid = {name: ([sets[ch] for ch in CHANNELS], [extra]) for name, extra in copies.items()}
     results = loso_grid(grid, {test: sets[test] for test in CHANNELS}, GROUPS)

@@ -9,6 +9,7 @@ import io
 import logging
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,31 @@ def test_write_copies_without_pitch_shift_and_with_nothing_to_copy(
         write_copies(items[2:3], tmp_path / "none", fake_vocoder, progress=False)
     with pytest.raises(VocoderError, match=r"every clip failed; first: .*clip3\.flac"):
         write_copies(items[3:], tmp_path / "failed", fake_vocoder, progress=False)
+
+
+def test_write_copies_applies_a_named_variant_edit_per_item(tmp_path: Path, fake_vocoder: Path) -> None:
+    items = _corpus(tmp_path)[:2]
+    asked: list[tuple[str, float]] = []
+
+    def to_100_hz(item: LabelledItem, factor: float) -> Callable[[np.ndarray], np.ndarray]:
+        asked.append((item.utt_id, factor))
+
+        def edit(frames: np.ndarray) -> np.ndarray:
+            out = frames.copy()
+            out[:, PITCH_INDEX] = math.log2(256 / 160) - 1.5  # 100 Hz before the pitch move
+            return out
+
+        return edit
+
+    variant = ("low", to_100_hz)
+    report = write_copies(items, tmp_path / "copies", fake_vocoder, variant=variant, progress=False)
+    copies = read_manifest(report.manifest)
+    assert [c.utt_id for c in copies] == ["clip0-fargan-ps-low", "clip1-fargan-ps-low"]
+    assert {c.system for c in copies} == {"FARGAN-copy-pitch-shifted-low"}
+    assert sorted(asked) == [(it.utt_id, PitchShift().factor_for(it.utt_id)) for it in items]
+    for copy in copies:
+        factor = float(copy.extra["pitch_factor"])
+        assert _peak_hz(load_audio(copy.path, RATE).samples) == pytest.approx(100 * factor, abs=3)
 
 
 def test_copysynth_command_writes_the_manifest(tmp_path: Path, fake_vocoder: Path) -> None:

@@ -164,7 +164,7 @@ def vocode(
     return y.astype(np.float32)
 
 
-def copy_row(
+def _copy_row(
     item: LabelledItem, utt_id: str, system: str, pitch_factor: float, made_by: str
 ) -> dict[str, str]:
     """The manifest row of ``item``'s copy: a spoof with the original's speaker, split and source."""
@@ -197,12 +197,15 @@ def write_copies(
     vocoder: Path,
     *,
     pitch_shift: PitchShift | None = PitchShift(),
+    variant: tuple[str, Callable[[LabelledItem, float], FeatureEdit]] | None = None,
     workers: int | None = None,
     progress: bool = True,
 ) -> CopyReport:
     """A copy of every bona fide item in ``out_dir/audio`` and ``out_dir/manifest.csv``
     listing them as spoofs with the original's speaker, split and source (so validation
-    holds a copy out with its original) and ``copy_of`` = the original's utt_id."""
+    holds a copy out with its original) and ``copy_of`` = the original's utt_id.
+    ``variant`` (name, edit for an item and its pitch factor) changes each copy's features
+    as ``vocode``'s ``edit`` does; its name joins the copies' names and system."""
     bonafide = [it for it in items if it.label == "bonafide"]
     if not bonafide:
         raise DataError("copy-synthesis: expected bona fide items to copy, found none")
@@ -212,14 +215,17 @@ def write_copies(
     if pitch_shift is not None:
         suffix += f"-ps{pitch_shift.seed or ''}"
     system = "FARGAN-copy" if pitch_shift is None else "FARGAN-copy-pitch-shifted"
+    if variant is not None:
+        suffix, system = f"{suffix}-{variant[0]}", f"{system}-{variant[0]}"
     made_by = describe_vocoder(vocoder)
 
     def one(item: LabelledItem) -> dict[str, str]:
         factor = 1.0 if pitch_shift is None else pitch_shift.factor_for(item.utt_id)
-        copy = vocode(load_audio(item.path, SAMPLE_RATE).samples, vocoder, factor)
+        edit = None if variant is None else variant[1](item, factor)
+        copy = vocode(load_audio(item.path, SAMPLE_RATE).samples, vocoder, factor, edit)
         name = f"{item.utt_id}-{suffix}"
         sf.write(audio_dir / f"{name}.flac", copy, SAMPLE_RATE, subtype="PCM_16")
-        return copy_row(item, name, system, factor, made_by)
+        return _copy_row(item, name, system, factor, made_by)
 
     rows: list[dict[str, str]] = []
     failed: list[tuple[str, str]] = []
