@@ -152,12 +152,13 @@ def _pitch_factor(item: LabelledItem) -> float:
 
 
 def describe_extra_items(items: Sequence[LabelledItem]) -> dict[str, dict[str, Any]]:
-    """Per system of the extra training items: how many, what made them (a ``vocoder``
-    column) and the range of their ``pitch_factor`` column, where the manifest has them."""
+    """Per system of the extra training items (their counts are ``extra_train_items``): what
+    made them (a ``vocoder`` column) and the range of their ``pitch_factor`` column, where
+    the manifest has them."""
     described: dict[str, dict[str, Any]] = {}
     for system in sorted({it.system for it in items}):
         chosen = [it for it in items if it.system == system]
-        entry: dict[str, Any] = {"items": len(chosen)}
+        entry: dict[str, Any] = {}
         makers = sorted({it.extra["vocoder"] for it in chosen if it.extra.get("vocoder")})
         if makers:
             entry["made_by"] = makers
