@@ -5,8 +5,9 @@
 # head, 4 s windows (2 s apart in training, 1 s when streaming), both classes through the
 # clean channel, the G.711 telephone channel and a randomly augmented channel (codecs,
 # noise, reverberation, gain, packet loss; seeded per clip), so noisy genuine calls do not
-# look synthetic (`--channels clean,telephone` gives the previous card); affine LLR calibration and the threshold on dev
-# windows of those two channels and of callers at a random level through G.711
+# look synthetic (`--channels clean,telephone` gives the previous card); affine LLR
+# calibration and the threshold on dev windows of the clean and telephone channels and of
+# callers at a random level through G.711
 # (--calibration-channels; `--calibration-channels clean,telephone` gives the previous one). The encoder runs with dynamic int8 Linear layers (int8-all) and the
 # head is fitted on those int8 features: 33 real-time streams on 2 cores against 23 in
 # float32, dev EER no worse (docs/benchmarks.md); `--quantization none` gives the float32

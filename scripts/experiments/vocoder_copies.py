@@ -16,13 +16,13 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from spectral_blocks import CHANNELS, LAYERS, cached_sets, recipe_extractor
+from copies_grouped import loso_grid
+from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.copysynth import PitchShift, find_vocoder, write_copies
 from spoofwatch.train.corpus import read_manifest
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.validate import leave_one_source_out
 
 VARIANTS: dict[str, PitchShift | None] = {
     "fargan": None,
@@ -60,26 +60,17 @@ def main() -> None:
         if not manifest.exists():
             write_copies(items, args.copies / name, find_vocoder(args.vocoder), pitch_shift=shift)
         copies[name] = read_manifest(manifest)
-    per_source = {}
+    grid: dict[str, tuple[list[EmbeddingSet], list[EmbeddingSet]]] = {}
     for label, (names, fraction, extra_channels) in RUNS.items():
-        extra_sets: list[EmbeddingSet] = []
-        for name in names:
-            chosen = [c for c in copies[name] if in_fraction(c.extra["copy_of"], fraction)]
-            extra_sets += [extract(chosen, ch) for ch in extra_channels]
-        cells = []
-        for test in CHANNELS:
-            result = leave_one_source_out(
-                list(sets.values()), sets[test], LAYERS, C=0.001, spectral_weight=2.0,
-                test_channel=test, progress=False, extra_sets=extra_sets,
-            )
-            cells.append(f"{test} EER {100 * result.metrics.eer:5.2f} % minDCF {result.metrics.min_dcf:.3f}")
-            per_source[(label, test)] = result.per_source_eer
-        print(f"{label:38s} " + "  ".join(cells), flush=True)
+        chosen = {name: [c for c in copies[name] if in_fraction(c.extra["copy_of"], fraction)] for name in names}
+        grid[label] = (list(sets.values()), [extract(chosen[name], ch) for name in names for ch in extra_channels])
+    results = loso_grid(grid, {test: sets[test] for test in CHANNELS}, ())
     base, shipped = "no copies (the shipped card)", "pitch 1.1-1.35 (copysynth default)"
     for test in CHANNELS:
         print(f"per-source EER, {test}: without copies -> with pitch-moved copies")
-        for source, eer in sorted(per_source[(base, test)].items(), key=lambda kv: -kv[1]):
-            print(f"  {source:50s} {100 * eer:5.1f} -> {100 * per_source[(shipped, test)][source]:5.1f}")
+        after = results[(shipped, test)].per_source_eer
+        for source, eer in sorted(results[(base, test)].per_source_eer.items(), key=lambda kv: -kv[1]):
+            print(f"  {source:50s} {100 * eer:5.1f} -> {100 * after[source]:5.1f}")
 
 
 if __name__ == "__main__":
