@@ -45,7 +45,9 @@ def bootstrap_gain(
         idx = np.repeat(np.arange(len(label)), counts)
         a, b, lab = before.clip_scores[idx], after.clip_scores[idx], label[idx]
         ok = ~np.isnan(a) & ~np.isnan(b)
-        gains.append(100 * (compute_eer(a[ok & lab], a[ok & ~lab])[0] - compute_eer(b[ok & lab], b[ok & ~lab])[0]))
+        gains.append(
+            100 * (compute_eer(a[ok & lab], a[ok & ~lab])[0] - compute_eer(b[ok & lab], b[ok & ~lab])[0])
+        )
     return np.array(gains)
 
 
@@ -63,12 +65,14 @@ def recipe_loso(
     test_channel: str,
     extra_sets: Sequence[EmbeddingSet],
     fold_groups: Sequence[str],
+    layers: Sequence[int] = LAYERS,
 ) -> LosoResult:
-    """Leave-one-source-out with the shipped head's settings (states 0-4, C 0.001, spectral weight 2)."""
+    """Leave-one-source-out with the shipped head's settings (states 0-4 unless ``layers``,
+    C 0.001, spectral weight 2)."""
     return leave_one_source_out(
         train_sets,
         test_set,
-        LAYERS,
+        layers,
         C=0.001,
         spectral_weight=2.0,
         test_channel=test_channel,
@@ -173,7 +177,9 @@ def main() -> None:
         (draw, ch): extract(read_manifest(manifests[draw]), ch)
         for draw, ch in sorted({pair for pairs in runs.values() for pair in pairs})
     }
-    grid = {title: (list(sets.values()), [copy_sets[pair] for pair in pairs]) for title, pairs in runs.items()}
+    grid = {
+        title: (list(sets.values()), [copy_sets[pair] for pair in pairs]) for title, pairs in runs.items()
+    }
     results = loso_grid(grid, {test: sets[test] for test in CHANNELS}, groups)
 
     base = all_runs[0][0]

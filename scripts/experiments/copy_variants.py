@@ -97,7 +97,11 @@ def main() -> None:
     items = read_manifest(args.manifest)
     sets = cached_sets(args.manifest, "lfcc-phase")
     extract = recipe_extractor()
-    copies = {"ps (shipped)": extract(read_manifest(cache_root() / "copies" / "fargan-ps" / "manifest.csv"), "clean")}
+    copies = {
+        "ps (shipped)": extract(
+            read_manifest(cache_root() / "copies" / "fargan-ps" / "manifest.csv"), "clean"
+        )
+    }
     for name in args.variants.split(","):
         manifest = make_copies(items, name, cache_root() / "copies" / f"fargan-ps-{name}")
         copies[name] = extract(read_manifest(manifest), "clean")

@@ -79,7 +79,9 @@ class Harness:
         for ch in ("clean", "telephone"):
             clip = clip_llrs(self.sets[ch], scores[ch])
             ok = ~np.isnan(clip)
-            eers.append(100 * compute_eer(clip[ok & (self.item_label == 1)], clip[ok & (self.item_label == 0)])[0])
+            eers.append(
+                100 * compute_eer(clip[ok & (self.item_label == 1)], clip[ok & (self.item_label == 0)])[0]
+            )
         print(f"{label:60s} LOSO clean {eers[0]:5.2f} %  telephone {eers[1]:5.2f} %", flush=True)
 
 
@@ -147,7 +149,9 @@ def on_pca(dims: int, weights: Array, mlp_alpha: float | None, seeds: int = 3) -
             rng = np.random.default_rng(seed)
             small, large = (pos, neg) if len(pos) < len(neg) else (neg, pos)
             idx = np.concatenate([rng.choice(small, len(large)), large])
-            net = MLPClassifier((32,), alpha=mlp_alpha, max_iter=300, random_state=seed).fit(ztr[idx], ytr[idx])
+            net = MLPClassifier((32,), alpha=mlp_alpha, max_iter=300, random_state=seed).fit(
+                ztr[idx], ytr[idx]
+            )
             for ch, v in xte.items():
                 p = np.clip(net.predict_proba(project(v))[:, 1], 1e-6, 1 - 1e-6)
                 out[ch] += np.log(p / (1 - p))
@@ -157,7 +161,9 @@ def on_pca(dims: int, weights: Array, mlp_alpha: float | None, seeds: int = 3) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--manifest", type=Path, required=True)
     args = parser.parse_args()
     sets = cached_sets(args.manifest, "lfcc-phase")
@@ -166,12 +172,16 @@ def main() -> None:
     main_cols, spec_cols = np.arange(n_main), np.arange(n_main, n_all)
     joint = logistic(None, h.weights(n_main, n_all - n_main))
     h.run("joint logistic head (shipped recipe)", joint)
-    h.run("late fusion: Whisper head + spectral head (C 0.01)", summed(
-        logistic(main_cols, None), logistic(spec_cols, None, 0.01)))
+    h.run(
+        "late fusion: Whisper head + spectral head (C 0.01)",
+        summed(logistic(main_cols, None), logistic(spec_cols, None, 0.01)),
+    )
     width = sets["clean"].features.shape[2]
     per_state = [logistic(np.arange(i * width, (i + 1) * width), None, 0.003) for i in range(len(LAYERS))]
-    h.run("one head per Whisper state + spectral head, summed (C 0.003)",
-          summed(*per_state, logistic(spec_cols, None, 0.003)))
+    h.run(
+        "one head per Whisper state + spectral head, summed (C 0.003)",
+        summed(*per_state, logistic(spec_cols, None, 0.003)),
+    )
     h.run("one-class: bona fide Gaussian, 64 PCA dims", bona_fide_gaussian(64, None))
     h.run("bona fide Gaussian (half weight) + joint head", bona_fide_gaussian(64, joint))
     half = width // 2
@@ -200,8 +210,11 @@ def main() -> None:
         flat = t.features.reshape(len(t.features), -1).astype(np.float64)
         with_tiny[ch] = np.concatenate([h.x[ch][:, :n_main], flat, h.x[ch][:, n_main:]], axis=1)
     n_tiny = with_tiny["clean"].shape[1] - n_all
-    h.run("Whisper base 0-4 + tiny.en 0-4 + spectral", logistic(
-        None, h.weights(n_main + n_tiny, n_all - n_main)), with_tiny)
+    h.run(
+        "Whisper base 0-4 + tiny.en 0-4 + spectral",
+        logistic(None, h.weights(n_main + n_tiny, n_all - n_main)),
+        with_tiny,
+    )
 
 
 if __name__ == "__main__":

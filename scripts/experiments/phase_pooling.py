@@ -68,7 +68,9 @@ def candidates(windows: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--manifest", type=Path, required=True)
     args = parser.parse_args()
     sets = cached_sets(args.manifest, "lfcc-phase")

@@ -63,7 +63,9 @@ CHANNELS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--manifest", type=Path, required=True)
     args = parser.parse_args()
     sets: dict[str, EmbeddingSet] = dict(cached_sets(args.manifest, "lfcc-phase"))
@@ -89,7 +91,9 @@ def main() -> None:
         for name in names:
             held = window_source == name
             head = LinearHead(C=0.001).fit(
-                np.concatenate([x[ch][~held] for ch in train]), np.concatenate([y[~held]] * len(train)), weights
+                np.concatenate([x[ch][~held] for ch in train]),
+                np.concatenate([y[~held]] * len(train)),
+                weights,
             )
             for ch in tests:
                 scores[ch][held] = head.decision_function(x[ch][held])
@@ -123,10 +127,14 @@ def main() -> None:
                 counts += item_source == name
             idx = np.repeat(np.arange(len(label)), counts)
             a, b, lab = shipped[ch][idx], eq12[ch][idx], label[idx]
-            gains.append(100 * (compute_eer(a[lab == 1], a[lab == 0])[0] - compute_eer(b[lab == 1], b[lab == 0])[0]))
+            gains.append(
+                100 * (compute_eer(a[lab == 1], a[lab == 0])[0] - compute_eer(b[lab == 1], b[lab == 0])[0])
+            )
         g = np.array(gains)
-        print(f"{ch}: eq12 gain {g.mean():.2f} points, 90 % interval {np.percentile(g, 5):.2f} to "
-              f"{np.percentile(g, 95):.2f}, positive in {100 * (g > 0).mean():.0f} % of draws")
+        print(
+            f"{ch}: eq12 gain {g.mean():.2f} points, 90 % interval {np.percentile(g, 5):.2f} to "
+            f"{np.percentile(g, 95):.2f}, positive in {100 * (g > 0).mean():.0f} % of draws"
+        )
         per_source = []
         for name in names:
             spoof = (label == 0) & (item_source == name)
@@ -134,8 +142,11 @@ def main() -> None:
                 per_source.append((eer(shipped[ch], spoof), eer(eq12[ch], spoof)))
                 print(f"  {name:40s} {per_source[-1][0]:5.1f} % -> {per_source[-1][1]:5.1f} %")
         before, after = np.array(per_source).T
-        print(f"{ch}: per-source EER over {len(per_source)} sources, mean {before.mean():.1f} % -> "
-              f"{after.mean():.1f} %, median {np.median(before):.1f} % -> {np.median(after):.1f} %", flush=True)
+        print(
+            f"{ch}: per-source EER over {len(per_source)} sources, mean {before.mean():.1f} % -> "
+            f"{after.mean():.1f} %, median {np.median(before):.1f} % -> {np.median(after):.1f} %",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

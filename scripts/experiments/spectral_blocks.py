@@ -27,7 +27,9 @@ CHANNELS = ("clean", "telephone")
 WINDOW = WindowConfig(16000, 4.0, 2.0)
 
 
-def recipe_extractor(spectral_kind: str = "lfcc-phase") -> Callable[[Sequence[LabelledItem], str], EmbeddingSet]:
+def recipe_extractor(
+    spectral_kind: str = "lfcc-phase",
+) -> Callable[[Sequence[LabelledItem], str], EmbeddingSet]:
     """``extract(items, channel)``: Whisper base states 0-4 (int8-all) and the ``spectral_kind``
     block of every levelled training window of ``items`` through ``channel``, from the
     embedding cache (or extracted into it). The encoders are built once, here."""
@@ -35,7 +37,9 @@ def recipe_extractor(spectral_kind: str = "lfcc-phase") -> Callable[[Sequence[La
     spectral = build_encoder(EncoderSpec(spectral_kind, spectral_kind), 4.0)
 
     def extract(items: Sequence[LabelledItem], channel: str) -> EmbeddingSet:
-        return extract_with_spectral(list(items), whisper, spectral, WINDOW, channel=channel, level_dbfs=LEVEL_DBFS)
+        return extract_with_spectral(
+            list(items), whisper, spectral, WINDOW, channel=channel, level_dbfs=LEVEL_DBFS
+        )
 
     return extract
 
@@ -75,8 +79,13 @@ def print_loso(label: str, sets: dict[str, EmbeddingSet], appended: dict[str, li
     eers = []
     for test in CHANNELS:
         result = leave_one_source_out(
-            list(chosen.values()), chosen[test], LAYERS, C=0.001, spectral_weight=2.0,
-            test_channel=test, progress=False,
+            list(chosen.values()),
+            chosen[test],
+            LAYERS,
+            C=0.001,
+            spectral_weight=2.0,
+            test_channel=test,
+            progress=False,
         )
         eers.append(100 * result.metrics.eer)
     print(f"{label:48s} LOSO clean {eers[0]:5.2f} %  telephone {eers[1]:5.2f} %", flush=True)

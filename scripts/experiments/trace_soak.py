@@ -52,7 +52,9 @@ def main() -> None:
 
         task = asyncio.create_task(early())
         report = await run_soak(
-            FreeScorer(), minutes=minutes, streams=streams,
+            FreeScorer(),
+            minutes=minutes,
+            streams=streams,
             options=SoakOptions(call_s=(5.0, 10.0), sample_every_s=30.0),
             progress=lambda line: print(line, flush=True),
         )

@@ -62,8 +62,13 @@ def main() -> None:
         copies[name] = read_manifest(manifest)
     grid: dict[str, tuple[list[EmbeddingSet], list[EmbeddingSet]]] = {}
     for label, (names, fraction, extra_channels) in RUNS.items():
-        chosen = {name: [c for c in copies[name] if in_fraction(c.extra["copy_of"], fraction)] for name in names}
-        grid[label] = (list(sets.values()), [extract(chosen[name], ch) for name in names for ch in extra_channels])
+        chosen = {
+            name: [c for c in copies[name] if in_fraction(c.extra["copy_of"], fraction)] for name in names
+        }
+        grid[label] = (
+            list(sets.values()),
+            [extract(chosen[name], ch) for name in names for ch in extra_channels],
+        )
     results = loso_grid(grid, {test: sets[test] for test in CHANNELS}, ())
     base, shipped = "no copies (the shipped card)", "pitch 1.1-1.35 (copysynth default)"
     for test in CHANNELS:
