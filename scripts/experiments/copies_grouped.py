@@ -24,6 +24,8 @@ from numpy.typing import NDArray
 from spectral_blocks import CHANNELS, LAYERS, cached_sets, recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.train.channel import CHANNELS as CHANNEL_REGISTRY
+from spoofwatch.train.channel import Channel
 from spoofwatch.train.corpus import read_manifest
 from spoofwatch.train.extract import EmbeddingSet
 from spoofwatch.train.metrics import compute_eer
@@ -115,6 +117,27 @@ def compare_training_channels(
     folds = np.array([fold_key(it, fold_groups) for it in sets["clean"].items])
     for test in tests:
         print_comparison(test, results[(base, test)], results[(other, test)], folds)
+
+
+def compare_fourth_channel(doc: str | None, name: str, transform: Channel) -> None:
+    """Command line (``doc`` its help): the shipped recipe (clean, telephone and augmented
+    training, the FARGAN copies through the clean channel) with and without ``transform`` as a
+    fourth training channel for both classes, under the Asterisk grouping
+    (``compare_training_channels``). ``name`` is an experiment-only channel name; it keys the
+    embedding cache."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
+    args = parser.parse_args()
+    CHANNEL_REGISTRY[name] = transform
+    sets = dict(cached_sets(args.manifest, "lfcc-phase"))
+    extract = recipe_extractor()
+    sets["augmented"] = extract(sets["clean"].items, "augmented")
+    sets[name] = extract(sets["clean"].items, name)
+    copy_set = extract(read_manifest(args.copies), "clean")
+    shipped = (*CHANNELS, "augmented")
+    runs = {"shipped (clean, telephone, augmented)": shipped, f"shipped + {name}": (*shipped, name)}
+    compare_training_channels(sets, copy_set, runs, shipped, ["debian:asterisk*"])
 
 
 def print_comparison(label: str, before: LosoResult, after: LosoResult, folds: NDArray[np.str_]) -> None:

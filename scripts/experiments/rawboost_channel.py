@@ -13,22 +13,12 @@ every channel (clean 17.57 -> 19.88 %, telephone 19.34 -> 21.06 %; README, selec
 
 from __future__ import annotations
 
-import argparse
 import zlib
-from pathlib import Path
 
 import numpy as np
-from copies_grouped import compare_training_channels
+from copies_grouped import compare_fourth_channel
 from numpy.typing import NDArray
 from scipy.signal import firwin, lfilter
-from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
-
-from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.train.channel import CHANNELS as CHANNEL_REGISTRY
-from spoofwatch.train.corpus import read_manifest
-
-GROUPS = ["debian:asterisk*"]
-SHIPPED = (*CHANNELS, "augmented")
 
 
 def _normalise(x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -79,20 +69,5 @@ def rawboost(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float
     return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
-    args = parser.parse_args()
-    CHANNEL_REGISTRY["rawboost"] = rawboost  # an experiment-only channel name in the embedding cache
-    sets = cached_sets(args.manifest, "lfcc-phase")
-    extract = recipe_extractor()
-    sets["augmented"] = extract(sets["clean"].items, "augmented")
-    sets["rawboost"] = extract(sets["clean"].items, "rawboost")
-    copies = extract(read_manifest(args.copies), "clean")
-    runs = {"shipped (clean, telephone, augmented)": SHIPPED, "shipped + rawboost": (*SHIPPED, "rawboost")}
-    compare_training_channels(sets, copies, runs, SHIPPED, GROUPS)
-
-
 if __name__ == "__main__":
-    main()
+    compare_fourth_channel(__doc__, "rawboost", rawboost)

@@ -15,22 +15,13 @@ adopted (clean 17.40 -> 18.16 %, telephone 19.34 -> 18.70 %, augmented 25.33 -> 
 
 from __future__ import annotations
 
-import argparse
 import zlib
-from pathlib import Path
 
 import numpy as np
-from copies_grouped import compare_training_channels
+from copies_grouped import compare_fourth_channel
 from numpy.typing import NDArray
 from scipy.signal import resample_poly
-from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 
-from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.train.channel import CHANNELS as CHANNEL_REGISTRY
-from spoofwatch.train.corpus import read_manifest
-
-GROUPS = ["debian:asterisk*"]
-SHIPPED = (*CHANNELS, "augmented")
 # (up, down) of the polyphase resampler: 10/9 plays the clip 10 % slower, 10/11 10 % faster.
 FACTORS = ((10, 9), (10, 11))
 
@@ -42,20 +33,5 @@ def speed_perturb(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.
     return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
-    args = parser.parse_args()
-    CHANNEL_REGISTRY["speed"] = speed_perturb  # an experiment-only channel name in the embedding cache
-    sets = cached_sets(args.manifest, "lfcc-phase")
-    extract = recipe_extractor()
-    sets["augmented"] = extract(sets["clean"].items, "augmented")
-    sets["speed"] = extract(sets["clean"].items, "speed")
-    copies = extract(read_manifest(args.copies), "clean")
-    runs = {"shipped (clean, telephone, augmented)": SHIPPED, "shipped + speed": (*SHIPPED, "speed")}
-    compare_training_channels(sets, copies, runs, SHIPPED, GROUPS)
-
-
 if __name__ == "__main__":
-    main()
+    compare_fourth_channel(__doc__, "speed", speed_perturb)
