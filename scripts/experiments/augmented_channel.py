@@ -16,27 +16,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from copies_grouped import compare_training_channels
-from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
-
-from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.train.corpus import read_manifest
-
-GROUPS = ["debian:asterisk*"]
-TESTS = (*CHANNELS, "augmented")
+from copies_grouped import (
+    ASTERISK_AS_ONE,
+    DEFAULT_COPIES,
+    SHIPPED_CHANNELS,
+    compare_training_channels,
+    shipped_sets,
+)
+from spectral_blocks import CHANNELS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
+    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
     args = parser.parse_args()
-    sets = dict(cached_sets(args.manifest, "lfcc-phase"))
-    extract = recipe_extractor()
-    sets["augmented"] = extract(sets["clean"].items, "augmented")
-    copies = extract(read_manifest(args.copies), "clean")
-    runs = {"clean + telephone": CHANNELS, "clean + telephone + augmented (shipped)": TESTS}
-    compare_training_channels(sets, copies, runs, TESTS, GROUPS)
+    sets, copies = shipped_sets(args.manifest, args.copies)
+    runs = {"clean + telephone": CHANNELS, "clean + telephone + augmented (shipped)": SHIPPED_CHANNELS}
+    compare_training_channels(sets, copies, runs, SHIPPED_CHANNELS, ASTERISK_AS_ONE)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from copies_grouped import loso_grid, print_comparison
+from copies_grouped import compare_to_first, loso_grid
 from numpy.typing import NDArray
 from scipy.fft import dct, idct
 from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
@@ -29,7 +29,6 @@ from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.copysynth import FeatureEdit, find_vocoder, write_copies
 from spoofwatch.train.corpus import LabelledItem, read_manifest
-from spoofwatch.train.validate import fold_key
 
 GROUPS = ["debian:asterisk*"]
 NB_BANDS = 18
@@ -107,10 +106,7 @@ def main() -> None:
         copies[name] = extract(read_manifest(manifest), "clean")
     grid = {name: ([sets[ch] for ch in CHANNELS], [extra]) for name, extra in copies.items()}
     results = loso_grid(grid, {test: sets[test] for test in CHANNELS}, GROUPS)
-    folds = np.array([fold_key(it, GROUPS) for it in sets["clean"].items])
-    for name in list(copies)[1:]:
-        for test in CHANNELS:
-            print_comparison(f"{name}, {test}", results[("ps (shipped)", test)], results[(name, test)], folds)
+    compare_to_first(results, list(copies), CHANNELS, GROUPS)
 
 
 if __name__ == "__main__":

@@ -15,46 +15,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-from copies_grouped import print_comparison, recipe_loso
-from spectral_blocks import CHANNELS, LAYERS, cached_sets, recipe_extractor
+from copies_grouped import (
+    ASTERISK_AS_ONE,
+    DEFAULT_COPIES,
+    SHIPPED_CHANNELS,
+    compare_to_first,
+    loso_grid,
+    shipped_sets,
+)
 
-from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.train.corpus import read_manifest
-from spoofwatch.train.validate import fold_key
-
-GROUPS = ["debian:asterisk*"]
-TRAIN_CHANNELS = (*CHANNELS, "augmented")
+# the shipped states first: every other subset is compared with it
 SUBSETS = ("0,1,2,3,4", "0,1,2,3", "0,1,2", "1,2,3,4", "0,2,4")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
+    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
     parser.add_argument("--tests", default="clean,telephone", help="comma-separated test channels")
     args = parser.parse_args()
     tests = args.tests.split(",")
-    sets = dict(cached_sets(args.manifest, "lfcc-phase"))
-    extract = recipe_extractor()
-    sets["augmented"] = extract(sets["clean"].items, "augmented")
-    copies = extract(read_manifest(args.copies), "clean")
-    train = [sets[ch] for ch in TRAIN_CHANNELS]
-    results = {}
-    for subset in SUBSETS:
-        layers = [int(n) for n in subset.split(",")]
-        cells = []
-        for test in tests:
-            result = recipe_loso(train, sets[test], test, [copies], GROUPS, layers)
-            results[(subset, test)] = result
-            cells.append(f"{test} EER {100 * result.metrics.eer:5.2f} % minDCF {result.metrics.min_dcf:.3f}")
-        print(f"states {subset:10s} " + "  ".join(cells), flush=True)
-    folds = np.array([fold_key(it, GROUPS) for it in sets["clean"].items])
-    shipped = ",".join(str(n) for n in LAYERS)
-    for subset in SUBSETS[1:]:
-        for test in tests:
-            before, after = results[(shipped, test)], results[(subset, test)]
-            print_comparison(f"states {subset}, {test}", before, after, folds)
+    sets, copies = shipped_sets(args.manifest, args.copies)
+    train = [sets[ch] for ch in SHIPPED_CHANNELS]
+    titles = [f"states {subset}" for subset in SUBSETS]
+    grid = {title: (train, [copies]) for title in titles}
+    layers = {
+        title: [int(n) for n in subset.split(",")] for title, subset in zip(titles, SUBSETS, strict=True)
+    }
+    results = loso_grid(grid, {test: sets[test] for test in tests}, ASTERISK_AS_ONE, layers)
+    compare_to_first(results, titles, tests, ASTERISK_AS_ONE)
 
 
 if __name__ == "__main__":

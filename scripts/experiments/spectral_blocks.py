@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.level import normalise_level
 from spoofwatch.stream.audiofile import load_audio
@@ -29,11 +30,16 @@ WINDOW = WindowConfig(16000, 4.0, 2.0)
 
 def recipe_extractor(
     spectral_kind: str = "lfcc-phase",
+    wrap: Callable[[Encoder], Encoder] | None = None,
 ) -> Callable[[Sequence[LabelledItem], str], EmbeddingSet]:
-    """``extract(items, channel)``: Whisper base states 0-4 (int8-all) and the ``spectral_kind``
-    block of every levelled training window of ``items`` through ``channel``, from the
-    embedding cache (or extracted into it). The encoders are built once, here."""
+    """``extract(items, channel)``: Whisper base states 0-4 (int8-all; passed through ``wrap``
+    when given, which must give the result an identity of its own: it keys the cache) and the
+    ``spectral_kind`` block of every levelled training window of ``items`` through
+    ``channel``, from the embedding cache (or extracted into it). The encoders are built once,
+    here."""
     _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
+    if wrap is not None:
+        whisper = wrap(whisper)
     spectral = build_encoder(EncoderSpec(spectral_kind, spectral_kind), 4.0)
 
     def extract(items: Sequence[LabelledItem], channel: str) -> EmbeddingSet:

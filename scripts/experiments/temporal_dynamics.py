@@ -17,26 +17,15 @@ to extract on 2 cores, then about 5 minutes per leave-one-source-out run.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from copies_grouped import print_comparison, recipe_loso
-from spectral_blocks import LAYERS, LEVEL_DBFS, WINDOW
+from copies_grouped import ASTERISK_AS_ONE, DEFAULT_COPIES, SHIPPED_CHANNELS, compare_to_first, loso_grid
+from spectral_blocks import LAYERS, recipe_extractor
 
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
-from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
-from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.train.corpus import LabelledItem, read_manifest
-from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
-from spoofwatch.train.pipeline import feature_encoder
-from spoofwatch.train.validate import fold_key
-
-GROUPS = ["debian:asterisk*"]
-TRAIN_CHANNELS = ("clean", "telephone", "augmented")
-TESTS = ("clean", "telephone", "augmented")
+from spoofwatch.train.corpus import read_manifest
 
 
 class WithAbsDelta:
@@ -65,40 +54,23 @@ class WithAbsDelta:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
+    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
     args = parser.parse_args()
-    _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
-    encoder = WithAbsDelta(whisper)
-    spectral = build_encoder(EncoderSpec("lfcc-phase", "lfcc-phase"), 4.0)
+    extract = recipe_extractor(wrap=WithAbsDelta)
     items = read_manifest(args.manifest)
-
-    def extract(its: Sequence[LabelledItem], channel: str) -> EmbeddingSet:
-        return extract_with_spectral(its, encoder, spectral, WINDOW, channel=channel, level_dbfs=LEVEL_DBFS)
-
-    sets = {ch: extract(items, ch) for ch in TRAIN_CHANNELS}
+    sets = {ch: extract(items, ch) for ch in SHIPPED_CHANNELS}
     copies = extract(read_manifest(args.copies), "clean")
-    n = whisper.identity.num_hidden_states
-    delta = [n + layer for layer in LAYERS]
+    n = len(LAYERS)  # the encoder runs as deep as states 0-4: state n + i is the change of state i
     # title: Whisper states (and their changes) the head sees; the spectral block is always in
-    layer_sets = {
+    layers = {
         "states 0-4 (shipped)": LAYERS,
-        "states 0-4 + |change| of 0-4": [*LAYERS, *delta],
+        "states 0-4 + |change| of 0-4": [*LAYERS, *(n + layer for layer in LAYERS)],
         "states 0-4 + |change| of 3-4": [*LAYERS, n + 3, n + 4],
     }
-    results = {}
-    for title, layers in layer_sets.items():
-        cells = []
-        for test in TESTS:
-            train = [sets[ch] for ch in TRAIN_CHANNELS]
-            result = recipe_loso(train, sets[test], test, [copies], GROUPS, layers)
-            results[(title, test)] = result
-            cells.append(f"{test} EER {100 * result.metrics.eer:5.2f} % minDCF {result.metrics.min_dcf:.3f}")
-        print(f"{title:32s} " + "  ".join(cells), flush=True)
-    folds = np.array([fold_key(it, GROUPS) for it in sets["clean"].items])
-    base = next(iter(layer_sets))
-    for title in list(layer_sets)[1:]:
-        for test in TESTS:
-            print_comparison(f"{title}, {test}", results[(base, test)], results[(title, test)], folds)
+    train = [sets[ch] for ch in SHIPPED_CHANNELS]
+    grid = {title: (train, [copies]) for title in layers}
+    results = loso_grid(grid, {test: sets[test] for test in SHIPPED_CHANNELS}, ASTERISK_AS_ONE, layers)
+    compare_to_first(results, list(layers), SHIPPED_CHANNELS, ASTERISK_AS_ONE)
 
 
 if __name__ == "__main__":
