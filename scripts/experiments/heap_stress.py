@@ -22,57 +22,61 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-MODE = sys.argv[1] if len(sys.argv) > 1 else "plain"
-SECONDS = float(sys.argv[2]) if len(sys.argv) > 2 else 420.0
-if MODE not in ("plain", "mallopt", "trim"):
-    sys.exit(f"expected mode plain, mallopt or trim, found {MODE!r}")
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
-if MODE == "mallopt":
-    M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
-    libc.mallopt(M_ARENA_MAX, 2)
-
-from spoofwatch.model.artifact import load_detector  # noqa: E402  (after mallopt)
-from spoofwatch.stream.heap import release_free_heap  # noqa: E402
-
-detector = load_detector(num_threads=1, max_batch=16)
-
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def score_random_batch(seed: int) -> int:
-    rng = np.random.default_rng(seed)
-    size = int(rng.integers(1, 17))
-    windows = rng.standard_normal((size, detector.window_samples)) * rng.uniform(0.001, 0.3)
-    detector.score_windows(windows.astype(np.float32))
-    return size
+def main() -> None:
+    mode = sys.argv[1] if len(sys.argv) > 1 else "plain"
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 420.0
+    if mode not in ("plain", "mallopt", "trim"):
+        sys.exit(f"expected mode plain, mallopt or trim, found {mode!r}")
+    if mode == "mallopt":
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        m_mmap_threshold, m_arena_max = -3, -8
+        libc.mallopt(m_mmap_threshold, 1 << 20)
+        libc.mallopt(m_arena_max, 2)
+    # Imported only now: the allocator settings above must come before torch allocates.
+    from spoofwatch.model.artifact import load_detector
+    from spoofwatch.stream.heap import release_free_heap
+
+    detector = load_detector(num_threads=1, max_batch=16)
+
+    def score_random_batch(seed: int) -> int:
+        rng = np.random.default_rng(seed)
+        size = int(rng.integers(1, 17))
+        windows = rng.standard_normal((size, detector.window_samples)) * rng.uniform(0.001, 0.3)
+        detector.score_windows(windows.astype(np.float32))
+        return size
+
+    started = last = time.monotonic()
+    scored = seed = 0
+    print(f"{mode}: {0:5.0f} s  idle RSS {rss_mb():7.1f} MB", flush=True)
+    with ThreadPoolExecutor(2) as pool:
+        pending: list[Future[int]] = []
+        while time.monotonic() - started < seconds:
+            while len(pending) < 4:
+                pending.append(pool.submit(score_random_batch, seed))
+                seed += 1
+            scored += pending.pop(0).result()
+            if time.monotonic() - last >= 15:
+                scored += sum(f.result() for f in pending)
+                pending = []
+                trim_ms = ""
+                if mode == "trim":
+                    t = time.perf_counter()
+                    release_free_heap()
+                    trim_ms = f"  trim {1e3 * (time.perf_counter() - t):.0f} ms"
+                last = time.monotonic()
+                elapsed = last - started
+                print(
+                    f"{mode}: {elapsed:5.0f} s  idle RSS {rss_mb():7.1f} MB  windows {scored}"
+                    f"  ({scored / elapsed:.1f}/s){trim_ms}",
+                    flush=True,
+                )
 
 
-started = last = time.monotonic()
-scored = seed = 0
-print(f"{MODE}: {0:5.0f} s  idle RSS {rss_mb():7.1f} MB", flush=True)
-with ThreadPoolExecutor(2) as pool:
-    pending: list[Future[int]] = []
-    while time.monotonic() - started < SECONDS:
-        while len(pending) < 4:
-            pending.append(pool.submit(score_random_batch, seed))
-            seed += 1
-        scored += pending.pop(0).result()
-        if time.monotonic() - last >= 15:
-            scored += sum(f.result() for f in pending)
-            pending = []
-            trim_ms = ""
-            if MODE == "trim":
-                t = time.perf_counter()
-                release_free_heap()
-                trim_ms = f"  trim {1e3 * (time.perf_counter() - t):.0f} ms"
-            last = time.monotonic()
-            elapsed = last - started
-            print(
-                f"{MODE}: {elapsed:5.0f} s  idle RSS {rss_mb():7.1f} MB  windows {scored}"
-                f"  ({scored / elapsed:.1f}/s){trim_ms}",
-                flush=True,
-            )
+if __name__ == "__main__":
+    main()

@@ -19,31 +19,38 @@ from spoofwatch.stream.windowing import cut_windows
 from spoofwatch.train.clip_scoring import detector_window_config
 from spoofwatch.train.corpus import read_manifest
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--manifest", required=True)
-ap.add_argument("detectors", nargs="+")
-args = ap.parse_args()
-items = read_manifest(args.manifest)
-random.seed(1)
-dev = [i for i in items if i.split == "dev"]
-pick = random.sample([i for i in dev if i.label == "bonafide"], 10) + random.sample(
-    [i for i in dev if i.label == "spoof"], 10
-)
 GAINS = (-30, -20, -10, 0, 6)
-for name in args.detectors:
-    det = load_detector(None if name == "default" else name)
-    cfg = detector_window_config(det)
-    spans = []
-    for it in pick:
-        a = load_audio(it.path, 16000).samples
-        a = a / max(1e-6, np.abs(a).max()) * 0.5  # peak -6 dBFS, so +6 dB just reaches full scale
-        r = [
-            float(
-                np.mean(
-                    det.score_windows(np.stack([x.samples for x in cut_windows(a * 10 ** (g / 20), cfg)]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("detectors", nargs="+")
+    args = ap.parse_args()
+    items = read_manifest(args.manifest)
+    random.seed(1)
+    dev = [i for i in items if i.split == "dev"]
+    pick = random.sample([i for i in dev if i.label == "bonafide"], 10) + random.sample(
+        [i for i in dev if i.label == "spoof"], 10
+    )
+    for name in args.detectors:
+        det = load_detector(None if name == "default" else name)
+        cfg = detector_window_config(det)
+        spans = []
+        for it in pick:
+            a = load_audio(it.path, 16000).samples
+            a = a / max(1e-6, np.abs(a).max()) * 0.5  # peak -6 dBFS, so +6 dB just reaches full scale
+            r = [
+                float(
+                    np.mean(
+                        det.score_windows(np.stack([x.samples for x in cut_windows(a * 10 ** (g / 20), cfg)]))
+                    )
                 )
-            )
-            for g in GAINS
-        ]
-        spans.append(max(r) - min(r))
-    print(name, f"clip LLR range over -30..+6 dB: median {np.median(spans):.2f}, max {np.max(spans):.2f}")
+                for g in GAINS
+            ]
+            spans.append(max(r) - min(r))
+        print(name, f"clip LLR range over -30..+6 dB: median {np.median(spans):.2f}, max {np.max(spans):.2f}")
+
+
+if __name__ == "__main__":
+    main()
