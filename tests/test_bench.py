@@ -59,9 +59,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     root = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)
     config = Wav2Vec2Config(
-        hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=40,
-        conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8),
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=40,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
     )
     Wav2Vec2Model(config).save_pretrained(root / "encoder")
     encoder = HFEncoder(str(root / "encoder"), window_s=WINDOW_S)
@@ -70,8 +76,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     head = LinearHead(C=1.0).fit(rng.standard_normal((20, width)).astype(np.float32), np.arange(20) % 2)
     settings = DetectorSettings(window_s=WINDOW_S, hop_s=0.25, layers=LAYERS)
     save_detector(
-        root / "detector", head=head, calibration=AffineCalibration(1.0, 0.0), settings=settings,
-        encoder_spec=EncoderSpec("hf", str(root / "encoder")), encoder_identity=encoder.identity,
+        root / "detector",
+        head=head,
+        calibration=AffineCalibration(1.0, 0.0),
+        settings=settings,
+        encoder_spec=EncoderSpec("hf", str(root / "encoder")),
+        encoder_identity=encoder.identity,
     )
     windows = np.stack([speech_like(WINDOW_S, 16000, seed=s) for s in range(4)])
     return Tiny(encoder, root / "detector", windows)
@@ -173,8 +183,24 @@ def run_cli(argv: list[str]) -> tuple[int, list[str]]:
 
 def test_cli_json_last_line_has_the_contract_fields(tiny: Tiny) -> None:
     code, lines = run_cli(
-        ["--detector", str(tiny.detector_dir), "--streams", "2", "--seconds", "0.6", "--no-search",
-         "--batch", "3", "--max-wait-ms", "7", "--quantization", "int8-all", "--workers", "2", "--json"]
+        [
+            "--detector",
+            str(tiny.detector_dir),
+            "--streams",
+            "2",
+            "--seconds",
+            "0.6",
+            "--no-search",
+            "--batch",
+            "3",
+            "--max-wait-ms",
+            "7",
+            "--quantization",
+            "int8-all",
+            "--workers",
+            "2",
+            "--json",
+        ]
     )
     assert code == 0
     report = json.loads(lines[-1])
@@ -274,8 +300,12 @@ def test_load_detector_records_int8_and_threads_in_settings_and_card(tiny: Tiny,
     assert delta.max() > 0  # really a different network
 
     save_detector(
-        tmp_path / "int8", head=quick.head, calibration=quick.calibration, settings=quick.settings,
-        encoder_spec=EncoderSpec("hf", tiny.encoder.name_or_path), encoder_identity=tiny.encoder.identity,
+        tmp_path / "int8",
+        head=quick.head,
+        calibration=quick.calibration,
+        settings=quick.settings,
+        encoder_spec=EncoderSpec("hf", tiny.encoder.name_or_path),
+        encoder_identity=tiny.encoder.identity,
     )
     assert read_card(tmp_path / "int8")["inference"]["quantization"] == "int8"
     again = load_detector(tmp_path / "int8")
@@ -290,8 +320,12 @@ def test_settings_must_match_the_encoder(tiny: Tiny) -> None:
     with pytest.raises(ModelError, match="quantization='int8' but the encoder"):
         Detector(tiny.encoder, detector.head, detector.calibration, wrong)
     with pytest.raises(ModelError, match="num_threads must be >= 0"):
-        Detector(tiny.encoder, detector.head, detector.calibration,
-                 DetectorSettings(window_s=WINDOW_S, hop_s=0.25, layers=LAYERS, num_threads=-1))
+        Detector(
+            tiny.encoder,
+            detector.head,
+            detector.calibration,
+            DetectorSettings(window_s=WINDOW_S, hop_s=0.25, layers=LAYERS, num_threads=-1),
+        )
 
 
 def test_num_threads_is_applied_in_the_scoring_thread(tiny: Tiny) -> None:

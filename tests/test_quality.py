@@ -27,11 +27,14 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_scripts_are_ruff_formatted() -> None:
-    # The experiment and build scripts reproduce the README's numbers; keeping them in the
-    # project's format keeps their diffs about what changed.
+def test_code_is_ruff_formatted() -> None:
+    # One format for the package, its tests and the scripts that reproduce the README's
+    # numbers keeps every diff about what changed.
     result = subprocess.run(
-        [_tool("ruff"), "format", "--check", "scripts"], cwd=ROOT, capture_output=True, text=True
+        [_tool("ruff"), "format", "--check", "src", "tests", "scripts"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -172,8 +172,11 @@ class ServerConfig:
             raise ConfigError("server.tls_key: expected server.tls_cert as well, found only the key")
         checks = [
             ("max_message_bytes", self.max_message_bytes >= 1024, "an integer >= 1024"),
-            ("max_messages_per_s", math.isfinite(self.max_messages_per_s) and self.max_messages_per_s > 0,
-             "a finite number > 0"),
+            (
+                "max_messages_per_s",
+                math.isfinite(self.max_messages_per_s) and self.max_messages_per_s > 0,
+                "a finite number > 0",
+            ),
             ("max_message_burst", self.max_message_burst >= 1, "an integer >= 1"),
             ("max_streams_per_connection", self.max_streams_per_connection >= 0, "an integer >= 0"),
         ]
@@ -290,7 +293,7 @@ def load_settings(
     for key, value in (os.environ if env is None else env).items():
         if not key.startswith(ENV_PREFIX):
             continue
-        rest = key[len(ENV_PREFIX):].lower()
+        rest = key[len(ENV_PREFIX) :].lower()
         section, _, option = rest.partition("_")
         if section in sections and option:
             env_map.setdefault(section, {})[option] = value

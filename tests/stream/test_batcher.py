@@ -54,9 +54,9 @@ def job(stream: object, stream_no: int, index: int) -> WindowJob:
     return WindowJob(stream, Window(index, index * SAMPLES, samples, 16000, tiled=False))
 
 
-def run_batcher(workers: int, jobs_per_stream: int, n_streams: int, max_batch: int) -> tuple[
-    SlowScorer, dict[int, list[int]]
-]:
+def run_batcher(
+    workers: int, jobs_per_stream: int, n_streams: int, max_batch: int
+) -> tuple[SlowScorer, dict[int, list[int]]]:
     scorer = SlowScorer()
     results: dict[int, list[int]] = {n: [] for n in range(n_streams)}
     done = asyncio.Event()

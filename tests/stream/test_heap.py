@@ -85,9 +85,9 @@ class CountingTrim:
         return True
 
 
-def run(trim_interval_s: float, monkeypatch: pytest.MonkeyPatch, idle_s: float, rounds: int = 3) -> tuple[
-    Batcher, CountingTrim
-]:
+def run(
+    trim_interval_s: float, monkeypatch: pytest.MonkeyPatch, idle_s: float, rounds: int = 3
+) -> tuple[Batcher, CountingTrim]:
     trim = CountingTrim()
     monkeypatch.setattr(batcher_module, "release_free_heap", trim)
     monkeypatch.setattr(batcher_module, "can_release_free_heap", lambda: True)
@@ -99,7 +99,11 @@ def run(trim_interval_s: float, monkeypatch: pytest.MonkeyPatch, idle_s: float, 
             scored.append(score)
 
         batcher = Batcher(
-            SlowScorer(0.01), on_result, max_batch=4, max_wait_ms=0, workers=2,
+            SlowScorer(0.01),
+            on_result,
+            max_batch=4,
+            max_wait_ms=0,
+            workers=2,
             trim_interval_s=trim_interval_s,
         )
         worker = asyncio.create_task(batcher.run())

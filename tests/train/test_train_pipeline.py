@@ -268,8 +268,15 @@ def test_calibration_channels_calibrate_and_report_on_other_dev_channels(
     model, items = workspace
     dev = [it for it in items if it.split == "dev"]
     base = TrainOptions(
-        encoder=f"hf:{model}", window_s=2.0, hop_s=1.0, train_hop_s=1.0, channels=("clean",),
-        layers=(0, 1), C=1.0, name="tiny", spectral="lfcc",
+        encoder=f"hf:{model}",
+        window_s=2.0,
+        hop_s=1.0,
+        train_hop_s=1.0,
+        channels=("clean",),
+        layers=(0, 1),
+        C=1.0,
+        name="tiny",
+        spectral="lfcc",
     )
     plain = train_detector(items, None, tmp_path / "plain", base, progress=False)
     options = replace(base, calibration_channels=("clean", "telephone"))
@@ -315,7 +322,12 @@ def _extra_copies(root: Path) -> list[LabelledItem]:
         sf.write(path, clip("bonafide", 500 + i), RATE)
         items.append(
             LabelledItem(
-                path, "spoof", f"copy{i}", system="copy", split=split, source=f"src-{split}-0",
+                path,
+                "spoof",
+                f"copy{i}",
+                system="copy",
+                split=split,
+                source=f"src-{split}-0",
                 extra={"vocoder": "test vocoder", "pitch_factor": ("1.25", "0.8", "2.0", "0.5")[i]},
             )
         )

@@ -57,8 +57,11 @@ def save_detector(
     card: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "encoder": {"spec": encoder_spec.to_dict(), "identity": encoder_identity.to_dict()},
-        "window": {"window_s": settings.window_s, "hop_s": settings.hop_s,
-                   "sample_rate": encoder_identity.sample_rate},
+        "window": {
+            "window_s": settings.window_s,
+            "hop_s": settings.hop_s,
+            "sample_rate": encoder_identity.sample_rate,
+        },
         "layers": list(settings.layers),
         "pooling": "mean+std per layer" + ("; then mean+std of the spectral frames" if spectral else ""),
         "head": {"kind": "logistic-regression", "n_features": head.n_features_in_},
@@ -153,8 +156,7 @@ def check_identity(expected: EncoderIdentity, actual: EncoderIdentity, layers: t
             )
     if max(layers) >= actual.num_hidden_states:
         raise ArtifactMismatchError(
-            f"the head reads hidden state {max(layers)}, the encoder has only "
-            f"{actual.num_hidden_states}"
+            f"the head reads hidden state {max(layers)}, the encoder has only {actual.num_hidden_states}"
         )
 
 

@@ -114,7 +114,9 @@ class Int8Encoder(EncoderShape):
         plain, dynamic = count_linear_layers(self.module)
         logger.info(
             "quantised %d Linear layers of %s to dynamic int8 (%d left float32)",
-            dynamic, source.identity.name, plain,
+            dynamic,
+            source.identity.name,
+            plain,
         )
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:

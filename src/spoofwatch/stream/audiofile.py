@@ -67,8 +67,7 @@ def load_audio(
     target_sr = check_sample_rate(target_sr, name="target sample rate")
     if max_duration_s is not None and not (math.isfinite(max_duration_s) and max_duration_s > 0):
         raise ConfigError(
-            f"max_duration_s: expected a positive number of seconds or None, "
-            f"found {max_duration_s!r}"
+            f"max_duration_s: expected a positive number of seconds or None, found {max_duration_s!r}"
         )
     _check_is_nonempty_file(path_str)
     try:
@@ -89,7 +88,11 @@ def load_audio(
     )
     logger.debug(
         "loaded %s: %d ch at %d Hz, %.2f s, resampled to %d Hz",
-        path_str, channels, sample_rate, clip.duration_s, target_sr,
+        path_str,
+        channels,
+        sample_rate,
+        clip.duration_s,
+        target_sr,
     )
     return clip
 
@@ -143,8 +146,7 @@ def _read_mono(
         n_read += len(block)
         if max_frames is not None and n_read > max_frames:
             raise AudioError(
-                f"{path}: expected at most {max_duration_s:g} s of audio, "
-                f"found more than that while decoding"
+                f"{path}: expected at most {max_duration_s:g} s of audio, found more than that while decoding"
             )
         n_nonfinite += int(block.size - np.count_nonzero(np.isfinite(block)))
         blocks.append(to_mono(block))
@@ -158,9 +160,7 @@ def _read_mono(
             f"decoded only {n_read}; the file is truncated"
         )
     if n_nonfinite:
-        raise AudioError(
-            f"{path}: expected finite samples, found {n_nonfinite} NaN or infinite values"
-        )
+        raise AudioError(f"{path}: expected finite samples, found {n_nonfinite} NaN or infinite values")
     return np.concatenate(blocks), sample_rate, channels
 
 

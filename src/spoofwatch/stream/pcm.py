@@ -33,6 +33,7 @@ _BYTES_PER_SAMPLE: Final = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 
 
 # --- G.711 tables ---------------------------------------------------------------------
 
+
 def _all_int16() -> NDArray[np.int32]:
     return np.arange(-32768, 32768, dtype=np.int32)
 
@@ -75,9 +76,7 @@ def _build_alaw_decode_table() -> NDArray[np.int16]:
     toggled = np.arange(256, dtype=np.int32) ^ 0x55
     base = (toggled & 0x0F) << 4
     seg = (toggled & 0x70) >> 4
-    magnitude = np.where(
-        seg == 0, base + 8, (base + 0x108) << np.maximum(seg - 1, 0)
-    )
+    magnitude = np.where(seg == 0, base + 8, (base + 0x108) << np.maximum(seg - 1, 0))
     value = np.where(toggled & 0x80, magnitude, -magnitude)
     return value.astype(np.int16)
 
@@ -90,6 +89,7 @@ _ALAW_DECODE: Final = _build_alaw_decode_table()
 
 # --- validation -----------------------------------------------------------------------
 
+
 def validate_samples(x: NDArray[np.floating] | NDArray[np.integer], *, name: str) -> None:
     """Raise AudioError when ``x`` holds NaN or infinite values."""
     finite = np.isfinite(x)
@@ -98,8 +98,7 @@ def validate_samples(x: NDArray[np.floating] | NDArray[np.integer], *, name: str
     n_nan = int(np.isnan(x).sum())
     n_inf = int(finite.size - finite.sum()) - n_nan
     raise AudioError(
-        f"{name}: expected finite samples, found {n_nan} NaN and {n_inf} infinite "
-        f"values among {finite.size}"
+        f"{name}: expected finite samples, found {n_nan} NaN and {n_inf} infinite values among {finite.size}"
     )
 
 
@@ -109,8 +108,7 @@ def check_sample_rate(rate: object, *, name: str) -> int:
         raise AudioError(f"{name}: expected an integer sample rate in Hz, found {rate!r}")
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise AudioError(
-            f"{name}: expected a sample rate between {MIN_SAMPLE_RATE} and "
-            f"{MAX_SAMPLE_RATE} Hz, found {rate}"
+            f"{name}: expected a sample rate between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz, found {rate}"
         )
     return int(rate)
 
@@ -130,6 +128,7 @@ def _float_to_int16_index(x: NDArray[np.floating]) -> NDArray[np.int32]:
 
 
 # --- G.711 ----------------------------------------------------------------------------
+
 
 def mulaw_encode(x: NDArray[np.float32]) -> NDArray[np.uint8]:
     """Encode float samples (clipped to [-1, 1)) as G.711 mu-law codes, same shape."""
@@ -153,19 +152,16 @@ def alaw_decode(b: NDArray[np.uint8] | bytes | bytearray | memoryview) -> NDArra
 
 # --- interleaved PCM ------------------------------------------------------------------
 
+
 def decode_pcm(data: bytes, encoding: str, channels: int) -> NDArray[np.float32]:
     """Decode interleaved audio bytes to float32 of shape (frames, channels) in [-1, 1].
 
     ``pcm_f32le`` values beyond +-1 are clipped, as a fixed-point converter would.
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or not (
-        1 <= channels <= MAX_CHANNELS
-    ):
+    if isinstance(channels, bool) or not isinstance(channels, int) or not (1 <= channels <= MAX_CHANNELS):
         raise AudioError(f"channels: expected an integer in 1..{MAX_CHANNELS}, found {channels!r}")
     if encoding not in _BYTES_PER_SAMPLE:
-        raise AudioError(
-            f"encoding: expected one of {', '.join(SUPPORTED_ENCODINGS)}, found {encoding!r}"
-        )
+        raise AudioError(f"encoding: expected one of {', '.join(SUPPORTED_ENCODINGS)}, found {encoding!r}")
     frame_bytes = _BYTES_PER_SAMPLE[encoding] * channels
     if len(data) % frame_bytes:
         raise AudioError(
@@ -199,6 +195,7 @@ def to_mono(x: NDArray[np.floating]) -> NDArray[np.float32]:
 
 
 # --- resampling -----------------------------------------------------------------------
+
 
 def resample(x: NDArray[np.float32], sr_in: int, sr_out: int) -> NDArray[np.float32]:
     """Resample (frames,) or (frames, channels) float audio with soxr at VHQ quality.
@@ -259,9 +256,7 @@ class StreamResampler:
         self._flushed = True
         if self._stream is None:
             return np.zeros(0, dtype=np.float32)
-        out: NDArray[np.float32] = self._stream.resample_chunk(
-            np.zeros(0, dtype=np.float32), last=True
-        )
+        out: NDArray[np.float32] = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
         return out
 
     def reset(self) -> None:

@@ -243,9 +243,7 @@ class Pipeline:
             raise ProtocolError(f"stream id {stream_id!r} is already live; expected a unique id")
         limit = self.engine_config.max_streams
         if len(self.streams) >= limit:
-            raise LimitExceededError(
-                f"server is at its limit of {limit} concurrent streams; try again later"
-            )
+            raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
         handle = StreamHandle(self, stream_id, source, sample_rate, trusted=trusted)
         self.streams[stream_id] = handle
         self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source))

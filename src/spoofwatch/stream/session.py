@@ -35,9 +35,7 @@ class StreamSession:
         self.stream_id = stream_id
         self.sample_rate = sample_rate
         self.config = config
-        self.windower = Windower(
-            WindowConfig(sample_rate, config.window_s, config.hop_s, config.min_s)
-        )
+        self.windower = Windower(WindowConfig(sample_rate, config.window_s, config.hop_s, config.min_s))
         self.smoother = LlrSmoother(config.smoothing, config.smoothing_n, config.smoothing_alpha)  # type: ignore[arg-type]
         alarm_on, alarm_off = config.alarm_levels()
         self.alarm = Hysteresis(alarm_on, alarm_off, config.alarm_min_on_s)

@@ -46,7 +46,16 @@ PITCH_INDEX = 18  # NB_BANDS: the pitch feature follows the 18 cepstral bands
 _PITCH_MIN = math.log2(256 / 255) - 1.5
 _PITCH_MAX = math.log2(256 / 32) - 1.5
 MANIFEST_COLUMNS = (
-    "path", "label", "utt_id", "system", "speaker", "split", "source", "license", "copy_of", "pitch_factor",
+    "path",
+    "label",
+    "utt_id",
+    "system",
+    "speaker",
+    "split",
+    "source",
+    "license",
+    "copy_of",
+    "pitch_factor",
     "vocoder",
 )
 _BUILD_HINT = "build it with `bash scripts/build_fargan.sh` (Opus 1.5.2 from Debian, about a minute)"
@@ -232,8 +241,12 @@ def write_copies(
     # Threads suffice: the work happens in the vocoder's processes.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         futures = [pool.submit(one, it) for it in bonafide]
-        done = tqdm(zip(bonafide, futures, strict=True), total=len(bonafide), desc="copy-synthesis",
-                    disable=not progress)
+        done = tqdm(
+            zip(bonafide, futures, strict=True),
+            total=len(bonafide),
+            desc="copy-synthesis",
+            disable=not progress,
+        )
         for item, future in done:
             try:
                 rows.append(future.result())
@@ -248,4 +261,3 @@ def write_copies(
         writer.writeheader()
         writer.writerows(rows)
     return CopyReport(manifest, len(rows), tuple(failed))
-

@@ -211,23 +211,38 @@ def train_detector(
     spectral = None if spectral_spec is None else build_encoder(spectral_spec, options.window_s)
     train_sets = [
         extract_with_spectral(
-            train, encoder, spectral, train_window,
-            channel=c, progress=progress, level_dbfs=options.level_dbfs,
+            train,
+            encoder,
+            spectral,
+            train_window,
+            channel=c,
+            progress=progress,
+            level_dbfs=options.level_dbfs,
         )
         for c in options.channels
     ]
     if extra_train:
         train_sets += [
             extract_with_spectral(
-                extra_train, encoder, spectral, train_window,
-                channel=c, progress=progress, level_dbfs=options.level_dbfs,
+                extra_train,
+                encoder,
+                spectral,
+                train_window,
+                channel=c,
+                progress=progress,
+                level_dbfs=options.level_dbfs,
             )
             for c in extra_channels
         ]
     dev_sets = [
         extract_with_spectral(
-            dev, encoder, spectral, dev_window,
-            channel=c, progress=progress, level_dbfs=options.level_dbfs,
+            dev,
+            encoder,
+            spectral,
+            dev_window,
+            channel=c,
+            progress=progress,
+            level_dbfs=options.level_dbfs,
         )
         for c in dev_channels
     ]

@@ -45,9 +45,7 @@ class Ct2Model:
         try:
             return self.variables[key]
         except KeyError:
-            raise ModelError(
-                f"CTranslate2 model {self.spec_name!r} has no variable {name!r}"
-            ) from None
+            raise ModelError(f"CTranslate2 model {self.spec_name!r} has no variable {name!r}") from None
 
 
 class _Cursor:

@@ -64,9 +64,7 @@ def _wants_normalisation(name_or_path: str) -> bool:
 def _load(model_class: Any, name_or_path: str, config: PretrainedConfig) -> torch.nn.Module:
     # float32 explicitly: transformers otherwise keeps a float16 checkpoint's dtype.
     try:
-        model: torch.nn.Module = model_class.from_pretrained(
-            name_or_path, config=config, dtype=torch.float32
-        )
+        model: torch.nn.Module = model_class.from_pretrained(name_or_path, config=config, dtype=torch.float32)
     except OSError as exc:
         raise ModelError(f"cannot load Hugging Face weights from {name_or_path!r}: {exc}") from exc
     return model
@@ -75,8 +73,9 @@ def _load(model_class: Any, name_or_path: str, config: PretrainedConfig) -> torc
 class HFEncoder(TorchEncoder):
     """A frozen Hugging Face encoder; ``layers`` keeps only the first K transformer layers."""
 
-    def __init__(self, name_or_path: str, window_s: float = 4.0, layers: int | None = None,
-                 sample_rate: int = 16000) -> None:
+    def __init__(
+        self, name_or_path: str, window_s: float = 4.0, layers: int | None = None, sample_rate: int = 16000
+    ) -> None:
         super().__init__()
         self.name_or_path = name_or_path
         try:

@@ -39,7 +39,12 @@ def phase_coherence(
     neighbours.
     """
     spectrum = torch.stft(
-        windows, n_fft, hop_length=HOP, win_length=len(window), window=window, center=False,
+        windows,
+        n_fft,
+        hop_length=HOP,
+        win_length=len(window),
+        window=window,
+        center=False,
         return_complex=True,
     )
     spectrum = spectrum.transpose(1, 2)  # (batch, frames, bins)
@@ -64,9 +69,7 @@ class LfccPhaseEncoder(TorchEncoder):
         self._window_samples = self.lfcc.window_samples
         self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)
         self.register_buffer("bands", linear_filterbank(PHASE_BANDS, N_FFT, SAMPLE_RATE), persistent=False)
-        recipe = (
-            f"{self.lfcc.identity.weights_sha256}+phase-v{VERSION}-hann{N_FFT}-{HOP}-{PHASE_BANDS}-power"
-        )
+        recipe = f"{self.lfcc.identity.weights_sha256}+phase-v{VERSION}-hann{N_FFT}-{HOP}-{PHASE_BANDS}-power"
         self._identity = EncoderIdentity(
             kind="lfcc-phase",
             name="lfcc-phase",

@@ -24,8 +24,9 @@ class EncoderSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderSpec:
         layers = data.get("layers")
-        return cls(kind=str(data["kind"]), name=str(data["name"]),
-                   layers=None if layers is None else int(layers))
+        return cls(
+            kind=str(data["kind"]), name=str(data["name"]), layers=None if layers is None else int(layers)
+        )
 
 
 def build_encoder(spec: EncoderSpec, window_s: float) -> Encoder:

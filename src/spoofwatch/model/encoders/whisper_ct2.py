@@ -61,9 +61,7 @@ def ct2_encoder_to_hf(model: Ct2Model) -> tuple[dict[str, torch.Tensor], dict[st
     state["embed_positions.weight"] = _tensor(get("encoder/position_encodings/encodings"))
     state["layer_norm.weight"] = _tensor(get("encoder/layer_norm/gamma"))
     state["layer_norm.bias"] = _tensor(get("encoder/layer_norm/beta"))
-    layer_ids = sorted(
-        {int(m.group(1)) for name in model.variables if (m := _LAYER.match(name))}
-    )
+    layer_ids = sorted({int(m.group(1)) for name in model.variables if (m := _LAYER.match(name))})
     if layer_ids != list(range(len(layer_ids))) or not layer_ids:
         raise ModelError(f"expected encoder layers 0..N-1 in the CTranslate2 file, found {layer_ids}")
     d_model = int(get("encoder/conv1/weight").shape[0])
@@ -73,9 +71,7 @@ def ct2_encoder_to_hf(model: Ct2Model) -> tuple[dict[str, torch.Tensor], dict[st
         qkv_w = get(f"{src}/self_attention/linear_0/weight")
         qkv_b = get(f"{src}/self_attention/linear_0/bias")
         if qkv_w.shape[0] != 3 * d_model:
-            raise ModelError(
-                f"layer {i}: fused qkv expected {3 * d_model} rows, found {qkv_w.shape[0]}"
-            )
+            raise ModelError(f"layer {i}: fused qkv expected {3 * d_model} rows, found {qkv_w.shape[0]}")
         q_w, k_w, v_w = np.split(qkv_w, 3, axis=0)
         q_b, _k_b, v_b = np.split(qkv_b, 3, axis=0)  # Whisper's k_proj has no bias (zeros here)
         state[f"{dst}.self_attn.q_proj.weight"] = _tensor(q_w)
@@ -85,12 +81,8 @@ def ct2_encoder_to_hf(model: Ct2Model) -> tuple[dict[str, torch.Tensor], dict[st
         state[f"{dst}.self_attn.v_proj.bias"] = _tensor(v_b)
         state[f"{dst}.self_attn.out_proj.weight"] = _tensor(get(f"{src}/self_attention/linear_1/weight"))
         state[f"{dst}.self_attn.out_proj.bias"] = _tensor(get(f"{src}/self_attention/linear_1/bias"))
-        state[f"{dst}.self_attn_layer_norm.weight"] = _tensor(
-            get(f"{src}/self_attention/layer_norm/gamma")
-        )
-        state[f"{dst}.self_attn_layer_norm.bias"] = _tensor(
-            get(f"{src}/self_attention/layer_norm/beta")
-        )
+        state[f"{dst}.self_attn_layer_norm.weight"] = _tensor(get(f"{src}/self_attention/layer_norm/gamma"))
+        state[f"{dst}.self_attn_layer_norm.bias"] = _tensor(get(f"{src}/self_attention/layer_norm/beta"))
         state[f"{dst}.fc1.weight"] = _tensor(get(f"{src}/ffn/linear_0/weight"))
         state[f"{dst}.fc1.bias"] = _tensor(get(f"{src}/ffn/linear_0/bias"))
         state[f"{dst}.fc2.weight"] = _tensor(get(f"{src}/ffn/linear_1/weight"))
@@ -140,13 +132,10 @@ def build_whisper_encoder(
     """A float32 ``WhisperEncoder`` with the position table cut to ``positions``."""
     n_layers = arch["encoder_layers"] if layers is None else layers
     if not 1 <= n_layers <= arch["encoder_layers"]:
-        raise ModelError(
-            f"layers must be within 1..{arch['encoder_layers']}, found {n_layers}"
-        )
+        raise ModelError(f"layers must be within 1..{arch['encoder_layers']}, found {n_layers}")
     if not 1 <= positions <= arch["max_source_positions"]:
         raise ModelError(
-            f"window needs {positions} positions; Whisper has at most "
-            f"{arch['max_source_positions']} (30 s)"
+            f"window needs {positions} positions; Whisper has at most {arch['max_source_positions']} (30 s)"
         )
     config = WhisperConfig(
         d_model=arch["d_model"],
@@ -165,9 +154,7 @@ def build_whisper_encoder(
         if not name.startswith("layers.") or int(name.split(".")[1]) < n_layers
     }
     keep["embed_positions.weight"] = state["embed_positions.weight"][:positions]
-    missing, unexpected = encoder.load_state_dict(
-        {k: v.float() for k, v in keep.items()}, strict=False
-    )
+    missing, unexpected = encoder.load_state_dict({k: v.float() for k, v in keep.items()}, strict=False)
     # k_proj has no bias in Whisper; anything else missing means a mapping bug.
     real_missing = [m for m in missing if not m.endswith("k_proj.bias")]
     if real_missing or unexpected:

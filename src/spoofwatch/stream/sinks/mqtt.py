@@ -130,7 +130,9 @@ def parse_broker_url(url: str) -> BrokerAddress:
     if scheme not in ("mqtt", "mqtts"):
         raise ConfigError(f"expected an mqtt:// or mqtts:// broker URL, found scheme {parts.scheme!r}")
     if not hostname:
-        raise ConfigError(f"expected a host in the MQTT URL, found none in {scheme}://{parts.netloc.rpartition('@')[2]}")
+        raise ConfigError(
+            f"expected a host in the MQTT URL, found none in {scheme}://{parts.netloc.rpartition('@')[2]}"
+        )
     try:
         port = parts.port
     except ValueError:
@@ -411,8 +413,11 @@ class MqttSink:
         logger.info("connected to MQTT broker %s as %s", self.address.display, self.client_id)
         lost = self.counters.dropped_scores - self._dropped_scores_at_disconnect
         if self.counters.disconnects and (lost or self._outbox):
-            logger.info("delivering %d queued events; %d score events dropped while disconnected",
-                        len(self._outbox), lost)
+            logger.info(
+                "delivering %d queued events; %d score events dropped while disconnected",
+                len(self._outbox),
+                lost,
+            )
         # A restarted broker may have lost its retained messages: say them again.
         self._dirty_states.update(self._states)
         self._status_dirty = self._status is not None

@@ -103,5 +103,7 @@ async def close_interrupted(handle: StreamHandle, exc: BaseException) -> None:
     except TimeoutError:
         logger.warning(
             "stream %s: %d windows still unscored after %.0f s; closing without them",
-            handle.stream_id, handle.pending, CLOSE_TIMEOUT_S,
+            handle.stream_id,
+            handle.pending,
+            CLOSE_TIMEOUT_S,
         )

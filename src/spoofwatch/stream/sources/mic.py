@@ -64,9 +64,7 @@ def list_input_devices() -> list[str]:
     """Names of the input devices PortAudio sees now (``index: name``)."""
     sd = _sounddevice()
     return [
-        f"{info['index']}: {info['name']}"
-        for info in sd.query_devices()
-        if info["max_input_channels"] > 0
+        f"{info['index']}: {info['name']}" for info in sd.query_devices() if info["max_input_channels"] > 0
     ]
 
 
@@ -81,8 +79,7 @@ def find_input_device(device: str | int | None) -> InputDevice:
         listing = "; ".join(available) if available else "none (is a sound server or card present?)"
         asked = "the default input device" if device is None else f"input device {device!r}"
         raise ConfigError(
-            f"microphone: expected {asked}, found none ({exc}); "
-            f"available input devices: {listing}"
+            f"microphone: expected {asked}, found none ({exc}); available input devices: {listing}"
         ) from None
     rate = check_sample_rate(round(float(info["default_samplerate"])), name="device sample rate")
     return InputDevice(int(info["index"]), str(info["name"]), rate)
@@ -102,8 +99,10 @@ async def run_mic_source(
         raise ConfigError(f"block_s: expected seconds in (0, 1], found {block_s!r}")
     sd = _sounddevice()
     found = find_input_device(device)
-    rate = found.default_sample_rate if sample_rate is None else check_sample_rate(
-        sample_rate, name="microphone sample rate"
+    rate = (
+        found.default_sample_rate
+        if sample_rate is None
+        else check_sample_rate(sample_rate, name="microphone sample rate")
     )
     block = max(1, round(block_s * rate))
     loop = asyncio.get_running_loop()
@@ -129,13 +128,17 @@ async def run_mic_source(
 
     try:
         stream = sd.InputStream(
-            device=found.index, samplerate=rate, channels=1, dtype="float32",
-            blocksize=block, callback=on_block, finished_callback=lambda: hand_over(None),
+            device=found.index,
+            samplerate=rate,
+            channels=1,
+            dtype="float32",
+            blocksize=block,
+            callback=on_block,
+            finished_callback=lambda: hand_over(None),
         )
     except (sd.PortAudioError, ValueError) as exc:
         raise AudioError(
-            f"microphone {found.name!r}: expected to open it for 1-channel capture at {rate} Hz, "
-            f"found: {exc}"
+            f"microphone {found.name!r}: expected to open it for 1-channel capture at {rate} Hz, found: {exc}"
         ) from None
     try:
         handle = pipeline.open_stream(stream_id, source=f"mic:{found.name}", sample_rate=rate, trusted=True)
@@ -155,7 +158,11 @@ async def run_mic_source(
         await _stop(stream, found.name)
         logger.info(
             "microphone %r stopped: %d blocks, %d dropped (%s), %d input overflows",
-            found.name, counters.blocks, counters.dropped_blocks, DROP_OLDEST_BLOCK, counters.overflows,
+            found.name,
+            counters.blocks,
+            counters.dropped_blocks,
+            DROP_OLDEST_BLOCK,
+            counters.overflows,
         )
         await close_interrupted(handle, exc)
         raise

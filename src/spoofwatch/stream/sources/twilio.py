@@ -142,8 +142,7 @@ def decode_payload(payload: object, max_bytes: int = MAX_PAYLOAD_BYTES) -> NDArr
         raise ProtocolError(f"media.payload: expected a base64 string, found {type(payload).__name__}")
     if len(payload) > (max_bytes + 2) // 3 * 4:
         raise LimitExceededError(
-            f"media.payload: expected at most {max_bytes} bytes of audio, "
-            f"found about {len(payload) * 3 // 4}"
+            f"media.payload: expected at most {max_bytes} bytes of audio, found about {len(payload) * 3 // 4}"
         )
     try:
         codes = base64.b64decode(payload, validate=True)
