@@ -24,7 +24,7 @@ from spoofwatch.model.quantize import check_quantization
 from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
-from spoofwatch.train.extract import extract_with_spectral
+from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
 from spoofwatch.train.fit import clip_scores, evaluate_set, fit_head
 from spoofwatch.train.threshold import choose_threshold, parse_policy
 
@@ -209,43 +209,19 @@ def train_detector(
     train_window = WindowConfig(rate, options.window_s, options.train_hop_s)
     dev_window = WindowConfig(rate, options.window_s, options.hop_s)
     spectral = None if spectral_spec is None else build_encoder(spectral_spec, options.window_s)
-    train_sets = [
-        extract_with_spectral(
-            train,
-            encoder,
-            spectral,
-            train_window,
-            channel=c,
-            progress=progress,
-            level_dbfs=options.level_dbfs,
-        )
-        for c in options.channels
-    ]
-    if extra_train:
-        train_sets += [
+
+    def embed(items: list[LabelledItem], window: WindowConfig, channels: Sequence[str]) -> list[EmbeddingSet]:
+        return [
             extract_with_spectral(
-                extra_train,
-                encoder,
-                spectral,
-                train_window,
-                channel=c,
-                progress=progress,
-                level_dbfs=options.level_dbfs,
+                items, encoder, spectral, window, channel=c, progress=progress, level_dbfs=options.level_dbfs
             )
-            for c in extra_channels
+            for c in channels
         ]
-    dev_sets = [
-        extract_with_spectral(
-            dev,
-            encoder,
-            spectral,
-            dev_window,
-            channel=c,
-            progress=progress,
-            level_dbfs=options.level_dbfs,
-        )
-        for c in dev_channels
-    ]
+
+    train_sets = embed(train, train_window, options.channels)
+    if extra_train:
+        train_sets += embed(extra_train, train_window, extra_channels)
+    dev_sets = embed(dev, dev_window, dev_channels)
     fitted = fit_head(
         train_sets, dev_sets, layers=options.layers, C=options.C, spectral_weight=options.spectral_weight
     )
