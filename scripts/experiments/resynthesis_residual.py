@@ -1,0 +1,233 @@
+"""Experiment (README, Accuracy): what a clip loses when a vocoder remakes it, beside the
+shipped features.
+
+The idea is DIRE's (Wang et al., ICCV 2023, for images): a generator's output is close to
+what a generator can remake, a camera's or a microphone's is not, and the gap says more
+about "made by a generator" than about which generator. Here the remaker is FARGAN (plain
+analysis and resynthesis, no pitch move). Every clip, after its channel, is vocoded whole,
+its windows get the shipped recipe's features, and the head reads the original's features
+and one of:
+- the residual (original minus resynthesis) of the spectral block (LFCC and phase
+  coherence, mean and std: 160 more features inside the spectral block, weight 2);
+- that residual and the residual of Whisper states 0-4 (5,120 more, as five more states);
+- the LFCC or the phase columns of the spectral residual alone;
+- the resynthesis's own spectral block instead of the residual (a linear head can turn it
+  into the residual, but the L2 penalty treats the two differently);
+- the phase residual again, but with each levelled 4 s window vocoded on its own, as a
+  streaming detector would have to (`WindowResynthesis`).
+The FARGAN copies that train the shipped card get their resynthesis the same way.
+Leave-one-source-out with the shipped recipe (three training channels, copies through the
+clean one, Asterisk sources as one fold), against the shipped features alone.
+
+    PYTHONPATH=src python scripts/experiments/resynthesis_residual.py --manifest ../shared/corpus/manifest.csv
+
+About 10 minutes per variant with the caches filled (`--variants` picks some; the window
+variant vocodes every window first, about 15 minutes more). Needs the FARGAN program
+(`scripts/build_fargan.sh`) and the copies (`spoofwatch copysynth`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from copies_grouped import (
+    ASTERISK_AS_ONE,
+    DEFAULT_COPIES,
+    SHIPPED_CHANNELS,
+    compare_to_first,
+    loso_grid,
+    shipped_sets,
+)
+from numpy.typing import NDArray
+from spectral_blocks import LAYERS, LEVEL_DBFS, WINDOW, recipe_extractor
+from tqdm import tqdm
+
+from spoofwatch.model.encoders.base import TorchEncoder
+from spoofwatch.model.encoders.phase import LfccPhaseEncoder
+from spoofwatch.model.encoders.registry import EncoderSpec
+from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.train.channel import get_channel
+from spoofwatch.train.copysynth import describe_vocoder, find_vocoder, vocode
+from spoofwatch.train.corpus import LabelledItem
+from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
+from spoofwatch.train.pipeline import feature_encoder
+
+SAMPLE_RATE = 16000
+RESYNTH_ROOT = cache_root() / "resynthesis" / "fargan"
+
+
+def resynthesised(items: Sequence[LabelledItem], channel: str, out: Path) -> list[LabelledItem]:
+    """``items`` with their paths pointing at a FARGAN resynthesis of each clip after ``channel``
+    (written once under ``out``; labels and sources unchanged)."""
+    vocoder, transform = find_vocoder(), get_channel(channel)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def one(item: LabelledItem) -> LabelledItem:
+        path = out / f"{item.utt_id}.flac"
+        if not path.exists():
+            samples = transform(load_audio(item.path, SAMPLE_RATE).samples, SAMPLE_RATE)
+            sf.write(path, vocode(samples, vocoder), SAMPLE_RATE, subtype="PCM_16")
+        return replace(item, path=path)
+
+    with ThreadPoolExecutor(2) as pool:
+        return list(tqdm(pool.map(one, items), total=len(items), desc=f"resynthesis {channel}"))
+
+
+def paired_windows(original: EmbeddingSet, remade: EmbeddingSet) -> NDArray[np.int64]:
+    """For each window of ``original``, the window of ``remade`` at the same place in the same
+    item (the last one where the resynthesis gave fewer windows)."""
+    by_item: dict[int, NDArray[np.int64]] = {}
+    for i in range(len(remade.items)):
+        by_item[i] = np.flatnonzero(remade.item_index == i)
+    out = np.empty(len(original.item_index), dtype=np.int64)
+    for i in np.unique(original.item_index):
+        mine = np.flatnonzero(original.item_index == i)
+        theirs = by_item[int(i)]
+        if len(theirs) == 0:
+            raise SystemExit(f"no resynthesised window for {original.items[int(i)].path}")
+        out[mine] = theirs[np.minimum(np.arange(len(mine)), len(theirs) - 1)]
+    return out
+
+
+# Pooled spectral columns: the means of the 80 per-frame values (60 LFCC, 20 phase), then
+# their standard deviations.
+LFCC_COLUMNS = np.r_[0:60, 80:140]
+PHASE_COLUMNS = np.r_[60:80, 140:160]
+
+
+def appended(original: EmbeddingSet, remade: EmbeddingSet, variant: str) -> EmbeddingSet:
+    """``original`` with ``variant``'s features of its resynthesis appended: to the spectral
+    block (the residual original minus resynthesis of all of it, of its LFCC or phase columns
+    only, or the resynthesis's own block) and, for the Whisper variant, the residual of
+    states 0-4 as five more states."""
+    assert original.spectral is not None and remade.spectral is not None
+    pair = paired_windows(original, remade)
+    residual = original.spectral - remade.spectral[pair]
+    extra = {
+        "spectral residual": residual,
+        "spectral + Whisper residual": residual,
+        "LFCC residual": residual[:, LFCC_COLUMNS],
+        "phase residual": residual[:, PHASE_COLUMNS],
+        "spectral of the resynthesis": remade.spectral[pair],
+    }[variant]
+    features = original.features
+    if variant == "spectral + Whisper residual":
+        diff = original.features[:, LAYERS] - remade.features[pair][:, LAYERS]
+        features = np.concatenate([original.features, diff], axis=1)
+    return replace(original, spectral=np.concatenate([original.spectral, extra], axis=1), features=features)
+
+
+class WindowResynthesis(TorchEncoder):
+    """The lfcc-phase frames of each (levelled) window and of its FARGAN resynthesis, as two
+    hidden states: what a streaming detector would compute, one window at a time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = LfccPhaseEncoder(WINDOW.window_s)
+        self.vocoder = find_vocoder()
+        self._window_samples = self.inner.window_samples
+        recipe = (
+            f"{self.inner.identity.weights_sha256}+window-resynthesis-v1-{describe_vocoder(self.vocoder)}"
+        )
+        self._identity = replace(
+            self.inner.identity,
+            kind="lfcc-phase-window-resynthesis",
+            name="lfcc-phase-window-resynthesis",
+            weights_sha256=hashlib.sha256(recipe.encode()).hexdigest(),
+            num_hidden_states=2,
+        )
+
+    def remake(self, window: NDArray[np.float32]) -> NDArray[np.float32]:
+        # FARGAN's output is a few frames short; the end is mirrored back to the window's length.
+        y = vocode(window, self.vocoder)[: len(window)]
+        return np.pad(y, (0, len(window) - len(y)), mode="reflect")
+
+    def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with ThreadPoolExecutor(2) as pool:
+            remade = np.stack(list(pool.map(self.remake, windows.float().numpy())))
+        (original,) = self.inner.hidden_states(windows)
+        (resynthesis,) = self.inner.hidden_states(torch.from_numpy(remade))
+        return (original, resynthesis)
+
+
+def window_resynthesis_sets(
+    sets: dict[str, EmbeddingSet], copy_set: EmbeddingSet
+) -> tuple[dict[str, EmbeddingSet], EmbeddingSet]:
+    """The shipped features with the phase residual of each window against its own
+    resynthesis (``WindowResynthesis``) appended to the spectral block."""
+    _, _, whisper = feature_encoder(
+        EncoderSpec("whisper-ct2", "whisper-base"), WINDOW.window_s, LAYERS, "int8-all"
+    )
+    spectral = WindowResynthesis()
+
+    def extract(items: Sequence[LabelledItem], channel: str) -> EmbeddingSet:
+        both = extract_with_spectral(
+            list(items), whisper, spectral, WINDOW, channel=channel, level_dbfs=LEVEL_DBFS
+        )
+        assert both.spectral is not None
+        original, remade = both.spectral[:, :160], both.spectral[:, 160:]
+        residual = (original - remade)[:, PHASE_COLUMNS]
+        return replace(both, spectral=np.concatenate([original, residual], axis=1))
+
+    return {ch: extract(sets[ch].items, ch) for ch in SHIPPED_CHANNELS}, extract(copy_set.items, "clean")
+
+
+WINDOW_VARIANT = "phase residual per window"
+VARIANTS = (
+    "spectral residual",
+    "spectral + Whisper residual",
+    "LFCC residual",
+    "phase residual",
+    "spectral of the resynthesis",
+    WINDOW_VARIANT,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}"
+    )
+    args = parser.parse_args()
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--variants: expected names from {', '.join(VARIANTS)}, found {', '.join(unknown)}")
+    sets, copy_set = shipped_sets(args.manifest, args.copies)
+    extract = recipe_extractor()
+    remade = {
+        ch: extract(resynthesised(sets[ch].items, ch, RESYNTH_ROOT / ch), "clean") for ch in SHIPPED_CHANNELS
+    }
+    remade_copies = extract(resynthesised(copy_set.items, "clean", RESYNTH_ROOT / "copies"), "clean")
+    n_states = sets["clean"].features.shape[1]
+    plus_whisper = [*LAYERS, *range(n_states, n_states + len(LAYERS))]
+    tests = list(SHIPPED_CHANNELS)
+    runs = {"shipped": ([sets[c] for c in SHIPPED_CHANNELS], [copy_set])}
+    results = loso_grid(runs, {t: sets[t] for t in tests}, ASTERISK_AS_ONE)
+    for variant in chosen:
+        if variant == WINDOW_VARIANT:
+            with_extra, extra_copies = window_resynthesis_sets(sets, copy_set)
+        else:
+            with_extra = {ch: appended(sets[ch], remade[ch], variant) for ch in SHIPPED_CHANNELS}
+            extra_copies = appended(copy_set, remade_copies, variant)
+        run = ([with_extra[c] for c in SHIPPED_CHANNELS], [extra_copies])
+        layers = {variant: plus_whisper} if variant == "spectral + Whisper residual" else None
+        results.update(loso_grid({variant: run}, {t: with_extra[t] for t in tests}, ASTERISK_AS_ONE, layers))
+    compare_to_first(results, ["shipped", *chosen], tests, ASTERISK_AS_ONE)
+
+
+if __name__ == "__main__":
+    main()
