@@ -13,24 +13,18 @@ cores with the cache filled.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from copies_grouped import (
     ASTERISK_AS_ONE,
-    DEFAULT_COPIES,
     SHIPPED_CHANNELS,
     compare_training_channels,
+    recipe_parser,
     shipped_sets,
 )
 from spectral_blocks import CHANNELS
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
-    args = parser.parse_args()
+    args = recipe_parser(__doc__).parse_args()
     sets, copies = shipped_sets(args.manifest, args.copies)
     runs = {"clean + telephone": CHANNELS, "clean + telephone + augmented (shipped)": SHIPPED_CHANNELS}
     compare_training_channels(sets, copies, runs, SHIPPED_CHANNELS, ASTERISK_AS_ONE)

@@ -139,16 +139,22 @@ def compare_to_first(
             print_comparison(f"{title}, {test}", results[(base, test)], results[(title, test)], folds)
 
 
+def recipe_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The shipped-recipe experiments' command line: ``--manifest`` and ``--copies`` (the
+    FARGAN copies, default ``DEFAULT_COPIES``); ``doc`` is its help, layout kept."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
+    return parser
+
+
 def compare_fourth_channel(doc: str | None, name: str, transform: Channel) -> None:
     """Command line (``doc`` its help): the shipped recipe (clean, telephone and augmented
     training, the FARGAN copies through the clean channel) with and without ``transform`` as a
     fourth training channel for both classes, under the Asterisk grouping
     (``compare_training_channels``). ``name`` is an experiment-only channel name; it keys the
     embedding cache."""
-    parser = argparse.ArgumentParser(description=doc)
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
-    args = parser.parse_args()
+    args = recipe_parser(doc).parse_args()
     CHANNEL_REGISTRY[name] = transform
     sets, copy_set = shipped_sets(args.manifest, args.copies, extra_channels=(name,))
     runs = {
@@ -201,9 +207,7 @@ def print_comparison(label: str, before: LosoResult, after: LosoResult, folds: N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=cache_root() / "copies" / "fargan-ps" / "manifest.csv")
+    parser = recipe_parser(__doc__)
     parser.add_argument(
         "--second-draw",
         type=Path,

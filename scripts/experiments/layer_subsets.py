@@ -12,15 +12,12 @@ states 0-4 kept; 1-4 is 0.5 points better on both channels, inside fold noise (R
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from copies_grouped import (
     ASTERISK_AS_ONE,
-    DEFAULT_COPIES,
     SHIPPED_CHANNELS,
     compare_to_first,
     loso_grid,
+    recipe_parser,
     shipped_sets,
 )
 
@@ -29,9 +26,7 @@ SUBSETS = ("0,1,2,3,4", "0,1,2,3", "0,1,2", "1,2,3,4", "0,2,4")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
+    parser = recipe_parser(__doc__)
     parser.add_argument("--tests", default="clean,telephone", help="comma-separated test channels")
     args = parser.parse_args()
     tests = args.tests.split(",")

@@ -28,7 +28,6 @@ variant vocodes every window first, about 15 minutes more). Needs the FARGAN pro
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,28 +39,25 @@ import soundfile as sf
 import torch
 from copies_grouped import (
     ASTERISK_AS_ONE,
-    DEFAULT_COPIES,
     SHIPPED_CHANNELS,
     compare_to_first,
     loso_grid,
+    recipe_parser,
     shipped_sets,
 )
 from numpy.typing import NDArray
-from spectral_blocks import LAYERS, LEVEL_DBFS, WINDOW, recipe_extractor
+from spectral_blocks import LAYERS, WINDOW, recipe_extractor
 from tqdm import tqdm
 
 from spoofwatch.model.encoders.base import TorchEncoder
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
-from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.channel import get_channel
-from spoofwatch.train.copysynth import describe_vocoder, find_vocoder, vocode
+from spoofwatch.train.copysynth import SAMPLE_RATE, describe_vocoder, find_vocoder, vocode
 from spoofwatch.train.corpus import LabelledItem
-from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
-from spoofwatch.train.pipeline import feature_encoder
+from spoofwatch.train.extract import EmbeddingSet
 
-SAMPLE_RATE = 16000
 RESYNTH_ROOT = cache_root() / "resynthesis" / "fargan"
 
 
@@ -85,13 +81,10 @@ def resynthesised(items: Sequence[LabelledItem], channel: str, out: Path) -> lis
 def paired_windows(original: EmbeddingSet, remade: EmbeddingSet) -> NDArray[np.int64]:
     """For each window of ``original``, the window of ``remade`` at the same place in the same
     item (the last one where the resynthesis gave fewer windows)."""
-    by_item: dict[int, NDArray[np.int64]] = {}
-    for i in range(len(remade.items)):
-        by_item[i] = np.flatnonzero(remade.item_index == i)
     out = np.empty(len(original.item_index), dtype=np.int64)
     for i in np.unique(original.item_index):
         mine = np.flatnonzero(original.item_index == i)
-        theirs = by_item[int(i)]
+        theirs = np.flatnonzero(remade.item_index == i)
         if len(theirs) == 0:
             raise SystemExit(f"no resynthesised window for {original.items[int(i)].path}")
         out[mine] = theirs[np.minimum(np.arange(len(mine)), len(theirs) - 1)]
@@ -164,17 +157,13 @@ def window_resynthesis_sets(
 ) -> tuple[dict[str, EmbeddingSet], EmbeddingSet]:
     """The shipped features with the phase residual of each window against its own
     resynthesis (``WindowResynthesis``) appended to the spectral block."""
-    _, _, whisper = feature_encoder(
-        EncoderSpec("whisper-ct2", "whisper-base"), WINDOW.window_s, LAYERS, "int8-all"
-    )
-    spectral = WindowResynthesis()
+    extract_both = recipe_extractor(spectral=WindowResynthesis())
 
     def extract(items: Sequence[LabelledItem], channel: str) -> EmbeddingSet:
-        both = extract_with_spectral(
-            list(items), whisper, spectral, WINDOW, channel=channel, level_dbfs=LEVEL_DBFS
-        )
+        both = extract_both(items, channel)
         assert both.spectral is not None
-        original, remade = both.spectral[:, :160], both.spectral[:, 160:]
+        # The two states' pooled blocks side by side: the original's, then the remake's.
+        original, remade = np.split(both.spectral, 2, axis=1)
         residual = (original - remade)[:, PHASE_COLUMNS]
         return replace(both, spectral=np.concatenate([original, residual], axis=1))
 
@@ -193,11 +182,7 @@ VARIANTS = (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
+    parser = recipe_parser(__doc__)
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}"
     )
@@ -207,11 +192,15 @@ def main() -> None:
     if unknown:
         parser.error(f"--variants: expected names from {', '.join(VARIANTS)}, found {', '.join(unknown)}")
     sets, copy_set = shipped_sets(args.manifest, args.copies)
-    extract = recipe_extractor()
-    remade = {
-        ch: extract(resynthesised(sets[ch].items, ch, RESYNTH_ROOT / ch), "clean") for ch in SHIPPED_CHANNELS
-    }
-    remade_copies = extract(resynthesised(copy_set.items, "clean", RESYNTH_ROOT / "copies"), "clean")
+    remade: dict[str, EmbeddingSet] = {}
+    if any(variant != WINDOW_VARIANT for variant in chosen):
+        # Clips remade whole, then windowed: only the whole-clip variants read them.
+        extract = recipe_extractor()
+        remade = {
+            ch: extract(resynthesised(sets[ch].items, ch, RESYNTH_ROOT / ch), "clean")
+            for ch in SHIPPED_CHANNELS
+        }
+        remade["copies"] = extract(resynthesised(copy_set.items, "clean", RESYNTH_ROOT / "copies"), "clean")
     n_states = sets["clean"].features.shape[1]
     plus_whisper = [*LAYERS, *range(n_states, n_states + len(LAYERS))]
     tests = list(SHIPPED_CHANNELS)
@@ -222,7 +211,7 @@ def main() -> None:
             with_extra, extra_copies = window_resynthesis_sets(sets, copy_set)
         else:
             with_extra = {ch: appended(sets[ch], remade[ch], variant) for ch in SHIPPED_CHANNELS}
-            extra_copies = appended(copy_set, remade_copies, variant)
+            extra_copies = appended(copy_set, remade["copies"], variant)
         run = ([with_extra[c] for c in SHIPPED_CHANNELS], [extra_copies])
         layers = {variant: plus_whisper} if variant == "spectral + Whisper residual" else None
         results.update(loso_grid({variant: run}, {t: with_extra[t] for t in tests}, ASTERISK_AS_ONE, layers))

@@ -31,16 +31,18 @@ WINDOW = WindowConfig(16000, 4.0, 2.0)
 def recipe_extractor(
     spectral_kind: str = "lfcc-phase",
     wrap: Callable[[Encoder], Encoder] | None = None,
+    spectral: Encoder | None = None,
 ) -> Callable[[Sequence[LabelledItem], str], EmbeddingSet]:
     """``extract(items, channel)``: Whisper base states 0-4 (int8-all; passed through ``wrap``
     when given, which must give the result an identity of its own: it keys the cache) and the
-    ``spectral_kind`` block of every levelled training window of ``items`` through
-    ``channel``, from the embedding cache (or extracted into it). The encoders are built once,
-    here."""
+    ``spectral_kind`` block (or the ``spectral`` encoder's, when given) of every levelled
+    training window of ``items`` through ``channel``, from the embedding cache (or extracted
+    into it). The encoders are built once, here."""
     _, _, whisper = feature_encoder(EncoderSpec("whisper-ct2", "whisper-base"), 4.0, LAYERS, "int8-all")
     if wrap is not None:
         whisper = wrap(whisper)
-    spectral = build_encoder(EncoderSpec(spectral_kind, spectral_kind), 4.0)
+    if spectral is None:
+        spectral = build_encoder(EncoderSpec(spectral_kind, spectral_kind), 4.0)
 
     def extract(items: Sequence[LabelledItem], channel: str) -> EmbeddingSet:
         return extract_with_spectral(

@@ -16,12 +16,10 @@ to extract on 2 cores, then about 5 minutes per leave-one-source-out run.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
-from pathlib import Path
 
 import torch
-from copies_grouped import ASTERISK_AS_ONE, DEFAULT_COPIES, SHIPPED_CHANNELS, compare_to_first, loso_grid
+from copies_grouped import ASTERISK_AS_ONE, SHIPPED_CHANNELS, compare_to_first, loso_grid, recipe_parser
 from spectral_blocks import LAYERS, recipe_extractor
 
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
@@ -52,10 +50,7 @@ class WithAbsDelta:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
-    args = parser.parse_args()
+    args = recipe_parser(__doc__).parse_args()
     extract = recipe_extractor(wrap=WithAbsDelta)
     items = read_manifest(args.manifest)
     sets = {ch: extract(items, ch) for ch in SHIPPED_CHANNELS}

@@ -13,17 +13,15 @@ About 10 minutes with the embedding cache filled.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 from copies_grouped import (
     ASTERISK_AS_ONE,
-    DEFAULT_COPIES,
     SHIPPED_CHANNELS,
     bootstrap_gain,
     loso_grid,
+    recipe_parser,
     shipped_sets,
 )
 
@@ -32,11 +30,7 @@ from spoofwatch.train.validate import fold_key
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--manifest", type=Path, required=True)
-    parser.add_argument("--copies", type=Path, default=DEFAULT_COPIES)
+    parser = recipe_parser(__doc__)
     args = parser.parse_args()
     sets, copy_set = shipped_sets(args.manifest, args.copies)
     title = "shipped"
