@@ -1,16 +1,42 @@
-"""Test doubles shared by the streaming tests.
+"""Test doubles shared by the tests.
 
 ``FakeScorer`` stands in for the detector: it calls tonal audio (a sine) spoof and
 noise-like audio bona fide, using spectral flatness, so tests can build streams whose
 "real" and "fake" parts are known without running a neural network.
+``save_tiny_wav2vec2`` writes a tiny randomly initialised Hugging Face checkpoint for the
+tests that need a real encoder on disk.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
+
+TINY_HIDDEN = 32
+
+
+def save_tiny_wav2vec2(path: Path, seed: int = 0) -> None:
+    """A randomly initialised two-layer wav2vec2 (width ``TINY_HIDDEN``) saved at ``path``."""
+    # Imported here: the streaming tests that use the other doubles need no transformers.
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(
+        hidden_size=TINY_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=40,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
+    Wav2Vec2Model(config).save_pretrained(path)
 
 
 class FakeScorer:

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-from fakes import FakeScorer
+from fakes import TINY_HIDDEN, FakeScorer, save_tiny_wav2vec2
 from spoofwatch.bench import (
     BenchOptions,
     add_bench_parser,
@@ -40,7 +39,7 @@ from spoofwatch.stream.windowing import WindowConfig
 from spoofwatch.train.extract import cache_dir_for
 
 WINDOW_S = 0.5
-HIDDEN = 32
+HIDDEN = TINY_HIDDEN
 LAYERS = (0, 2)
 STREAM = StreamConfig(window_s=0.5, hop_s=0.25)
 ENGINE = EngineConfig(max_batch=4, max_wait_ms=5)
@@ -57,19 +56,7 @@ class Tiny:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     root = tmp_path_factory.mktemp("bench")
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=40,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-    )
-    Wav2Vec2Model(config).save_pretrained(root / "encoder")
+    save_tiny_wav2vec2(root / "encoder")
     encoder = HFEncoder(str(root / "encoder"), window_s=WINDOW_S)
     width = pooled_dim(len(LAYERS), HIDDEN)
     rng = np.random.default_rng(0)

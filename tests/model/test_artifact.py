@@ -13,8 +13,8 @@ import pytest
 import torch
 from numpy.typing import NDArray
 from safetensors import safe_open
-from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+from fakes import TINY_HIDDEN, save_tiny_wav2vec2
 from spoofwatch.errors import ArtifactMismatchError, ModelError
 from spoofwatch.model.artifact import CARD_FILE, TENSORS_FILE, load_detector, read_card, save_detector
 from spoofwatch.model.calibration import AffineCalibration
@@ -27,26 +27,10 @@ from spoofwatch.model.pooling import pooled_dim
 
 WINDOW_S = 0.5
 SAMPLES = 8000
-HIDDEN = 32
+HIDDEN = TINY_HIDDEN
 LAYERS = (0, 2)
 SETTINGS = DetectorSettings(window_s=WINDOW_S, hop_s=0.25, layers=LAYERS, threshold=0.4)
 CALIBRATION = AffineCalibration(scale=0.7, offset=0.1)
-
-
-def save_tiny_wav2vec2(path: Path, seed: int) -> None:
-    torch.manual_seed(seed)
-    config = Wav2Vec2Config(
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=40,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-    )
-    Wav2Vec2Model(config).save_pretrained(path)
 
 
 def random_windows(n: int, seed: int) -> NDArray[np.float32]:

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+from fakes import save_tiny_wav2vec2
 from spoofwatch.config import ConfigError
 from spoofwatch.errors import ArtifactMismatchError, DataError
 from spoofwatch.model.artifact import load_detector, read_card
@@ -23,22 +22,6 @@ from spoofwatch.train.evaluate import detector_embeddings, evaluate_detector, ll
 from spoofwatch.train.pipeline import TrainOptions, encoder_spec, train_detector, truncated_spec
 
 RATE = 16000
-
-
-def tiny_wav2vec2(path: Path) -> None:
-    torch.manual_seed(0)
-    config = Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=40,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-    )
-    Wav2Vec2Model(config).save_pretrained(path)
 
 
 def clip(label: str, seed: int, seconds: float = 3.0) -> np.ndarray:
@@ -88,7 +71,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, li
     """A tiny random wav2vec2 on disk, the synthetic corpus, and an embedding cache in tmp."""
     monkeypatch.setenv("SPOOFWATCH_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "tiny-w2v2"
-    tiny_wav2vec2(model)
+    save_tiny_wav2vec2(model)
     audio = tmp_path / "audio"
     audio.mkdir()
     return model, corpus(audio)
