@@ -4,17 +4,21 @@
 noise-like audio bona fide, using spectral flatness, so tests can build streams whose
 "real" and "fake" parts are known without running a neural network.
 ``save_tiny_wav2vec2`` writes a tiny randomly initialised Hugging Face checkpoint for the
-tests that need a real encoder on disk.
+tests that need a real encoder on disk; ``write_fake_vocoder`` a program that speaks the
+FARGAN demo's file formats.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
+
+from spoofwatch.model.vocoder import FRAME_VALUES, PITCH_INDEX
 
 TINY_HIDDEN = 32
 
@@ -82,3 +86,34 @@ def tone(
 ) -> NDArray[np.float32]:
     t = np.arange(round(seconds * sample_rate)) / sample_rate
     return (level * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+# Features: 36 float32 per 160 samples, the pitch value saying 200 Hz; synthesis: a sine at
+# the pitch each frame's value says (period = 256 / 2 ** (value + 1.5)), at a fixed level.
+# Silent input fails, as a broken vocoder would.
+FAKE_VOCODER = f"""#!{sys.executable}
+import math, sys
+import numpy as np
+mode, src, dst = sys.argv[1:4]
+if mode == "-features":
+    pcm = np.fromfile(src, dtype="<i2")
+    if not np.any(pcm):
+        sys.stderr.write("silent input\\n")
+        sys.exit(3)
+    frames = np.zeros((len(pcm) // 160, {FRAME_VALUES}), dtype="<f4")
+    frames[:, {PITCH_INDEX}] = math.log2(256 / 80) - 1.5
+    frames.tofile(dst)
+else:
+    frames = np.fromfile(src, dtype="<f4").reshape(-1, {FRAME_VALUES})
+    period = 256 / 2 ** (frames[:, {PITCH_INDEX}].astype(float) + 1.5)
+    freq = np.repeat(16000 / period, 160)
+    phase = 2 * np.pi * np.cumsum(freq) / 16000
+    (3000 * np.sin(phase)).astype("<i2").tofile(dst)
+"""
+
+
+def write_fake_vocoder(path: Path) -> Path:
+    """FAKE_VOCODER as an executable at ``path``."""
+    path.write_text(FAKE_VOCODER)
+    path.chmod(0o755)
+    return path

@@ -27,7 +27,8 @@ from scipy.fft import dct, idct
 from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.train.copysynth import FeatureEdit, find_vocoder, write_copies
+from spoofwatch.model.vocoder import FeatureEdit, find_vocoder
+from spoofwatch.train.copysynth import write_copies
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 
 GROUPS = ["debian:asterisk*"]

@@ -52,9 +52,9 @@ from tqdm import tqdm
 from spoofwatch.model.encoders.base import TorchEncoder
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
 from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.model.vocoder import SAMPLE_RATE, describe_vocoder, find_vocoder, vocode
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.channel import get_channel
-from spoofwatch.train.copysynth import SAMPLE_RATE, describe_vocoder, find_vocoder, vocode
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
 

@@ -572,7 +572,8 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_copysynth(args: argparse.Namespace, out: TextIO) -> int:
-    from spoofwatch.train.copysynth import find_vocoder, parse_pitch_shift, write_copies
+    from spoofwatch.model.vocoder import find_vocoder
+    from spoofwatch.train.copysynth import parse_pitch_shift, write_copies
 
     vocoder = find_vocoder(args.vocoder)
     pitch_shift = parse_pitch_shift(args.pitch_shift, args.seed)

@@ -16,54 +16,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from fakes import write_fake_vocoder
 from spoofwatch.errors import ConfigError, DataError
+from spoofwatch.model.vocoder import FRAME_VALUES, PITCH_INDEX, VocoderError, find_vocoder, vocode
 from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.train.copysynth import (
-    FRAME_VALUES,
-    PITCH_INDEX,
-    PitchShift,
-    VocoderError,
-    find_vocoder,
-    parse_pitch_shift,
-    vocode,
-    write_copies,
-)
+from spoofwatch.train.copysynth import PitchShift, parse_pitch_shift, write_copies
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 
 RATE = 16000
 REPO = Path(__file__).resolve().parents[2]
 SPEECH = REPO / "examples" / "audio" / "real_librispeech_1502-122615-0000.flac"
 
-# Features: 36 float32 per 160 samples, the pitch value saying 200 Hz; synthesis: a sine at
-# the pitch each frame's value says (period = 256 / 2 ** (value + 1.5)), at a fixed level.
-# Silent input fails, as a broken vocoder would.
-FAKE_VOCODER = f"""#!{sys.executable}
-import math, sys
-import numpy as np
-mode, src, dst = sys.argv[1:4]
-if mode == "-features":
-    pcm = np.fromfile(src, dtype="<i2")
-    if not np.any(pcm):
-        sys.stderr.write("silent input\\n")
-        sys.exit(3)
-    frames = np.zeros((len(pcm) // 160, {FRAME_VALUES}), dtype="<f4")
-    frames[:, {PITCH_INDEX}] = math.log2(256 / 80) - 1.5
-    frames.tofile(dst)
-else:
-    frames = np.fromfile(src, dtype="<f4").reshape(-1, {FRAME_VALUES})
-    period = 256 / 2 ** (frames[:, {PITCH_INDEX}].astype(float) + 1.5)
-    freq = np.repeat(16000 / period, 160)
-    phase = 2 * np.pi * np.cumsum(freq) / 16000
-    (3000 * np.sin(phase)).astype("<i2").tofile(dst)
-"""
-
 
 @pytest.fixture
 def fake_vocoder(tmp_path: Path) -> Path:
-    path = tmp_path / "fake_fargan"
-    path.write_text(FAKE_VOCODER)
-    path.chmod(0o755)
-    return path
+    return write_fake_vocoder(tmp_path / "fake_fargan")
 
 
 def _peak_hz(samples: np.ndarray) -> float:
@@ -120,7 +87,7 @@ def test_vocode_refuses_bad_audio_and_names_a_failing_vocoder(fake_vocoder: Path
 
 
 def test_a_hung_vocoder_is_stopped_with_a_clear_error(tmp_path: Path) -> None:
-    from spoofwatch.train.copysynth import _run
+    from spoofwatch.model.vocoder import _run
 
     sleeper = tmp_path / "sleeper"
     sleeper.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(30)\n")

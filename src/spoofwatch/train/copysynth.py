@@ -7,9 +7,8 @@ its original's speaker, words, channel and source, so the only thing telling the
 apart is the neural vocoder (and the moved pitch): the head learns vocoder artefacts
 rather than recording styles or the telephone band.
 
-FARGAN ships with Opus 1.5 (BSD licence, weights included in the release tarball).
-``scripts/build_fargan.sh`` builds its command-line demo; it reads and writes raw 16-bit
-mono PCM at 16 kHz and float32 feature files of 36 values per 10 ms frame.
+FARGAN ships with Opus 1.5 (BSD licence, weights included in the release tarball);
+``model.vocoder`` runs it.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ import hashlib
 import logging
 import math
 import os
-import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,23 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from numpy.typing import NDArray
 from tqdm import tqdm
 
 from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
-from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.model.vocoder import SAMPLE_RATE, FeatureEdit, VocoderError, describe_vocoder, vocode
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.corpus import LabelledItem
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-VOCODER_ENV = "SPOOFWATCH_FARGAN"
-FRAME_VALUES = 36  # NB_TOTAL_FEATURES in Opus's dnn/lpcnet.h
-PITCH_INDEX = 18  # NB_BANDS: the pitch feature follows the 18 cepstral bands
-# fargan.c: period = 256 / 2 ** (feature + 1.5) samples; its pitch embedding covers 32..255.
-_PITCH_MIN = math.log2(256 / 255) - 1.5
-_PITCH_MAX = math.log2(256 / 32) - 1.5
 MANIFEST_COLUMNS = (
     "path",
     "label",
@@ -58,11 +47,6 @@ MANIFEST_COLUMNS = (
     "pitch_factor",
     "vocoder",
 )
-_BUILD_HINT = "build it with `bash scripts/build_fargan.sh` (Opus 1.5.2 from Debian, about a minute)"
-
-
-class VocoderError(SpoofwatchError):
-    """The vocoder program failed on one clip."""
 
 
 @dataclass(frozen=True)
@@ -100,77 +84,6 @@ def parse_pitch_shift(text: str, seed: int = 0) -> PitchShift | None:
             f"--pitch-shift {text!r}: expected none or LOW,HIGH factors, e.g. 1.1,1.35"
         ) from None
     return PitchShift(low, high, seed)
-
-
-def find_vocoder(path: str | os.PathLike[str] | None = None) -> Path:
-    """The FARGAN demo program: ``path``, else $SPOOFWATCH_FARGAN, else where the build script
-    puts it (``fargan/fargan_demo`` in the cache folder)."""
-    chosen = Path(path or os.environ.get(VOCODER_ENV) or cache_root() / "fargan" / "fargan_demo").expanduser()
-    if not chosen.is_file() or not os.access(chosen, os.X_OK):
-        raise ConfigError(f"vocoder: expected an executable FARGAN demo program at {chosen}; {_BUILD_HINT}")
-    return chosen
-
-
-def describe_vocoder(vocoder: Path) -> str:
-    """What made the copies, for their manifest and the card: the program and its sha256."""
-    digest = hashlib.sha256(vocoder.read_bytes()).hexdigest()
-    return f"FARGAN ({vocoder.name}, sha256 {digest[:16]})"
-
-
-def _run(args: Sequence[str], timeout_s: float = 600.0) -> None:
-    what = f"{Path(args[0]).name} {args[1]}"
-    try:
-        done = subprocess.run(list(args), capture_output=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        raise VocoderError(f"{what}: expected to finish within {timeout_s:.0f} s, found it running") from None
-    except OSError as exc:
-        raise VocoderError(f"{what}: expected a program that runs, found {exc}") from exc
-    if done.returncode != 0:
-        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise VocoderError(
-            f"{what}: expected exit status 0, found {done.returncode}"
-            + (f" ({message[-1]})" if message else "")
-        )
-
-
-FeatureEdit = Callable[[NDArray[np.float32]], NDArray[np.float32]]
-
-
-def vocode(
-    samples: NDArray[np.floating], vocoder: Path, pitch_factor: float = 1.0, edit: FeatureEdit | None = None
-) -> NDArray[np.float32]:
-    """FARGAN copy of 16 kHz mono ``samples`` (float, [-1, 1]), pitch scaled by ``pitch_factor``,
-    at the original's RMS level (peaks kept below full scale). ``edit`` changes the feature
-    frames (one row of FRAME_VALUES per 10 ms) before the pitch is moved."""
-    x = np.asarray(samples, dtype=np.float64)
-    if x.ndim != 1 or len(x) < SAMPLE_RATE // 10:
-        raise DataError(f"vocode: expected mono audio of at least 0.1 s, found shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise DataError("vocode: expected finite samples, found NaN or infinity")
-    if not (math.isfinite(pitch_factor) and pitch_factor > 0.0):
-        raise ConfigError(f"vocode: expected a positive pitch factor, found {pitch_factor}")
-    with tempfile.TemporaryDirectory(prefix="spoofwatch-fargan-") as tmp:
-        pcm_in, features, pcm_out = (Path(tmp) / n for n in ("in.pcm", "features.f32", "out.pcm"))
-        np.round(np.clip(x, -1.0, 1.0) * 32767).astype("<i2").tofile(pcm_in)
-        _run([str(vocoder), "-features", str(pcm_in), str(features)])
-        if pitch_factor != 1.0 or edit is not None:
-            frames = np.fromfile(features, dtype="<f4").reshape(-1, FRAME_VALUES)
-            if edit is not None:
-                frames = edit(frames).astype("<f4")
-            shifted = frames[:, PITCH_INDEX] + math.log2(pitch_factor)
-            frames[:, PITCH_INDEX] = np.clip(shifted, _PITCH_MIN, _PITCH_MAX)
-            frames.tofile(features)
-        _run([str(vocoder), "-fargan-synthesis", str(features), str(pcm_out)])
-        y = np.fromfile(pcm_out, dtype="<i2").astype(np.float64) / 32768.0
-    if len(y) == 0:
-        raise VocoderError("vocoder: expected synthesised samples, found none")
-    rms_in, rms_out = math.sqrt(float(np.mean(x**2))), math.sqrt(float(np.mean(y**2)))
-    if rms_out > 0.0:
-        y *= rms_in / rms_out
-    peak = float(np.max(np.abs(y)))
-    if peak > 0.999:
-        y *= 0.999 / peak
-    return y.astype(np.float32)
 
 
 def _copy_row(
