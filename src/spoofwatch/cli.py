@@ -21,7 +21,7 @@ from spoofwatch.errors import ConfigError, SpoofwatchError
 # train.channel.CHANNELS, spelled out so --help does not import numpy and the resampler.
 _CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented"
 # train.pipeline.SPECTRAL_FRONT_ENDS, for the same reason.
-_SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase")
+_SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth")
 
 logger = logging.getLogger("spoofwatch")
 
@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--spectral",
         choices=("none", *_SPECTRAL_FRONT_ENDS),
         default="none",
-        help="fuse a spectral front end into the same linear head: LFCC mean+std, or LFCC and"
-        " per-band phase coherence (lfcc-phase)",
+        help="fuse a spectral front end into the same linear head: LFCC mean+std, LFCC and"
+        " per-band phase coherence (lfcc-phase), or that plus the phase residual against a FARGAN"
+        " remake of each window (lfcc-phase-resynth; needs scripts/build_fargan.sh)",
     )
     tr.add_argument(
         "--spectral-weight",
@@ -171,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--spectral",
         choices=("none", *_SPECTRAL_FRONT_ENDS),
         default="none",
-        help="fuse LFCC (lfcc) or LFCC and phase-coherence (lfcc-phase) statistics",
+        help="fuse LFCC (lfcc), LFCC and phase-coherence (lfcc-phase) statistics, or those plus"
+        " the phase residual against a FARGAN remake of each window (lfcc-phase-resynth)",
     )
     lo.add_argument("--spectral-weight", type=float, default=2.0, help="weight of the spectral block")
     _add_runtime_options(lo)

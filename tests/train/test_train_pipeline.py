@@ -10,13 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
-from fakes import save_tiny_wav2vec2
+from fakes import save_tiny_wav2vec2, write_fake_vocoder
 from spoofwatch.config import ConfigError
-from spoofwatch.errors import ArtifactMismatchError, DataError
+from spoofwatch.errors import ArtifactMismatchError, DataError, ModelError
 from spoofwatch.model.artifact import load_detector, read_card
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.registry import EncoderSpec
+from spoofwatch.model.level import normalise_level
+from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.vocoder import VOCODER_ENV
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.evaluate import detector_embeddings, evaluate_detector, llr_threshold
 from spoofwatch.train.pipeline import TrainOptions, encoder_spec, train_detector, truncated_spec
@@ -243,6 +247,51 @@ def test_a_levelled_card_is_fitted_and_evaluated_on_levelled_windows(
     result = evaluate_detector(out, [it for it in items if it.split == "dev"], progress=False)
     for key in ("cllr", "act_dcf", "min_dcf", "eer"):
         assert report["dev"]["clean"][key] == pytest.approx(getattr(result.metrics, key), abs=1e-9), key
+
+
+def test_a_resynthesis_card_builds_its_block_alike_in_training_and_scoring(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lfcc-phase-resynth: the head reads the original's 160 statistics and 40 phase
+    residuals; eval (the detector's own path) gives the metrics training reported, and the
+    card refuses to load where its vocoder is missing."""
+    model, items = workspace
+    monkeypatch.setenv(VOCODER_ENV, str(write_fake_vocoder(tmp_path / "fake_fargan")))
+    options = TrainOptions(
+        encoder=f"hf:{model}",
+        window_s=2.0,
+        hop_s=1.0,
+        train_hop_s=1.0,
+        channels=("clean",),
+        layers=(0, 1),
+        C=1.0,
+        name="tiny-resynth",
+        spectral="lfcc-phase-resynth",
+        level_dbfs=-26.0,
+    )
+    out = tmp_path / "detector"
+    report = train_detector(items, None, out, options, progress=False)
+    spec = read_card(out)["spectral"]["spec"]
+    assert spec == {"kind": "lfcc-phase-resynth", "name": "lfcc-phase-resynth", "layers": None}
+    detector = load_detector(out)
+    assert detector.head.n_features_in_ == 2 * 2 * 32 + 200
+    window = clip("bonafide", 7, seconds=2.0)
+    features = detector.features(window)
+    assert features.shape == (1, 2 * 2 * 32 + 200)
+    # The residual columns are the original's phase statistics minus the remake's.
+    assert detector.spectral is not None
+    levelled = normalise_level(torch.from_numpy(window)[None], RATE, -26.0)
+    original, remade = (
+        mean_std_pool([state], [0]).numpy() for state in detector.spectral.hidden_states(levelled)
+    )
+    np.testing.assert_allclose(features[0, -40:-20], (original - remade)[0, 60:80], atol=1e-5)
+    np.testing.assert_allclose(features[0, -200:-40], original[0], atol=1e-5)
+    result = evaluate_detector(out, [it for it in items if it.split == "dev"], progress=False)
+    for key in ("cllr", "act_dcf", "min_dcf", "eer"):
+        assert report["dev"]["clean"][key] == pytest.approx(getattr(result.metrics, key), abs=1e-9), key
+    monkeypatch.setenv(VOCODER_ENV, str(tmp_path / "gone"))
+    with pytest.raises(ModelError, match=r"lfcc-phase-resynth .*gone.*scripts/build_fargan\.sh"):
+        load_detector(out)
 
 
 def test_calibration_channels_calibrate_and_report_on_other_dev_channels(

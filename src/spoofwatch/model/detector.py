@@ -22,6 +22,7 @@ from spoofwatch.model.level import check_target, normalise_level
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.quantize import QUANTIZATION_MODES, quantization_of
 from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.model.spectral import spectral_block, spectral_width
 
 __all__ = ["Detector", "DetectorSettings", "WindowScorer"]
 
@@ -51,8 +52,9 @@ class DetectorSettings:
 class Detector:
     """Scores fixed-length windows with a frozen encoder and a calibrated linear head.
 
-    With a ``spectral`` front end (LFCC), the head reads the encoder's pooled layers
-    followed by the spectral frames' mean and std: one linear head over both.
+    With a ``spectral`` front end (LFCC, phase coherence, vocoder residual), the head reads
+    the encoder's pooled layers followed by the spectral block (``model.spectral``): one
+    linear head over both.
     """
 
     def __init__(
@@ -66,7 +68,7 @@ class Detector:
     ) -> None:
         identity = encoder.identity
         expected_dim = len(settings.layers) * 2 * identity.hidden_size
-        spectral_dim = 0 if spectral is None else 2 * spectral.identity.hidden_size
+        spectral_dim = 0 if spectral is None else spectral_width(spectral)
         if head.n_features_in_ != expected_dim + spectral_dim:
             raise ModelError(
                 f"head expects {head.n_features_in_} features, but {len(settings.layers)} "
@@ -147,11 +149,12 @@ class Detector:
                 if self.settings.level_dbfs is not None:
                     chunk = normalise_level(chunk, self.sample_rate, self.settings.level_dbfs)
                 states = self.encoder.hidden_states(chunk)
-                pooled = mean_std_pool(states, self.settings.layers)
+                pooled = mean_std_pool(states, self.settings.layers).numpy()
                 if self.spectral is not None:
-                    extra = mean_std_pool(self.spectral.hidden_states(chunk), [0])
-                    pooled = torch.cat([pooled, extra], dim=1)
-                out.append(pooled.numpy())
+                    spectral_states = self.spectral.hidden_states(chunk)
+                    every_state = mean_std_pool(spectral_states, range(len(spectral_states))).numpy()
+                    pooled = np.concatenate([pooled, spectral_block(self.spectral, every_state)], axis=1)
+                out.append(pooled)
         if not out:
             return np.zeros((0, self.head.n_features_in_), dtype=np.float32)
         return np.concatenate(out, axis=0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.level import normalise_level
 from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.spectral import spectral_block
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.stream.windowing import WindowConfig, cut_windows
 from spoofwatch.train.channel import get_channel
@@ -62,9 +63,12 @@ class EmbeddingSet:
             return chosen
         return np.concatenate([chosen, self.spectral], axis=1)
 
-    def with_spectral(self, other: EmbeddingSet) -> EmbeddingSet:
-        """This set with ``other``'s features (every state, flattened) attached per window;
-        both must come from the same items, windowing and channel."""
+    def with_spectral(
+        self, other: EmbeddingSet, block: Callable[[NDArray[np.float32]], NDArray[np.float32]] | None = None
+    ) -> EmbeddingSet:
+        """This set with ``other``'s features (every state, flattened, then through ``block``
+        when given) attached per window; both must come from the same items, windowing and
+        channel."""
         same = (
             other.items == self.items
             and np.array_equal(other.item_index, self.item_index)
@@ -73,7 +77,7 @@ class EmbeddingSet:
         if not same:
             raise DataError("spectral and encoder embeddings must cover the same windows of the same items")
         flat = other.features.reshape(len(other.features), -1)
-        return replace(self, spectral=flat)
+        return replace(self, spectral=flat if block is None else block(flat))
 
 
 def file_sha1(path: Path) -> str:
@@ -191,10 +195,13 @@ def extract_with_spectral(
     progress: bool = True,
     level_dbfs: float | None = None,
 ) -> EmbeddingSet:
-    """``extract`` with the spectral front end's features attached (each cached on its own)."""
+    """``extract`` with the spectral front end's block (``model.spectral``) attached; each
+    front end's pooled states are cached on their own."""
     main = extract(items, encoder, window, channel=channel, progress=progress, level_dbfs=level_dbfs)
     if spectral is None:
         return main
+    front_end = spectral
     return main.with_spectral(
-        extract(items, spectral, window, channel=channel, progress=progress, level_dbfs=level_dbfs)
+        extract(items, spectral, window, channel=channel, progress=progress, level_dbfs=level_dbfs),
+        lambda pooled: spectral_block(front_end, pooled),
     )

@@ -113,8 +113,10 @@ def feature_encoder(
     return spec, float_encoder, runtime_encoder(float_encoder, check_quantization(quantization), backend)
 
 
-# lfcc-phase adds per-band phase coherence to the LFCC frames (model/encoders/phase.py).
-SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase")
+# lfcc-phase adds per-band phase coherence to the LFCC frames (model/encoders/phase.py);
+# lfcc-phase-resynth adds the phase residual against a FARGAN remake of each window
+# (model/encoders/resynthesis.py; needs scripts/build_fargan.sh).
+SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth")
 
 
 def spectral_front_end_spec(name: str | None) -> EncoderSpec | None:

@@ -12,7 +12,8 @@ from spoofwatch.model.encoders.base import Encoder
 @dataclass(frozen=True)
 class EncoderSpec:
     """How to construct an encoder: ``kind`` is ``whisper-ct2`` (name = pinned weights),
-    ``hf`` (name = local directory or hub id), ``lfcc`` or ``lfcc-phase`` (spectral branches)."""
+    ``hf`` (name = local directory or hub id), ``lfcc``, ``lfcc-phase`` or
+    ``lfcc-phase-resynth`` (spectral branches)."""
 
     kind: str = "whisper-ct2"
     name: str = "whisper-base"
@@ -47,6 +48,11 @@ def build_encoder(spec: EncoderSpec, window_s: float) -> Encoder:
         from spoofwatch.model.encoders.phase import LfccPhaseEncoder
 
         return LfccPhaseEncoder(window_s=window_s)
+    if spec.kind == "lfcc-phase-resynth":
+        from spoofwatch.model.encoders.resynthesis import LfccPhaseResynthesisEncoder
+
+        return LfccPhaseResynthesisEncoder(window_s=window_s)
     raise ModelError(
-        f"unknown encoder kind {spec.kind!r}; expected 'whisper-ct2', 'hf', 'lfcc' or 'lfcc-phase'"
+        f"unknown encoder kind {spec.kind!r}; expected 'whisper-ct2', 'hf', 'lfcc', 'lfcc-phase' "
+        "or 'lfcc-phase-resynth'"
     )
