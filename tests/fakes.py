@@ -21,6 +21,10 @@ from numpy.typing import NDArray
 from spoofwatch.model.vocoder import FRAME_VALUES, PITCH_INDEX
 
 TINY_HIDDEN = 32
+# A real LibriSpeech clip shipped in examples/ (10 s, 16 kHz).
+EXAMPLE_SPEECH = (
+    Path(__file__).resolve().parents[1] / "examples" / "audio" / "real_librispeech_1502-122615-0000.flac"
+)
 
 
 def save_tiny_wav2vec2(path: Path, seed: int = 0) -> None:

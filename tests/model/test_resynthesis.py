@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from fakes import EXAMPLE_SPEECH as SPEECH
 from fakes import noise, write_fake_vocoder
 from spoofwatch.errors import ConfigError, ModelError
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
@@ -28,13 +29,6 @@ from spoofwatch.model.vocoder import VOCODER_ENV, VocoderError, find_vocoder, vo
 from spoofwatch.stream.audiofile import load_audio
 
 RATE = 16000
-REPO = Path(__file__).resolve().parents[2]
-SPEECH = REPO / "examples" / "audio" / "real_librispeech_1502-122615-0000.flac"
-
-
-@pytest.fixture
-def fake_vocoder(tmp_path: Path) -> Path:
-    return write_fake_vocoder(tmp_path / "fake_fargan")
 
 
 def test_the_states_are_each_window_and_its_remake(fake_vocoder: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fakes import write_fake_vocoder
+from fakes import EXAMPLE_SPEECH as SPEECH
 from spoofwatch.errors import ConfigError, DataError
 from spoofwatch.model.vocoder import FRAME_VALUES, PITCH_INDEX, VocoderError, find_vocoder, vocode
 from spoofwatch.stream.audiofile import load_audio
@@ -24,13 +24,6 @@ from spoofwatch.train.copysynth import PitchShift, parse_pitch_shift, write_copi
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 
 RATE = 16000
-REPO = Path(__file__).resolve().parents[2]
-SPEECH = REPO / "examples" / "audio" / "real_librispeech_1502-122615-0000.flac"
-
-
-@pytest.fixture
-def fake_vocoder(tmp_path: Path) -> Path:
-    return write_fake_vocoder(tmp_path / "fake_fargan")
 
 
 def _peak_hz(samples: np.ndarray) -> float:

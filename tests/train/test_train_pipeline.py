@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,6 +71,21 @@ def write_manifest(path: Path, items: list[LabelledItem]) -> Path:
     return path
 
 
+def tiny_options(model: Path, **changes: Any) -> TrainOptions:
+    """Options for the tiny corpus: 2 s windows 1 s apart, clean channel, states 0-1, C 1."""
+    base = TrainOptions(
+        encoder=f"hf:{model}",
+        window_s=2.0,
+        hop_s=1.0,
+        train_hop_s=1.0,
+        channels=("clean",),
+        layers=(0, 1),
+        C=1.0,
+        name="tiny",
+    )
+    return replace(base, **changes)
+
+
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[LabelledItem]]:
     """A tiny random wav2vec2 on disk, the synthetic corpus, and an embedding cache in tmp."""
@@ -86,14 +102,9 @@ def trained(
     tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
 ) -> tuple[Path, dict, list[LabelledItem]]:
     model, items = workspace
-    options = TrainOptions(
-        encoder=f"hf:{model}",
-        window_s=2.0,
-        hop_s=1.0,
-        train_hop_s=1.0,
-        channels=("clean",),
-        C=1.0,
-        name="tiny",
+    options = tiny_options(
+        model,
+        layers=None,  # chosen on dev
         threshold="false-alarm:0",
         quantization="int8",
         truncate_encoder=True,  # an HF encoder stays whole
@@ -223,14 +234,9 @@ def test_a_levelled_card_is_fitted_and_evaluated_on_levelled_windows(
     tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
 ) -> None:
     model, items = workspace
-    options = TrainOptions(
-        encoder=f"hf:{model}",
-        window_s=2.0,
-        hop_s=1.0,
-        train_hop_s=1.0,
-        channels=("clean",),
+    options = tiny_options(
+        model,
         layers=(0, 1, 2),
-        C=1.0,
         name="tiny-levelled",
         spectral="lfcc-phase",  # the shipped recipe's front end
         level_dbfs=-20.0,
@@ -257,18 +263,7 @@ def test_a_resynthesis_card_builds_its_block_alike_in_training_and_scoring(
     card refuses to load where its vocoder is missing."""
     model, items = workspace
     monkeypatch.setenv(VOCODER_ENV, str(write_fake_vocoder(tmp_path / "fake_fargan")))
-    options = TrainOptions(
-        encoder=f"hf:{model}",
-        window_s=2.0,
-        hop_s=1.0,
-        train_hop_s=1.0,
-        channels=("clean",),
-        layers=(0, 1),
-        C=1.0,
-        name="tiny-resynth",
-        spectral="lfcc-phase-resynth",
-        level_dbfs=-26.0,
-    )
+    options = tiny_options(model, name="tiny-resynth", spectral="lfcc-phase-resynth", level_dbfs=-26.0)
     out = tmp_path / "detector"
     report = train_detector(items, None, out, options, progress=False)
     spec = read_card(out)["spectral"]["spec"]
@@ -299,17 +294,7 @@ def test_calibration_channels_calibrate_and_report_on_other_dev_channels(
 ) -> None:
     model, items = workspace
     dev = [it for it in items if it.split == "dev"]
-    base = TrainOptions(
-        encoder=f"hf:{model}",
-        window_s=2.0,
-        hop_s=1.0,
-        train_hop_s=1.0,
-        channels=("clean",),
-        layers=(0, 1),
-        C=1.0,
-        name="tiny",
-        spectral="lfcc",
-    )
+    base = tiny_options(model, spectral="lfcc")
     plain = train_detector(items, None, tmp_path / "plain", base, progress=False)
     options = replace(base, calibration_channels=("clean", "telephone"))
     report = train_detector(items, None, tmp_path / "wide", options, progress=False)
