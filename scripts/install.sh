@@ -16,7 +16,7 @@ APT_PACKAGES=(
   sox                # audio conversion in tests and examples
   chromium           # headless browser for the dashboard test
   chromium-driver    # its WebDriver (Selenium uses this one, never downloads)
-  build-essential    # C compiler for the FARGAN vocoder (training data, scripts/build_fargan.sh)
+  build-essential    # C compiler for the FARGAN vocoder (scripts/build_fargan.sh)
   curl               # fetches the Opus source that vocoder comes in
 )
 
@@ -46,8 +46,9 @@ fi
 # Convert the pinned Whisper weights once (hash-verified), so the first score is fast.
 .venv/bin/python -c "from spoofwatch.model.encoders.whisper_ct2 import ensure_converted; \
 from spoofwatch.model.encoders.weights import PINNED; [ensure_converted(w) for w in PINNED.values()]"
-# The FARGAN neural vocoder makes extra spoof training data (`spoofwatch copysynth`); built
-# once (about a minute). Scoring does not need it, so a failed build only warns.
+# The FARGAN neural vocoder (about a minute to build, once): `spoofwatch copysynth` makes
+# extra spoof training data with it and the packaged `resynth` detector remakes every window
+# with it. The default detector does not need it, so a failed build only warns.
 bash scripts/build_fargan.sh --if-missing || echo "install.sh: the FARGAN vocoder did not build; \
-spoofwatch copysynth and its test need it (bash scripts/build_fargan.sh)" >&2
+--detector resynth, spoofwatch copysynth and their tests need it (bash scripts/build_fargan.sh)" >&2
 echo "spoofwatch installed in .venv ($(.venv/bin/spoofwatch --version))"

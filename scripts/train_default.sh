@@ -25,6 +25,12 @@
 # built once (scripts/build_fargan.sh, about a minute) and the copies are made once into
 # $COPIES (about 30 s). Without a C compiler this script stops: the shipped card cannot be
 # reproduced without the copies. COPIES=DIR uses copies already made in DIR.
+#
+# The packaged `resynth` detector (src/spoofwatch/model/resynth) is the same recipe plus
+# the phase-coherence residual of each window against its FARGAN remake (the vocoder then
+# runs at scoring time too):
+#   bash scripts/train_default.sh --spectral lfcc-phase-resynth --out src/spoofwatch/model/resynth \
+#     --name spoofwatch-resynth-whisper-base-lfcc-phase-copies-aug
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS="${CORPUS:-../shared/corpus}"

@@ -568,7 +568,9 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--streams", type=int, help="run N concurrent streams (default: search for the max)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each run (default 20)")
     parser.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
-    parser.add_argument("--detector", metavar="DIR", help="detector directory (default: the shipped one)")
+    parser.add_argument(
+        "--detector", metavar="DIR", help="detector directory or packaged name (default, resynth)"
+    )
     parser.add_argument("--config", metavar="FILE", help="TOML file with [stream] and [engine] tables")
     parser.add_argument("--batch", type=int, help="largest batch of windows per model call")
     parser.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill")

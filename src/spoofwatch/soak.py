@@ -447,7 +447,9 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--transport", choices=TRANSPORTS, default="websocket", help="how calls arrive")
     parser.add_argument("--sample-rate", type=int, default=8000, help="input rate of the calls (Hz)")
-    parser.add_argument("--detector", metavar="DIR", help="detector directory (default: the shipped one)")
+    parser.add_argument(
+        "--detector", metavar="DIR", help="detector directory or packaged name (default, resynth)"
+    )
     parser.add_argument("--config", metavar="FILE", help="TOML file with [stream] and [engine] tables")
     parser.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,14 @@ from safetensors import safe_open
 
 from fakes import TINY_HIDDEN, save_tiny_wav2vec2
 from spoofwatch.errors import ArtifactMismatchError, ModelError
-from spoofwatch.model.artifact import CARD_FILE, TENSORS_FILE, load_detector, read_card, save_detector
+from spoofwatch.model.artifact import (
+    CARD_FILE,
+    TENSORS_FILE,
+    detector_dir,
+    load_detector,
+    read_card,
+    save_detector,
+)
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.detector import Detector, DetectorSettings
 from spoofwatch.model.encoders.base import EncoderIdentity
@@ -224,6 +232,29 @@ def test_corrupt_tensors_are_refused(trained: Trained, tmp_path: Path) -> None:
 def test_missing_card_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=f"not a detector directory \\(expected {CARD_FILE}"):
         load_detector(tmp_path)
+
+
+def test_packaged_detectors_are_found_by_name_unless_a_folder_has_that_name(
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SPOOFWATCH_DETECTOR", raising=False)
+    default, resynth = detector_dir("default"), detector_dir("resynth")
+    assert detector_dir(None) == default != resynth
+    assert default.parent == resynth.parent == Path(str(resources.files("spoofwatch.model")))
+    # The resynth card remakes each window with FARGAN; the default one has no vocoder step.
+    assert read_card(default)["spectral"]["spec"]["kind"] == "lfcc-phase"
+    assert read_card(resynth)["spectral"]["spec"]["kind"] == "lfcc-phase-resynth"
+    monkeypatch.setenv("SPOOFWATCH_DETECTOR", "resynth")
+    assert detector_dir(None) == resynth
+    # A folder of that name in the working directory wins over the packaged card.
+    local = copy_artifact(trained, tmp_path)
+    local.rename(tmp_path / "resynth")
+    assert detector_dir("resynth") == Path("resynth")
+    assert detector_dir(None) == Path("resynth")  # $SPOOFWATCH_DETECTOR resolves the same way
+    unknown = r"nothing-here: not a detector directory .* packaged detector \(default, resynth\)"
+    with pytest.raises(ModelError, match=unknown):
+        load_detector("nothing-here")
 
 
 def test_malformed_json_is_refused(trained: Trained, tmp_path: Path) -> None:

@@ -31,12 +31,32 @@ TENSORS_FILE = "head.safetensors"
 FORMAT_VERSION = 1
 
 
+# Detectors shipped inside the package, by name: ``default`` and ``resynth`` (more accurate
+# on held-out sources; remakes every window with the FARGAN vocoder, so about half the
+# real-time streams per core).
+PACKAGED_DETECTORS = ("default", "resynth")
+
+
+def packaged_detector_dir(name: str) -> Path:
+    if name not in PACKAGED_DETECTORS:
+        raise ModelError(f"packaged detector {name!r}: expected one of {', '.join(PACKAGED_DETECTORS)}")
+    return Path(str(resources.files("spoofwatch.model") / name))
+
+
+def detector_dir(directory: str | os.PathLike[str] | None = None) -> Path:
+    """Where a detector lives: ``directory`` (a folder, or the name of a packaged detector
+    where no such folder exists), else ``$SPOOFWATCH_DETECTOR`` (the same), else the
+    packaged ``default``."""
+    chosen = directory if directory is not None else os.environ.get("SPOOFWATCH_DETECTOR") or "default"
+    path = Path(chosen).expanduser()
+    if not path.exists() and str(chosen) in PACKAGED_DETECTORS:
+        return packaged_detector_dir(str(chosen))
+    return path
+
+
 def default_detector_dir() -> Path:
     """``$SPOOFWATCH_DETECTOR`` if set, else the detector shipped inside the package."""
-    configured = os.environ.get("SPOOFWATCH_DETECTOR")
-    if configured:
-        return Path(configured).expanduser()
-    return Path(str(resources.files("spoofwatch.model") / "default"))
+    return detector_dir(None)
 
 
 def save_detector(
@@ -127,7 +147,10 @@ def _inference_options(card: dict[str, Any]) -> tuple[str, int, int, str]:
 def read_card(directory: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(directory) / CARD_FILE
     if not path.is_file():
-        raise ModelError(f"{directory}: not a detector directory (expected {CARD_FILE} in it)")
+        raise ModelError(
+            f"{directory}: not a detector directory (expected {CARD_FILE} in it) nor the name of a "
+            f"packaged detector ({', '.join(PACKAGED_DETECTORS)})"
+        )
     try:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -180,7 +203,7 @@ def load_detector(
     check (see ``spoofwatch.model.quantize``). ``backend`` (``torch`` | ``onnxruntime``)
     overrides the card's too; a head runs best on the backend it was fitted with.
     """
-    path = Path(directory) if directory is not None else default_detector_dir()
+    path = detector_dir(directory)
     card = read_card(path)
     try:
         trained_window = float(card["window"]["window_s"])
