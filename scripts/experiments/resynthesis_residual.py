@@ -14,7 +14,10 @@ and one of:
 - the resynthesis's own spectral block instead of the residual (a linear head can turn it
   into the residual, but the L2 penalty treats the two differently);
 - the phase residual again, but with each levelled 4 s window vocoded on its own, as a
-  streaming detector would have to (`WindowResynthesis`).
+  streaming detector would have to (`WindowResynthesis`);
+- the phase residual with each clip remade as a stream could share one remake between its
+  overlapping windows: every 1 s block vocoded once, with 0.5 s of warm-up before it and
+  0.1 s after (`vocode_streamed`; a quarter of the per-window variant's vocoder work).
 The FARGAN copies that train the shipped card get their resynthesis the same way.
 Leave-one-source-out with the shipped recipe (three training channels, copies through the
 clean one, Asterisk sources as one fold), against the shipped features alone.
@@ -46,7 +49,7 @@ from copies_grouped import (
     shipped_sets,
 )
 from numpy.typing import NDArray
-from spectral_blocks import LAYERS, WINDOW, recipe_extractor
+from spectral_blocks import LAYERS, LEVEL_DBFS, WINDOW, recipe_extractor
 from tqdm import tqdm
 
 from spoofwatch.model.encoders.base import TorchEncoder
@@ -57,13 +60,37 @@ from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
+from spoofwatch.train.extract import extract as extract_embeddings
 
 RESYNTH_ROOT = cache_root() / "resynthesis" / "fargan"
 
 
-def resynthesised(items: Sequence[LabelledItem], channel: str, out: Path) -> list[LabelledItem]:
+BLOCK = SAMPLE_RATE  # a stream's new audio per hop (1 s)
+CONTEXT = SAMPLE_RATE // 2  # audio before the block the vocoder warms up on, then dropped
+LOOKAHEAD = SAMPLE_RATE // 10  # audio after it, so the block's end is not the vocoder's
+
+
+def vocode_streamed(samples: NDArray[np.float32], vocoder: Path) -> NDArray[np.float32]:
+    """A clip remade as a stream could: every 1 s block vocoded once, with 0.5 s of the audio
+    before it and 0.1 s after it, the block's own part kept; the blocks joined."""
+    out = np.zeros(len(samples), dtype=np.float32)
+    for start in range(0, len(samples), BLOCK):
+        first = max(0, start - CONTEXT)
+        segment = samples[first : start + BLOCK + LOOKAHEAD]
+        if len(segment) < SAMPLE_RATE // 10:  # vocode's shortest input
+            segment = np.pad(segment, (0, SAMPLE_RATE // 10 - len(segment)))
+        remade = vocode(segment, vocoder)[start - first : start - first + BLOCK]
+        block = out[start : start + BLOCK]
+        block[: len(remade)] = remade[: len(block)]
+    return out
+
+
+def resynthesised(
+    items: Sequence[LabelledItem], channel: str, out: Path, streamed: bool = False
+) -> list[LabelledItem]:
     """``items`` with their paths pointing at a FARGAN resynthesis of each clip after ``channel``
-    (written once under ``out``; labels and sources unchanged)."""
+    (whole, or ``streamed`` block by block; written once under ``out``; labels and sources
+    unchanged)."""
     vocoder, transform = find_vocoder(), get_channel(channel)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -71,7 +98,8 @@ def resynthesised(items: Sequence[LabelledItem], channel: str, out: Path) -> lis
         path = out / f"{item.utt_id}.flac"
         if not path.exists():
             samples = transform(load_audio(item.path, SAMPLE_RATE).samples, SAMPLE_RATE)
-            sf.write(path, vocode(samples, vocoder), SAMPLE_RATE, subtype="PCM_16")
+            remade = vocode_streamed(samples, vocoder) if streamed else vocode(samples, vocoder)
+            sf.write(path, remade, SAMPLE_RATE, subtype="PCM_16")
         return replace(item, path=path)
 
     with ThreadPoolExecutor(2) as pool:
@@ -171,6 +199,7 @@ def window_resynthesis_sets(
 
 
 WINDOW_VARIANT = "phase residual per window"
+STREAMED_VARIANT = "phase residual of a streamed remake"
 VARIANTS = (
     "spectral residual",
     "spectral + Whisper residual",
@@ -178,6 +207,7 @@ VARIANTS = (
     "phase residual",
     "spectral of the resynthesis",
     WINDOW_VARIANT,
+    STREAMED_VARIANT,
 )
 
 
@@ -193,7 +223,7 @@ def main() -> None:
         parser.error(f"--variants: expected names from {', '.join(VARIANTS)}, found {', '.join(unknown)}")
     sets, copy_set = shipped_sets(args.manifest, args.copies)
     remade: dict[str, EmbeddingSet] = {}
-    if any(variant != WINDOW_VARIANT for variant in chosen):
+    if any(variant not in (WINDOW_VARIANT, STREAMED_VARIANT) for variant in chosen):
         # Clips remade whole, then windowed: only the whole-clip variants read them.
         extract = recipe_extractor()
         remade = {
@@ -201,6 +231,22 @@ def main() -> None:
             for ch in SHIPPED_CHANNELS
         }
         remade["copies"] = extract(resynthesised(copy_set.items, "clean", RESYNTH_ROOT / "copies"), "clean")
+    streamed: dict[str, EmbeddingSet] = {}
+    if STREAMED_VARIANT in chosen:
+        # Only the remakes' spectral block is read: no Whisper pass over them.
+        front_end = LfccPhaseEncoder(WINDOW.window_s)
+
+        def spectral_only(items: Sequence[LabelledItem]) -> EmbeddingSet:
+            done = extract_embeddings(items, front_end, WINDOW, channel="clean", level_dbfs=LEVEL_DBFS)
+            return replace(done, spectral=done.features.reshape(len(done.features), -1))
+
+        root = RESYNTH_ROOT / "streamed"
+        streamed = {
+            ch: spectral_only(resynthesised(sets[ch].items, ch, root / ch, streamed=True))
+            for ch in SHIPPED_CHANNELS
+        }
+        copies = resynthesised(copy_set.items, "clean", root / "copies", streamed=True)
+        streamed["copies"] = spectral_only(copies)
     n_states = sets["clean"].features.shape[1]
     plus_whisper = [*LAYERS, *range(n_states, n_states + len(LAYERS))]
     tests = list(SHIPPED_CHANNELS)
@@ -209,6 +255,9 @@ def main() -> None:
     for variant in chosen:
         if variant == WINDOW_VARIANT:
             with_extra, extra_copies = window_resynthesis_sets(sets, copy_set)
+        elif variant == STREAMED_VARIANT:
+            with_extra = {ch: appended(sets[ch], streamed[ch], "phase residual") for ch in SHIPPED_CHANNELS}
+            extra_copies = appended(copy_set, streamed["copies"], "phase residual")
         else:
             with_extra = {ch: appended(sets[ch], remade[ch], variant) for ch in SHIPPED_CHANNELS}
             extra_copies = appended(copy_set, remade["copies"], variant)
