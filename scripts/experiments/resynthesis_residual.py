@@ -66,16 +66,18 @@ RESYNTH_ROOT = cache_root() / "resynthesis" / "fargan"
 
 
 BLOCK = SAMPLE_RATE  # a stream's new audio per hop (1 s)
-CONTEXT = SAMPLE_RATE // 2  # audio before the block the vocoder warms up on, then dropped
+WARM_UP_S = 0.5  # default audio before the block the vocoder warms up on, then dropped
 LOOKAHEAD = SAMPLE_RATE // 10  # audio after it, so the block's end is not the vocoder's
 
 
-def vocode_streamed(samples: NDArray[np.float32], vocoder: Path) -> NDArray[np.float32]:
-    """A clip remade as a stream could: every 1 s block vocoded once, with 0.5 s of the audio
-    before it and 0.1 s after it, the block's own part kept; the blocks joined."""
+def vocode_streamed(
+    samples: NDArray[np.float32], vocoder: Path, warm_up_s: float = WARM_UP_S
+) -> NDArray[np.float32]:
+    """A clip remade as a stream could: every 1 s block vocoded once, with ``warm_up_s`` of the
+    audio before it and 0.1 s after it, the block's own part kept; the blocks joined."""
     out = np.zeros(len(samples), dtype=np.float32)
     for start in range(0, len(samples), BLOCK):
-        first = max(0, start - CONTEXT)
+        first = max(0, start - round(warm_up_s * SAMPLE_RATE))
         segment = samples[first : start + BLOCK + LOOKAHEAD]
         if len(segment) < SAMPLE_RATE // 10:  # vocode's shortest input
             segment = np.pad(segment, (0, SAMPLE_RATE // 10 - len(segment)))
@@ -86,11 +88,11 @@ def vocode_streamed(samples: NDArray[np.float32], vocoder: Path) -> NDArray[np.f
 
 
 def resynthesised(
-    items: Sequence[LabelledItem], channel: str, out: Path, streamed: bool = False
+    items: Sequence[LabelledItem], channel: str, out: Path, streamed_warm_up_s: float | None = None
 ) -> list[LabelledItem]:
     """``items`` with their paths pointing at a FARGAN resynthesis of each clip after ``channel``
-    (whole, or ``streamed`` block by block; written once under ``out``; labels and sources
-    unchanged)."""
+    (whole, or block by block with ``streamed_warm_up_s`` when given; written once under
+    ``out``; labels and sources unchanged)."""
     vocoder, transform = find_vocoder(), get_channel(channel)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -98,7 +100,10 @@ def resynthesised(
         path = out / f"{item.utt_id}.flac"
         if not path.exists():
             samples = transform(load_audio(item.path, SAMPLE_RATE).samples, SAMPLE_RATE)
-            remade = vocode_streamed(samples, vocoder) if streamed else vocode(samples, vocoder)
+            if streamed_warm_up_s is None:
+                remade = vocode(samples, vocoder)
+            else:
+                remade = vocode_streamed(samples, vocoder, streamed_warm_up_s)
             sf.write(path, remade, SAMPLE_RATE, subtype="PCM_16")
         return replace(item, path=path)
 
@@ -216,7 +221,15 @@ def main() -> None:
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma-separated, from: {', '.join(VARIANTS)}"
     )
+    parser.add_argument(
+        "--warm-up-s",
+        type=float,
+        default=WARM_UP_S,
+        help="streamed remake: seconds of audio before each block the vocoder warms up on",
+    )
     args = parser.parse_args()
+    if not 0.0 <= args.warm_up_s <= 4.0:
+        parser.error(f"--warm-up-s: expected seconds in [0, 4], found {args.warm_up_s}")
     chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(chosen) - set(VARIANTS))
     if unknown:
@@ -240,12 +253,13 @@ def main() -> None:
             done = extract_embeddings(items, front_end, WINDOW, channel="clean", level_dbfs=LEVEL_DBFS)
             return replace(done, spectral=done.features.reshape(len(done.features), -1))
 
-        root = RESYNTH_ROOT / "streamed"
+        warm_up = args.warm_up_s
+        root = RESYNTH_ROOT / f"streamed-w{round(warm_up * 1000)}"
         streamed = {
-            ch: spectral_only(resynthesised(sets[ch].items, ch, root / ch, streamed=True))
+            ch: spectral_only(resynthesised(sets[ch].items, ch, root / ch, streamed_warm_up_s=warm_up))
             for ch in SHIPPED_CHANNELS
         }
-        copies = resynthesised(copy_set.items, "clean", root / "copies", streamed=True)
+        copies = resynthesised(copy_set.items, "clean", root / "copies", streamed_warm_up_s=warm_up)
         streamed["copies"] = spectral_only(copies)
     n_states = sets["clean"].features.shape[1]
     plus_whisper = [*LAYERS, *range(n_states, n_states + len(LAYERS))]
