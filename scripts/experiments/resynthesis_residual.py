@@ -14,7 +14,7 @@ and one of:
 - the resynthesis's own spectral block instead of the residual (a linear head can turn it
   into the residual, but the L2 penalty treats the two differently);
 - the phase residual again, but with each levelled 4 s window vocoded on its own, as a
-  streaming detector would have to (`WindowResynthesis`);
+  streaming detector would have to (the product's `lfcc-phase-resynth` front end);
 - the phase residual with each clip remade as a stream could share one remake between its
   overlapping windows: every 1 s block vocoded once, with 0.5 s of warm-up before it and
   0.1 s after (`vocode_streamed`; a quarter of the per-window variant's vocoder work).
@@ -31,7 +31,6 @@ variant vocodes every window first, about 15 minutes more). Needs the FARGAN pro
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -39,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 from copies_grouped import (
     ASTERISK_AS_ONE,
     SHIPPED_CHANNELS,
@@ -52,10 +50,10 @@ from numpy.typing import NDArray
 from spectral_blocks import LAYERS, LEVEL_DBFS, WINDOW, recipe_extractor
 from tqdm import tqdm
 
-from spoofwatch.model.encoders.base import TorchEncoder
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
+from spoofwatch.model.encoders.resynthesis import PHASE_COLUMNS
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.model.vocoder import SAMPLE_RATE, describe_vocoder, find_vocoder, vocode
+from spoofwatch.model.vocoder import SAMPLE_RATE, find_vocoder, vocode
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem
@@ -125,9 +123,9 @@ def paired_windows(original: EmbeddingSet, remade: EmbeddingSet) -> NDArray[np.i
 
 
 # Pooled spectral columns: the means of the 80 per-frame values (60 LFCC, 20 phase), then
-# their standard deviations.
+# their standard deviations; the LFCC ones here, the phase ones (PHASE_COLUMNS) from the
+# product's resynthesis front end.
 LFCC_COLUMNS = np.r_[0:60, 80:140]
-PHASE_COLUMNS = np.r_[60:80, 140:160]
 
 
 def appended(original: EmbeddingSet, remade: EmbeddingSet, variant: str) -> EmbeddingSet:
@@ -152,54 +150,13 @@ def appended(original: EmbeddingSet, remade: EmbeddingSet, variant: str) -> Embe
     return replace(original, spectral=np.concatenate([original.spectral, extra], axis=1), features=features)
 
 
-class WindowResynthesis(TorchEncoder):
-    """The lfcc-phase frames of each (levelled) window and of its FARGAN resynthesis, as two
-    hidden states: what a streaming detector would compute, one window at a time."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = LfccPhaseEncoder(WINDOW.window_s)
-        self.vocoder = find_vocoder()
-        self._window_samples = self.inner.window_samples
-        recipe = (
-            f"{self.inner.identity.weights_sha256}+window-resynthesis-v1-{describe_vocoder(self.vocoder)}"
-        )
-        self._identity = replace(
-            self.inner.identity,
-            kind="lfcc-phase-window-resynthesis",
-            name="lfcc-phase-window-resynthesis",
-            weights_sha256=hashlib.sha256(recipe.encode()).hexdigest(),
-            num_hidden_states=2,
-        )
-
-    def remake(self, window: NDArray[np.float32]) -> NDArray[np.float32]:
-        # FARGAN's output is a few frames short; the end is mirrored back to the window's length.
-        y = vocode(window, self.vocoder)[: len(window)]
-        return np.pad(y, (0, len(window) - len(y)), mode="reflect")
-
-    def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        with ThreadPoolExecutor(2) as pool:
-            remade = np.stack(list(pool.map(self.remake, windows.float().numpy())))
-        (original,) = self.inner.hidden_states(windows)
-        (resynthesis,) = self.inner.hidden_states(torch.from_numpy(remade))
-        return (original, resynthesis)
-
-
 def window_resynthesis_sets(
     sets: dict[str, EmbeddingSet], copy_set: EmbeddingSet
 ) -> tuple[dict[str, EmbeddingSet], EmbeddingSet]:
-    """The shipped features with the phase residual of each window against its own
-    resynthesis (``WindowResynthesis``) appended to the spectral block."""
-    extract_both = recipe_extractor(spectral=WindowResynthesis())
-
-    def extract(items: Sequence[LabelledItem], channel: str) -> EmbeddingSet:
-        both = extract_both(items, channel)
-        assert both.spectral is not None
-        # The two states' pooled blocks side by side: the original's, then the remake's.
-        original, remade = np.split(both.spectral, 2, axis=1)
-        residual = (original - remade)[:, PHASE_COLUMNS]
-        return replace(both, spectral=np.concatenate([original, residual], axis=1))
-
+    """The shipped features with the phase residual of each window against its own FARGAN
+    remake appended to the spectral block: the product's ``lfcc-phase-resynth`` front end
+    (what ``--detector resynth`` computes, one window at a time)."""
+    extract = recipe_extractor("lfcc-phase-resynth")
     return {ch: extract(sets[ch].items, ch) for ch in SHIPPED_CHANNELS}, extract(copy_set.items, "clean")
 
 
