@@ -37,12 +37,6 @@ FORMAT_VERSION = 1
 PACKAGED_DETECTORS = ("default", "resynth")
 
 
-def packaged_detector_dir(name: str) -> Path:
-    if name not in PACKAGED_DETECTORS:
-        raise ModelError(f"packaged detector {name!r}: expected one of {', '.join(PACKAGED_DETECTORS)}")
-    return Path(str(resources.files("spoofwatch.model") / name))
-
-
 def detector_dir(directory: str | os.PathLike[str] | None = None) -> Path:
     """Where a detector lives: ``directory`` (a folder, or the name of a packaged detector
     where no such folder exists), else ``$SPOOFWATCH_DETECTOR`` (the same), else the
@@ -50,13 +44,8 @@ def detector_dir(directory: str | os.PathLike[str] | None = None) -> Path:
     chosen = directory if directory is not None else os.environ.get("SPOOFWATCH_DETECTOR") or "default"
     path = Path(chosen).expanduser()
     if not path.exists() and str(chosen) in PACKAGED_DETECTORS:
-        return packaged_detector_dir(str(chosen))
+        return Path(str(resources.files("spoofwatch.model") / str(chosen)))
     return path
-
-
-def default_detector_dir() -> Path:
-    """``$SPOOFWATCH_DETECTOR`` if set, else the detector shipped inside the package."""
-    return detector_dir(None)
 
 
 def save_detector(
