@@ -21,7 +21,7 @@ from spoofwatch.errors import ConfigError, SpoofwatchError
 # train.channel.CHANNELS, spelled out so --help does not import numpy and the resampler.
 _CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented"
 # train.pipeline.SPECTRAL_FRONT_ENDS, for the same reason.
-_SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth")
+_SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth", "lfcc-phase-resynth-streamed")
 
 logger = logging.getLogger("spoofwatch")
 
@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="fuse a spectral front end into the same linear head: LFCC mean+std, LFCC and"
         " per-band phase coherence (lfcc-phase), or that plus the phase residual against a FARGAN"
-        " remake of each window (lfcc-phase-resynth; needs scripts/build_fargan.sh)",
+        " remake of each window (lfcc-phase-resynth) or of each stream, every second vocoded once"
+        " (lfcc-phase-resynth-streamed); the last two need scripts/build_fargan.sh",
     )
     tr.add_argument(
         "--spectral-weight",
@@ -174,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", *_SPECTRAL_FRONT_ENDS),
         default="none",
         help="fuse LFCC (lfcc), LFCC and phase-coherence (lfcc-phase) statistics, or those plus"
-        " the phase residual against a FARGAN remake of each window (lfcc-phase-resynth)",
+        " the phase residual against a FARGAN remake of each window (lfcc-phase-resynth) or of"
+        " each stream (lfcc-phase-resynth-streamed)",
     )
     lo.add_argument("--spectral-weight", type=float, default=2.0, help="weight of the spectral block")
     _add_runtime_options(lo)

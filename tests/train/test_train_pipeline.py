@@ -18,12 +18,17 @@ from spoofwatch.config import ConfigError
 from spoofwatch.errors import ArtifactMismatchError, DataError, ModelError
 from spoofwatch.model.artifact import load_detector, read_card
 from spoofwatch.model.calibration import AffineCalibration
+from spoofwatch.model.encoders.phase import LfccPhaseEncoder
 from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.model.level import normalise_level
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.vocoder import VOCODER_ENV
+from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.stream.windowing import WindowConfig, cut_windows
+from spoofwatch.train.clip_scoring import score_file
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.evaluate import detector_embeddings, evaluate_detector, llr_threshold
+from spoofwatch.train.extract import remade_windows
 from spoofwatch.train.pipeline import TrainOptions, encoder_spec, train_detector, truncated_spec
 
 RATE = 16000
@@ -287,6 +292,49 @@ def test_a_resynthesis_card_builds_its_block_alike_in_training_and_scoring(
     monkeypatch.setenv(VOCODER_ENV, str(tmp_path / "gone"))
     with pytest.raises(ModelError, match=r"lfcc-phase-resynth .*gone.*scripts/build_fargan\.sh"):
         load_detector(out)
+
+
+def test_a_streamed_resynthesis_card_reads_the_clips_remake_in_training_and_scoring(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lfcc-phase-resynth-streamed: the same block, against each window's span of the clip's
+    streamed remake; the detector refuses windows without their remakes; eval and file
+    scoring (which remake the clip as training did) give the metrics training reported."""
+    model, items = workspace
+    monkeypatch.setenv(VOCODER_ENV, str(write_fake_vocoder(tmp_path / "fake_fargan")))
+    kind = "lfcc-phase-resynth-streamed"
+    options = tiny_options(model, name="tiny-streamed", spectral=kind, level_dbfs=-26.0)
+    out = tmp_path / "detector"
+    report = train_detector(items, None, out, options, progress=False)
+    assert read_card(out)["spectral"]["spec"] == {"kind": kind, "name": kind, "layers": None}
+    detector = load_detector(out)
+    assert detector.remake is not None and detector.head.n_features_in_ == 2 * 2 * 32 + 200
+    samples = clip("bonafide", 7, seconds=3.5)
+    config = WindowConfig(RATE, 2.0, 1.0, 0.5)
+    windows = np.stack([w.samples for w in cut_windows(samples, config)])
+    with pytest.raises(ModelError, match="needs each window's streamed remake"):
+        detector.features(windows)
+    remakes = remade_windows(detector.remake, samples, config)
+    assert remakes.shape == windows.shape == (2, 2 * RATE)
+    features = detector.features(windows, remakes)
+    levelled = [normalise_level(torch.from_numpy(a), RATE, -26.0) for a in (windows, remakes)]
+    original, remade = (
+        mean_std_pool([LfccPhaseEncoder(2.0).hidden_states(a)[0]], [0]).numpy() for a in levelled
+    )
+    np.testing.assert_allclose(features[:, -40:-20], (original - remade)[:, 60:80], atol=1e-5)
+    np.testing.assert_allclose(features[:, -200:-40], original, atol=1e-5)
+    dev = [it for it in items if it.split == "dev"]
+    result = evaluate_detector(out, dev, progress=False)
+    for key in ("cllr", "act_dcf", "min_dcf", "eer"):
+        assert report["dev"]["clean"][key] == pytest.approx(getattr(result.metrics, key), abs=1e-9), key
+    scored = score_file(detector, dev[0].path, config)
+    assert scored.error is None
+    dev_windows = cut_windows(load_audio(dev[0].path, RATE).samples, config)
+    expected = detector.score_windows(
+        np.stack([w.samples for w in dev_windows]),
+        remade_windows(detector.remake, load_audio(dev[0].path, RATE).samples, config),
+    )
+    np.testing.assert_allclose([w.score for w in scored.windows], expected, rtol=1e-6)
 
 
 def test_calibration_channels_calibrate_and_report_on_other_dev_channels(

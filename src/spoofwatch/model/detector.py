@@ -21,8 +21,9 @@ from spoofwatch.model.head import LinearHead
 from spoofwatch.model.level import check_target, normalise_level
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.quantize import QUANTIZATION_MODES, quantization_of
+from spoofwatch.model.remake import StreamedRemake
 from spoofwatch.model.scorer import WindowScorer
-from spoofwatch.model.spectral import spectral_block, spectral_width
+from spoofwatch.model.spectral import front_end_states, remake_of, spectral_block, spectral_width
 
 __all__ = ["Detector", "DetectorSettings", "WindowScorer"]
 
@@ -54,7 +55,8 @@ class Detector:
 
     With a ``spectral`` front end (LFCC, phase coherence, vocoder residual), the head reads
     the encoder's pooled layers followed by the spectral block (``model.spectral``): one
-    linear head over both.
+    linear head over both. A front end that reads each window's streamed remake
+    (``remake`` is then set) takes the remakes beside the windows.
     """
 
     def __init__(
@@ -121,22 +123,35 @@ class Detector:
     def threshold(self) -> float:
         return self.settings.threshold
 
-    def _as_batch(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
+    @property
+    def remake(self) -> StreamedRemake | None:
+        """The streamed remake the spectral front end reads beside each window, or None."""
+        return remake_of(self.spectral)
+
+    def _as_batch(self, windows: NDArray[np.float32], what: str = "windows") -> NDArray[np.float32]:
         batch = np.asarray(windows, dtype=np.float32)
         if batch.ndim == 1:
             batch = batch[None, :]
         if batch.ndim != 2 or batch.shape[1] != self.window_samples:
             raise ModelError(
-                f"expected windows of shape (batch, {self.window_samples}) at "
+                f"expected {what} of shape (batch, {self.window_samples}) at "
                 f"{self.sample_rate} Hz, found {batch.shape}"
             )
         if not np.isfinite(batch).all():
-            raise ModelError("windows contain NaN or Inf samples; expected finite audio")
+            raise ModelError(f"{what} contain NaN or Inf samples; expected finite audio")
         return batch
 
-    def features(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Pooled per-layer statistics, (batch, features)."""
+    def features(
+        self, windows: NDArray[np.float32], remakes: NDArray[np.float32] | None = None
+    ) -> NDArray[np.float32]:
+        """Pooled per-layer statistics, (batch, features); ``remakes``: each window's
+        streamed remake, for a detector whose front end reads them (``remake``)."""
         batch = self._as_batch(windows)
+        remade = None if remakes is None else self._as_batch(remakes, "remakes")
+        if remade is not None and len(remade) != len(batch):
+            raise ModelError(f"expected one remake per window, found {len(remade)} for {len(batch)}")
+        if remade is not None and self.spectral is None:
+            raise ModelError("this detector reads windows alone; expected no remakes")
         out: list[NDArray[np.float32]] = []
         threads = self.settings.num_threads
         if threads and torch.get_num_threads() != threads:
@@ -151,7 +166,14 @@ class Detector:
                 states = self.encoder.hidden_states(chunk)
                 pooled = mean_std_pool(states, self.settings.layers).numpy()
                 if self.spectral is not None:
-                    spectral_states = self.spectral.hidden_states(chunk)
+                    remake_chunk = None
+                    if remade is not None:
+                        remake_chunk = torch.from_numpy(remade[start : start + self.settings.max_batch])
+                        if self.settings.level_dbfs is not None:
+                            remake_chunk = normalise_level(
+                                remake_chunk, self.sample_rate, self.settings.level_dbfs
+                            )
+                    spectral_states = front_end_states(self.spectral, chunk, remake_chunk)
                     every_state = mean_std_pool(spectral_states, range(len(spectral_states))).numpy()
                     pooled = np.concatenate([pooled, spectral_block(self.spectral, every_state)], axis=1)
                 out.append(pooled)
@@ -162,8 +184,10 @@ class Detector:
     def score_features(self, features: NDArray[np.float32]) -> NDArray[np.float64]:
         return self.calibration.apply(self.head.decision_function(features))
 
-    def score_windows(self, windows: NDArray[np.float32]) -> NDArray[np.float64]:
-        return self.score_features(self.features(windows))
+    def score_windows(
+        self, windows: NDArray[np.float32], remakes: NDArray[np.float32] | None = None
+    ) -> NDArray[np.float64]:
+        return self.score_features(self.features(windows, remakes))
 
     def label(self, p_spoof: float) -> str:
         return "spoof" if p_spoof >= self.settings.threshold else "bonafide"

@@ -8,6 +8,8 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.model.remake import StreamedRemake
+
 
 class WindowScorer(Protocol):
     """What the streaming engine needs from a detector."""
@@ -21,6 +23,17 @@ class WindowScorer(Protocol):
     @property
     def threshold(self) -> float: ...
 
-    def score_windows(self, windows: NDArray[np.float32]) -> NDArray[np.float64]:
-        """(batch, window_samples) → calibrated LLR per window (higher = bona fide)."""
+    def score_windows(
+        self, windows: NDArray[np.float32], remakes: NDArray[np.float32] | None = None
+    ) -> NDArray[np.float64]:
+        """(batch, window_samples) → calibrated LLR per window (higher = bona fide).
+        ``remakes``, of the same shape: each window's streamed remake, given only to a
+        scorer with a ``remake`` (``remake_of_scorer``)."""
         ...
+
+
+def remake_of_scorer(scorer: WindowScorer) -> StreamedRemake | None:
+    """The streamed remake ``scorer`` reads beside each window, or None (most scorers,
+    test fakes included, have no ``remake`` at all)."""
+    remake = getattr(scorer, "remake", None)
+    return remake if isinstance(remake, StreamedRemake) else None

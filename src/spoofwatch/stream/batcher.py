@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
+from spoofwatch.model.remake import RemadeBlocks, RemakeContext
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.heap import can_release_free_heap, release_free_heap
 from spoofwatch.stream.windowing import Window
@@ -34,11 +37,41 @@ DROP_OLDEST = "drop-oldest"
 
 @dataclass(eq=False)
 class WindowJob:
-    """A window waiting to be scored; ``ready_at`` is when its last sample arrived."""
+    """A window waiting to be scored; ``ready_at`` is when its last sample (or the last
+    sample its remake needs) arrived. ``remake``: for a detector that reads each window's
+    streamed remake, the stream's remade blocks and the window's context audio."""
 
     stream: Any
     window: Window
     ready_at: float = field(default_factory=time.monotonic)
+    remake: tuple[RemadeBlocks, RemakeContext] | None = None
+
+
+def remakes_of(batch: list[WindowJob]) -> NDArray[np.float32]:
+    """Each job's remake window. Runs in a worker: each stream's jobs in order (they share
+    its remade blocks), the streams side by side (the vocoder runs in its own processes)."""
+    by_stream: dict[int, list[int]] = collections.defaultdict(list)
+    for i, job in enumerate(batch):
+        by_stream[id(job.stream)].append(i)
+    out = np.empty((len(batch), len(batch[0].window.samples)), dtype=np.float32)
+
+    def one_stream(indices: list[int]) -> None:
+        for i in indices:
+            job = batch[i]
+            if job.remake is None:
+                raise ValueError("a batch that needs remakes holds a window without its context")
+            blocks, context = job.remake
+            window = job.window
+            real = window.covered_samples if window.tiled else None
+            out[i] = blocks.window(context, window.start_sample, len(window.samples), real)
+
+    groups = list(by_stream.values())
+    if len(groups) == 1:
+        one_stream(groups[0])
+    else:
+        with ThreadPoolExecutor(min(len(groups), 2 * (os.cpu_count() or 1))) as pool:
+            list(pool.map(one_stream, groups))
+    return out
 
 
 ResultCallback = Callable[[WindowJob, float | None, str | None], Awaitable[None]]
@@ -207,11 +240,16 @@ class Batcher:
         if await loop.run_in_executor(self._executor, release_free_heap):
             self.counters.heap_trims += 1
 
-    async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[WindowJob]) -> None:
+    def _score_batch(self, batch: list[WindowJob]) -> NDArray[np.float64]:
         windows = np.stack([job.window.samples for job in batch])
+        if batch[0].remake is None:
+            return self.scorer.score_windows(windows)
+        return self.scorer.score_windows(windows, remakes_of(batch))
+
+    async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[WindowJob]) -> None:
         started = time.perf_counter()
         try:
-            scores = await loop.run_in_executor(self._executor, self.scorer.score_windows, windows)
+            scores = await loop.run_in_executor(self._executor, self._score_batch, batch)
         except Exception as exc:  # a model failure must not kill the server; report per window
             logger.exception("inference failed for a batch of %d windows", len(batch))
             self.counters.failed += len(batch)

@@ -18,12 +18,15 @@ from numpy.typing import NDArray
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, StatusEvent, StreamEvent
-from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.model.remake import RemadeBlocks
+from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
 from spoofwatch.stream.batcher import Batcher, WindowJob
 from spoofwatch.stream.hub import EventHub
 from spoofwatch.stream.limits import TokenBucket
 from spoofwatch.stream.pcm import StreamResampler, validate_samples
+from spoofwatch.stream.remaking import WindowContexts
 from spoofwatch.stream.session import StreamSession
+from spoofwatch.stream.windowing import Window
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,11 @@ class StreamHandle:
         model_rate = pipeline.scorer.sample_rate
         self.session = StreamSession(stream_id, model_rate, pipeline.stream_config)
         self.resampler = StreamResampler(sample_rate, model_rate) if sample_rate != model_rate else None
+        # A detector that reads each window's streamed remake: windows wait for the audio
+        # their remake needs; the worker vocodes each block once (model.remake).
+        remake = remake_of_scorer(pipeline.scorer)
+        self.contexts = None if remake is None else WindowContexts(remake, pipeline.scorer.window_samples)
+        self.remade = None if remake is None else RemadeBlocks(remake)
         self.pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -106,8 +114,17 @@ class StreamHandle:
             return []
         if self.resampler is not None:
             audio = self.resampler.feed(audio)
-        now = time.monotonic()
-        return [WindowJob(self, w, now) for w in self.session.feed(audio)]
+        return self._jobs(audio, self.session.feed(audio))
+
+    def _jobs(self, audio: NDArray[np.float32], windows: list[Window], last: bool = False) -> list[WindowJob]:
+        """Jobs for the windows ``audio`` (model rate) completed; ``last``: the stream ends."""
+        ready_at = time.monotonic()
+        if self.contexts is None or self.remade is None:
+            return [WindowJob(self, w, ready_at) for w in windows]
+        pairs = self.contexts.add(audio, windows)
+        if last:
+            pairs += self.contexts.finish([])
+        return [WindowJob(self, w, ready_at, remake=(self.remade, context)) for w, context in pairs]
 
     def _end_if_over_limit(self) -> None:
         if self.limit_error is not None and not self.closed and not self._limit_close_scheduled:
@@ -159,8 +176,8 @@ class StreamHandle:
         tail = np.zeros(0, dtype=np.float32)
         if self.resampler is not None:
             tail = self.resampler.flush()
-        jobs = [WindowJob(self, w) for w in self.session.feed(tail)] if len(tail) else []
-        jobs += [WindowJob(self, w) for w in self.session.finish()]
+        windows = self.session.feed(tail) if len(tail) else []
+        jobs = self._jobs(tail, windows + self.session.finish(), last=True)
         self.closed = True
         self._track(jobs)
         for job in jobs:

@@ -19,6 +19,7 @@ from spoofwatch.model.detector import Detector
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.stream.smoothing import p_spoof_from_llr
 from spoofwatch.stream.windowing import WindowConfig, cut_windows
+from spoofwatch.train.extract import remade_windows
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def score_file(detector: Detector, path: str | Path, window: WindowConfig | None
             raise SpoofwatchError(
                 f"{path}: {clip.duration_s:.3f} s of audio is shorter than the minimum {config.min_s} s"
             )
-        llrs = detector.score_windows(np.stack([w.samples for w in windows]))
+        remake = detector.remake
+        remakes = None if remake is None else remade_windows(remake, clip.samples, config)
+        llrs = detector.score_windows(np.stack([w.samples for w in windows]), remakes)
     except SpoofwatchError as exc:
         return ClipScore(path=str(path), error=str(exc))
     clip_llr = float(np.mean(llrs))

@@ -3,7 +3,9 @@
 For every item the windows are cut exactly as streaming cuts them, every hidden state is
 mean+std pooled, and the result is cached under a key made of the encoder identity
 (kind, name, weights hash), window, hop, channel and the file's content hash. Retraining
-a head, or choosing other layers, then reads the cache and takes seconds.
+a head, or choosing other layers, then reads the cache and takes seconds. A front end that
+reads each window's streamed remake (``model.remake``) gets the windows of the clip's
+remake beside its own, as the streaming engine gives them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.level import normalise_level
 from spoofwatch.model.pooling import mean_std_pool
-from spoofwatch.model.spectral import spectral_block
+from spoofwatch.model.remake import StreamedRemake
+from spoofwatch.model.spectral import front_end_states, remake_of, spectral_block
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.stream.windowing import WindowConfig, cut_windows
 from spoofwatch.train.channel import get_channel
@@ -101,20 +104,40 @@ def cache_dir_for(
     return cache_root() / "embeddings" / key.replace("/", "_")
 
 
+def remade_windows(
+    remake: StreamedRemake, samples: NDArray[np.float32], window: WindowConfig
+) -> NDArray[np.float32]:
+    """The windows of a clip's streamed remake, one per window ``cut_windows`` cuts from the
+    clip (same length, so same windows)."""
+    return np.stack([w.samples for w in cut_windows(remake.clip(samples), window)])
+
+
 def embed_windows(
-    encoder: Encoder, windows: NDArray[np.float32], batch: int = 16, level_dbfs: float | None = None
+    encoder: Encoder,
+    windows: NDArray[np.float32],
+    batch: int = 16,
+    level_dbfs: float | None = None,
+    remakes: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
     """All hidden states mean+std pooled: (windows, hidden_states, 2 * dim); with
-    ``level_dbfs`` each window is first brought to that active level, as the detector does."""
+    ``level_dbfs`` each window (and each remake) is first brought to that active level, as
+    the detector does. ``remakes``: each window's streamed remake, for a front end that
+    reads them."""
     n_states = encoder.identity.num_hidden_states
     dim = encoder.identity.hidden_size
     out = np.zeros((len(windows), n_states, 2 * dim), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(windows), batch):
+            rate = encoder.identity.sample_rate
             chunk = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch]))
+            remake_chunk = None
+            if remakes is not None:
+                remake_chunk = torch.from_numpy(np.ascontiguousarray(remakes[start : start + batch]))
             if level_dbfs is not None:
-                chunk = normalise_level(chunk, encoder.identity.sample_rate, level_dbfs)
-            states = encoder.hidden_states(chunk)
+                chunk = normalise_level(chunk, rate, level_dbfs)
+                if remake_chunk is not None:
+                    remake_chunk = normalise_level(remake_chunk, rate, level_dbfs)
+            states = front_end_states(encoder, chunk, remake_chunk)
             pooled = mean_std_pool(states, list(range(n_states))).numpy()
             out[start : start + len(chunk)] = pooled.reshape(len(chunk), n_states, 2 * dim)
     return out
@@ -132,6 +155,7 @@ def extract(
 ) -> EmbeddingSet:
     """Pooled features for every window of every item, read from or written to the cache."""
     transform = get_channel(channel)
+    remake = remake_of(encoder)
     directory = cache_dir_for(encoder, window, channel, level_dbfs)
     if cache:
         directory.mkdir(parents=True, exist_ok=True)
@@ -162,7 +186,10 @@ def extract(
             if not wins:
                 failed.append((str(item.path), f"shorter than {window.min_s} s"))
                 continue
-            pooled = embed_windows(encoder, np.stack([w.samples for w in wins]), level_dbfs=level_dbfs)
+            remakes = None if remake is None else remade_windows(remake, samples, window)
+            pooled = embed_windows(
+                encoder, np.stack([w.samples for w in wins]), level_dbfs=level_dbfs, remakes=remakes
+            )
             t0 = np.array([w.t_start for w in wins], dtype=np.float64)
             if cache:
                 tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")

@@ -115,8 +115,9 @@ def feature_encoder(
 
 # lfcc-phase adds per-band phase coherence to the LFCC frames (model/encoders/phase.py);
 # lfcc-phase-resynth adds the phase residual against a FARGAN remake of each window
-# (model/encoders/resynthesis.py; needs scripts/build_fargan.sh).
-SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth")
+# (model/encoders/resynthesis.py; needs scripts/build_fargan.sh); -streamed reads the same
+# residual against the stream's remake, every second vocoded once (model/remake.py).
+SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth", "lfcc-phase-resynth-streamed")
 
 
 def spectral_front_end_spec(name: str | None) -> EncoderSpec | None:

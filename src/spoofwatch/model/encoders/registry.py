@@ -12,8 +12,8 @@ from spoofwatch.model.encoders.base import Encoder
 @dataclass(frozen=True)
 class EncoderSpec:
     """How to construct an encoder: ``kind`` is ``whisper-ct2`` (name = pinned weights),
-    ``hf`` (name = local directory or hub id), ``lfcc``, ``lfcc-phase`` or
-    ``lfcc-phase-resynth`` (spectral branches)."""
+    ``hf`` (name = local directory or hub id), ``lfcc``, ``lfcc-phase``,
+    ``lfcc-phase-resynth`` or ``lfcc-phase-resynth-streamed`` (spectral branches)."""
 
     kind: str = "whisper-ct2"
     name: str = "whisper-base"
@@ -52,7 +52,11 @@ def build_encoder(spec: EncoderSpec, window_s: float) -> Encoder:
         from spoofwatch.model.encoders.resynthesis import LfccPhaseResynthesisEncoder
 
         return LfccPhaseResynthesisEncoder(window_s=window_s)
+    if spec.kind == "lfcc-phase-resynth-streamed":
+        from spoofwatch.model.encoders.resynthesis_streamed import StreamedResynthesisEncoder
+
+        return StreamedResynthesisEncoder(window_s=window_s)
     raise ModelError(
-        f"unknown encoder kind {spec.kind!r}; expected 'whisper-ct2', 'hf', 'lfcc', 'lfcc-phase' "
-        "or 'lfcc-phase-resynth'"
+        f"unknown encoder kind {spec.kind!r}; expected 'whisper-ct2', 'hf', 'lfcc', 'lfcc-phase', "
+        "'lfcc-phase-resynth' or 'lfcc-phase-resynth-streamed'"
     )
