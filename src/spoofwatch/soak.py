@@ -44,7 +44,7 @@ from spoofwatch.bench import percentile, speech_like
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig, detector_options
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent, StreamEvent, parse_event
-from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
 from spoofwatch.stream.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -353,7 +353,10 @@ class _Soak:
         one = np.resize(speech_like(2.0, scorer.sample_rate, self.options.seed), scorer.window_samples)
         windows = np.stack([one] * batch).astype(np.float32)
         for _ in range(2):
-            scorer.score_windows(windows)
+            if remake_of_scorer(scorer) is None:
+                scorer.score_windows(windows)
+            else:  # the windows as their own remakes: the same allocations
+                scorer.score_windows(windows, windows)
 
     async def _staggered(self, slot: Callable[[int, float], Any], index: int, stop_at: float) -> None:
         # Spread call starts over one hop so windows do not all fall due together.

@@ -15,6 +15,7 @@ import soundfile as sf
 from numpy.typing import NDArray
 
 from fakes import FakeScorer, noise
+from spoofwatch.bench import measure_one_stream
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import DataError
 from spoofwatch.events import Event, ScoreEvent
@@ -205,3 +206,12 @@ def test_the_engine_scores_each_stream_with_its_own_remake(fake: CountingVocoder
         expected = scorer.score_windows(windows, remakes)
         np.testing.assert_allclose(got, expected, rtol=1e-6)
     assert max(scorer.calls) > 1  # batched across windows and streams
+
+
+def test_bench_times_a_lone_stream_vocoding_its_new_block_per_window(fake: CountingVocoder) -> None:
+    scorer = RemakingScorer(window_s=4.0)
+    one = measure_one_stream(scorer, hop_s=1.0, windows=4)
+    # A warm-up window (4 blocks), then one new block for each of the 4 timed windows.
+    assert len(fake.calls) == 4 + 4
+    assert scorer.calls == [1] * 5
+    assert one.ms_per_window > 0 and one.hop_s == 1.0
