@@ -86,7 +86,8 @@ def test_unknown_detector_directory_is_a_clear_error(
 def test_the_packaged_resynth_detector_scores_by_name_with_the_real_vocoder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--detector resynth remakes every window with FARGAN (built by scripts/install.sh)."""
+    """--detector resynth remakes every clip with FARGAN, block by block (built by
+    scripts/install.sh)."""
     code, lines = _run(["score", "--json", "--detector", "resynth", str(REAL), str(FAKE)])
     assert code == 0
     real, fake = (json.loads(line) for line in lines)

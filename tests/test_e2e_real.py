@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 
 from mosquitto_broker import MosquittoBroker
+from spoofwatch.model.artifact import detector_dir
 from spoofwatch.stream.audiofile import load_audio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,3 +235,72 @@ def test_listen_alarms_on_a_virtual_microphone(switch_file: tuple[Path, float]) 
             out, err = proc.communicate(timeout=30)
     assert "listening on" in out, err
     assert "ALARM ON" in out, out + err
+
+
+def test_the_resynth_card_gives_a_live_stream_the_files_remakes(
+    switch_file: tuple[Path, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--detector resynth`` through the real pipeline with the real FARGAN program: every
+    window the engine scores comes with exactly the window of the clip's remake that file
+    scoring and training use, each 1 s block the windows cover is vocoded once (20 blocks
+    for 17 windows), and the scores match the file's up to int8 batch effects."""
+    from spoofwatch.events import ScoreEvent
+    from spoofwatch.model import remake as remake_module
+    from spoofwatch.model.artifact import load_detector
+    from spoofwatch.stream.pipeline import Pipeline
+    from spoofwatch.stream.sources.file import run_file_source
+    from spoofwatch.stream.windowing import cut_windows
+    from spoofwatch.train.clip_scoring import detector_window_config, score_file
+    from spoofwatch.train.extract import remade_windows
+
+    path, _ = switch_file
+    detector = load_detector(detector_dir("resynth"))
+    assert detector.remake is not None
+    vocoded: list[int] = []
+    real_vocode = remake_module.vocode
+
+    def counting(segment: np.ndarray, vocoder: Path) -> np.ndarray:
+        vocoded.append(len(segment))
+        return real_vocode(segment, vocoder)
+
+    monkeypatch.setattr(remake_module, "vocode", counting)
+    scored: list[tuple[np.ndarray, np.ndarray]] = []
+    real_score = detector.score_windows
+
+    def recording(windows: np.ndarray, remakes: np.ndarray | None = None) -> np.ndarray:
+        assert remakes is not None
+        scored.extend(zip(windows.copy(), remakes.copy(), strict=True))
+        return real_score(windows, remakes)
+
+    monkeypatch.setattr(detector, "score_windows", recording)
+
+    async def run() -> list[ScoreEvent]:
+        pipeline = Pipeline(detector)
+        sub = pipeline.hub.subscribe(maxsize=10_000)
+        worker = asyncio.create_task(pipeline.run())
+        await run_file_source(pipeline, path, stream_id="call", realtime=False)
+        worker.cancel()
+        events = []
+        while not sub.queue.empty():
+            event = sub.queue.get_nowait()
+            if isinstance(event, ScoreEvent):
+                events.append(event)
+        return events
+
+    live = asyncio.run(run())
+    assert len(live) == len(scored) == 17 and len(vocoded) == 20
+    samples = load_audio(path).samples
+    config = detector_window_config(detector)
+    remakes = remade_windows(detector.remake, samples, config)
+    expected = zip(cut_windows(samples, config), remakes, strict=True)
+    for (window, remake), (cut, expected_remake) in zip(scored, expected, strict=True):
+        assert np.array_equal(window, cut.samples)
+        assert np.array_equal(remake, expected_remake)
+    monkeypatch.undo()
+    offline = score_file(detector, path)
+    assert offline.error is None
+    assert [(e.t_start, e.t_end) for e in live] == [(w.t_start, w.t_end) for w in offline.windows]
+    # The int8 encoder quantises its inputs per batch, so a window's score moves a little
+    # with the windows batched beside it (measured up to 0.24 here: the engine's batches
+    # are not the file's one batch of 17).
+    np.testing.assert_allclose([e.score for e in live], [w.score for w in offline.windows], atol=0.5)

@@ -244,7 +244,7 @@ def test_packaged_detectors_are_found_by_name_unless_a_folder_has_that_name(
     assert default.parent == resynth.parent == Path(str(resources.files("spoofwatch.model")))
     # The resynth card remakes each window with FARGAN; the default one has no vocoder step.
     assert read_card(default)["spectral"]["spec"]["kind"] == "lfcc-phase"
-    assert read_card(resynth)["spectral"]["spec"]["kind"] == "lfcc-phase-resynth"
+    assert read_card(resynth)["spectral"]["spec"]["kind"] == "lfcc-phase-resynth-streamed"
     monkeypatch.setenv("SPOOFWATCH_DETECTOR", "resynth")
     assert detector_dir(None) == resynth
     # A folder of that name in the working directory wins over the packaged card.
