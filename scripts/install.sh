@@ -47,8 +47,8 @@ fi
 .venv/bin/python -c "from spoofwatch.model.encoders.whisper_ct2 import ensure_converted; \
 from spoofwatch.model.encoders.weights import PINNED; [ensure_converted(w) for w in PINNED.values()]"
 # The FARGAN neural vocoder (about a minute to build, once): `spoofwatch copysynth` makes
-# extra spoof training data with it and the packaged `resynth` detector remakes every window
-# with it. The default detector does not need it, so a failed build only warns.
+# extra spoof training data with it and the packaged `resynth` detector remakes every second
+# of every stream with it. The default detector does not need it, so a failed build only warns.
 bash scripts/build_fargan.sh --if-missing || echo "install.sh: the FARGAN vocoder did not build; \
 --detector resynth, spoofwatch copysynth and their tests need it (bash scripts/build_fargan.sh)" >&2
 echo "spoofwatch installed in .venv ($(.venv/bin/spoofwatch --version))"

@@ -27,10 +27,10 @@
 # reproduced without the copies. COPIES=DIR uses copies already made in DIR.
 #
 # The packaged `resynth` detector (src/spoofwatch/model/resynth) is the same recipe plus
-# the phase-coherence residual of each window against its FARGAN remake (the vocoder then
-# runs at scoring time too):
-#   bash scripts/train_default.sh --spectral lfcc-phase-resynth --out src/spoofwatch/model/resynth \
-#     --name spoofwatch-resynth-whisper-base-lfcc-phase-copies-aug
+# the phase-coherence residual of each window against the stream's FARGAN remake, each 1 s
+# block vocoded once (the vocoder then runs at scoring time too):
+#   bash scripts/train_default.sh --spectral lfcc-phase-resynth-streamed --out src/spoofwatch/model/resynth \
+#     --name spoofwatch-resynth-streamed-whisper-base-lfcc-phase-copies-aug
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS="${CORPUS:-../shared/corpus}"

@@ -53,6 +53,7 @@ from tqdm import tqdm
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
 from spoofwatch.model.encoders.resynthesis import PHASE_COLUMNS
 from spoofwatch.model.encoders.weights import cache_root
+from spoofwatch.model.remake import StreamedRemake
 from spoofwatch.model.vocoder import SAMPLE_RATE, find_vocoder, vocode
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.channel import get_channel
@@ -63,26 +64,17 @@ from spoofwatch.train.extract import extract as extract_embeddings
 RESYNTH_ROOT = cache_root() / "resynthesis" / "fargan"
 
 
-BLOCK = SAMPLE_RATE  # a stream's new audio per hop (1 s)
-WARM_UP_S = 0.5  # default audio before the block the vocoder warms up on, then dropped
-LOOKAHEAD = SAMPLE_RATE // 10  # audio after it, so the block's end is not the vocoder's
+WARM_UP_S = 0.5  # default audio before each block the vocoder warms up on, then dropped
 
 
 def vocode_streamed(
     samples: NDArray[np.float32], vocoder: Path, warm_up_s: float = WARM_UP_S
 ) -> NDArray[np.float32]:
     """A clip remade as a stream could: every 1 s block vocoded once, with ``warm_up_s`` of the
-    audio before it and 0.1 s after it, the block's own part kept; the blocks joined."""
-    out = np.zeros(len(samples), dtype=np.float32)
-    for start in range(0, len(samples), BLOCK):
-        first = max(0, start - round(warm_up_s * SAMPLE_RATE))
-        segment = samples[first : start + BLOCK + LOOKAHEAD]
-        if len(segment) < SAMPLE_RATE // 10:  # vocode's shortest input
-            segment = np.pad(segment, (0, SAMPLE_RATE // 10 - len(segment)))
-        remade = vocode(segment, vocoder)[start - first : start - first + BLOCK]
-        block = out[start : start + BLOCK]
-        block[: len(remade)] = remade[: len(block)]
-    return out
+    audio before it and 0.1 s after it, the block's own part kept; the blocks joined. The
+    product's streamed remake (``model.remake``) with another warm-up; with 0.2 s, it is
+    the packaged ``resynth`` card's remake, bit for bit."""
+    return StreamedRemake(vocoder, warm_up=round(warm_up_s * SAMPLE_RATE)).clip(samples)
 
 
 def resynthesised(

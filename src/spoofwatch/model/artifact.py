@@ -32,8 +32,8 @@ FORMAT_VERSION = 1
 
 
 # Detectors shipped inside the package, by name: ``default`` and ``resynth`` (more accurate
-# on held-out sources; remakes every window with the FARGAN vocoder, so about half the
-# real-time streams per core).
+# on held-out sources; remakes every stream with the FARGAN vocoder, each second once, so
+# fewer real-time streams per core).
 PACKAGED_DETECTORS = ("default", "resynth")
 
 

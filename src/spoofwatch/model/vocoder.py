@@ -1,10 +1,11 @@
 """The FARGAN neural vocoder (Opus 1.5's demo program): analysis into its features and
-resynthesis by its network, one clip or window at a time.
+resynthesis by its network, one clip, window or block at a time.
 
 ``scripts/build_fargan.sh`` builds the program; it reads and writes raw 16-bit mono PCM at
 16 kHz and float32 feature files of 36 values per 10 ms frame (18 cepstral bands, pitch,
 voicing, ...). Training uses it for copy-synthesis (``train.copysynth``) and the
-``lfcc-phase-resynth`` spectral front end remakes every window with it at scoring time.
+``lfcc-phase-resynth`` spectral front ends remake audio with it at scoring time (every
+window, or every 1 s block of a stream once: ``model.remake``).
 No maintained Python binding of Opus's dnn code exists, so it runs as a program.
 """
 
