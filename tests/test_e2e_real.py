@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,16 +47,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_pipeline_alarm_turns_on_after_the_switch_and_not_before(switch_file: tuple[Path, float]) -> None:
-    from spoofwatch.events import AlarmEvent, ScoreEvent
-    from spoofwatch.model.artifact import load_detector
+def _replayed(detector: Any, path: Path) -> list[Any]:
+    """Every event of ``path`` replayed as one stream through a pipeline on ``detector``."""
     from spoofwatch.stream.pipeline import Pipeline
     from spoofwatch.stream.sources.file import run_file_source
 
-    path, switch_s = switch_file
-
-    async def run() -> list[object]:
-        pipeline = Pipeline(load_detector())
+    async def run() -> list[Any]:
+        pipeline = Pipeline(detector)
         sub = pipeline.hub.subscribe(maxsize=10_000)
         worker = asyncio.create_task(pipeline.run())
         await run_file_source(pipeline, path, stream_id="call", realtime=False)
@@ -65,7 +63,15 @@ def test_pipeline_alarm_turns_on_after_the_switch_and_not_before(switch_file: tu
             events.append(sub.queue.get_nowait())
         return events
 
-    events = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_pipeline_alarm_turns_on_after_the_switch_and_not_before(switch_file: tuple[Path, float]) -> None:
+    from spoofwatch.events import AlarmEvent, ScoreEvent
+    from spoofwatch.model.artifact import load_detector
+
+    path, switch_s = switch_file
+    events = _replayed(load_detector(), path)
     alarms = [e for e in events if isinstance(e, AlarmEvent)]
     scores = [e for e in events if isinstance(e, ScoreEvent)]
     assert len(scores) == 17
@@ -247,8 +253,6 @@ def test_the_resynth_card_gives_a_live_stream_the_files_remakes(
     from spoofwatch.events import ScoreEvent
     from spoofwatch.model import remake as remake_module
     from spoofwatch.model.artifact import load_detector
-    from spoofwatch.stream.pipeline import Pipeline
-    from spoofwatch.stream.sources.file import run_file_source
     from spoofwatch.stream.windowing import cut_windows
     from spoofwatch.train.clip_scoring import detector_window_config, score_file
     from spoofwatch.train.extract import remade_windows
@@ -274,20 +278,7 @@ def test_the_resynth_card_gives_a_live_stream_the_files_remakes(
 
     monkeypatch.setattr(detector, "score_windows", recording)
 
-    async def run() -> list[ScoreEvent]:
-        pipeline = Pipeline(detector)
-        sub = pipeline.hub.subscribe(maxsize=10_000)
-        worker = asyncio.create_task(pipeline.run())
-        await run_file_source(pipeline, path, stream_id="call", realtime=False)
-        worker.cancel()
-        events = []
-        while not sub.queue.empty():
-            event = sub.queue.get_nowait()
-            if isinstance(event, ScoreEvent):
-                events.append(event)
-        return events
-
-    live = asyncio.run(run())
+    live = [e for e in _replayed(detector, path) if isinstance(e, ScoreEvent)]
     assert len(live) == len(scored) == 17 and len(vocoded) == 20
     samples = load_audio(path).samples
     config = detector_window_config(detector)

@@ -36,6 +36,20 @@ PHASE_COLUMNS = np.r_[3 * N_CEPS : WIDTH, WIDTH + 3 * N_CEPS : 2 * WIDTH]
 BLOCK_WIDTH = 2 * WIDTH + len(PHASE_COLUMNS)
 
 
+def remake_pair_identity(kind: str, inner: LfccPhaseEncoder, recipe: str) -> EncoderIdentity:
+    """Identity of a front end whose two states are ``inner``'s frames of a window and of
+    its remake made by ``recipe`` (the remake's recipe, not the vocoder program's bytes)."""
+    digest = hashlib.sha256(f"{inner.identity.weights_sha256}+{recipe}-phase-residual".encode()).hexdigest()
+    return EncoderIdentity(
+        kind=kind,
+        name=kind,
+        weights_sha256=digest,
+        sample_rate=inner.identity.sample_rate,
+        num_hidden_states=2,
+        hidden_size=WIDTH,
+    )
+
+
 def resynthesis_block(pooled: NDArray[np.float32]) -> NDArray[np.float32]:
     """(windows, 2 * 2 * WIDTH) pooled states, original then remake, to the head's block:
     the original's pooled state, then (original - remake) on PHASE_COLUMNS."""
@@ -62,15 +76,7 @@ class LfccPhaseResynthesisEncoder(TorchEncoder):
                 f"the {KIND} spectral front end remakes every window with FARGAN: {exc}"
             ) from None
         self._window_samples = self.inner.window_samples
-        recipe = f"{self.inner.identity.weights_sha256}+resynth-v{VERSION}-{FARGAN_RECIPE}-phase-residual"
-        self._identity = EncoderIdentity(
-            kind=KIND,
-            name=KIND,
-            weights_sha256=hashlib.sha256(recipe.encode()).hexdigest(),
-            sample_rate=self.inner.identity.sample_rate,
-            num_hidden_states=2,
-            hidden_size=WIDTH,
-        )
+        self._identity = remake_pair_identity(KIND, self.inner, f"resynth-v{VERSION}-{FARGAN_RECIPE}")
 
     def remake(self, window: NDArray[np.float32]) -> NDArray[np.float32]:
         """FARGAN's resynthesis of one window, at its length (the vocoder's output is a few

@@ -13,15 +13,14 @@ scripts/experiments/resynthesis_residual.py).
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import torch
 
 from spoofwatch.errors import ConfigError, ModelError
-from spoofwatch.model.encoders.base import EncoderIdentity, TorchEncoder, check_windows
+from spoofwatch.model.encoders.base import TorchEncoder, check_windows
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
-from spoofwatch.model.encoders.resynthesis import WIDTH
+from spoofwatch.model.encoders.resynthesis import remake_pair_identity
 from spoofwatch.model.remake import StreamedRemake
 from spoofwatch.model.vocoder import find_vocoder
 
@@ -41,15 +40,7 @@ class StreamedResynthesisEncoder(TorchEncoder):
         except ConfigError as exc:
             raise ModelError(f"the {KIND} front end remakes every stream with FARGAN: {exc}") from None
         self._window_samples = self.inner.window_samples
-        recipe = f"{self.inner.identity.weights_sha256}+{KIND}-v{VERSION}-{self.remake.recipe}-phase-residual"
-        self._identity = EncoderIdentity(
-            kind=KIND,
-            name=KIND,
-            weights_sha256=hashlib.sha256(recipe.encode()).hexdigest(),
-            sample_rate=self.inner.identity.sample_rate,
-            num_hidden_states=2,
-            hidden_size=WIDTH,
-        )
+        self._identity = remake_pair_identity(KIND, self.inner, f"{KIND}-v{VERSION}-{self.remake.recipe}")
 
     def hidden_states(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise ModelError(
