@@ -18,9 +18,10 @@ from fakes import FakeScorer, noise
 from spoofwatch.bench import measure_one_stream
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import DataError
-from spoofwatch.events import Event, ScoreEvent
+from spoofwatch.events import ErrorEvent, Event, ScoreEvent
 from spoofwatch.model import remake as remake_module
 from spoofwatch.model.remake import RemadeBlocks, RemakeContext, StreamedRemake, as_pcm16
+from spoofwatch.model.vocoder import VocoderError
 from spoofwatch.stream.pipeline import Pipeline
 from spoofwatch.stream.remaking import WindowContexts
 from spoofwatch.stream.windowing import WindowConfig, Windower, cut_windows
@@ -215,3 +216,48 @@ def test_bench_times_a_lone_stream_vocoding_its_new_block_per_window(fake: Count
     assert len(fake.calls) == 4 + 4
     assert scorer.calls == [1] * 5
     assert one.ms_per_window > 0 and one.hop_s == 1.0
+
+
+def test_a_stream_whose_remake_fails_does_not_fail_the_others(
+    fake: CountingVocoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vocoder fails on one stream's audio (loud here): that stream's windows end in
+    inference_failed errors naming the vocoder, the other stream, batched with it, is
+    scored in full, and the engine goes on."""
+
+    def failing(segment: NDArray[np.floating], vocoder: Path) -> NDArray[np.float32]:
+        if np.max(np.abs(segment)) > 0.5:
+            raise VocoderError("fargan_demo -features: expected exit status 0, found 3 (bad input)")
+        return fake(segment, vocoder)
+
+    monkeypatch.setattr(remake_module, "vocode", failing)
+    config = StreamConfig(window_s=4.0, hop_s=1.0)
+    clips = {"quiet": noise(6.0, seed=9, level=0.05), "loud": np.clip(noise(6.0, seed=10, level=0.5), -1, 1)}
+    scorer = RemakingScorer(window_s=4.0)
+
+    async def run() -> list[Event]:
+        pipeline = Pipeline(scorer, config, EngineConfig(max_batch=8, max_wait_ms=50))
+        worker = asyncio.create_task(pipeline.run())
+        sub = pipeline.hub.subscribe(None, maxsize=10000)
+        try:
+            handles = {name: pipeline.open_stream(name, source="test", sample_rate=RATE) for name in clips}
+            for start in range(0, 6 * RATE, 1600):
+                for name, x in clips.items():
+                    await handles[name].feed_wait(x[start : start + 1600])
+            await asyncio.gather(*(h.close() for h in handles.values()))
+            assert pipeline.batcher.counters.failed == 3 and pipeline.batcher.counters.scored == 3
+        finally:
+            worker.cancel()
+        events: list[Event] = []
+        while not sub.queue.empty():
+            events.append(sub.queue.get_nowait())
+        return events
+
+    events = asyncio.run(run())
+    quiet = [e for e in events if isinstance(e, ScoreEvent) and e.stream == "quiet"]
+    assert len(quiet) == 3  # windows at 0, 1 and 2 s
+    assert not [e for e in events if isinstance(e, ScoreEvent) and e.stream == "loud"]
+    errors = [e for e in events if isinstance(e, ErrorEvent) and e.stream == "loud"]
+    assert len(errors) == 3 and all(e.code == "inference_failed" for e in errors)
+    assert "remaking the window failed" in errors[0].message and "fargan_demo" in errors[0].message
+    assert not [e for e in events if isinstance(e, ErrorEvent) and e.stream == "quiet"]

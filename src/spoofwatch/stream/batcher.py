@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.errors import SpoofwatchError
 from spoofwatch.model.remake import RemadeBlocks, RemakeContext
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.heap import can_release_free_heap, release_free_heap
@@ -47,13 +48,16 @@ class WindowJob:
     remake: tuple[RemadeBlocks, RemakeContext] | None = None
 
 
-def remakes_of(batch: list[WindowJob]) -> NDArray[np.float32]:
-    """Each job's remake window. Runs in a worker: each stream's jobs in order (they share
-    its remade blocks), the streams side by side (the vocoder runs in its own processes)."""
+def remakes_of(batch: list[WindowJob]) -> tuple[NDArray[np.float32], dict[int, str]]:
+    """Each job's remake window, and the reason for each job (by index) whose remake failed:
+    one stream's vocoder failure must not fail the other streams' windows in the batch.
+    Runs in a worker: each stream's jobs in order (they share its remade blocks), the
+    streams side by side (the vocoder runs in its own processes)."""
     by_stream: dict[int, list[int]] = collections.defaultdict(list)
     for i, job in enumerate(batch):
         by_stream[id(job.stream)].append(i)
     out = np.empty((len(batch), len(batch[0].window.samples)), dtype=np.float32)
+    failed: dict[int, str] = {}
 
     def one_stream(indices: list[int]) -> None:
         for i in indices:
@@ -63,7 +67,10 @@ def remakes_of(batch: list[WindowJob]) -> NDArray[np.float32]:
             blocks, context = job.remake
             window = job.window
             real = window.covered_samples if window.tiled else None
-            out[i] = blocks.window(context, window.start_sample, len(window.samples), real)
+            try:
+                out[i] = blocks.window(context, window.start_sample, len(window.samples), real)
+            except SpoofwatchError as exc:  # the vocoder failed on this stream's audio
+                failed[i] = f"remaking the window failed: {exc}"
 
     groups = list(by_stream.values())
     if len(groups) == 1:
@@ -71,7 +78,7 @@ def remakes_of(batch: list[WindowJob]) -> NDArray[np.float32]:
     else:
         with ThreadPoolExecutor(min(len(groups), 2 * (os.cpu_count() or 1))) as pool:
             list(pool.map(one_stream, groups))
-    return out
+    return out, failed
 
 
 ResultCallback = Callable[[WindowJob, float | None, str | None], Awaitable[None]]
@@ -240,16 +247,21 @@ class Batcher:
         if await loop.run_in_executor(self._executor, release_free_heap):
             self.counters.heap_trims += 1
 
-    def _score_batch(self, batch: list[WindowJob]) -> NDArray[np.float64]:
+    def _score_batch(self, batch: list[WindowJob]) -> tuple[NDArray[np.float64], dict[int, str]]:
+        """Scores of the jobs that could be scored, in order, and why the others could not."""
         windows = np.stack([job.window.samples for job in batch])
         if batch[0].remake is None:
-            return self.scorer.score_windows(windows)
-        return self.scorer.score_windows(windows, remakes_of(batch))
+            return self.scorer.score_windows(windows), {}
+        remakes, failed = remakes_of(batch)
+        ok = [i for i in range(len(batch)) if i not in failed]
+        if not ok:
+            return np.zeros(0, dtype=np.float64), failed
+        return self.scorer.score_windows(windows[ok], remakes[ok]), failed
 
     async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[WindowJob]) -> None:
         started = time.perf_counter()
         try:
-            scores = await loop.run_in_executor(self._executor, self._score_batch, batch)
+            scores, failed = await loop.run_in_executor(self._executor, self._score_batch, batch)
         except Exception as exc:  # a model failure must not kill the server; report per window
             logger.exception("inference failed for a batch of %d windows", len(batch))
             self.counters.failed += len(batch)
@@ -258,7 +270,15 @@ class Batcher:
             return
         self.counters.busy_s += time.perf_counter() - started
         self.counters.batches += 1
-        self.counters.scored += len(batch)
+        self.counters.scored += len(batch) - len(failed)
+        self.counters.failed += len(failed)
         self._scored_since_trim = True
-        for job, score in zip(batch, scores, strict=True):
-            await self.on_result(job, float(score), None)
+        if failed:
+            first = next(iter(failed.values()))
+            logger.warning("%d of %d windows could not be remade: %s", len(failed), len(batch), first)
+        scored = iter(scores)
+        for i, job in enumerate(batch):
+            if i in failed:
+                await self.on_result(job, None, failed[i])
+            else:
+                await self.on_result(job, float(next(scored)), None)
