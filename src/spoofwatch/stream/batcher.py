@@ -48,11 +48,13 @@ class WindowJob:
     remake: tuple[RemadeBlocks, RemakeContext] | None = None
 
 
-def remakes_of(batch: list[WindowJob]) -> tuple[NDArray[np.float32], dict[int, str]]:
+def remakes_of(
+    batch: list[WindowJob], pool: ThreadPoolExecutor
+) -> tuple[NDArray[np.float32], dict[int, str]]:
     """Each job's remake window, and the reason for each job (by index) whose remake failed:
     one stream's vocoder failure must not fail the other streams' windows in the batch.
     Runs in a worker: each stream's jobs in order (they share its remade blocks), the
-    streams side by side (the vocoder runs in its own processes)."""
+    streams side by side on ``pool`` (the vocoder runs in its own processes)."""
     by_stream: dict[int, list[int]] = collections.defaultdict(list)
     for i, job in enumerate(batch):
         by_stream[id(job.stream)].append(i)
@@ -76,8 +78,7 @@ def remakes_of(batch: list[WindowJob]) -> tuple[NDArray[np.float32], dict[int, s
     if len(groups) == 1:
         one_stream(groups[0])
     else:
-        with ThreadPoolExecutor(min(len(groups), 2 * (os.cpu_count() or 1))) as pool:
-            list(pool.map(one_stream, groups))
+        list(pool.map(one_stream, groups))
     return out, failed
 
 
@@ -127,6 +128,10 @@ class Batcher:
         self._in_flight: set[int] = set()  # id() of streams with a batch being scored
         self._freed = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spoofwatch-infer")
+        # Streams' remakes side by side (remakes_of); its threads start only when used.
+        self._remake_pool = ThreadPoolExecutor(
+            max_workers=2 * (os.cpu_count() or 1), thread_name_prefix="spoofwatch-remake"
+        )
         self._on_drop: list[Callable[[WindowJob], None]] = []
         # Free heap pages go back to the OS at most every trim_interval_s, after batches
         # were scored since the last trim, or once the queue has been idle that long
@@ -185,6 +190,7 @@ class Batcher:
                     group.create_task(self._work(), name=f"spoofwatch-infer-{n}")
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._remake_pool.shutdown(wait=False, cancel_futures=True)
 
     def _take_batch(self) -> list[WindowJob]:
         """Up to max_batch queued jobs in queue order, passing over streams that another
@@ -252,7 +258,7 @@ class Batcher:
         windows = np.stack([job.window.samples for job in batch])
         if batch[0].remake is None:
             return self.scorer.score_windows(windows), {}
-        remakes, failed = remakes_of(batch)
+        remakes, failed = remakes_of(batch, self._remake_pool)
         ok = [i for i in range(len(batch)) if i not in failed]
         if not ok:
             return np.zeros(0, dtype=np.float64), failed

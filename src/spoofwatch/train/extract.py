@@ -125,10 +125,10 @@ def embed_windows(
     reads them."""
     n_states = encoder.identity.num_hidden_states
     dim = encoder.identity.hidden_size
+    rate = encoder.identity.sample_rate
     out = np.zeros((len(windows), n_states, 2 * dim), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(windows), batch):
-            rate = encoder.identity.sample_rate
             chunk = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch]))
             remake_chunk = None
             if remakes is not None:
