@@ -233,10 +233,34 @@ def test_int8_all_quantises_every_linear_layer_int8_keeps_ffn_outputs_float(tiny
     assert count_linear_layers(Int8Encoder(tiny.encoder, "int8-all").module) == (0, total)
     # The tiny wav2vec2 has 2 layers, each with one feed_forward.output_dense.
     assert count_linear_layers(Int8Encoder(tiny.encoder, "int8").module) == (2, total - 2)
+    assert count_linear_layers(Int8Encoder(tiny.encoder, "int8-window").module) == (0, total)
     assert count_linear_layers(tiny.encoder) == (total, 0)  # the source is left float
 
 
-@pytest.mark.parametrize("mode", ["int8", "int8-all"])
+def _alone_and_beside_a_loud_window(encoder: Int8Encoder, windows: np.ndarray) -> float:
+    """Largest change of any window's hidden states between scoring it alone and in a batch
+    with a window 30 times louder (which sets a per-batch activation scale)."""
+    loud = (windows[:1] * 30.0).astype(np.float32)
+    batch = torch.from_numpy(np.concatenate([windows, loud]))
+    with torch.inference_mode():
+        together = encoder.hidden_states(batch)
+        alone = [encoder.hidden_states(torch.from_numpy(windows[i : i + 1])) for i in range(len(windows))]
+    gaps = [
+        float((together[s][i] - alone[i][s][0]).abs().max())
+        for i in range(len(windows))
+        for s in range(len(together))
+    ]
+    return max(gaps)
+
+
+def test_int8_window_features_do_not_depend_on_the_batch_int8_all_do(tiny: Tiny) -> None:
+    per_window = _alone_and_beside_a_loud_window(Int8Encoder(tiny.encoder, "int8-window"), tiny.windows)
+    per_batch = _alone_and_beside_a_loud_window(Int8Encoder(tiny.encoder, "int8-all"), tiny.windows)
+    assert per_window < 1e-4
+    assert per_batch > 100 * max(per_window, 1e-6)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8-all", "int8-window"])
 def test_int8_encoder_stays_close_and_renames_its_identity(tiny: Tiny, mode: str) -> None:
     quantised = Int8Encoder(tiny.encoder, mode)
     ident, base = quantised.identity, tiny.encoder.identity
@@ -256,7 +280,7 @@ def test_apply_quantization_modes(tiny: Tiny) -> None:
     once = apply_quantization(tiny.encoder, "int8")
     assert apply_quantization(once, "int8") is once
     assert apply_quantization(once, "none") is once  # cannot be undone; settings will say int8
-    modes = r"\('none', 'int8', 'int8-all'\)"
+    modes = r"\('none', 'int8', 'int8-all', 'int8-window'\)"
     with pytest.raises(ModelError, match=rf"quantization must be one of {modes}, found 'fp16'"):
         apply_quantization(tiny.encoder, "fp16")
     with pytest.raises(ModelError, match=r"already quantised \(int8\); expected a float32"):
@@ -271,8 +295,9 @@ def test_int8_embeddings_get_their_own_cache(tiny: Tiny) -> None:
         cache_dir_for(tiny.encoder, window, "clean"),
         cache_dir_for(Int8Encoder(tiny.encoder, "int8"), window, "clean"),
         cache_dir_for(Int8Encoder(tiny.encoder, "int8-all"), window, "clean"),
+        cache_dir_for(Int8Encoder(tiny.encoder, "int8-window"), window, "clean"),
     }
-    assert len(dirs) == 3
+    assert len(dirs) == 4
 
 
 def test_load_detector_records_int8_and_threads_in_settings_and_card(tiny: Tiny, tmp_path: Path) -> None:

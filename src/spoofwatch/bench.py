@@ -622,7 +622,8 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--quantization",
         metavar="MODE",
-        help="encoder Linear layers: none | int8 (all but FFN outputs) | int8-all (default: the card's)",
+        help="encoder Linear layers: none | int8 (all but FFN outputs) | int8-all | int8-window "
+        "(default: the card's)",
     )
     parser.add_argument(
         "--backend",

@@ -377,7 +377,7 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantization",
         default="none",
-        choices=("none", "int8", "int8-all"),
+        choices=("none", "int8", "int8-all", "int8-window"),
         help="dynamic int8 Linear layers of the encoder; the head is fitted on those features",
     )
     parser.add_argument(

@@ -93,7 +93,10 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"engine.workers: expected 1..64 inference workers, found {self.workers!r}")
-        choices = {"quantization": ("none", "int8", "int8-all"), "backend": ("torch", "onnxruntime")}
+        choices = {
+            "quantization": ("none", "int8", "int8-all", "int8-window"),
+            "backend": ("torch", "onnxruntime"),
+        }
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value and value not in allowed:

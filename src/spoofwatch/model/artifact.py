@@ -187,10 +187,10 @@ def load_detector(
 
     ``window_s`` must equal the trained window if given; ``hop_s`` may differ (it only
     changes how often windows are cut, not what one window scores). ``quantization``,
-    ``num_threads`` and ``max_batch`` override the card's ``inference`` section; with
-    ``int8`` / ``int8-all`` the encoder's Linear layers are quantised after the identity
-    check (see ``spoofwatch.model.quantize``). ``backend`` (``torch`` | ``onnxruntime``)
-    overrides the card's too; a head runs best on the backend it was fitted with.
+    ``num_threads`` and ``max_batch`` override the card's ``inference`` section; with an
+    int8 mode the encoder's Linear layers are quantised after the identity check (see
+    ``spoofwatch.model.quantize``). ``backend`` (``torch`` | ``onnxruntime``) overrides the
+    card's too; a head runs best on the backend it was fitted with.
     """
     path = detector_dir(directory)
     card = read_card(path)

@@ -1,14 +1,19 @@
 """Dynamic int8 quantisation of an encoder's Linear layers (CPU inference speed-up).
 
 Weights of the chosen ``torch.nn.Linear`` layers are stored as int8 and their inputs are
-quantised on the fly per batch (``torch.ao.quantization.quantize_dynamic``); convolutions,
-layer norms and attention stay float32. Two modes:
+quantised on the fly (``torch.ao.quantization.quantize_dynamic``); convolutions, layer norms
+and attention stay float32. Three modes:
 
 * ``int8``: every Linear layer except the second (output) projection of each
   feed-forward block. That projection reads GELU outputs, whose few large values set a
   coarse per-tensor scale for the many small ones; quantising it shifted the default
   detector's LLRs by about +1.2 on average, keeping it float32 leaves about 0.2.
-* ``int8-all``: every Linear layer (fastest; shifts scores, see docs/benchmarks.md).
+* ``int8-all``: every Linear layer, each input quantised with one scale for the whole
+  batch (fastest). A window's features then depend on the other windows batched with it,
+  other callers' windows included: scores move by up to about 0.2 LLR with the company.
+* ``int8-window``: every Linear layer, each window's input quantised with its own scale
+  (the layer runs once per window), so a window's features are the same alone or in any
+  batch. About 10 % more CPU per window than ``int8-all``; what new cards use.
 
 A quantised encoder reports its source's identity with ``+<mode>`` appended to the
 name: the trained head still loads (the artifact check ignores the name), while
@@ -32,7 +37,8 @@ logger = logging.getLogger(__name__)
 NO_QUANTIZATION = "none"
 INT8_DYNAMIC = "int8"
 INT8_ALL_LINEAR = "int8-all"
-QUANTIZATION_MODES = (NO_QUANTIZATION, INT8_DYNAMIC, INT8_ALL_LINEAR)
+INT8_PER_WINDOW = "int8-window"
+QUANTIZATION_MODES = (NO_QUANTIZATION, INT8_DYNAMIC, INT8_ALL_LINEAR, INT8_PER_WINDOW)
 # Output projections of feed-forward blocks: Whisper / wav2vec2-style module names.
 FFN_OUTPUT_SUFFIXES = (".fc2", ".feed_forward.output_dense")
 
@@ -81,6 +87,37 @@ def quantize_linear_int8(module: torch.nn.Module, names: list[str]) -> torch.nn.
     return quantized
 
 
+class PerWindowLinear(torch.nn.Module):
+    """A dynamic int8 Linear layer run once per window of a batch.
+
+    ``quantize_dynamic``'s layers quantise their whole input with one scale, so one loud
+    window coarsens every other window's activations. fbgemm has no per-row activation
+    scales, and torch's int8 matmul on CPU (``torch._int_mm``) is slower than float32 here,
+    so each window (first dimension of a 3-D input) gets its own call: the GEMM is still
+    positions x features, only the scale becomes the window's own.
+    """
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.dim() < 3 or inputs.shape[0] == 1:
+            return cast(torch.Tensor, self.layer(inputs))
+        return torch.cat([self.layer(inputs[i : i + 1]) for i in range(inputs.shape[0])])
+
+
+def run_per_window(module: torch.nn.Module) -> torch.nn.Module:
+    """Wrap every dynamic int8 Linear layer of ``module`` (in place) in a PerWindowLinear."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, DynamicLinear) and not isinstance(parent, PerWindowLinear):
+                setattr(parent, name, PerWindowLinear(child))
+    return module
+
+
 def count_linear_layers(module: torch.nn.Module) -> tuple[int, int]:
     """(float Linear layers, dynamically quantised Linear layers) inside ``module``."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
@@ -108,6 +145,8 @@ class Int8Encoder(EncoderShape):
             raise ModelError(f"expected Linear layers to quantise in {source.identity.name!r}, found none")
         self.mode = mode
         self.module = quantize_linear_int8(source, names)
+        if mode == INT8_PER_WINDOW:
+            run_per_window(self.module)
         self._inner = cast(Encoder, self.module)
         self._identity = replace(source.identity, name=f"{source.identity.name}+{mode}")
         self._window_samples = source.window_samples

@@ -3,9 +3,10 @@
 The transformer part of a float32 Whisper encoder is exported once (TorchScript exporter,
 opset 17) into ``<cache>/onnx`` under a key made of the encoder identity, the window and
 the quantisation; int8 modes are quantised there with ``onnxruntime.quantization.
-quantize_dynamic`` (int8 weights, activations quantised per call). The log-mel front end
-stays in torch: it is about 2 % of the work and its STFT would tie the export to one
-opset's STFT op. ``onnxruntime`` and ``onnx`` are the optional ``[onnx]`` extra.
+quantize_dynamic`` (int8 weights, activations quantised per call; ``int8-window`` calls the
+session once per window, ``int8-all`` once per batch). The log-mel front end stays in
+torch: it is about 2 % of the work and its STFT would tie the export to one opset's STFT
+op. ``onnxruntime`` and ``onnx`` are the optional ``[onnx]`` extra.
 
 Int8 here is ONNX Runtime's own dynamic quantisation, not torch's: its features differ
 slightly from a torch int8 encoder's, so a head should be fitted with the backend it will
@@ -27,7 +28,13 @@ import torch
 from spoofwatch.errors import ModelError
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity, EncoderShape, check_windows
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.model.quantize import INT8_DYNAMIC, NO_QUANTIZATION, check_quantization, quantization_of
+from spoofwatch.model.quantize import (
+    INT8_DYNAMIC,
+    INT8_PER_WINDOW,
+    NO_QUANTIZATION,
+    check_quantization,
+    quantization_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +159,10 @@ class OrtWhisperEncoder(EncoderShape):
         check_windows(windows, self._window_samples)
         with torch.inference_mode():
             features = self._mel(windows)
-        states = self._session.run(None, {"features": np.ascontiguousarray(features.numpy())})[0]
+        batch = np.ascontiguousarray(features.numpy())
+        # DynamicQuantizeLinear takes one scale per call: int8-window calls once per window.
+        per_window = self.quantization == INT8_PER_WINDOW
+        parts = [batch[i : i + 1] for i in range(len(batch))] if per_window else [batch]
+        states = np.concatenate([self._session.run(None, {"features": part})[0] for part in parts])
         stacked = torch.from_numpy(np.asarray(states, dtype=np.float32))
         return tuple(stacked.unbind(dim=1))
