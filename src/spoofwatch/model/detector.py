@@ -18,7 +18,7 @@ from spoofwatch.model.backend import backend_of
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.head import LinearHead
-from spoofwatch.model.level import check_target, normalise_level
+from spoofwatch.model.level import check_target, levelled_pair
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.quantize import QUANTIZATION_MODES, quantization_of
 from spoofwatch.model.remake import StreamedRemake
@@ -160,19 +160,16 @@ class Detector:
             torch.set_num_threads(threads)
         with torch.inference_mode():
             for start in range(0, len(batch), self.settings.max_batch):
-                chunk = torch.from_numpy(batch[start : start + self.settings.max_batch])
-                if self.settings.level_dbfs is not None:
-                    chunk = normalise_level(chunk, self.sample_rate, self.settings.level_dbfs)
+                end = start + self.settings.max_batch
+                chunk, remake_chunk = levelled_pair(
+                    torch.from_numpy(batch[start:end]),
+                    None if remade is None else torch.from_numpy(remade[start:end]),
+                    self.sample_rate,
+                    self.settings.level_dbfs,
+                )
                 states = self.encoder.hidden_states(chunk)
                 pooled = mean_std_pool(states, self.settings.layers).numpy()
                 if self.spectral is not None:
-                    remake_chunk = None
-                    if remade is not None:
-                        remake_chunk = torch.from_numpy(remade[start : start + self.settings.max_batch])
-                        if self.settings.level_dbfs is not None:
-                            remake_chunk = normalise_level(
-                                remake_chunk, self.sample_rate, self.settings.level_dbfs
-                            )
                     spectral_states = front_end_states(self.spectral, chunk, remake_chunk)
                     every_state = mean_std_pool(spectral_states, range(len(spectral_states))).numpy()
                     pooled = np.concatenate([pooled, spectral_block(self.spectral, every_state)], axis=1)

@@ -53,3 +53,15 @@ def normalise_level(windows: torch.Tensor, sample_rate: int, target_dbfs: float)
     """``windows`` scaled so each one's active level is ``target_dbfs`` (see module doc)."""
     gain = active_level_gain(windows, sample_rate, check_target(target_dbfs))
     return windows * gain.to(windows.dtype)[:, None]
+
+
+def levelled_pair(
+    windows: torch.Tensor, remakes: torch.Tensor | None, sample_rate: int, target_dbfs: float | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Windows and their remakes (if any) each brought to ``target_dbfs`` on their own;
+    both unchanged for ``None``. Scoring and training call this one place, so they level
+    the same way."""
+    if target_dbfs is None:
+        return windows, remakes
+    levelled_remakes = None if remakes is None else normalise_level(remakes, sample_rate, target_dbfs)
+    return normalise_level(windows, sample_rate, target_dbfs), levelled_remakes

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from spoofwatch.errors import AudioError, DataError
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.model.level import normalise_level
+from spoofwatch.model.level import levelled_pair
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.remake import StreamedRemake
 from spoofwatch.model.spectral import front_end_states, remake_of, spectral_block
@@ -129,14 +129,13 @@ def embed_windows(
     out = np.zeros((len(windows), n_states, 2 * dim), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(windows), batch):
-            chunk = torch.from_numpy(np.ascontiguousarray(windows[start : start + batch]))
-            remake_chunk = None
-            if remakes is not None:
-                remake_chunk = torch.from_numpy(np.ascontiguousarray(remakes[start : start + batch]))
-            if level_dbfs is not None:
-                chunk = normalise_level(chunk, rate, level_dbfs)
-                if remake_chunk is not None:
-                    remake_chunk = normalise_level(remake_chunk, rate, level_dbfs)
+            end = start + batch
+            chunk, remake_chunk = levelled_pair(
+                torch.from_numpy(np.ascontiguousarray(windows[start:end])),
+                None if remakes is None else torch.from_numpy(np.ascontiguousarray(remakes[start:end])),
+                rate,
+                level_dbfs,
+            )
             states = front_end_states(encoder, chunk, remake_chunk)
             pooled = mean_std_pool(states, list(range(n_states))).numpy()
             out[start : start + len(chunk)] = pooled.reshape(len(chunk), n_states, 2 * dim)
