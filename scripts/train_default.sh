@@ -8,9 +8,12 @@
 # look synthetic (`--channels clean,telephone` gives the previous card); affine LLR
 # calibration and the threshold on dev windows of the clean and telephone channels and of
 # callers at a random level through G.711
-# (--calibration-channels; `--calibration-channels clean,telephone` gives the previous one). The encoder runs with dynamic int8 Linear layers (int8-all) and the
-# head is fitted on those int8 features: 33 real-time streams on 2 cores against 23 in
-# float32, dev EER no worse (docs/benchmarks.md); `--quantization none` gives the float32
+# (--calibration-channels; `--calibration-channels clean,telephone` gives the previous one).
+# The encoder runs with dynamic int8 Linear layers whose activations are quantised per
+# window (int8-window: a window's score does not depend on the windows batched with it)
+# and the head is fitted on those int8 features (docs/benchmarks.md);
+# `--quantization int8-all` gives the card before 2026-11-27's third session (one
+# activation scale per batch, about 10 % less CPU), `--quantization none` the float32
 # detector. Layers, the spectral fusion and the L2 strength (C 0.001) were chosen by
 # leave-one-source-out validation (README, Accuracy). Every window is brought to an active
 # speech level of -26 dBFS before the encoders (--level-dbfs), so scores do not depend on
@@ -53,5 +56,5 @@ fi
   --out src/spoofwatch/model/default \
   --encoder whisper-base --window-s 4 --hop-s 1 --train-hop-s 2 \
   --channels clean,telephone,augmented --calibration-channels clean,telephone,telephone-level --layers 0,1,2,3,4 --truncate-encoder \
-  --spectral lfcc-phase --spectral-weight 2 --quantization int8-all --C 0.001 --level-dbfs -26 \
+  --spectral lfcc-phase --spectral-weight 2 --quantization int8-window --C 0.001 --level-dbfs -26 \
   "${EXTRA[@]}" --name spoofwatch-default-whisper-base-lfcc-phase-copies-aug "$@"

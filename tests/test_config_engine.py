@@ -30,9 +30,9 @@ def test_quantization_and_backend_override_the_card_and_are_validated() -> None:
     env = {"SPOOFWATCH_ENGINE_QUANTIZATION": "none", "SPOOFWATCH_ENGINE_BACKEND": "torch"}
     settings = load_settings(env=env)
     assert (settings.engine.quantization, settings.engine.backend) == ("none", "torch")
-    detector = _load_scorer(settings)  # the shipped card says int8-all
+    detector = _load_scorer(settings)  # the shipped card says int8-window
     assert detector.settings.quantization == "none" and detector.encoder.identity.name == "whisper-base"
-    assert _load_scorer(load_settings(env={})).settings.quantization == "int8-all"
+    assert _load_scorer(load_settings(env={})).settings.quantization == "int8-window"
     with pytest.raises(ConfigError, match=r"engine\.backend: expected one of \('torch', 'onnxruntime'\)"):
         load_settings(env={"SPOOFWATCH_ENGINE_BACKEND": "cuda"})
     with pytest.raises(ConfigError, match=r"engine\.quantization"):

@@ -100,7 +100,7 @@ def test_shipped_detector_runs_on_onnxruntime(cache: Path) -> None:
     detector = load_detector(backend="onnxruntime")
     assert detector.settings.backend == "onnxruntime"
     assert detector.card["inference"]["backend"] == "onnxruntime"
-    assert detector.encoder.identity.name == "whisper-base+ort+int8-all"
+    assert detector.encoder.identity.name == "whisper-base+ort+int8-window"
     n = detector.encoder.window_samples
     real = load_audio(REAL, 16000).samples[:n]
     fake = load_audio(FAKE, 16000).samples[:n]
