@@ -79,12 +79,16 @@ def test_int8_graph_is_close_but_not_identical(tiny: WhisperCt2Encoder) -> None:
 def test_int8_window_graph_scores_each_window_alone(tiny: WhisperCt2Encoder) -> None:
     windows = speech_windows(3)
     windows[2] *= 30.0  # a loud companion sets a coarse scale for a per-call quantisation
+    graphs = set()
     for mode, independent in (("int8-window", True), ("int8-all", False)):
         encoder = runtime_encoder(tiny, mode, "onnxruntime")
+        assert isinstance(encoder, OrtWhisperEncoder)
+        graphs.add(encoder.path)
         together = encoder.hidden_states(windows)[-1]
         alone = encoder.hidden_states(windows[:1])[-1]
         gap = (together[0] - alone[0]).abs().max().item()
         assert (gap < 1e-4) is independent, (mode, gap)
+    assert len(graphs) == 1  # the same int8 graph, called per window or per batch
 
 
 def test_other_encoders_are_refused_with_the_reason(tiny: WhisperCt2Encoder) -> None:

@@ -29,6 +29,7 @@ from spoofwatch.errors import ModelError
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity, EncoderShape, check_windows
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.quantize import (
+    INT8_ALL_LINEAR,
     INT8_DYNAMIC,
     INT8_PER_WINDOW,
     NO_QUANTIZATION,
@@ -135,7 +136,9 @@ class OrtWhisperEncoder(EncoderShape):
         self._mel: torch.nn.Module = mel
         self._window_samples = source.window_samples
         self.quantization = quantization
-        path = graph_path(ident, self._window_samples, quantization)
+        # int8-window runs int8-all's graph, one window per call.
+        graph_mode = INT8_ALL_LINEAR if quantization == INT8_PER_WINDOW else quantization
+        path = graph_path(ident, self._window_samples, graph_mode)
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             float_path = graph_path(ident, self._window_samples, NO_QUANTIZATION)
@@ -145,7 +148,7 @@ class OrtWhisperEncoder(EncoderShape):
                 logger.info("exporting %s to ONNX (once): %s", ident.name, float_path)
                 _export_float(transformer, features, float_path)
             if quantization != NO_QUANTIZATION:
-                _quantize(float_path, path, quantization)
+                _quantize(float_path, path, graph_mode)
         options = ort.SessionOptions()
         # Threads per call; the engine's workers give parallelism across windows.
         options.intra_op_num_threads = max(1, num_threads)
