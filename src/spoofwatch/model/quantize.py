@@ -10,10 +10,12 @@ and attention stay float32. Three modes:
   detector's LLRs by about +1.2 on average, keeping it float32 leaves about 0.2.
 * ``int8-all``: every Linear layer, each input quantised with one scale for the whole
   batch (fastest). A window's features then depend on the other windows batched with it,
-  other callers' windows included: scores move by up to about 0.2 LLR with the company.
+  other callers' windows included: scores moved by up to 0.4 LLR with the company on dev
+  clips (scripts/experiments/batch_dependence.py).
 * ``int8-window``: every Linear layer, each window's input quantised with its own scale
   (the layer runs once per window), so a window's features are the same alone or in any
-  batch. About 10 % more CPU per window than ``int8-all``; what new cards use.
+  batch. Up to about 15 % more encoder time than ``int8-all`` in batches of 8 or more,
+  none for a lone window; what new cards use.
 
 A quantised encoder reports its source's identity with ``+<mode>`` appended to the
 name: the trained head still loads (the artifact check ignores the name), while
