@@ -45,6 +45,7 @@ from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ScoreEvent
 from spoofwatch.model.remake import RemadeBlocks, RemakeContext, StreamedRemake
+from spoofwatch.model.runtime_modes import BACKENDS
 from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
 from spoofwatch.stream.hub import Subscription
 from spoofwatch.stream.pipeline import Pipeline, StreamHandle
@@ -627,7 +628,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime"),
+        choices=BACKENDS,
         help="runtime of the encoder (default: the card's; onnxruntime needs the [onnx] extra)",
     )
     parser.add_argument("--int8", action="store_true", help="shorthand for --quantization int8")

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from spoofwatch import __version__
 from spoofwatch.errors import ConfigError, SpoofwatchError
+from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 
 # train.channel.CHANNELS, spelled out so --help does not import numpy and the resampler.
 _CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented"
@@ -377,13 +378,13 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantization",
         default="none",
-        choices=("none", "int8", "int8-all", "int8-window"),
+        choices=QUANTIZATION_MODES,
         help="dynamic int8 Linear layers of the encoder; the head is fitted on those features",
     )
     parser.add_argument(
         "--backend",
         default="torch",
-        choices=("torch", "onnxruntime"),
+        choices=BACKENDS,
         help="runtime of the encoder (onnxruntime: the [onnx] extra); the head is fitted on its features",
     )
 

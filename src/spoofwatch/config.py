@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from spoofwatch.errors import ConfigError
+from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 
 T = TypeVar("T")
 ENV_PREFIX = "SPOOFWATCH_"
@@ -93,10 +94,7 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"engine.workers: expected 1..64 inference workers, found {self.workers!r}")
-        choices = {
-            "quantization": ("none", "int8", "int8-all", "int8-window"),
-            "backend": ("torch", "onnxruntime"),
-        }
+        choices = {"quantization": QUANTIZATION_MODES, "backend": BACKENDS}
         for name, allowed in choices.items():
             value = getattr(self, name)
             if value and value not in allowed:

@@ -5,10 +5,7 @@ from __future__ import annotations
 from spoofwatch.errors import ModelError
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
 from spoofwatch.model.quantize import apply_quantization, check_quantization, quantization_of
-
-TORCH = "torch"
-ONNXRUNTIME = "onnxruntime"
-BACKENDS = (TORCH, ONNXRUNTIME)
+from spoofwatch.model.runtime_modes import BACKENDS, ONNXRUNTIME, TORCH
 
 
 def check_backend(backend: str) -> str:

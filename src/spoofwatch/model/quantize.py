@@ -33,14 +33,15 @@ import torch
 
 from spoofwatch.errors import ModelError
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity, EncoderShape
+from spoofwatch.model.runtime_modes import (
+    INT8_DYNAMIC,
+    INT8_PER_WINDOW,
+    NO_QUANTIZATION,
+    QUANTIZATION_MODES,
+)
 
 logger = logging.getLogger(__name__)
 
-NO_QUANTIZATION = "none"
-INT8_DYNAMIC = "int8"
-INT8_ALL_LINEAR = "int8-all"
-INT8_PER_WINDOW = "int8-window"
-QUANTIZATION_MODES = (NO_QUANTIZATION, INT8_DYNAMIC, INT8_ALL_LINEAR, INT8_PER_WINDOW)
 # Output projections of feed-forward blocks: Whisper / wav2vec2-style module names.
 FFN_OUTPUT_SUFFIXES = (".fc2", ".feed_forward.output_dense")
 

@@ -28,14 +28,8 @@ import torch
 from spoofwatch.errors import ModelError
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity, EncoderShape, check_windows
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.model.quantize import (
-    INT8_ALL_LINEAR,
-    INT8_DYNAMIC,
-    INT8_PER_WINDOW,
-    NO_QUANTIZATION,
-    check_quantization,
-    quantization_of,
-)
+from spoofwatch.model.quantize import check_quantization, quantization_of
+from spoofwatch.model.runtime_modes import INT8_ALL_LINEAR, INT8_DYNAMIC, INT8_PER_WINDOW, NO_QUANTIZATION
 
 logger = logging.getLogger(__name__)
 
