@@ -6,13 +6,17 @@ regression head (C as the shipped card), (2) the encoder fine-tuned on the other
 (head initialised from (1), both channels, SpecAugment-style masks applied to both
 classes), then a fresh logistic head on its features, and (3) the jointly trained head
 itself. Window scores are averaged per clip and pooled over folds into one EER per channel.
+Items packed as ``extra`` (finetune_pack.py --extra-manifest: vocoder copies of the bona
+fide clips) train every fold whose held-out source is not theirs and are never scored; with
+them, (4) the frozen head fitted without them is reported too.
 Needs a GPU to finish in minutes (a CPU works, slowly).
 
     python scripts/finetune_pack.py --manifest ../shared/corpus/manifest.csv --out .ftdata
     python scripts/finetune_loso.py --data .ftdata --out results --final
 
-Results (docs/benchmarks.md, "Fine-tuning the encoder"): no gain on clean, 0.6 points on
-the telephone channel, dev worse; not adopted.
+Results (README, Accuracy, "Fine-tuning the encoder"): no gain on clean, 0.6 points on
+the telephone channel, dev worse; with the FARGAN copies, the fresh logistic head on tuned
+features 0.6 points worse than frozen (clean, 4 s), the joint head 1.0 better; not adopted.
 """
 
 from __future__ import annotations
@@ -318,6 +322,7 @@ def main() -> None:
     labels = np.array([1 if it["label"] == "bonafide" else 0 for it in items])
     sources = np.array([it["source"] for it in items])
     splits = np.array([it["split"] for it in items])
+    is_extra = np.array([bool(it.get("extra", False)) for it in items])
     log(f"{n} clips, channels {names}, device {dev}")
     frozen = build_encoder(b, dev)
     wins = [m.eval_windows() for m in channels]
@@ -325,7 +330,7 @@ def main() -> None:
     log(f"frozen features: {[tuple(f.shape) for f in frozen_feats]}")
     del frozen
     folds = sorted(set(sources.tolist())) if args.folds == "all" else args.folds.split(",")
-    methods = ("frozen_lr", "tuned_lr", "tuned_joint")
+    methods = ("frozen_lr", "tuned_lr", "tuned_joint") + (("frozen_lr_no_extra",) if is_extra.any() else ())
     window_scores = {
         (m, ch): np.full(len(w[0]), np.nan) for m in methods for ch, w in zip(names, wins, strict=True)
     }
@@ -345,6 +350,7 @@ def main() -> None:
             clip = clip_mean(np.nan_to_num(ws, nan=0.0), c, n)
             scored = np.zeros(n, bool)
             scored[np.unique(c[~np.isnan(ws)])] = True
+            scored &= ~is_extra
             clip[~scored] = np.nan
             if scored.any() and len(set(labels[scored].tolist())) == 2:
                 pooled_eer.setdefault(m, {})[ch] = eer(clip, labels)
@@ -371,6 +377,14 @@ def main() -> None:
         for ch, f, (c, _) in zip(names, frozen_feats, wins, strict=True):
             sel = held[c]
             window_scores[("frozen_lr", ch)][sel] = lr_scores(head, f[torch.from_numpy(sel).to(dev)])
+        if is_extra.any():
+            rows0, y0 = train_rows(train_mask & ~is_extra)
+            head0 = fit_lr(torch.cat([f[r] for f, r in zip(frozen_feats, rows0, strict=True)]), y0, args.C)
+            for ch, f, (c, _) in zip(names, frozen_feats, wins, strict=True):
+                sel = held[c]
+                window_scores[("frozen_lr_no_extra", ch)][sel] = lr_scores(
+                    head0, f[torch.from_numpy(sel).to(dev)]
+                )
         model = fine_tune(b, channels, labels, np.flatnonzero(train_mask), head, args, seed=k)
         tuned_feats = [features(model.encoder, m, c, s) for m, (c, s) in zip(channels, wins, strict=True)]
         head2 = fit_lr(torch.cat([f[r] for f, r in zip(tuned_feats, rows, strict=True)]), y, args.C)
@@ -389,7 +403,7 @@ def main() -> None:
 
     if args.final:
         train_mask = splits == "train"
-        dev_mask = splits == "dev"
+        dev_mask = (splits == "dev") & ~is_extra
         rows, y = train_rows(train_mask)
         head = fit_lr(torch.cat([f[r] for f, r in zip(frozen_feats, rows, strict=True)]), y, args.C)
         model = fine_tune(b, channels, labels, np.flatnonzero(train_mask), head, args, seed=1234)

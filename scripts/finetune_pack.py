@@ -9,6 +9,12 @@ compressed; and the 4-layer Whisper base encoder as float16 + per-row int8 linea
     python scripts/finetune_pack.py --manifest ../shared/corpus/manifest.csv --out .ftdata \
         --channels telephone                # 58 MB
     python scripts/finetune_pack.py ... --channels clean --max-s 6   # 61 MB: clips cut to 6 s
+    python scripts/finetune_pack.py ... --channels clean --max-s 4 \
+        --extra-manifest C/manifest.csv     # with the FARGAN copies (training only): 64 MB
+
+Items of ``--extra-manifest`` (e.g. `spoofwatch copysynth`'s copies) are packed after the
+corpus's, marked ``extra``: finetune_loso.py trains on them where their source is not held
+out and never scores them, as ``spoofwatch loso --extra-manifest`` does.
 """
 
 from __future__ import annotations
@@ -50,11 +56,16 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--channels", default="telephone", help="comma-separated: clean, telephone")
     ap.add_argument("--max-s", type=float, default=0.0, help="keep only the first seconds of each clip")
+    ap.add_argument(
+        "--extra-manifest", help="training-only items (e.g. vocoder copies), packed after the corpus"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     max_frames = round(args.max_s * 100) if args.max_s > 0 else None
-    items = read_manifest(args.manifest)
+    corpus = read_manifest(args.manifest)
+    extras = read_manifest(args.extra_manifest) if args.extra_manifest else []
+    items = [*corpus, *extras]
     table = [
         {
             "utt_id": it.utt_id,
@@ -62,8 +73,9 @@ def main() -> None:
             "source": fold_key(it),
             "split": it.split,
             "system": it.system,
+            "extra": k >= len(corpus),
         }
-        for it in items
+        for k, it in enumerate(items)
     ]
     (out / "items.json").write_text(json.dumps(table))
     front = WhisperLogMel(80)
@@ -93,7 +105,7 @@ def main() -> None:
             state[key + ".s"] = scale.numpy()
         else:
             state[key] = t.half().numpy()
-    np.savez(out / "encoder.npz", **state)
+    np.savez_compressed(out / "encoder.npz", **state)
     cfg = encoder.config
     arch = {
         "d_model": cfg.d_model,
