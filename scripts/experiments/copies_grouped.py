@@ -110,6 +110,23 @@ def loso_grid(
     return results
 
 
+def compare_variants(
+    variants: Mapping[str, tuple[Mapping[str, EmbeddingSet], EmbeddingSet]],
+    tests: Sequence[str] = SHIPPED_CHANNELS,
+    layers: Mapping[str, Sequence[int]] | None = None,
+    fold_groups: Sequence[str] = ASTERISK_AS_ONE,
+) -> None:
+    """The shipped-recipe experiments' comparison: each variant (title: its features per
+    channel, its copies' features through the clean channel) trained on the shipped channels
+    and tested on each of ``tests`` of its own sets, under ``fold_groups``; then every
+    variant against the first (``compare_to_first``). ``layers`` as ``loso_grid`` takes them."""
+    results: dict[tuple[str, str], LosoResult] = {}
+    for title, (sets, copies) in variants.items():
+        run = {title: ([sets[ch] for ch in SHIPPED_CHANNELS], [copies])}
+        results.update(loso_grid(run, {test: sets[test] for test in tests}, fold_groups, layers))
+    compare_to_first(results, list(variants), tests, fold_groups)
+
+
 def compare_training_channels(
     sets: dict[str, EmbeddingSet],
     copies: EmbeddingSet,

@@ -31,14 +31,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from copies_grouped import (
-    ASTERISK_AS_ONE,
-    SHIPPED_CHANNELS,
-    compare_to_first,
-    loso_grid,
-    recipe_parser,
-    shipped_sets,
-)
+from copies_grouped import compare_variants, recipe_parser, shipped_sets
 from spectral_blocks import extra_blocks
 
 from spoofwatch.model.encoders.lfcc import dct_matrix, deltas
@@ -157,22 +150,16 @@ def main() -> None:
     sets, copies = shipped_sets(args.manifest, args.copies)
     extra = {ch: cached_blocks(s, ch, "corpus", candidates) for ch, s in sets.items()}
     copy_extra = cached_blocks(copies, "clean", "copies", candidates)
-    variants = {"shipped": [], "+ cqcc": ["cqcc"], "+ cqcc uniform": ["cqcc-uniform"]}
-    grid = {}
-    tests = {}
-    for title, names in variants.items():
-        chosen = {ch: appended(s, [extra[ch][n] for n in names]) for ch, s in sets.items()}
-        grid[title] = (
-            [chosen[ch] for ch in SHIPPED_CHANNELS],
-            [appended(copies, [copy_extra[n] for n in names])],
-        )
-        tests[title] = chosen
-    results = {}
-    for title in variants:
-        results.update(
-            loso_grid({title: grid[title]}, {t: tests[title][t] for t in SHIPPED_CHANNELS}, ASTERISK_AS_ONE)
-        )
-    compare_to_first(results, list(variants), SHIPPED_CHANNELS, ASTERISK_AS_ONE)
+    blocks = {"shipped": [], "+ cqcc": ["cqcc"], "+ cqcc uniform": ["cqcc-uniform"]}
+    compare_variants(
+        {
+            title: (
+                {ch: appended(s, [extra[ch][n] for n in names]) for ch, s in sets.items()},
+                appended(copies, [copy_extra[n] for n in names]),
+            )
+            for title, names in blocks.items()
+        }
+    )
 
 
 if __name__ == "__main__":

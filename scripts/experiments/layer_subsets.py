@@ -12,14 +12,7 @@ states 0-4 kept; 1-4 is 0.5 points better on both channels, inside fold noise (R
 
 from __future__ import annotations
 
-from copies_grouped import (
-    ASTERISK_AS_ONE,
-    SHIPPED_CHANNELS,
-    compare_to_first,
-    loso_grid,
-    recipe_parser,
-    shipped_sets,
-)
+from copies_grouped import compare_variants, recipe_parser, shipped_sets
 
 # the shipped states first: every other subset is compared with it
 SUBSETS = ("0,1,2,3,4", "0,1,2,3", "0,1,2", "1,2,3,4", "0,2,4")
@@ -31,14 +24,8 @@ def main() -> None:
     args = parser.parse_args()
     tests = args.tests.split(",")
     sets, copies = shipped_sets(args.manifest, args.copies)
-    train = [sets[ch] for ch in SHIPPED_CHANNELS]
-    titles = [f"states {subset}" for subset in SUBSETS]
-    grid = {title: (train, [copies]) for title in titles}
-    layers = {
-        title: [int(n) for n in subset.split(",")] for title, subset in zip(titles, SUBSETS, strict=True)
-    }
-    results = loso_grid(grid, {test: sets[test] for test in tests}, ASTERISK_AS_ONE, layers)
-    compare_to_first(results, titles, tests, ASTERISK_AS_ONE)
+    layers = {f"states {subset}": [int(n) for n in subset.split(",")] for subset in SUBSETS}
+    compare_variants(dict.fromkeys(layers, (sets, copies)), tests, layers)
 
 
 if __name__ == "__main__":

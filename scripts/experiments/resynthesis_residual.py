@@ -38,14 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from copies_grouped import (
-    ASTERISK_AS_ONE,
-    SHIPPED_CHANNELS,
-    compare_to_first,
-    loso_grid,
-    recipe_parser,
-    shipped_sets,
-)
+from copies_grouped import SHIPPED_CHANNELS, compare_variants, recipe_parser, shipped_sets
 from numpy.typing import NDArray
 from spectral_blocks import LAYERS, LEVEL_DBFS, WINDOW, recipe_extractor
 from tqdm import tqdm
@@ -212,22 +205,21 @@ def main() -> None:
         streamed["copies"] = spectral_only(copies)
     n_states = sets["clean"].features.shape[1]
     plus_whisper = [*LAYERS, *range(n_states, n_states + len(LAYERS))]
-    tests = list(SHIPPED_CHANNELS)
-    runs = {"shipped": ([sets[c] for c in SHIPPED_CHANNELS], [copy_set])}
-    results = loso_grid(runs, {t: sets[t] for t in tests}, ASTERISK_AS_ONE)
+    variants = {"shipped": (sets, copy_set)}
     for variant in chosen:
         if variant == WINDOW_VARIANT:
-            with_extra, extra_copies = window_resynthesis_sets(sets, copy_set)
+            variants[variant] = window_resynthesis_sets(sets, copy_set)
         elif variant == STREAMED_VARIANT:
-            with_extra = {ch: appended(sets[ch], streamed[ch], "phase residual") for ch in SHIPPED_CHANNELS}
-            extra_copies = appended(copy_set, streamed["copies"], "phase residual")
+            variants[variant] = (
+                {ch: appended(sets[ch], streamed[ch], "phase residual") for ch in SHIPPED_CHANNELS},
+                appended(copy_set, streamed["copies"], "phase residual"),
+            )
         else:
-            with_extra = {ch: appended(sets[ch], remade[ch], variant) for ch in SHIPPED_CHANNELS}
-            extra_copies = appended(copy_set, remade["copies"], variant)
-        run = ([with_extra[c] for c in SHIPPED_CHANNELS], [extra_copies])
-        layers = {variant: plus_whisper} if variant == "spectral + Whisper residual" else None
-        results.update(loso_grid({variant: run}, {t: with_extra[t] for t in tests}, ASTERISK_AS_ONE, layers))
-    compare_to_first(results, ["shipped", *chosen], tests, ASTERISK_AS_ONE)
+            variants[variant] = (
+                {ch: appended(sets[ch], remade[ch], variant) for ch in SHIPPED_CHANNELS},
+                appended(copy_set, remade["copies"], variant),
+            )
+    compare_variants(variants, layers={"spectral + Whisper residual": plus_whisper})
 
 
 if __name__ == "__main__":
