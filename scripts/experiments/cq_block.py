@@ -24,19 +24,14 @@ channels' transforms); Whisper, LFCC and phase features come from the embedding 
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 import numpy as np
 import torch
 from copies_grouped import compare_variants, recipe_parser, shipped_sets
-from spectral_blocks import extra_blocks
+from spectral_blocks import cached_blocks, with_spectral
 
 from spoofwatch.model.encoders.lfcc import dct_matrix, deltas
-from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.train.extract import EmbeddingSet
 
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 64000
@@ -123,39 +118,17 @@ def candidates(windows: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def cached_blocks(
-    base: EmbeddingSet, channel: str, tag: str, blocks: Callable[[torch.Tensor], dict[str, torch.Tensor]]
-) -> dict[str, np.ndarray]:
-    """``extra_blocks`` of ``base`` through ``channel``, kept in the experiment cache."""
-    key = hashlib.sha256(
-        "|".join([f"cq-v{VERSION}", channel, *(str(it.path) for it in base.items)]).encode()
-    ).hexdigest()[:16]
-    path = cache_root() / "experiments" / f"cq-{tag}-{channel}-{key}.npz"
-    if path.exists():
-        with np.load(path) as data:
-            return {name: data[name] for name in data.files}
-    out = extra_blocks(base, channel, blocks)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **out)
-    return out
-
-
-def appended(s: EmbeddingSet, blocks: Sequence[np.ndarray]) -> EmbeddingSet:
-    assert s.spectral is not None
-    return replace(s, spectral=np.concatenate([s.spectral, *blocks], axis=1).astype(s.spectral.dtype))
-
-
 def main() -> None:
     args = recipe_parser(__doc__).parse_args()
     sets, copies = shipped_sets(args.manifest, args.copies)
-    extra = {ch: cached_blocks(s, ch, "corpus", candidates) for ch, s in sets.items()}
-    copy_extra = cached_blocks(copies, "clean", "copies", candidates)
+    extra = {ch: cached_blocks(s, ch, f"cq-v{VERSION}", candidates) for ch, s in sets.items()}
+    copy_extra = cached_blocks(copies, "clean", f"cq-v{VERSION}", candidates)
     blocks = {"shipped": [], "+ cqcc": ["cqcc"], "+ cqcc uniform": ["cqcc-uniform"]}
     compare_variants(
         {
             title: (
-                {ch: appended(s, [extra[ch][n] for n in names]) for ch, s in sets.items()},
-                appended(copies, [copy_extra[n] for n in names]),
+                {ch: with_spectral(s, [extra[ch][n] for n in names]) for ch, s in sets.items()},
+                with_spectral(copies, [copy_extra[n] for n in names]),
             )
             for title, names in blocks.items()
         }

@@ -4,6 +4,7 @@ and leave-one-source-out with those blocks appended to the spectral ones."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.level import normalise_level
 from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.stream.windowing import WindowConfig, cut_windows
@@ -75,6 +77,32 @@ def extra_blocks(
             for name, values in blocks(windows).items():
                 out.setdefault(name, []).append(values.float().numpy())
     return {name: np.concatenate(parts) for name, parts in out.items()}
+
+
+def cached_blocks(
+    base: EmbeddingSet, channel: str, recipe: str, blocks: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+) -> dict[str, np.ndarray]:
+    """``extra_blocks`` of ``base`` through ``channel``, kept in the experiment cache under
+    ``recipe`` (name and version of what ``blocks`` computes) and the items' paths."""
+    key = hashlib.sha256("|".join([recipe, channel, *(str(it.path) for it in base.items)]).encode())
+    path = cache_root() / "experiments" / f"{recipe}-{channel}-{key.hexdigest()[:16]}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
+    out = extra_blocks(base, channel, blocks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    return out
+
+
+def with_spectral(
+    s: EmbeddingSet, blocks: Sequence[np.ndarray], drop: np.ndarray | None = None
+) -> EmbeddingSet:
+    """``s`` with ``blocks`` appended to its spectral features, after dropping the ``drop``
+    columns (e.g. a block the appended one replaces)."""
+    assert s.spectral is not None
+    kept = s.spectral if drop is None else np.delete(s.spectral, drop, axis=1)
+    return replace(s, spectral=np.concatenate([kept, *blocks], axis=1).astype(s.spectral.dtype))
 
 
 def print_loso(label: str, sets: dict[str, EmbeddingSet], appended: dict[str, list[np.ndarray]]) -> None:
