@@ -9,8 +9,7 @@ then with one more block (weight 2) appended to the spectral features:
   frequency, each bin's power averaged over 10 ms frames), log power, a DCT over the bins
   to 20 coefficients with deltas and double deltas, mean and std over the window (120);
 - CQCC, uniform: the same log power resampled onto a linear frequency grid first (as
-  Todisco's CQCC does) before the DCT (120);
-- both.
+  Todisco's CQCC does) before the DCT (120).
 The constant-Q resolution is what LFCC lacks: harmonics resolved at low frequencies, short
 frames at high ones. The CQT is computed on the whole 4 s window in the frequency domain:
 one rfft, then each bin's kernel-weighted FFT bins are moved to baseband and inverse
@@ -18,8 +17,9 @@ transformed at the lowest rate that holds them (a multiple of the 100 frames per
 
     PYTHONPATH=src python scripts/experiments/cq_block.py --manifest ../shared/corpus/manifest.csv
 
-Blocks are computed once per channel into the experiment cache (about 10 minutes with the
-channels' transforms); Whisper, LFCC and phase features come from the embedding cache.
+About 25 minutes on 2 cores: the blocks are computed once per channel into the experiment
+cache (about 2 minutes with the channels' transforms); Whisper, LFCC and phase features
+come from the embedding cache.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from spectral_blocks import cached_blocks, with_spectral
 from spoofwatch.model.encoders.lfcc import N_FFT, SAMPLE_RATE, linear_filterbank
 from spoofwatch.model.encoders.phase import phase_coherence
 from spoofwatch.model.encoders.resynthesis import PHASE_COLUMNS
+from spoofwatch.model.pooling import mean_std_pool
 
 BAND_COUNTS = (10, 20, 40)
 WINDOW = torch.hann_window(N_FFT, periodic=True)
@@ -34,10 +35,7 @@ VERSION = 1
 def candidates(windows: torch.Tensor) -> dict[str, torch.Tensor]:
     out = {}
     for n, bands in BANDS.items():
-        coherence = phase_coherence(windows.float(), WINDOW, bands)
-        mean = coherence.mean(1)
-        std = (coherence - mean[:, None]).square().mean(1).sqrt()  # as model.pooling: population std
-        out[f"{n} bands"] = torch.cat([mean, std], dim=1)
+        out[f"{n} bands"] = mean_std_pool((phase_coherence(windows.float(), WINDOW, bands),), [0])
     return out
 
 
