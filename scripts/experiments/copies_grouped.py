@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
-from spectral_blocks import CHANNELS, LAYERS, cached_sets, recipe_extractor
+from spectral_blocks import CHANNELS, LAYERS, cached_blocks, cached_sets, recipe_extractor, with_spectral
 
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.channel import CHANNELS as CHANNEL_REGISTRY
@@ -191,6 +192,42 @@ def shipped_sets(
     for channel in ("augmented", *extra_channels):
         sets[channel] = extract(sets["clean"].items, channel)
     return sets, extract(read_manifest(copies), "clean")
+
+
+def shipped_blocks(
+    manifest: Path,
+    copies: Path,
+    recipe: str,
+    candidates: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+) -> tuple[dict[str, EmbeddingSet], EmbeddingSet, dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """``shipped_sets`` and the ``candidates`` blocks of each of them (``cached_blocks``, kept
+    under ``recipe``): the sets, the copies, each channel's blocks and the copies' blocks."""
+    sets, copy_set = shipped_sets(manifest, copies)
+    blocks = {ch: cached_blocks(s, ch, recipe, candidates) for ch, s in sets.items()}
+    return sets, copy_set, blocks, cached_blocks(copy_set, "clean", recipe, candidates)
+
+
+def block_variants(
+    sets: Mapping[str, EmbeddingSet],
+    copies: EmbeddingSet,
+    blocks: Mapping[str, Mapping[str, np.ndarray]],
+    copy_blocks: Mapping[str, np.ndarray],
+    chosen: Mapping[str, Sequence[str]],
+    drop: np.ndarray | None = None,
+) -> dict[str, tuple[dict[str, EmbeddingSet], EmbeddingSet]]:
+    """``compare_variants``'s variants: for each title, the sets and copies with the blocks
+    it names appended to the spectral block, after dropping the ``drop`` columns; a title
+    that names none keeps the shipped features as they are."""
+    variants = {}
+    for title, names in chosen.items():
+        if not names:
+            variants[title] = (dict(sets), copies)
+            continue
+        variants[title] = (
+            {ch: with_spectral(s, [blocks[ch][n] for n in names], drop=drop) for ch, s in sets.items()},
+            with_spectral(copies, [copy_blocks[n] for n in names], drop=drop),
+        )
+    return variants
 
 
 def print_comparison(label: str, before: LosoResult, after: LosoResult, folds: NDArray[np.str_]) -> None:

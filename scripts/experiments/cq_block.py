@@ -28,8 +28,7 @@ import math
 
 import numpy as np
 import torch
-from copies_grouped import compare_variants, recipe_parser, shipped_sets
-from spectral_blocks import cached_blocks, with_spectral
+from copies_grouped import block_variants, compare_variants, recipe_parser, shipped_blocks
 
 from spoofwatch.model.encoders.lfcc import dct_matrix, deltas
 
@@ -120,19 +119,9 @@ def candidates(windows: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     args = recipe_parser(__doc__).parse_args()
-    sets, copies = shipped_sets(args.manifest, args.copies)
-    extra = {ch: cached_blocks(s, ch, f"cq-v{VERSION}", candidates) for ch, s in sets.items()}
-    copy_extra = cached_blocks(copies, "clean", f"cq-v{VERSION}", candidates)
-    blocks = {"shipped": [], "+ cqcc": ["cqcc"], "+ cqcc uniform": ["cqcc-uniform"]}
-    compare_variants(
-        {
-            title: (
-                {ch: with_spectral(s, [extra[ch][n] for n in names]) for ch, s in sets.items()},
-                with_spectral(copies, [copy_extra[n] for n in names]),
-            )
-            for title, names in blocks.items()
-        }
-    )
+    found = shipped_blocks(args.manifest, args.copies, f"cq-v{VERSION}", candidates)
+    chosen = {"shipped": [], "+ cqcc": ["cqcc"], "+ cqcc uniform": ["cqcc-uniform"]}
+    compare_variants(block_variants(*found, chosen))
 
 
 if __name__ == "__main__":

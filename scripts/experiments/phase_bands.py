@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from copies_grouped import compare_variants, recipe_parser, shipped_sets
-from spectral_blocks import cached_blocks, with_spectral
+from copies_grouped import block_variants, compare_variants, recipe_parser, shipped_blocks
 
 from spoofwatch.model.encoders.lfcc import N_FFT, SAMPLE_RATE, linear_filterbank
 from spoofwatch.model.encoders.phase import phase_coherence
@@ -41,22 +40,14 @@ def candidates(windows: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     args = recipe_parser(__doc__).parse_args()
-    sets, copies = shipped_sets(args.manifest, args.copies)
-    recipe = f"phase-bands-v{VERSION}"
-    extra = {ch: cached_blocks(s, ch, recipe, candidates) for ch, s in sets.items()}
-    copy_extra = cached_blocks(copies, "clean", recipe, candidates)
+    found = shipped_blocks(args.manifest, args.copies, f"phase-bands-v{VERSION}", candidates)
+    sets, _, extra, _ = found
     for ch, s in sets.items():
         assert s.spectral is not None
         gap = np.abs(extra[ch]["20 bands"] - s.spectral[:, PHASE_COLUMNS]).max()
         print(f"{ch}: recomputed 20-band block against the cached shipped columns, max |diff| {gap:.2e}")
-    variants = {"shipped (20 bands)": (sets, copies)}
-    for n in (10, 40):
-        name = f"{n} bands"
-        variants[f"{name} instead"] = (
-            {ch: with_spectral(s, [extra[ch][name]], drop=PHASE_COLUMNS) for ch, s in sets.items()},
-            with_spectral(copies, [copy_extra[name]], drop=PHASE_COLUMNS),
-        )
-    compare_variants(variants)
+    chosen = {"shipped (20 bands)": [], **{f"{n} bands instead": [f"{n} bands"] for n in (10, 40)}}
+    compare_variants(block_variants(*found, chosen, drop=PHASE_COLUMNS))
 
 
 if __name__ == "__main__":
