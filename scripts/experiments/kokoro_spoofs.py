@@ -34,6 +34,7 @@ import importlib.resources as resources
 import json
 import re
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ import soundfile as sf
 
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.stream.pcm import resample
+from spoofwatch.train.corpus import LabelledItem, read_manifest
 
 KOKORO_RATE = 24_000
 OUT_RATE = 16_000
@@ -162,15 +164,13 @@ def main() -> None:
     listed = args.out / "manifest.csv"
     if listed.exists():
         print(f"{listed} exists: kept")
-        with listed.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
     else:
-        rows = synthesise(args.out, args.clips, args.seed)
+        synthesise(args.out, args.clips, args.seed)
     if args.eval_with is not None:
-        write_eval_manifest(args.eval_with, args.out, rows)
+        write_eval_manifest(read_manifest(args.eval_with), read_manifest(listed), args.out / "eval.csv")
 
 
-def synthesise(out: Path, clips: int, seed: int) -> list[dict[str, str]]:
+def synthesise(out: Path, clips: int, seed: int) -> None:
     """``clips`` Kokoro clips in ``out/audio`` and their rows in ``out/manifest.csv``."""
     session, vocab, voices = model_session()
     rng = np.random.default_rng(seed)
@@ -225,28 +225,29 @@ def synthesise(out: Path, clips: int, seed: int) -> list[dict[str, str]]:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    return rows
 
 
-def write_eval_manifest(corpus_manifest: Path, out: Path, rows: list[dict[str, str]]) -> None:
-    """``out/eval.csv``: the corpus's dev bona fide clips and ``rows`` (in ``out``) as dev
+def write_eval_manifest(corpus: Sequence[LabelledItem], kokoro: Sequence[LabelledItem], path: Path) -> None:
+    """``path``: the ``corpus`` items' dev bona fide clips and the ``kokoro`` clips as dev
     spoofs, every path absolute: a generator family the detector never saw, against genuine
     speakers it never saw."""
-    fields = ("path", "label", "utt_id", "system", "speaker", "split", "source")
-    listed = []
-    with corpus_manifest.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row["split"] == "dev" and row["label"] == "bonafide":
-                path = (corpus_manifest.parent / row["path"]).resolve()
-                listed.append({**{f: row[f] for f in fields}, "path": str(path)})
-    for row in rows:
-        listed.append(
-            {**{f: row[f] for f in fields}, "split": "dev", "path": str((out / row["path"]).resolve())}
-        )
-    with (out / "eval.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
+    genuine = [it for it in corpus if it.split == "dev" and it.label == "bonafide"]
+    rows = [
+        {
+            "path": str(it.path.resolve()),
+            "label": it.label,
+            "utt_id": it.utt_id,
+            "system": it.system,
+            "speaker": it.speaker,
+            "split": "dev",
+            "source": it.source,
+        }
+        for it in [*genuine, *kokoro]
+    ]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(listed)
+        writer.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -108,10 +108,7 @@ def with_spectral(
 def print_loso(label: str, sets: dict[str, EmbeddingSet], appended: dict[str, list[np.ndarray]]) -> None:
     """Leave-one-source-out EER, clean and telephone (C 0.001, spectral weight 2, trained on
     both channels), with ``appended[channel]`` after each set's spectral features."""
-    chosen = {}
-    for ch, s in sets.items():
-        assert s.spectral is not None
-        chosen[ch] = replace(s, spectral=np.concatenate([s.spectral, *appended[ch]], axis=1))
+    chosen = {ch: with_spectral(s, appended[ch]) for ch, s in sets.items()}
     eers = []
     for test in CHANNELS:
         result = leave_one_source_out(
