@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spoofwatch.train.augment import CODECS, SIGNAL, add_noise, augment, augmented_channel, band_limit
+from spoofwatch.train.augment import (
+    CODECS,
+    SIGNAL,
+    AugmentPolicy,
+    add_noise,
+    augment,
+    augmented_channel,
+    band_limit,
+)
 from spoofwatch.train.channel import get_channel
 
 SR = 16000
@@ -64,6 +72,32 @@ def test_augmented_channel_is_deterministic_per_clip_and_differs_between_clips()
     chains = {augment(a, SR, np.random.default_rng(s)).tobytes() for s in range(6)}
     assert len(chains) > 1
     assert augmented_channel(b, SR).shape == b.shape
+
+
+def test_augment_reports_the_chain_it_applied_without_changing_the_output() -> None:
+    x = _speechlike(seed=3)
+    seen: set[str] = set()
+    for seed in range(12):
+        applied: list[str] = []
+        y = augment(x, SR, np.random.default_rng(seed), applied=applied)
+        assert np.array_equal(y, augment(x, SR, np.random.default_rng(seed)))  # recording draws nothing
+        codecs = [name for name in applied if name in CODECS]
+        signal = [name for name in applied if name in SIGNAL]
+        assert len(codecs) + len(signal) == len(applied) and len(codecs) <= 1
+        assert applied == signal + codecs and signal == sorted(signal)  # fixed order, codec last
+        seen.update(applied)
+    assert seen & set(SIGNAL) and seen & set(CODECS)
+    everything: list[str] = []
+    augment(x, SR, np.random.default_rng(0), AugmentPolicy(p_signal=1.0, p_codec=0.0), everything)
+    assert everything == sorted(SIGNAL)
+    nothing: list[str] = []
+    y = augment(x, SR, np.random.default_rng(0), AugmentPolicy(p_signal=0.0, p_codec=0.0), nothing)
+    assert nothing == [] and np.array_equal(y, x)
+    first: list[str] = []
+    again: list[str] = []
+    augmented_channel(x, SR, applied=first)
+    augmented_channel(x, SR, applied=again)
+    assert first == again
 
 
 def test_level_channels_draw_one_gain_per_clip_deterministically() -> None:

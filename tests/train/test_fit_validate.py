@@ -64,6 +64,22 @@ def test_clip_llrs_are_window_means() -> None:
     assert clip_llrs(emb, np.array([1.0, 3.0, -2.0])).tolist() == [2.0, -2.0]
 
 
+def test_only_keeps_the_chosen_items_with_their_own_windows() -> None:
+    items = _items(4, ["s"], 0)
+    index = np.array([0, 0, 1, 2, 2, 2, 3])
+    feats = np.arange(7, dtype=np.float32).reshape(7, 1, 1)
+    emb = EmbeddingSet(tuple(items), feats, index, np.arange(7.0), (), spectral=feats[:, 0] * 10)
+    kept = emb.only([False, True, False, True])
+    assert kept.items == (items[1], items[3])
+    assert kept.item_index.tolist() == [0, 1]
+    assert kept.features[:, 0, 0].tolist() == [2.0, 6.0]
+    assert kept.t_start.tolist() == [2.0, 6.0]
+    assert kept.spectral is not None and kept.spectral[:, 0].tolist() == [20.0, 60.0]
+    assert clip_llrs(kept, np.array([1.0, -1.0])).tolist() == [1.0, -1.0]
+    with pytest.raises(DataError, match="one keep flag per item"):
+        emb.only([True])
+
+
 def test_leave_one_source_out_never_trains_on_the_held_out_source() -> None:
     # Source "b" is separable only through a state the other sources never use: a
     # detector that saw "b" in training would score it perfectly, LOSO must not.

@@ -130,19 +130,34 @@ class AugmentPolicy:
     p_codec: float = 0.7
 
 
-def augment(x: Samples, sr: int, rng: np.random.Generator, policy: AugmentPolicy | None = None) -> Samples:
+def augment(
+    x: Samples,
+    sr: int,
+    rng: np.random.Generator,
+    policy: AugmentPolicy | None = None,
+    applied: list[str] | None = None,
+) -> Samples:
+    """One drawn chain applied to ``x``; the names of the transforms it applied, in order, are
+    appended to ``applied`` when given."""
     policy = policy or AugmentPolicy()
     y = x
+    chain = []
     for name in sorted(SIGNAL):
         if rng.random() < policy.p_signal:
             y = SIGNAL[name](y, sr, rng)
+            chain.append(name)
     if rng.random() < policy.p_codec:
         names = sorted(CODECS)
-        y = CODECS[names[int(rng.integers(len(names)))]](y, sr, rng)
+        codec_name = names[int(rng.integers(len(names)))]
+        y = CODECS[codec_name](y, sr, rng)
+        chain.append(codec_name)
+    if applied is not None:
+        applied.extend(chain)
     return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
-def augmented_channel(x: Samples, sr: int) -> Samples:
-    """Deterministic per clip (seeded by its samples), so the embedding cache stays valid."""
+def augmented_channel(x: Samples, sr: int, applied: list[str] | None = None) -> Samples:
+    """Deterministic per clip (seeded by its samples), so the embedding cache stays valid;
+    ``applied`` as ``augment`` takes it."""
     seed = zlib.crc32(np.ascontiguousarray(x).tobytes())
-    return augment(x, sr, np.random.default_rng(seed))
+    return augment(x, sr, np.random.default_rng(seed), applied=applied)

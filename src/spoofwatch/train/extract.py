@@ -66,6 +66,22 @@ class EmbeddingSet:
             return chosen
         return np.concatenate([chosen, self.spectral], axis=1)
 
+    def only(self, keep: Sequence[bool] | NDArray[np.bool_]) -> EmbeddingSet:
+        """The items where ``keep`` (one flag per item) is true, with their windows."""
+        flags = np.asarray(keep, dtype=bool)
+        if flags.shape != (len(self.items),):
+            raise DataError(f"expected one keep flag per item ({len(self.items)}), found shape {flags.shape}")
+        windows = flags[self.item_index]
+        position = np.cumsum(flags) - 1
+        return replace(
+            self,
+            items=tuple(it for it, k in zip(self.items, flags, strict=True) if k),
+            features=self.features[windows],
+            item_index=position[self.item_index[windows]],
+            t_start=self.t_start[windows],
+            spectral=None if self.spectral is None else self.spectral[windows],
+        )
+
     def with_spectral(
         self, other: EmbeddingSet, block: Callable[[NDArray[np.float32]], NDArray[np.float32]] | None = None
     ) -> EmbeddingSet:
