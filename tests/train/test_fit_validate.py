@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spoofwatch.errors import DataError
+from spoofwatch.model.head import LinearHead
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
 from spoofwatch.train.fit import clip_llrs, evaluate_set, fit_head
@@ -89,6 +91,26 @@ def test_leave_one_source_out_never_trains_on_the_held_out_source() -> None:
     assert result.per_source_eer["a"] < 0.1
     assert result.per_source_eer["b"] > 0.2
     assert result.metrics.n_bonafide + result.metrics.n_spoof == len(items)
+
+
+def test_leave_one_source_out_fits_each_fold_with_the_given_fitter() -> None:
+    items = _items(300, ["a", "b", "c"], 4)
+    emb = _b_only_in_state_2(items, 4)
+    seen: list[set[str]] = []
+
+    def sign_flipped(
+        x: np.ndarray, y: np.ndarray, weights: np.ndarray | None, keys: np.ndarray
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        assert len(keys) == len(x) == len(y)
+        seen.append(set(keys.tolist()))
+        head = LinearHead(C=0.01).fit(x, y, weights)
+        return lambda features: -head.decision_function(features)
+
+    plain = leave_one_source_out([emb], emb, [0, 1, 2], progress=False)
+    flipped = leave_one_source_out([emb], emb, [0, 1, 2], progress=False, fit=sign_flipped)
+    assert sorted(map(sorted, seen)) == [["a", "b"], ["a", "c"], ["b", "c"]]  # each fold without its source
+    assert np.allclose(flipped.clip_scores, -plain.clip_scores, atol=1e-6)
+    assert flipped.metrics.eer > 0.5 > plain.metrics.eer
 
 
 def _b_only_in_state_2(items: list[LabelledItem], seed: int) -> EmbeddingSet:

@@ -13,7 +13,7 @@ takes glob patterns (several joined by ``|``), and the sources one group matches
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -29,6 +29,13 @@ from spoofwatch.train.fit import clip_llrs, column_weights
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 
 logger = logging.getLogger(__name__)
+
+# Fits one fold's head: (features, labels, column weights, each window's fold key) -> the
+# head's scoring function. The fold keys let a fitter resample by source.
+FoldFitter = Callable[
+    [NDArray[np.float32], NDArray[np.int64], NDArray[np.float64] | None, NDArray[np.str_]],
+    Callable[[NDArray[np.float32]], NDArray[np.float64]],
+]
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ def leave_one_source_out(
     progress: bool = True,
     extra_sets: Sequence[EmbeddingSet] = (),
     fold_groups: Sequence[str] = (),
+    fit: FoldFitter | None = None,
 ) -> LosoResult:
     """``train_sets`` (one per training channel) and ``test_set`` must cover the same items
     in the same order; windows of the held-out source are never in its fold's training.
@@ -76,6 +84,7 @@ def leave_one_source_out(
     ``extra_sets`` are training-only items (e.g. vocoder copies of bona fide clips): each
     fold trains on those whose source is not held out, and they are never scored.
     ``fold_groups``: glob patterns whose matching sources are held out together (``fold_key``).
+    ``fit``: how each fold's head is fitted (default: ``LinearHead`` with ``C``).
     """
     items = test_set.items
     if any(s.items != items for s in train_sets):
@@ -104,18 +113,25 @@ def leave_one_source_out(
     test_features = test_set.select_layers(layers)
     for name in tqdm(names, desc="leave-one-source-out", disable=not progress):
         held = sources == name
-        xs, ys = [], []
+        xs, ys, keys = [], [], []
         for features, window_sources, window_labels in training:
             keep = window_sources != name
             xs.append(features[keep])
             ys.append(window_labels[keep])
+            keys.append(window_sources[keep])
         y = np.concatenate(ys)
         if len(set(y.tolist())) < 2:
             logger.warning("fold %s: training data lacks a class; skipped", name)
             continue
-        head = LinearHead(C=C).fit(np.concatenate(xs), y, column_weights(train_sets, layers, spectral_weight))
+        weights = column_weights(train_sets, layers, spectral_weight)
+        x = np.concatenate(xs)
+        score: Callable[[NDArray[np.float32]], NDArray[np.float64]]
+        if fit is None:
+            score = LinearHead(C=C).fit(x, y, weights).decision_function
+        else:
+            score = fit(x, y, weights, np.concatenate(keys))
         test_windows = held[test_set.item_index]
-        window_scores[test_windows] = head.decision_function(test_features[test_windows])
+        window_scores[test_windows] = score(test_features[test_windows])
     clip = clip_llrs(test_set, np.nan_to_num(window_scores, nan=0.0))
     scored = np.zeros(len(items), dtype=bool)
     scored[np.unique(test_set.item_index[~np.isnan(window_scores)])] = True
