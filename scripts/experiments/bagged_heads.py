@@ -11,7 +11,7 @@ fold bootstrap:
 
     PYTHONPATH=src python scripts/experiments/bagged_heads.py --manifest ../shared/corpus/manifest.csv
 
-About 5 minutes per head and variant on 2 cores with the cache filled (30 minutes with the
+About 6 minutes per head on 2 cores with the cache filled (35 minutes with the
 defaults).
 """
 
