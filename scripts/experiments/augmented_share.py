@@ -12,6 +12,9 @@ Two checks per variant:
   the train split, as ``spoofwatch train`` fits it, scores dev's bona fide clips against the
   Kokoro clips through the clean and the telephone channel; the gap to the shipped recipe
   comes with a bootstrap over dev's bona fide speakers. Dev's own EER is printed beside it.
+  ``--resample N`` adds the shipped recipe and the one without the augmented channel, each
+  trained on N random draws of 90 % of the training clips: how far this check moves when
+  only the draw of training clips changes (the speaker bootstrap does not cover that).
 
     PYTHONPATH=src python scripts/experiments/augmented_share.py --manifest ../shared/corpus/manifest.csv \\
         --kokoro-eval ~/.cache/spoofwatch/extras/kokoro/eval.csv

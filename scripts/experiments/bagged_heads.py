@@ -28,10 +28,12 @@ from spectral_blocks import LAYERS
 from spoofwatch.model.head import LinearHead
 from spoofwatch.train.validate import FoldFitter, LosoResult, leave_one_source_out
 
+RowChooser = Callable[[NDArray[np.str_], NDArray[np.int64]], list[NDArray[np.bool_]]]
 
-def source_bagged(heads: int, share: float, C: float = 0.001) -> FoldFitter:
-    """A ``FoldFitter`` averaging ``heads`` heads, each fitted on a random ``share`` of the
-    fold's training sources (drawn per fold, seeded by the fold's sources)."""
+
+def averaged_heads(choose: RowChooser, C: float = 0.001) -> FoldFitter:
+    """A ``FoldFitter``: one shipped head (``C``, the column weights given) per row mask that
+    ``choose(window fold keys, labels)`` returns, their logits averaged."""
 
     def fit(
         x: NDArray[np.float32],
@@ -39,19 +41,29 @@ def source_bagged(heads: int, share: float, C: float = 0.001) -> FoldFitter:
         weights: NDArray[np.float64] | None,
         keys: NDArray[np.str_],
     ) -> Callable[[NDArray[np.float32]], NDArray[np.float64]]:
-        names = np.array(sorted(set(keys.tolist())))
-        seed = hashlib.sha256("|".join(names.tolist()).encode()).digest()[:8]
-        rng = np.random.default_rng(int.from_bytes(seed, "big"))
-        fitted = []
-        while len(fitted) < heads:
-            chosen = rng.choice(names, max(2, round(share * len(names))), replace=False)
-            rows = np.isin(keys, chosen)
-            if len(set(y[rows].tolist())) < 2:
-                continue
-            fitted.append(LinearHead(C=C).fit(x[rows], y[rows], weights))
+        fitted = [LinearHead(C=C).fit(x[rows], y[rows], weights) for rows in choose(keys, y)]
         return lambda features: np.mean([h.decision_function(features) for h in fitted], axis=0)
 
     return fit
+
+
+def source_bagged(heads: int, share: float, C: float = 0.001) -> FoldFitter:
+    """``averaged_heads`` of ``heads`` heads, each fitted on a random ``share`` of the fold's
+    training sources (drawn per fold, seeded by the fold's sources; a draw that lacks a class
+    is drawn again)."""
+
+    def choose(keys: NDArray[np.str_], y: NDArray[np.int64]) -> list[NDArray[np.bool_]]:
+        names = np.array(sorted(set(keys.tolist())))
+        seed = hashlib.sha256("|".join(names.tolist()).encode()).digest()[:8]
+        rng = np.random.default_rng(int.from_bytes(seed, "big"))
+        masks: list[NDArray[np.bool_]] = []
+        while len(masks) < heads:
+            rows = np.isin(keys, rng.choice(names, max(2, round(share * len(names))), replace=False))
+            if len(set(y[rows].tolist())) == 2:
+                masks.append(rows)
+        return masks
+
+    return averaged_heads(choose, C)
 
 
 def main() -> None:

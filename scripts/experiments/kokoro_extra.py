@@ -29,18 +29,27 @@ from spectral_blocks import recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.corpus import read_manifest
+from spoofwatch.train.extract import EmbeddingSet
 
 DEFAULT_KOKORO = cache_root() / "extras" / "kokoro" / "manifest.csv"
 
 
-def main() -> None:
-    parser = recipe_parser(__doc__)
+def shipped_with_kokoro(
+    doc: str | None,
+) -> tuple[dict[str, EmbeddingSet], EmbeddingSet, dict[str, EmbeddingSet]]:
+    """Command line (``recipe_parser`` and ``--kokoro``; ``doc`` its help): the shipped sets,
+    the copies, and the Kokoro clips' features through each shipped training channel."""
+    parser = recipe_parser(doc)
     parser.add_argument("--kokoro", type=Path, default=DEFAULT_KOKORO)
     args = parser.parse_args()
     sets, copies = shipped_sets(args.manifest, args.copies)
     extract = recipe_extractor()
     kokoro_items = read_manifest(args.kokoro)
-    kokoro = {channel: extract(kokoro_items, channel) for channel in SHIPPED_CHANNELS}
+    return sets, copies, {channel: extract(kokoro_items, channel) for channel in SHIPPED_CHANNELS}
+
+
+def main() -> None:
+    sets, copies, kokoro = shipped_with_kokoro(__doc__)
     train = [sets[channel] for channel in SHIPPED_CHANNELS]
     runs = {
         "shipped": (train, [copies]),

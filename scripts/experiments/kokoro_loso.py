@@ -20,23 +20,19 @@ clips' three channels).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
-from copies_grouped import ASTERISK_AS_ONE, SHIPPED_CHANNELS, recipe_parser, shipped_sets
+from bagged_heads import averaged_heads
+from copies_grouped import ASTERISK_AS_ONE, SHIPPED_CHANNELS
+from kokoro_extra import shipped_with_kokoro
 from numpy.typing import NDArray
-from spectral_blocks import CHANNELS, LAYERS, recipe_extractor
+from spectral_blocks import CHANNELS, LAYERS
 
-from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.model.head import LinearHead
-from spoofwatch.train.corpus import read_manifest
 from spoofwatch.train.extract import EmbeddingSet
 from spoofwatch.train.metrics import compute_eer
 from spoofwatch.train.validate import FoldFitter, LosoResult, fold_key, leave_one_source_out
-
-DEFAULT_KOKORO = cache_root() / "extras" / "kokoro" / "manifest.csv"
 
 
 def joined(first: EmbeddingSet, second: EmbeddingSet) -> EmbeddingSet:
@@ -53,19 +49,9 @@ def joined(first: EmbeddingSet, second: EmbeddingSet) -> EmbeddingSet:
     )
 
 
-def never_trained_on(key: str, C: float = 0.001) -> FoldFitter:
+def never_trained_on(key: str) -> FoldFitter:
     """The shipped head, fitted without the windows of fold ``key``."""
-
-    def fit(
-        x: NDArray[np.float32],
-        y: NDArray[np.int64],
-        weights: NDArray[np.float64] | None,
-        keys: NDArray[np.str_],
-    ) -> Callable[[NDArray[np.float32]], NDArray[np.float64]]:
-        rows = keys != key
-        return LinearHead(C=C).fit(x[rows], y[rows], weights).decision_function
-
-    return fit
+    return averaged_heads(lambda keys, y: [keys != key])
 
 
 def genuine_vs(result: LosoResult, folds: NDArray[np.str_], key: str, rows: NDArray[np.intp]) -> float:
@@ -76,14 +62,9 @@ def genuine_vs(result: LosoResult, folds: NDArray[np.str_], key: str, rows: NDAr
 
 
 def main() -> None:
-    parser = recipe_parser(__doc__)
-    parser.add_argument("--kokoro", type=Path, default=DEFAULT_KOKORO)
-    args = parser.parse_args()
-    sets, copies = shipped_sets(args.manifest, args.copies)
-    extract = recipe_extractor()
-    kokoro_items = read_manifest(args.kokoro)
-    key = fold_key(kokoro_items[0], ASTERISK_AS_ONE)
-    both = {ch: joined(sets[ch], extract(kokoro_items, ch)) for ch in SHIPPED_CHANNELS}
+    sets, copies, kokoro = shipped_with_kokoro(__doc__)
+    key = fold_key(kokoro["clean"].items[0], ASTERISK_AS_ONE)
+    both = {ch: joined(sets[ch], kokoro[ch]) for ch in SHIPPED_CHANNELS}
     items = both["clean"].items
     folds = np.array([fold_key(it, ASTERISK_AS_ONE) for it in items])
     genuine = np.flatnonzero(np.array([it.label == "bonafide" for it in items]))

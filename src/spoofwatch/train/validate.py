@@ -111,6 +111,7 @@ def leave_one_source_out(
         for s in (*train_sets, *extra_sets)
     ]
     test_features = test_set.select_layers(layers)
+    weights = column_weights(train_sets, layers, spectral_weight)
     for name in tqdm(names, desc="leave-one-source-out", disable=not progress):
         held = sources == name
         xs, ys, keys = [], [], []
@@ -123,7 +124,6 @@ def leave_one_source_out(
         if len(set(y.tolist())) < 2:
             logger.warning("fold %s: training data lacks a class; skipped", name)
             continue
-        weights = column_weights(train_sets, layers, spectral_weight)
         x = np.concatenate(xs)
         score: Callable[[NDArray[np.float32]], NDArray[np.float64]]
         if fit is None:
