@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from copies_grouped import (
     shipped_sets,
 )
 from numpy.typing import NDArray
+from paired_dev_gap import eer_points
 from spectral_blocks import CHANNELS, LAYERS, recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
@@ -51,7 +53,6 @@ from spoofwatch.train.augment import augmented_channel
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 from spoofwatch.train.extract import EmbeddingSet
 from spoofwatch.train.fit import clip_llrs, column_weights, stack
-from spoofwatch.train.metrics import compute_eer
 
 DEFAULT_KOKORO_EVAL = cache_root() / "extras" / "kokoro" / "eval.csv"
 
@@ -127,10 +128,6 @@ def fit_on_train(
     return lambda s: clip_llrs(s, head.decision_function(s.select_layers(LAYERS)))
 
 
-def eer_points(scores: NDArray[np.float64], bona: NDArray[np.bool_]) -> float:
-    return 100 * compute_eer(scores[bona], scores[~bona])[0]
-
-
 def speaker_gap(
     first: NDArray[np.float64], other: NDArray[np.float64], items: Sequence[LabelledItem], draws: int = 1000
 ) -> NDArray[np.float64]:
@@ -157,6 +154,7 @@ def external_check(
 ) -> None:
     """Per run: EER of dev's bona fide against the Kokoro clips and dev's own EER, per channel,
     and the first run's gap to each later one."""
+    first_title = next(iter(runs))
     first: dict[str, NDArray[np.float64]] = {}
     for title, (train_sets, extra_sets) in runs.items():
         score = fit_on_train(train_sets, extra_sets)
@@ -167,7 +165,7 @@ def external_check(
             dev_clip = score(dev[ch])
             dev_bona = np.array([it.label == "bonafide" for it in dev[ch].items])
             cell = f"{ch} Kokoro {eer_points(clip, bona):5.2f} % dev {eer_points(dev_clip, dev_bona):5.2f} %"
-            if title == next(iter(runs)):
+            if title == first_title:
                 first[ch] = clip
             else:
                 g = speaker_gap(first[ch], clip, s.items)
@@ -210,10 +208,7 @@ def main() -> None:
     sets, copies = shipped_sets(args.manifest, args.copies)
     items = sets["clean"].items
     chains = drawn_chains(items)
-    counts: dict[str, int] = {}
-    for chain in chains:
-        for name in chain or ["(nothing)"]:
-            counts[name] = counts.get(name, 0) + 1
+    counts = Counter(name for chain in chains for name in chain or ["(nothing)"])
     print("augmented chains, clips with each transform:", dict(sorted(counts.items())), flush=True)
     chosen = variants(items, chains)
     if args.only:
@@ -224,8 +219,7 @@ def main() -> None:
         if keep is None:
             runs[title] = ([sets[ch] for ch in SHIPPED_CHANNELS], [copies])
         else:
-            kept = [sets["augmented"].only(keep)] if keep.any() else []
-            runs[title] = ([sets[ch] for ch in CHANNELS], [copies, *kept])
+            runs[title] = ([sets[ch] for ch in CHANNELS], [copies, sets["augmented"].only(keep)])
     extract = recipe_extractor()
     eval_items = read_manifest(args.kokoro_eval)
     kokoro = {ch: extract(eval_items, ch) for ch in CHANNELS}

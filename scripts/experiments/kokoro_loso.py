@@ -28,6 +28,7 @@ from bagged_heads import averaged_heads
 from copies_grouped import ASTERISK_AS_ONE, SHIPPED_CHANNELS
 from kokoro_extra import shipped_with_kokoro
 from numpy.typing import NDArray
+from paired_dev_gap import eer_points
 from spectral_blocks import CHANNELS, LAYERS
 
 from spoofwatch.train.extract import EmbeddingSet
@@ -67,7 +68,8 @@ def main() -> None:
     both = {ch: joined(sets[ch], kokoro[ch]) for ch in SHIPPED_CHANNELS}
     items = both["clean"].items
     folds = np.array([fold_key(it, ASTERISK_AS_ONE) for it in items])
-    genuine = np.flatnonzero(np.array([it.label == "bonafide" for it in items]))
+    bona = np.array([it.label == "bonafide" for it in items])
+    genuine = np.flatnonzero(bona)
     genuine_folds = folds[genuine]
     names = sorted(set(genuine_folds.tolist()))
     corpus = np.arange(len(items)) < len(sets["clean"].items)
@@ -90,9 +92,7 @@ def main() -> None:
                 fit=never_trained_on(key),
             )
             results[(title, test)] = result
-            scores = result.clip_scores
-            bona = np.array([it.label == "bonafide" for it in items])
-            corpus_eer = 100 * compute_eer(scores[corpus & bona], scores[corpus & ~bona])[0]
+            corpus_eer = eer_points(result.clip_scores[corpus], bona[corpus])
             print(
                 f"{title:40s} {test:9s} held-out genuine ({len(genuine)}) vs Kokoro "
                 f"{genuine_vs(result, folds, key, genuine):5.2f} %   corpus LOSO {corpus_eer:5.2f} %",

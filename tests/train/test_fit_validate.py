@@ -12,7 +12,7 @@ from spoofwatch.errors import DataError
 from spoofwatch.model.head import LinearHead
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.fit import clip_llrs, evaluate_set, fit_head
+from spoofwatch.train.fit import clip_llrs, evaluate_set, fit_head, stack
 from spoofwatch.train.validate import fold_key, leave_one_source_out
 
 N_STATES, WIDTH = 3, 4
@@ -80,6 +80,10 @@ def test_only_keeps_the_chosen_items_with_their_own_windows() -> None:
     assert clip_llrs(kept, np.array([1.0, -1.0])).tolist() == [1.0, -1.0]
     with pytest.raises(DataError, match="one keep flag per item"):
         emb.only([True])
+    nothing = emb.only([False] * 4)
+    assert nothing.items == () and nothing.select_layers([0]).shape == (0, 2)
+    x, y = stack([emb, nothing], [0])
+    assert x.shape == (7, 2) and len(y) == 7
 
 
 def test_leave_one_source_out_never_trains_on_the_held_out_source() -> None:

@@ -61,7 +61,10 @@ class EmbeddingSet:
 
     def select_layers(self, layers: Sequence[int]) -> NDArray[np.float32]:
         """The head's input: the chosen layers' pooled features, then the spectral ones."""
-        chosen = self.features[:, list(layers), :].reshape(len(self.features), -1)
+        # The width spelled out, not -1: a set with no windows (``only`` keeping nothing) must
+        # still give (0, width), so it can join a stack of training sets.
+        width = len(layers) * self.features.shape[2]
+        chosen = self.features[:, list(layers), :].reshape(len(self.features), width)
         if self.spectral is None:
             return chosen
         return np.concatenate([chosen, self.spectral], axis=1)
