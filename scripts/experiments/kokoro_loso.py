@@ -7,9 +7,12 @@ corpus fold's head scores its held-out clips as usual, and the Kokoro fold's hea
 every corpus source) scores the Kokoro clips. Printed per recipe and test channel: the EER of
 the held-out genuine clips against the Kokoro clips, the pooled leave-one-source-out EER of
 the corpus alone for reference, and each later recipe's gap to the first over 1,000 draws of
-the genuine clips' folds with replacement. Recipes: the shipped one (clean, telephone and
-augmented training channels, the FARGAN copies through the clean channel) and the one
-without the augmented channel, under the Asterisk grouping.
+the genuine clips' folds with replacement. Then Kokoro counted as one more held-out source
+beside the corpus's: the pooled EER of every held-out clip, the mean EER of the spoof folds
+with at least 10 clips (each against every held-out genuine clip), and each later recipe's
+gain over the first over 1,000 draws of all the folds, Kokoro's among them. Recipes: the
+shipped one (clean, telephone and augmented training channels, the FARGAN copies through the
+clean channel) and the one without the augmented channel, under the Asterisk grouping.
 
     PYTHONPATH=src python scripts/experiments/kokoro_loso.py --manifest ../shared/corpus/manifest.csv \\
         --kokoro ~/.cache/spoofwatch/extras/kokoro/manifest.csv
@@ -20,12 +23,13 @@ clips' three channels).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 from bagged_heads import averaged_heads
-from copies_grouped import ASTERISK_AS_ONE, SHIPPED_CHANNELS
+from copies_grouped import ASTERISK_AS_ONE, SHIPPED_CHANNELS, bootstrap_gain
 from kokoro_extra import shipped_with_kokoro
 from numpy.typing import NDArray
 from paired_dev_gap import eer_points
@@ -118,6 +122,24 @@ def main() -> None:
                 f"{title}, {test}: {gaps.mean():+.2f} points against the first (90 % interval {low:+.2f} to "
                 f"{high:+.2f}, lower in {100 * (gaps < 0).mean():.0f} % of draws of the genuine folds)"
             )
+
+    spoof_folds = Counter(folds[~bona].tolist())
+    sources = sorted(name for name, n in spoof_folds.items() if n >= 10)
+    print(f"\nKokoro as one more held-out source (mean over {len(sources)} spoof folds, Kokoro's too):")
+    for (title, test), result in results.items():
+        per_source = [100 * result.per_source_eer[name] for name in sources]
+        line = (
+            f"{title:40s} {test:9s} pooled {eer_points(result.clip_scores, bona):5.2f} %   "
+            f"mean per source {np.mean(per_source):5.2f} %"
+        )
+        if title != first:
+            gains = bootstrap_gain(results[(first, test)], result, folds)
+            line += (
+                f"   gain over the first {gains.mean():+.2f} points (90 % interval "
+                f"{np.percentile(gains, 5):+.2f} to {np.percentile(gains, 95):+.2f}, "
+                f"positive in {100 * (gains > 0).mean():.0f} % of draws of the folds)"
+            )
+        print(line)
 
 
 if __name__ == "__main__":
