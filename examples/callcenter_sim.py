@@ -46,8 +46,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.pcm import mulaw_decode, mulaw_encode
+from spoofwatch.audio.files import load_audio
+from spoofwatch.audio.pcm import mulaw_decode, mulaw_encode
 
 RATE = 8000
 AUDIO_DIR = Path(__file__).resolve().parent / "audio"

@@ -33,9 +33,9 @@ from spoofwatch.errors import SpoofwatchError
 from spoofwatch.events import AlarmEvent
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.app import build_tasks, install_signal_handlers, remove_signal_handlers, run_pipeline
-from spoofwatch.stream.hub import Subscription
-from spoofwatch.stream.listen import run_listen
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.hub import Subscription
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.sinks.console import run_listen
 
 STREAM_ID = "mic"
 

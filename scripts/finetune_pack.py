@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.model.encoders.mel import WhisperLogMel
 from spoofwatch.model.encoders.whisper_ct2 import WhisperCt2Encoder
-from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import read_manifest
 from spoofwatch.train.validate import fold_key

@@ -23,7 +23,7 @@ import torch
 from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.encoders.base import EncoderIdentity
 from spoofwatch.model.quantize import quantize_linear_int8
-from spoofwatch.stream.windowing import WindowConfig
+from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.corpus import filter_split, read_manifest
 from spoofwatch.train.extract import extract
 from spoofwatch.train.fit import clip_llrs

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from spoofwatch.model.vocoder import FRAME_VALUES, PITCH_INDEX
+from spoofwatch.model.resynthesis.vocoder import FRAME_VALUES, PITCH_INDEX
 
 TINY_HIDDEN = 32
 # A real LibriSpeech clip shipped in examples/ (10 s, 16 kHz).

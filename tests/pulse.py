@@ -29,7 +29,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.audio.files import load_audio
 
 RATE: Final = 16000
 SOURCE_NAME: Final = "virtmic"

@@ -18,12 +18,12 @@ from numpy.typing import NDArray
 from websockets.asyncio.client import ClientConnection
 
 from fakes import FakeScorer
+from spoofwatch.audio.pcm import mulaw_encode
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.events import Event, StreamEvent, parse_event
-from spoofwatch.stream.pcm import mulaw_encode
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.server import SpoofwatchServer
-from spoofwatch.stream.sources.ws_ingest import IngestLimits
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.server import SpoofwatchServer
+from spoofwatch.stream.protocols.ws_ingest import IngestLimits
 
 T = TypeVar("T")
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)

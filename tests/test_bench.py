@@ -16,15 +16,6 @@ import pytest
 import torch
 
 from fakes import TINY_HIDDEN, FakeScorer, save_tiny_wav2vec2
-from spoofwatch.bench import (
-    BenchOptions,
-    add_bench_parser,
-    cmd_bench,
-    next_probe,
-    run_bench,
-    run_encoder_only,
-    speech_like,
-)
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError, ModelError
 from spoofwatch.model.artifact import load_detector, read_card, save_detector
@@ -35,7 +26,16 @@ from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.model.head import LinearHead
 from spoofwatch.model.pooling import pooled_dim
 from spoofwatch.model.quantize import Int8Encoder, apply_quantization, count_linear_layers
-from spoofwatch.stream.windowing import WindowConfig
+from spoofwatch.ops.bench import (
+    BenchOptions,
+    add_bench_parser,
+    cmd_bench,
+    next_probe,
+    run_bench,
+    run_encoder_only,
+    speech_like,
+)
+from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.extract import cache_dir_for
 
 WINDOW_S = 0.5

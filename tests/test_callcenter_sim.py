@@ -19,9 +19,9 @@ import soundfile as sf
 
 from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
-from spoofwatch.stream.audiosocket_server import AudioSocketServer
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.server import SpoofwatchServer
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.audiosocket_server import AudioSocketServer
+from spoofwatch.stream.net.server import SpoofwatchServer
 
 SIM_PATH = Path(__file__).resolve().parents[1] / "examples" / "callcenter_sim.py"
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)

@@ -29,8 +29,8 @@ from websockets.sync.client import ClientConnection, connect
 
 from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.server import STATIC_DIR, SpoofwatchServer, index_html
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.server import STATIC_DIR, SpoofwatchServer, index_html
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ import pytest
 import soundfile as sf
 
 from mosquitto_broker import MosquittoBroker
+from spoofwatch.audio.files import load_audio
 from spoofwatch.model.artifact import detector_dir
-from spoofwatch.stream.audiofile import load_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "examples" / "audio" / "real_librispeech_1502-122615-0000.flac"
@@ -49,7 +49,7 @@ def _free_port() -> int:
 
 def _replayed(detector: Any, path: Path) -> list[Any]:
     """Every event of ``path`` replayed as one stream through a pipeline on ``detector``."""
-    from spoofwatch.stream.pipeline import Pipeline
+    from spoofwatch.stream.engine.pipeline import Pipeline
     from spoofwatch.stream.sources.file import run_file_source
 
     async def run() -> list[Any]:
@@ -259,9 +259,9 @@ def test_the_resynth_card_gives_a_live_stream_the_files_remakes(
     scoring and training use, each 1 s block the windows cover is vocoded once (20 blocks
     for 17 windows), and the scores match the file's."""
     from spoofwatch.events import ScoreEvent
-    from spoofwatch.model import remake as remake_module
+    from spoofwatch.model.resynthesis import remake as remake_module
     from spoofwatch.model.artifact import load_detector
-    from spoofwatch.stream.windowing import cut_windows
+    from spoofwatch.stream.core.windowing import cut_windows
     from spoofwatch.train.clip_scoring import detector_window_config, score_file
     from spoofwatch.train.extract import remade_windows
 

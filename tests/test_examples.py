@@ -40,12 +40,12 @@ from mosquitto_broker import (  # noqa: F401 - the fixtures register by being im
     mosquitto_fixture,
 )
 from pulse import VirtualMic, portaudio_input_missing_reason, pulseaudio_missing_reason
+from spoofwatch.audio.pcm import mulaw_decode
 from spoofwatch.config import EngineConfig, Settings, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import AlarmEvent, Event, ScoreEvent, StatusEvent, StreamEvent, parse_event
-from spoofwatch.stream.pcm import mulaw_decode
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.server import SpoofwatchServer
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.server import SpoofwatchServer
 from spoofwatch.stream.sinks.mqtt import MqttSink
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from fakes import FakeScorer
 from spoofwatch import soak
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
-from spoofwatch.soak import MemorySample, SoakOptions, memory_growth, run_soak
+from spoofwatch.ops.soak import MemorySample, SoakOptions, memory_growth, run_soak
 
 STREAM = StreamConfig(window_s=1.0, hop_s=0.5)
 ENGINE = EngineConfig(max_batch=8, max_wait_ms=5)

@@ -46,9 +46,9 @@ from numpy.typing import NDArray
 from paired_dev_gap import eer_points
 from spectral_blocks import CHANNELS, LAYERS, recipe_extractor
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.head import LinearHead
-from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.train.augment import augmented_channel
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 from spoofwatch.train.extract import EmbeddingSet

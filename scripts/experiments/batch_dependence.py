@@ -21,11 +21,11 @@ import argparse
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.detector import Detector
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.smoothing import p_spoof_from_llr
-from spoofwatch.stream.windowing import cut_windows
+from spoofwatch.stream.core.smoothing import p_spoof_from_llr
+from spoofwatch.stream.core.windowing import cut_windows
 from spoofwatch.train.clip_scoring import detector_window_config
 from spoofwatch.train.corpus import filter_split, read_manifest
 from spoofwatch.train.extract import remade_windows

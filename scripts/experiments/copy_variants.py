@@ -27,7 +27,7 @@ from scipy.fft import dct, idct
 from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.model.vocoder import FeatureEdit, find_vocoder
+from spoofwatch.model.resynthesis.vocoder import FeatureEdit, find_vocoder
 from spoofwatch.train.copysynth import write_copies
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 

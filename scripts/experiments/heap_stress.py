@@ -7,7 +7,7 @@ batches of 1-16 windows at random levels for SECONDS (default 420). Every 15 s b
 are drained and the idle resident memory is printed with the windows scored so far.
 - plain: glibc as it comes;
 - mallopt: mmap threshold fixed at 1 MB and at most 2 arenas (every large tensor mmapped);
-- trim: malloc_trim(0) at each sample (spoofwatch.stream.heap.release_free_heap), as the
+- trim: malloc_trim(0) at each sample (spoofwatch.stream.engine.heap.release_free_heap), as the
   server's batcher does every engine.heap_trim_interval_s.
 """
 
@@ -40,7 +40,7 @@ def main() -> None:
         libc.mallopt(m_arena_max, 2)
     # Imported only now: the allocator settings above must come before torch allocates.
     from spoofwatch.model.artifact import load_detector
-    from spoofwatch.stream.heap import release_free_heap
+    from spoofwatch.stream.engine.heap import release_free_heap
 
     detector = load_detector(num_threads=1, max_batch=16)
 

@@ -41,8 +41,8 @@ import numpy as np
 import onnxruntime as ort
 import soundfile as sf
 
+from spoofwatch.audio.pcm import resample
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.stream.pcm import resample
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 
 KOKORO_RATE = 24_000

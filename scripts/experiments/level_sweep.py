@@ -13,9 +13,9 @@ import random
 
 import numpy as np
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.model.artifact import load_detector
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.windowing import cut_windows
+from spoofwatch.stream.core.windowing import cut_windows
 from spoofwatch.train.clip_scoring import detector_window_config
 from spoofwatch.train.corpus import read_manifest
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.head import LinearHead
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.windowing import WindowConfig, cut_windows
+from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import read_manifest
 from spoofwatch.train.metrics import compute_eer

@@ -22,8 +22,8 @@ from copies_grouped import block_variants, compare_variants, recipe_parser, ship
 
 from spoofwatch.model.encoders.lfcc import N_FFT, SAMPLE_RATE, linear_filterbank
 from spoofwatch.model.encoders.phase import phase_coherence
-from spoofwatch.model.encoders.resynthesis import PHASE_COLUMNS
 from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.resynthesis.encoder import PHASE_COLUMNS
 
 BAND_COUNTS = (10, 20, 40)
 WINDOW = torch.hann_window(N_FFT, periodic=True)

@@ -43,12 +43,12 @@ from numpy.typing import NDArray
 from spectral_blocks import LAYERS, LEVEL_DBFS, WINDOW, recipe_extractor
 from tqdm import tqdm
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
-from spoofwatch.model.encoders.resynthesis import PHASE_COLUMNS
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.model.remake import StreamedRemake
-from spoofwatch.model.vocoder import SAMPLE_RATE, find_vocoder, vocode
-from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.model.resynthesis.encoder import PHASE_COLUMNS
+from spoofwatch.model.resynthesis.remake import StreamedRemake
+from spoofwatch.model.resynthesis.vocoder import SAMPLE_RATE, find_vocoder, vocode
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.level import normalise_level
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.windowing import WindowConfig, cut_windows
+from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral

@@ -21,7 +21,7 @@ import tracemalloc
 import numpy as np
 from numpy.typing import NDArray
 
-from spoofwatch.soak import SoakOptions, run_soak
+from spoofwatch.ops.soak import SoakOptions, run_soak
 
 
 class FreeScorer:

@@ -20,7 +20,7 @@ from copies_grouped import loso_grid
 from spectral_blocks import CHANNELS, cached_sets, recipe_extractor
 
 from spoofwatch.model.encoders.weights import cache_root
-from spoofwatch.model.vocoder import find_vocoder
+from spoofwatch.model.resynthesis.vocoder import find_vocoder
 from spoofwatch.train.copysynth import PitchShift, write_copies
 from spoofwatch.train.corpus import read_manifest
 from spoofwatch.train.extract import EmbeddingSet

@@ -243,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
 
-    from spoofwatch.bench import add_bench_parser
-    from spoofwatch.soak import add_soak_arguments
+    from spoofwatch.ops.bench import add_bench_parser
+    from spoofwatch.ops.soak import add_soak_arguments
 
     add_bench_parser(sub)
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
@@ -506,7 +506,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.model.encoders.registry import build_encoder
-    from spoofwatch.stream.windowing import WindowConfig
+    from spoofwatch.stream.core.windowing import WindowConfig
     from spoofwatch.train.extract import extract_with_spectral
     from spoofwatch.train.pipeline import encoder_spec, feature_encoder, spectral_front_end_spec
     from spoofwatch.train.validate import leave_one_source_out
@@ -578,7 +578,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_copysynth(args: argparse.Namespace, out: TextIO) -> int:
-    from spoofwatch.model.vocoder import find_vocoder
+    from spoofwatch.model.resynthesis.vocoder import find_vocoder
     from spoofwatch.train.copysynth import parse_pitch_shift, write_copies
 
     vocoder = find_vocoder(args.vocoder)
@@ -596,13 +596,13 @@ def cmd_copysynth(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    from spoofwatch.bench import cmd_bench as run
+    from spoofwatch.ops.bench import cmd_bench as run
 
     return run(args, out)
 
 
 def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
-    from spoofwatch.soak import cmd_soak as run
+    from spoofwatch.ops.soak import cmd_soak as run
 
     return run(args, out)
 

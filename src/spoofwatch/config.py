@@ -88,7 +88,7 @@ class EngineConfig:
     backend: str = ""
     # Seconds between handing the C heap's free pages back to the OS (glibc malloc_trim,
     # about 30 ms): without it resident memory keeps the high-water mark of the largest
-    # batches ever scored. 0 = never. See spoofwatch.stream.heap.
+    # batches ever scored. 0 = never. See spoofwatch.stream.engine.heap.
     heap_trim_interval_s: float = 60.0
 
     def __post_init__(self) -> None:

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import ModelError
 from spoofwatch.model.backend import backend_of, runtime_encoder
 from spoofwatch.model.encoders.lfcc import LfccEncoder
 from spoofwatch.model.encoders.onnx_runtime import OrtWhisperEncoder
 from spoofwatch.model.encoders.whisper_ct2 import WhisperCt2Encoder
 from spoofwatch.model.quantize import quantization_of
-from spoofwatch.stream.audiofile import load_audio
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.real_weights

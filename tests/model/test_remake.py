@@ -15,16 +15,16 @@ import soundfile as sf
 from numpy.typing import NDArray
 
 from fakes import FakeScorer, noise
-from spoofwatch.bench import measure_one_stream
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import DataError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent
-from spoofwatch.model import remake as remake_module
-from spoofwatch.model.remake import RemadeBlocks, RemakeContext, StreamedRemake, as_pcm16
-from spoofwatch.model.vocoder import VocoderError
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.remaking import WindowContexts
-from spoofwatch.stream.windowing import WindowConfig, Windower, cut_windows
+from spoofwatch.model.resynthesis import remake as remake_module
+from spoofwatch.model.resynthesis.remake import RemadeBlocks, RemakeContext, StreamedRemake, as_pcm16
+from spoofwatch.model.resynthesis.vocoder import VocoderError
+from spoofwatch.ops.bench import measure_one_stream
+from spoofwatch.stream.core.windowing import WindowConfig, Windower, cut_windows
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.engine.remaking import WindowContexts
 
 RATE = 16000
 

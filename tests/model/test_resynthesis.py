@@ -13,20 +13,20 @@ import torch
 
 from fakes import EXAMPLE_SPEECH as SPEECH
 from fakes import noise, write_fake_vocoder
+from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import ConfigError, ModelError
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
-from spoofwatch.model.encoders.resynthesis import (
+from spoofwatch.model.level import normalise_level
+from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.resynthesis.encoder import (
     BLOCK_WIDTH,
     KIND,
     LfccPhaseResynthesisEncoder,
     resynthesis_block,
 )
-from spoofwatch.model.level import normalise_level
-from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.resynthesis.vocoder import VOCODER_ENV, VocoderError, find_vocoder, vocode
 from spoofwatch.model.spectral import spectral_block, spectral_width
-from spoofwatch.model.vocoder import VOCODER_ENV, VocoderError, find_vocoder, vocode
-from spoofwatch.stream.audiofile import load_audio
 
 RATE = 16000
 

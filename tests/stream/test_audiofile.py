@@ -1,4 +1,4 @@
-"""Tests for spoofwatch.stream.audiofile.load_audio on real files written into tmp_path."""
+"""Tests for spoofwatch.audio.files.load_audio on real files written into tmp_path."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 from numpy.typing import NDArray
 
+from spoofwatch.audio.files import AudioClip, load_audio
 from spoofwatch.errors import AudioError, ConfigError
-from spoofwatch.stream.audiofile import AudioClip, load_audio
 
 
 def _sine(freq: float, sr: int, seconds: float, amplitude: float = 0.5) -> NDArray[np.float32]:

@@ -19,13 +19,13 @@ from websockets.exceptions import ConnectionClosed
 
 import streamkit
 from fakes import noise, tone
+from spoofwatch.audio.pcm import mulaw_decode, mulaw_encode
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import LimitExceededError, ProtocolError
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent, parse_event
-from spoofwatch.stream.pcm import mulaw_decode, mulaw_encode
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.server import SpoofwatchServer
-from spoofwatch.stream.sources.audiohook import (
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.server import SpoofwatchServer
+from spoofwatch.stream.protocols.audiohook import (
     NULL_UUID,
     AudioHookClose,
     AudioHookGap,

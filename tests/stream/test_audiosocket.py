@@ -18,10 +18,10 @@ from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.errors import AudioError, ProtocolError
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StreamEvent
-from spoofwatch.stream.audiosocket_server import AudioSocketServer, run_audiosocket_server
-from spoofwatch.stream.hub import Subscription
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.sources.audiosocket import (
+from spoofwatch.stream.engine.hub import Subscription
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.audiosocket_server import AudioSocketServer, run_audiosocket_server
+from spoofwatch.stream.protocols.audiosocket import (
     KIND_ERROR,
     KIND_HANGUP,
     AudioSocketAudio,

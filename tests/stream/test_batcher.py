@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from spoofwatch.stream.batcher import Batcher, WindowJob
-from spoofwatch.stream.windowing import Window
+from spoofwatch.stream.core.windowing import Window
+from spoofwatch.stream.engine.batcher import Batcher, WindowJob
 
 SAMPLES = 16
 

@@ -14,9 +14,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from fakes import FakeScorer, noise
 from spoofwatch.config import EngineConfig
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent
-from spoofwatch.stream.audiosocket_server import AudioSocketServer
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.sources.audiosocket import audio_frame, hangup_frame, uuid_frame
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.audiosocket_server import AudioSocketServer
+from spoofwatch.stream.protocols.audiosocket import audio_frame, hangup_frame, uuid_frame
 from streamkit import (
     CFG,
     TWILIO_CONNECTED,

@@ -16,7 +16,7 @@ from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, ConfigError
 from spoofwatch.events import AlarmEvent, Event, ScoreEvent, StreamEvent
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.sources.file import run_file_source
 from spoofwatch.stream.sources.spec import SourceSpec, parse_source_spec, run_source
 

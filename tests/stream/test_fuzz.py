@@ -23,6 +23,15 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spoofwatch.audio.files import load_audio
+from spoofwatch.audio.pcm import (
+    SUPPORTED_ENCODINGS,
+    alaw_decode,
+    alaw_encode,
+    decode_pcm,
+    mulaw_decode,
+    mulaw_encode,
+)
 from spoofwatch.config import ServerConfig, load_settings
 from spoofwatch.errors import (
     AudioError,
@@ -31,20 +40,10 @@ from spoofwatch.errors import (
     ProtocolError,
 )
 from spoofwatch.events import parse_event
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.pcm import (
-    SUPPORTED_ENCODINGS,
-    alaw_decode,
-    alaw_encode,
-    decode_pcm,
-    mulaw_decode,
-    mulaw_encode,
-)
-from spoofwatch.stream.redact import redact_text
-from spoofwatch.stream.server import basic_auth_password
-from spoofwatch.stream.sinks.mqtt import parse_broker_url
-from spoofwatch.stream.sources.audiohook import AudioHookOpen, AudioHookSession
-from spoofwatch.stream.sources.audiosocket import (
+from spoofwatch.stream.net.redact import redact_text
+from spoofwatch.stream.net.server import basic_auth_password
+from spoofwatch.stream.protocols.audiohook import AudioHookOpen, AudioHookSession
+from spoofwatch.stream.protocols.audiosocket import (
     HEADER_BYTES,
     MAX_PAYLOAD_BYTES,
     SLIN_RATES,
@@ -53,16 +52,17 @@ from spoofwatch.stream.sources.audiosocket import (
     AudioSocketReader,
     encode_frame,
 )
-from spoofwatch.stream.sources.jambonz import JambonzStream
-from spoofwatch.stream.sources.spec import parse_source_spec
-from spoofwatch.stream.sources.twilio import TwilioMediaStream
-from spoofwatch.stream.sources.ws_ingest import (
+from spoofwatch.stream.protocols.jambonz import JambonzStream
+from spoofwatch.stream.protocols.twilio import TwilioMediaStream
+from spoofwatch.stream.protocols.ws_ingest import (
     IngestLimits,
     IngestProtocol,
     StartMessage,
     decode_frame,
     parse_control,
 )
+from spoofwatch.stream.sinks.mqtt import parse_broker_url
+from spoofwatch.stream.sources.spec import parse_source_spec
 
 EXAMPLES = int(os.environ.get("SPOOFWATCH_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(

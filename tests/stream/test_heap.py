@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-import spoofwatch.stream.batcher as batcher_module
+import spoofwatch.stream.engine.batcher as batcher_module
 from spoofwatch.config import ConfigError, EngineConfig
-from spoofwatch.stream.batcher import Batcher, WindowJob
-from spoofwatch.stream.heap import can_release_free_heap
-from spoofwatch.stream.windowing import Window
+from spoofwatch.stream.core.windowing import Window
+from spoofwatch.stream.engine.batcher import Batcher, WindowJob
+from spoofwatch.stream.engine.heap import can_release_free_heap
 
 
 class SlowScorer:
@@ -46,7 +46,7 @@ glibc = pytest.mark.skipif(not can_release_free_heap(), reason="needs glibc's ma
 _FRAGMENTED_HEAP = textwrap.dedent(
     """
     import ctypes, ctypes.util, os
-    from spoofwatch.stream.heap import release_free_heap
+    from spoofwatch.stream.engine.heap import release_free_heap
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]

@@ -17,7 +17,7 @@ from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StreamEvent
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.pipeline import Pipeline
 from streamkit import (
     CFG,
     ENGINE,

@@ -21,9 +21,9 @@ from fakes import noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, ProtocolError
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent, parse_event
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.server import SpoofwatchServer
-from spoofwatch.stream.sources.jambonz import JambonzStart, JambonzStream, JambonzText
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.server import SpoofwatchServer
+from spoofwatch.stream.protocols.jambonz import JambonzStart, JambonzStream, JambonzText
 
 T = TypeVar("T")
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)

@@ -15,8 +15,8 @@ from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import AlarmEvent, ErrorEvent, ScoreEvent, StreamEvent, parse_event
-from spoofwatch.stream.hub import EventHub
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.hub import EventHub
+from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.sinks.jsonl import JsonlSink
 
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)

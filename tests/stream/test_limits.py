@@ -15,10 +15,10 @@ from fakes import FakeScorer, noise
 from spoofwatch.config import EngineConfig, ServerConfig, load_settings
 from spoofwatch.errors import ConfigError, LimitExceededError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent
-from spoofwatch.stream.audiosocket_server import AudioSocketServer
-from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits, TokenBucket
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.sources.audiosocket import AudioSocketReader, audio_frame, uuid_frame
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.audiosocket_server import AudioSocketServer
+from spoofwatch.stream.net.limits import ConnectionGuard, ConnectionLimits, TokenBucket
+from spoofwatch.stream.protocols.audiosocket import AudioSocketReader, audio_frame, uuid_frame
 from streamkit import (
     CFG,
     ENGINE,

@@ -28,8 +28,8 @@ from pulse import (
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import AlarmEvent, Event, ScoreEvent, StreamEvent
-from spoofwatch.stream.listen import format_event, run_listen
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.sinks.console import format_event, run_listen
 from spoofwatch.stream.sources.mic import find_input_device, run_mic_source
 from spoofwatch.stream.sources.spec import run_source
 

@@ -30,7 +30,7 @@ from mosquitto_broker import (  # noqa: F401 - the fixtures register by being im
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import AlarmEvent, ScoreEvent, StatusEvent, StreamEvent, parse_event
-from spoofwatch.stream.pipeline import Pipeline, StreamHandle
+from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
 from spoofwatch.stream.sinks.mqtt import (
     MqttSink,
     MqttTopics,

@@ -31,9 +31,9 @@ from mosquitto_broker import (  # noqa: F401 - the fixtures register by being im
 from selfsigned import CertFiles, make_self_signed
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.events import AlarmEvent, Event, ScoreEvent
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.tls import client_ssl_context
 from spoofwatch.stream.sinks.mqtt import MqttSink, MqttTopics, mqtt_sink_from_config
-from spoofwatch.stream.tls import client_ssl_context
 
 USER = "watcher"
 PASSWORD = "s3cret pw!-7c1d"  # a space and punctuation: URL-quoted in URLs

@@ -1,4 +1,4 @@
-"""Tests for spoofwatch.stream.pcm: G.711, PCM decoding, mono mixing, resampling."""
+"""Tests for spoofwatch.audio.pcm: G.711, PCM decoding, mono mixing, resampling."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from spoofwatch.errors import AudioError
-from spoofwatch.stream.pcm import (
+from spoofwatch.audio.pcm import (
     SUPPORTED_ENCODINGS,
     StreamResampler,
     alaw_decode,
@@ -25,6 +24,7 @@ from spoofwatch.stream.pcm import (
     to_mono,
     validate_samples,
 )
+from spoofwatch.errors import AudioError
 
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int16)
 ALL_INT16_AS_FLOAT = (ALL_INT16 / 32768).astype(np.float32)

@@ -9,7 +9,7 @@ from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import LimitExceededError, ProtocolError
 from spoofwatch.events import AlarmEvent, Event, ScoreEvent, StatusEvent, StreamEvent
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.pipeline import Pipeline
 
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spoofwatch.errors import AudioError, ConfigError, LimitExceededError
-from spoofwatch.stream.ring import DropPolicy, RingBuffer
+from spoofwatch.stream.core.ring import DropPolicy, RingBuffer
 
 
 def _stream(n: int, seed: int = 0) -> np.ndarray:

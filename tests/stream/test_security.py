@@ -18,12 +18,12 @@ from selfsigned import CertFiles, make_self_signed
 from spoofwatch.config import ServerConfig, load_settings
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, ScoreEvent, StatusEvent
-from spoofwatch.stream import server as server_module
-from spoofwatch.stream.audiosocket_server import AudioSocketServer
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.redact import redact_text
-from spoofwatch.stream.server import SpoofwatchServer
-from spoofwatch.stream.tls import client_ssl_context, server_ssl_context
+from spoofwatch.stream.net import server as server_module
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.audiosocket_server import AudioSocketServer
+from spoofwatch.stream.net.redact import redact_text
+from spoofwatch.stream.net.server import SpoofwatchServer
+from spoofwatch.stream.net.tls import client_ssl_context, server_ssl_context
 from streamkit import (
     LOCAL,
     TWILIO_CONNECTED,

@@ -19,12 +19,12 @@ from websockets.exceptions import ConnectionClosed
 
 import streamkit
 from fakes import FakeScorer, noise, tone
+from spoofwatch.audio.pcm import mulaw_encode
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent
-from spoofwatch.stream.pcm import mulaw_encode
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.server import SpoofwatchServer, run_server
-from spoofwatch.stream.sources.ws_ingest import IngestLimits
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.server import SpoofwatchServer, run_server
+from spoofwatch.stream.protocols.ws_ingest import IngestLimits
 from streamkit import events_until_end, recv_event, send_audio, start_message
 
 T = TypeVar("T")

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spoofwatch.errors import ConfigError
-from spoofwatch.stream.smoothing import (
+from spoofwatch.stream.core.smoothing import (
     Hysteresis,
     LlrSmoother,
     llr_from_p_spoof,

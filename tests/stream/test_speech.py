@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spoofwatch.errors import AudioError, ConfigError
-from spoofwatch.stream.speech import EnergySpeechGate
+from spoofwatch.stream.core.speech import EnergySpeechGate
 
 SR = 16000
 

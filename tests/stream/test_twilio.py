@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from fakes import tone
+from spoofwatch.audio.pcm import mulaw_decode, mulaw_encode
 from spoofwatch.errors import LimitExceededError, ProtocolError
-from spoofwatch.stream.pcm import mulaw_decode, mulaw_encode
-from spoofwatch.stream.sources.twilio import (
+from spoofwatch.stream.protocols.twilio import (
     TwilioIgnored,
     TwilioMedia,
     TwilioMediaStream,

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spoofwatch.errors import AudioError, ConfigError
-from spoofwatch.stream.windowing import Window, WindowConfig, Windower, cut_windows
+from spoofwatch.stream.core.windowing import Window, WindowConfig, Windower, cut_windows
 
 # Small rate so property tests stay fast: window 40 samples, hop 10, min 20.
 SMALL = WindowConfig(sample_rate=100, window_s=0.4, hop_s=0.1, min_s=0.2)

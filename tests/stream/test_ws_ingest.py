@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from spoofwatch.audio.pcm import mulaw_encode
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
-from spoofwatch.stream.pcm import mulaw_encode
-from spoofwatch.stream.sources.ws_ingest import (
+from spoofwatch.stream.protocols.ws_ingest import (
     IngestLimits,
     IngestProtocol,
     StartMessage,

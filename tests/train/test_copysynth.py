@@ -17,9 +17,9 @@ import pytest
 import soundfile as sf
 
 from fakes import EXAMPLE_SPEECH as SPEECH
+from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import ConfigError, DataError
-from spoofwatch.model.vocoder import FRAME_VALUES, PITCH_INDEX, VocoderError, find_vocoder, vocode
-from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.model.resynthesis.vocoder import FRAME_VALUES, PITCH_INDEX, VocoderError, find_vocoder, vocode
 from spoofwatch.train.copysynth import PitchShift, parse_pitch_shift, write_copies
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 
@@ -80,7 +80,7 @@ def test_vocode_refuses_bad_audio_and_names_a_failing_vocoder(fake_vocoder: Path
 
 
 def test_a_hung_vocoder_is_stopped_with_a_clear_error(tmp_path: Path) -> None:
-    from spoofwatch.model.vocoder import _run
+    from spoofwatch.model.resynthesis.vocoder import _run
 
     sleeper = tmp_path / "sleeper"
     sleeper.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(30)\n")

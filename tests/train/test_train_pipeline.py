@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from fakes import save_tiny_wav2vec2, write_fake_vocoder
+from spoofwatch.audio.files import load_audio
 from spoofwatch.config import ConfigError
 from spoofwatch.errors import ArtifactMismatchError, DataError, ModelError
 from spoofwatch.model.artifact import load_detector, read_card
@@ -22,9 +23,8 @@ from spoofwatch.model.encoders.phase import LfccPhaseEncoder
 from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.model.level import normalise_level
 from spoofwatch.model.pooling import mean_std_pool
-from spoofwatch.model.vocoder import VOCODER_ENV
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.windowing import WindowConfig, cut_windows
+from spoofwatch.model.resynthesis.vocoder import VOCODER_ENV
+from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.clip_scoring import score_file
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.evaluate import detector_embeddings, evaluate_detector, llr_threshold

@@ -22,8 +22,8 @@ import numpy as np
 import soundfile as sf
 from numpy.typing import NDArray
 
+from spoofwatch.audio.pcm import check_sample_rate, resample, to_mono
 from spoofwatch.errors import AudioError, ConfigError
-from spoofwatch.stream.pcm import check_sample_rate, resample, to_mono
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from spoofwatch.model.head import LinearHead
 from spoofwatch.model.level import check_target, levelled_pair
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.quantize import quantization_of
-from spoofwatch.model.remake import StreamedRemake
+from spoofwatch.model.resynthesis.remake import StreamedRemake
 from spoofwatch.model.runtime_modes import QUANTIZATION_MODES
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.model.spectral import front_end_states, remake_of, spectral_block, spectral_width

@@ -8,7 +8,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from spoofwatch.model.remake import StreamedRemake
+from spoofwatch.model.resynthesis.remake import StreamedRemake
 
 
 class WindowScorer(Protocol):

@@ -15,10 +15,10 @@ import torch
 from numpy.typing import NDArray
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.encoders import resynthesis_streamed
 from spoofwatch.model.encoders.base import Encoder
-from spoofwatch.model.encoders.resynthesis import BLOCK_WIDTH, KIND, resynthesis_block
-from spoofwatch.model.remake import StreamedRemake
+from spoofwatch.model.resynthesis import streamed_encoder as resynthesis_streamed
+from spoofwatch.model.resynthesis.encoder import BLOCK_WIDTH, KIND, resynthesis_block
+from spoofwatch.model.resynthesis.remake import StreamedRemake
 
 _RESYNTHESIS_KINDS = (KIND, resynthesis_streamed.KIND)
 

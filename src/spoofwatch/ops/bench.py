@@ -44,11 +44,11 @@ from numpy.typing import NDArray
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ScoreEvent
-from spoofwatch.model.remake import RemadeBlocks, RemakeContext, StreamedRemake
+from spoofwatch.model.resynthesis.remake import RemadeBlocks, RemakeContext, StreamedRemake
 from spoofwatch.model.runtime_modes import BACKENDS
 from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
-from spoofwatch.stream.hub import Subscription
-from spoofwatch.stream.pipeline import Pipeline, StreamHandle
+from spoofwatch.stream.engine.hub import Subscription
+from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
 
 logger = logging.getLogger(__name__)
 

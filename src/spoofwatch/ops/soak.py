@@ -40,12 +40,12 @@ from numpy.typing import NDArray
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from spoofwatch.bench import percentile, speech_like
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig, detector_options
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent, StreamEvent, parse_event
 from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.ops.bench import percentile, speech_like
+from spoofwatch.stream.engine.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class _Soak:
                 )
 
     async def run(self, progress: Progress | None) -> SoakReport:
-        from spoofwatch.stream.server import SpoofwatchServer
+        from spoofwatch.stream.net.server import SpoofwatchServer
 
         options = self.options
         await asyncio.to_thread(self._prewarm)

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from spoofwatch.config import Settings
 from spoofwatch.model.scorer import WindowScorer
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +96,11 @@ def build_tasks(
     server = settings.server
     tasks: dict[str, Callable[[], Awaitable[None]]] = {}
     if websocket:
-        from spoofwatch.stream.server import run_server
+        from spoofwatch.stream.net.server import run_server
 
         tasks["websocket"] = lambda: run_server(pipeline, server, ready)
         if server.audiosocket_port is not None:
-            from spoofwatch.stream.audiosocket_server import run_audiosocket_server
+            from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
             tasks["audiosocket"] = lambda: run_audiosocket_server(pipeline, server)
     if server.mqtt:
@@ -131,10 +131,10 @@ async def serve(
     installed = install_signal_handlers(stop)
     try:
         pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
-        from spoofwatch.stream.callcenter import Admission
+        from spoofwatch.stream.net.callcenter import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
-        from spoofwatch.stream.tls import server_ssl_context
+        from spoofwatch.stream.net.tls import server_ssl_context
 
         if settings.server.tls_cert:
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
@@ -153,7 +153,7 @@ async def listen(
     stop: asyncio.Event | None = None,
 ) -> None:
     """``spoofwatch listen``: live microphone alert in the terminal, optionally on MQTT."""
-    from spoofwatch.stream.listen import run_listen
+    from spoofwatch.stream.sinks.console import run_listen
 
     stop = stop or asyncio.Event()
     installed = install_signal_handlers(stop)

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import SpoofwatchError
 from spoofwatch.model.detector import Detector
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.smoothing import p_spoof_from_llr
-from spoofwatch.stream.windowing import WindowConfig, cut_windows
+from spoofwatch.stream.core.smoothing import p_spoof_from_llr
+from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.extract import remade_windows
 
 

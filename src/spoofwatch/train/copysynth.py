@@ -27,9 +27,15 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
-from spoofwatch.model.vocoder import SAMPLE_RATE, FeatureEdit, VocoderError, describe_vocoder, vocode
-from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.model.resynthesis.vocoder import (
+    SAMPLE_RATE,
+    FeatureEdit,
+    VocoderError,
+    describe_vocoder,
+    vocode,
+)
 from spoofwatch.train.corpus import LabelledItem
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.backend import runtime_encoder
 from spoofwatch.model.detector import Detector
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
-from spoofwatch.stream.windowing import WindowConfig
+from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
 from spoofwatch.train.fit import accumulated_evidence_eer, clip_llrs

@@ -22,15 +22,15 @@ import torch
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import AudioError, DataError
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.level import levelled_pair
 from spoofwatch.model.pooling import mean_std_pool
-from spoofwatch.model.remake import StreamedRemake
+from spoofwatch.model.resynthesis.remake import StreamedRemake
 from spoofwatch.model.spectral import front_end_states, remake_of, spectral_block
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.windowing import WindowConfig, cut_windows
+from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem
 

@@ -21,7 +21,7 @@ from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.level import check_target
 from spoofwatch.model.quantize import check_quantization
-from spoofwatch.stream.windowing import WindowConfig
+from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
 from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral

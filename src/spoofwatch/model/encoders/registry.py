@@ -49,11 +49,11 @@ def build_encoder(spec: EncoderSpec, window_s: float) -> Encoder:
 
         return LfccPhaseEncoder(window_s=window_s)
     if spec.kind == "lfcc-phase-resynth":
-        from spoofwatch.model.encoders.resynthesis import LfccPhaseResynthesisEncoder
+        from spoofwatch.model.resynthesis.encoder import LfccPhaseResynthesisEncoder
 
         return LfccPhaseResynthesisEncoder(window_s=window_s)
     if spec.kind == "lfcc-phase-resynth-streamed":
-        from spoofwatch.model.encoders.resynthesis_streamed import StreamedResynthesisEncoder
+        from spoofwatch.model.resynthesis.streamed_encoder import StreamedResynthesisEncoder
 
         return StreamedResynthesisEncoder(window_s=window_s)
     raise ModelError(

@@ -25,7 +25,7 @@ from spoofwatch.errors import ConfigError, ModelError
 from spoofwatch.model.encoders.base import EncoderIdentity, TorchEncoder, check_windows
 from spoofwatch.model.encoders.lfcc import N_CEPS
 from spoofwatch.model.encoders.phase import PHASE_BANDS, LfccPhaseEncoder
-from spoofwatch.model.vocoder import FARGAN_RECIPE, find_vocoder, vocode
+from spoofwatch.model.resynthesis.vocoder import FARGAN_RECIPE, find_vocoder, vocode
 
 KIND = "lfcc-phase-resynth"
 VERSION = 1

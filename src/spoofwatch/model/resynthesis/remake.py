@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.errors import DataError
-from spoofwatch.model.vocoder import FARGAN_RECIPE, SAMPLE_RATE, vocode
+from spoofwatch.model.resynthesis.vocoder import FARGAN_RECIPE, SAMPLE_RATE, vocode
 
 BLOCK_S = 1.0
 WARM_UP_S = 0.2

@@ -20,9 +20,9 @@ import torch
 from spoofwatch.errors import ConfigError, ModelError
 from spoofwatch.model.encoders.base import TorchEncoder, check_windows
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
-from spoofwatch.model.encoders.resynthesis import remake_pair_identity
-from spoofwatch.model.remake import StreamedRemake
-from spoofwatch.model.vocoder import find_vocoder
+from spoofwatch.model.resynthesis.encoder import remake_pair_identity
+from spoofwatch.model.resynthesis.remake import StreamedRemake
+from spoofwatch.model.resynthesis.vocoder import find_vocoder
 
 KIND = "lfcc-phase-resynth-streamed"
 VERSION = 1

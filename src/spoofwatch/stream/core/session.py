@@ -14,9 +14,9 @@ from numpy.typing import NDArray
 
 from spoofwatch.config import StreamConfig
 from spoofwatch.events import AlarmEvent, Event, ScoreEvent
-from spoofwatch.stream.smoothing import Hysteresis, LlrSmoother, p_spoof_from_llr
-from spoofwatch.stream.speech import EnergySpeechGate
-from spoofwatch.stream.windowing import Window, WindowConfig, Windower
+from spoofwatch.stream.core.smoothing import Hysteresis, LlrSmoother, p_spoof_from_llr
+from spoofwatch.stream.core.speech import EnergySpeechGate
+from spoofwatch.stream.core.windowing import Window, WindowConfig, Windower
 
 
 @dataclass

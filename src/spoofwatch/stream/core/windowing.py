@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from spoofwatch.errors import AudioError, ConfigError
-from spoofwatch.stream.ring import RingBuffer
+from spoofwatch.stream.core.ring import RingBuffer
 
 __all__ = ["Window", "WindowConfig", "Windower", "cut_windows"]
 

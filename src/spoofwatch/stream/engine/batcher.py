@@ -26,10 +26,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.errors import SpoofwatchError
-from spoofwatch.model.remake import RemadeBlocks, RemakeContext
+from spoofwatch.model.resynthesis.remake import RemadeBlocks, RemakeContext
 from spoofwatch.model.scorer import WindowScorer
-from spoofwatch.stream.heap import can_release_free_heap, release_free_heap
-from spoofwatch.stream.windowing import Window
+from spoofwatch.stream.core.windowing import Window
+from spoofwatch.stream.engine.heap import can_release_free_heap, release_free_heap
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Batcher:
         self._on_drop: list[Callable[[WindowJob], None]] = []
         # Free heap pages go back to the OS at most every trim_interval_s, after batches
         # were scored since the last trim, or once the queue has been idle that long
-        # (see spoofwatch.stream.heap).
+        # (see spoofwatch.stream.engine.heap).
         self.trim_interval_s = trim_interval_s if can_release_free_heap() else 0.0
         self._last_trim = time.monotonic()
         self._scored_since_trim = False

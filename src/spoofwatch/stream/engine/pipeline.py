@@ -15,18 +15,18 @@ import time
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.audio.pcm import StreamResampler, validate_samples
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, StatusEvent, StreamEvent
-from spoofwatch.model.remake import RemadeBlocks
+from spoofwatch.model.resynthesis.remake import RemadeBlocks
 from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
-from spoofwatch.stream.batcher import Batcher, WindowJob
-from spoofwatch.stream.hub import EventHub
-from spoofwatch.stream.limits import TokenBucket
-from spoofwatch.stream.pcm import StreamResampler, validate_samples
-from spoofwatch.stream.remaking import WindowContexts
-from spoofwatch.stream.session import StreamSession
-from spoofwatch.stream.windowing import Window
+from spoofwatch.stream.core.session import StreamSession
+from spoofwatch.stream.core.windowing import Window
+from spoofwatch.stream.engine.batcher import Batcher, WindowJob
+from spoofwatch.stream.engine.hub import EventHub
+from spoofwatch.stream.engine.remaking import WindowContexts
+from spoofwatch.stream.net.limits import TokenBucket
 
 logger = logging.getLogger(__name__)
 

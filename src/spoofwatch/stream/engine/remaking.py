@@ -15,9 +15,9 @@ import collections
 import numpy as np
 from numpy.typing import NDArray
 
-from spoofwatch.model.remake import RemakeContext, StreamedRemake
-from spoofwatch.stream.ring import RingBuffer
-from spoofwatch.stream.windowing import Window
+from spoofwatch.model.resynthesis.remake import RemakeContext, StreamedRemake
+from spoofwatch.stream.core.ring import RingBuffer
+from spoofwatch.stream.core.windowing import Window
 
 
 class WindowContexts:

@@ -21,10 +21,10 @@ from typing import Final
 
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import AudioError, ConfigError, LimitExceededError, ProtocolError, SpoofwatchError
-from spoofwatch.stream.callcenter import CallStreams, StreamRequest, publish_error, settle_admission
-from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits
-from spoofwatch.stream.pipeline import Pipeline
-from spoofwatch.stream.sources.audiosocket import (
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.callcenter import CallStreams, StreamRequest, publish_error, settle_admission
+from spoofwatch.stream.net.limits import ConnectionGuard, ConnectionLimits
+from spoofwatch.stream.protocols.audiosocket import (
     AudioSocketAudio,
     AudioSocketCall,
     AudioSocketError,

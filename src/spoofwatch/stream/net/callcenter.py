@@ -42,9 +42,9 @@ from websockets.typing import Subprotocol
 
 from spoofwatch.errors import AudioError, ConfigError, LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.events import ErrorEvent
-from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits
-from spoofwatch.stream.pipeline import Pipeline, StreamHandle
-from spoofwatch.stream.sources.audiohook import (
+from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
+from spoofwatch.stream.net.limits import ConnectionGuard, ConnectionLimits
+from spoofwatch.stream.protocols.audiohook import (
     AUDIOHOOK_SAMPLE_RATE,
     AudioHookClientError,
     AudioHookClose,
@@ -55,7 +55,7 @@ from spoofwatch.stream.sources.audiohook import (
     AudioHookSession,
     PartyAudio,
 )
-from spoofwatch.stream.sources.jambonz import JAMBONZ_SUBPROTOCOLS, JambonzStart, JambonzStream
+from spoofwatch.stream.protocols.jambonz import JAMBONZ_SUBPROTOCOLS, JambonzStart, JambonzStream
 
 logger = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def publish_error(pipeline: Pipeline, stream: str | None, exc: SpoofwatchError) 
 
 async def close_over_limit(ws: ServerConnection, exc: LimitExceededError) -> None:
     """Close (1008) while discarding what a too-fast client still sends."""
-    from spoofwatch.stream.server import close_draining  # the server imports this module
+    from spoofwatch.stream.net.server import close_draining  # the server imports this module
 
     with contextlib.suppress(ConnectionClosed):
         await close_draining(ws, CloseCode.POLICY_VIOLATION, close_reason(str(exc)))

@@ -59,30 +59,30 @@ from websockets.http11 import Request, Response
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.events import ErrorEvent, StreamEvent, to_json
-from spoofwatch.stream.callcenter import (
+from spoofwatch.stream.engine.hub import EventHub, Subscription
+from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
+from spoofwatch.stream.net.callcenter import (
     close_stream,
     run_connection,
     select_subprotocol,
     serve_audiohook,
     serve_jambonz,
 )
-from spoofwatch.stream.hub import EventHub, Subscription
-from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits
-from spoofwatch.stream.pipeline import Pipeline, StreamHandle
-from spoofwatch.stream.redact import RedactingLogger
-from spoofwatch.stream.sources.twilio import (
+from spoofwatch.stream.net.limits import ConnectionGuard, ConnectionLimits
+from spoofwatch.stream.net.redact import RedactingLogger
+from spoofwatch.stream.net.tls import server_ssl_context
+from spoofwatch.stream.protocols.twilio import (
     TWILIO_SAMPLE_RATE,
     TwilioMedia,
     TwilioMediaStream,
     TwilioStart,
     TwilioStop,
 )
-from spoofwatch.stream.sources.ws_ingest import IngestLimits, IngestProtocol, StartMessage, StopMessage
-from spoofwatch.stream.tls import server_ssl_context
+from spoofwatch.stream.protocols.ws_ingest import IngestLimits, IngestProtocol, StartMessage, StopMessage
 
 logger = logging.getLogger(__name__)
 
-STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+STATIC_DIR: Final = Path(__file__).resolve().parents[1] / "static"
 MAX_ERRORS_PER_CONNECTION: Final = 32
 SEND_POLL_S: Final = 0.1  # how often a blocked send re-checks its subscription for overflow
 MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a close frame's reason fits in 123 bytes

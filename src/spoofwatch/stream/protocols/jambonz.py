@@ -37,8 +37,8 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.audio.pcm import decode_pcm
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
-from spoofwatch.stream.pcm import decode_pcm
 
 logger = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.audio.pcm import mulaw_decode
 from spoofwatch.errors import LimitExceededError, ProtocolError
-from spoofwatch.stream.pcm import mulaw_decode
 
 logger = logging.getLogger(__name__)
 

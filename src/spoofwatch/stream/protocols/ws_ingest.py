@@ -22,8 +22,8 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.audio.pcm import decode_pcm, to_mono
 from spoofwatch.errors import LimitExceededError, ProtocolError
-from spoofwatch.stream.pcm import decode_pcm, to_mono
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import sys
 from typing import Final, TextIO
 
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StreamEvent
-from spoofwatch.stream.hub import Subscription
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.hub import Subscription
+from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.sources.mic import run_mic_source
 
 _RED: Final = "\033[1;31m"

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import Event, to_json
-from spoofwatch.stream.hub import EventHub
+from spoofwatch.stream.engine.hub import EventHub
 
 logger = logging.getLogger(__name__)
 

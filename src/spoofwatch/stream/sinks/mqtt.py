@@ -53,8 +53,8 @@ from spoofwatch.events import (
     StreamEvent,
     to_json,
 )
-from spoofwatch.stream.hub import EventHub
-from spoofwatch.stream.tls import client_ssl_context
+from spoofwatch.stream.engine.hub import EventHub
+from spoofwatch.stream.net.tls import client_ssl_context
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import ConfigError
-from spoofwatch.stream.audiofile import load_audio
-from spoofwatch.stream.pipeline import Pipeline, StreamHandle
+from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
 
 logger = logging.getLogger(__name__)
 

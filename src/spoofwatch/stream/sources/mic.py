@@ -20,9 +20,9 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.audio.pcm import check_sample_rate
 from spoofwatch.errors import AudioError, ConfigError
-from spoofwatch.stream.pcm import check_sample_rate
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.sources.file import close_interrupted
 
 logger = logging.getLogger(__name__)

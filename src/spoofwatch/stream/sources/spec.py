@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from spoofwatch.errors import ConfigError
-from spoofwatch.stream.pipeline import Pipeline
+from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.sources.file import run_file_source
 from spoofwatch.stream.sources.mic import run_mic_source
 
