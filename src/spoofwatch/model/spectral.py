@@ -4,7 +4,7 @@ Most front ends (``lfcc``, ``lfcc-phase``) have one hidden state whose mean and 
 the block; ``lfcc-phase-resynth`` and ``lfcc-phase-resynth-streamed`` have two (a window
 and its vocoder remake) and turn them into the original's statistics plus a residual. The
 streamed one reads (window, remake) pairs, the remake coming from the stream
-(``model.remake``). Training (``train.extract``) and scoring (``model.detector``) both go
+(``model.resynthesis.remake``). Training (``train.extract``) and scoring (``model.detector``) both go
 through here, so they build the same block.
 """
 

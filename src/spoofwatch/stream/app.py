@@ -131,7 +131,7 @@ async def serve(
     installed = install_signal_handlers(stop)
     try:
         pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
-        from spoofwatch.stream.net.callcenter import Admission
+        from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
         from spoofwatch.stream.net.tls import server_ssl_context

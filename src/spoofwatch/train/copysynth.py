@@ -8,7 +8,7 @@ apart is the neural vocoder (and the moved pitch): the head learns vocoder artef
 rather than recording styles or the telephone band.
 
 FARGAN ships with Opus 1.5 (BSD licence, weights included in the release tarball);
-``model.vocoder`` runs it.
+``model.resynthesis.vocoder`` runs it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ For every item the windows are cut exactly as streaming cuts them, every hidden 
 mean+std pooled, and the result is cached under a key made of the encoder identity
 (kind, name, weights hash), window, hop, channel and the file's content hash. Retraining
 a head, or choosing other layers, then reads the cache and takes seconds. A front end that
-reads each window's streamed remake (``model.remake``) gets the windows of the clip's
+reads each window's streamed remake (``model.resynthesis.remake``) gets the windows of the clip's
 remake beside its own, as the streaming engine gives them.
 """
 

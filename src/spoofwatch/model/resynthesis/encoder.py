@@ -2,7 +2,7 @@
 
 The idea is DIRE's (Wang et al., ICCV 2023, for images): a generator's output is close to
 what a generator can remake, a microphone's is not. Every (levelled) window is analysed
-and resynthesised by FARGAN (``model.vocoder``, no pitch move) and both the window and its
+and resynthesised by FARGAN (``model.resynthesis.vocoder``, no pitch move) and both the window and its
 remake go through the ``lfcc-phase`` front end: two hidden states, original then remake.
 The head reads the original's pooled block and the residual (original minus remake) of its
 phase-coherence statistics (``resynthesis_block``). Leave-one-source-out validation chose

@@ -2,7 +2,7 @@
 
 The head's block is ``lfcc-phase-resynth``'s (the original's ``lfcc-phase`` statistics and
 the phase-coherence residual against the remake), but the remake of a window is the
-window's span of the streamed remake (``model.remake``): each 1 s block of the stream
+window's span of the streamed remake (``model.resynthesis.remake``): each 1 s block of the stream
 vocoded once, shared by the four windows that cover it, instead of every window vocoded
 on its own. Its windows therefore come in pairs, (window, remake): training remakes whole
 clips (``StreamedRemake.clip``), the streaming engine keeps each stream's remade blocks

@@ -5,7 +5,7 @@ resynthesis by its network, one clip, window or block at a time.
 16 kHz and float32 feature files of 36 values per 10 ms frame (18 cepstral bands, pitch,
 voicing, ...). Training uses it for copy-synthesis (``train.copysynth``) and the
 ``lfcc-phase-resynth`` spectral front ends remake audio with it at scoring time (every
-window, or every 1 s block of a stream once: ``model.remake``).
+window, or every 1 s block of a stream once: ``model.resynthesis.remake``).
 No maintained Python binding of Opus's dnn code exists, so it runs as a program.
 """
 

@@ -1,6 +1,6 @@
 """Pairing a stream's windows with the audio their streamed remake needs.
 
-A detector whose front end reads each window's streamed remake (``model.remake``) needs,
+A detector whose front end reads each window's streamed remake (``model.resynthesis.remake``) needs,
 for a window, its 1 s blocks with the warm-up before the first and the lookahead after
 the last. ``WindowContexts`` holds each window until that audio has arrived (0.1 s after
 the window for windows on whole seconds, up to a block more otherwise; at the end of the

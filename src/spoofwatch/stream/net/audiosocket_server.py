@@ -1,8 +1,8 @@
 """The Asterisk AudioSocket TCP server (``spoofwatch serve --audiosocket-port P``).
 
-Each connection is one call (protocol in ``sources.audiosocket``): the stream, named by
+Each connection is one call (protocol in ``protocols.audiosocket``): the stream, named by
 the call's UUID, opens at the first audio frame through the shared call admission
-(``callcenter.Admission``), so it counts against ``max_streams`` like every other stream
+(``admission.Admission``), so it counts against ``max_streams`` like every other stream
 and its start, end and the server's load appear as events. A refused call gets an error
 frame with the reason, a hangup frame and the socket closed. A hangup frame or a socket
 closed between frames ends the call normally; a socket closed mid-frame, a reset, an
@@ -22,7 +22,8 @@ from typing import Final
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import AudioError, ConfigError, LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.stream.engine.pipeline import Pipeline
-from spoofwatch.stream.net.callcenter import CallStreams, StreamRequest, publish_error, settle_admission
+from spoofwatch.stream.net.admission import CallStreams, StreamRequest, settle_admission
+from spoofwatch.stream.net.connection import MAX_ERRORS_PER_CONNECTION, publish_error
 from spoofwatch.stream.net.limits import ConnectionGuard, ConnectionLimits
 from spoofwatch.stream.protocols.audiosocket import (
     AudioSocketAudio,
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 READ_BYTES: Final = 64 * 1024
 DEFAULT_IDLE_TIMEOUT_S: Final = 10.0  # Asterisk sends a frame every 20 ms while a call is up
-MAX_ERRORS_PER_CONNECTION: Final = 32
 SHUTDOWN_TIMEOUT_S: Final = 15.0
 REFUSAL_GRACE_S: Final = 2.0  # how long a refused client has to close its side
 

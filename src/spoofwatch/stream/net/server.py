@@ -2,12 +2,12 @@
 
 - ``/v1/scores[?stream=ID]``: events from the pipeline's hub as JSON text, starting with a
   status snapshot. A subscriber whose bounded queue overflows is closed with 1013 "too slow".
-- ``/v1/ingest``: a client streams audio (``sources.ws_ingest`` protocol) and receives the
-  events of its stream on the same connection.
-- ``/twilio``: Twilio Media Streams (``sources.twilio``); events are published to the hub
-  only, since Twilio ignores what it is sent.
+- ``/v1/ingest``: a client streams audio (``protocols.ws_ingest``, handled in ``ingest``)
+  and receives the events of its stream on the same connection.
+- ``/twilio``: Twilio Media Streams (``protocols.twilio``, handled in ``twilio``); events
+  are published to the hub only, since Twilio ignores what it is sent.
 - ``/audiohook`` (Genesys AudioHook) and ``/jambonz`` (jambonz ``listen``, mod_audio_fork):
-  handled in ``callcenter``; events go to the hub only. AudioHook checks the token itself
+  handled in ``audiohook`` and ``jambonz``; events go to the hub only. AudioHook checks the token itself
   (also as ``X-API-KEY``) and refuses with its own ``disconnect`` message.
 - ``/healthz`` (JSON) and ``/`` (dashboard HTML) are plain HTTP, answered in
   ``process_request``; any other path is 404.
@@ -37,11 +37,7 @@ before cancelling it, so that the streams of live connections can flush their la
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextlib
 import email.utils
-import hmac
 import http
 import json
 import logging
@@ -57,35 +53,24 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from spoofwatch.config import ServerConfig
-from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError, SpoofwatchError
-from spoofwatch.events import ErrorEvent, StreamEvent, to_json
-from spoofwatch.stream.engine.hub import EventHub, Subscription
-from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
-from spoofwatch.stream.net.callcenter import (
-    close_stream,
-    run_connection,
-    select_subprotocol,
-    serve_audiohook,
-    serve_jambonz,
-)
+from spoofwatch.errors import LimitExceededError
+from spoofwatch.events import to_json
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.audiohook import serve_audiohook
+from spoofwatch.stream.net.auth import refuse_unauthorized, request_authorized, token_matches
+from spoofwatch.stream.net.connection import close_reason, run_connection
+from spoofwatch.stream.net.ingest import IngestConnection
+from spoofwatch.stream.net.jambonz import select_subprotocol, serve_jambonz
 from spoofwatch.stream.net.limits import ConnectionGuard, ConnectionLimits
 from spoofwatch.stream.net.redact import RedactingLogger
 from spoofwatch.stream.net.tls import server_ssl_context
-from spoofwatch.stream.protocols.twilio import (
-    TWILIO_SAMPLE_RATE,
-    TwilioMedia,
-    TwilioMediaStream,
-    TwilioStart,
-    TwilioStop,
-)
-from spoofwatch.stream.protocols.ws_ingest import IngestLimits, IngestProtocol, StartMessage, StopMessage
+from spoofwatch.stream.net.twilio import TwilioConnection
+from spoofwatch.stream.protocols.ws_ingest import IngestLimits
+from spoofwatch.stream.sinks.websocket import forward_events
 
 logger = logging.getLogger(__name__)
 
 STATIC_DIR: Final = Path(__file__).resolve().parents[1] / "static"
-MAX_ERRORS_PER_CONNECTION: Final = 32
-SEND_POLL_S: Final = 0.1  # how often a blocked send re-checks its subscription for overflow
-MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a close frame's reason fits in 123 bytes
 
 _INLINE_INDEX: Final = (
     "<!doctype html><html><head><meta charset='utf-8'><title>spoofwatch</title></head>"
@@ -93,28 +78,10 @@ _INLINE_INDEX: Final = (
     "Health: <a href='/healthz'>/healthz</a>.</p></body></html>"
 )
 
-MAX_MESSAGES_BEFORE_AUTH: Final = 4  # Twilio sends "connected", then "start" with the token
 SELF_AUTHORIZING_PATHS: Final = ("/twilio", "/audiohook")  # they refuse in their own protocol
 
+
 Route = Callable[[ServerConnection, dict[str, list[str]], bool], Awaitable[None]]
-UNAUTHORIZED_REASON: Final = "unauthorized: expected a valid bearer token"
-
-
-def _close_reason(text: str) -> str:
-    encoded = text.encode()
-    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
-        return text
-    return encoded[: MAX_CLOSE_REASON_BYTES - 3].decode(errors="ignore") + "..."
-
-
-def _error_code(exc: SpoofwatchError) -> str:
-    if isinstance(exc, LimitExceededError):
-        return "limit_exceeded"
-    if isinstance(exc, AudioError):
-        return "audio_error"
-    if isinstance(exc, ProtocolError):
-        return "protocol_error"
-    return "error"
 
 
 def _http_response(status: http.HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -141,46 +108,6 @@ def index_html() -> bytes:
         return _INLINE_INDEX.encode()
 
 
-async def _send_all(ws: ServerConnection, sub: Subscription, until_end_of: str | None) -> bool:
-    """Send queued events until ``until_end_of``'s end event; True when the queue overflowed."""
-    while True:
-        if sub.overflowed:
-            return True
-        event = await sub.get()
-        if sub.overflowed:
-            return True
-        sending = asyncio.ensure_future(ws.send(to_json(event)))
-        try:
-            # A client that stops reading blocks the send; keep watching for overflow meanwhile.
-            while not (await asyncio.wait({sending}, timeout=SEND_POLL_S))[0]:
-                if sub.overflowed:
-                    return True
-            sending.result()
-        finally:
-            sending.cancel()
-        if (
-            until_end_of is not None
-            and isinstance(event, StreamEvent)
-            and event.stream == until_end_of
-            and event.state == "end"
-        ):
-            return False
-
-
-async def forward_events(
-    ws: ServerConnection, hub: EventHub, sub: Subscription, *, until_end_of: str | None = None
-) -> None:
-    """Forward a subscription to a client; drop the client with 1013 "too slow" on overflow."""
-    try:
-        overflowed = await _send_all(ws, sub, until_end_of)
-    except ConnectionClosed:
-        return
-    if overflowed:
-        hub.unsubscribe(sub)
-        logger.warning("closing slow WebSocket subscriber %s (%d events dropped)", sub.name, sub.dropped)
-        await ws.close(CloseCode.TRY_AGAIN_LATER, "too slow")
-
-
 async def _first_completed(*tasks: asyncio.Task[None]) -> None:
     """Wait for one task, cancel the others, and surface unexpected failures."""
     try:
@@ -192,16 +119,6 @@ async def _first_completed(*tasks: asyncio.Task[None]) -> None:
     for result in results:
         if isinstance(result, Exception) and not isinstance(result, ConnectionClosed):
             raise result
-
-
-def basic_auth_password(credentials: str) -> str | None:
-    """The password of an HTTP Basic ``Authorization`` value, or None when malformed."""
-    try:
-        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return None
-    _user, sep, password = decoded.partition(":")
-    return password if sep else None
 
 
 class SpoofwatchServer:
@@ -299,22 +216,10 @@ class SpoofwatchServer:
 
     def token_matches(self, candidate: str | None) -> bool:
         """True when no token is configured or ``candidate`` equals it (constant time)."""
-        token = self.config.token
-        if not token:
-            return True
-        return candidate is not None and hmac.compare_digest(candidate.encode(), token.encode())
+        return token_matches(self.config.token, candidate)
 
     def _authorized(self, request: Request) -> bool:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        scheme, credentials = scheme.lower(), credentials.strip()
-        candidate = None
-        if scheme == "bearer":
-            candidate = credentials
-        elif scheme == "basic":
-            candidate = basic_auth_password(credentials)
-        if self.token_matches(candidate):
-            return True
-        return any(self.token_matches(t) for t in parse_qs(urlsplit(request.path).query).get("token", []))
+        return request_authorized(request, self.config.token)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -372,7 +277,7 @@ class SpoofwatchServer:
                 guard.on_message()
             except LimitExceededError as exc:
                 logger.warning("closing WebSocket subscriber %s: %s", ws.remote_address, exc)
-                await ws.close(CloseCode.POLICY_VIOLATION, _close_reason(str(exc)))
+                await ws.close(CloseCode.POLICY_VIOLATION, close_reason(str(exc)))
                 return
 
     async def _serve_scores(self, ws: ServerConnection, query: dict[str, list[str]], _: bool) -> None:
@@ -392,12 +297,12 @@ class SpoofwatchServer:
             hub.unsubscribe(sub)
 
     async def _serve_ingest(self, ws: ServerConnection, query: dict[str, list[str]], _: bool) -> None:
-        await run_connection(_IngestConnection(self, ws))
+        await run_connection(IngestConnection(self, ws))
 
     async def _serve_twilio(
         self, ws: ServerConnection, query: dict[str, list[str]], authorized: bool
     ) -> None:
-        await run_connection(_TwilioConnection(self, ws, authorized))
+        await run_connection(TwilioConnection(self, ws, authorized))
 
     async def _serve_audiohook(
         self, ws: ServerConnection, query: dict[str, list[str]], authorized: bool
@@ -408,260 +313,12 @@ class SpoofwatchServer:
         await serve_jambonz(self, ws, query)
 
 
-async def refuse_unauthorized(ws: ServerConnection, path: str) -> None:
-    logger.warning("refusing unauthorized WebSocket client %s on %s", ws.remote_address, path)
-    await ws.close(CloseCode.POLICY_VIOLATION, UNAUTHORIZED_REASON)
-
-
-async def _send_error(ws: ServerConnection, stream: str | None, exc: SpoofwatchError) -> None:
-    await ws.send(to_json(ErrorEvent(stream=stream, code=_error_code(exc), message=str(exc))))
-
-
-async def _close_refused(ws: ServerConnection, exc: SpoofwatchError) -> None:
-    """1013 (try again later) when the server is full, 1008 (policy) for bad requests."""
-    code = CloseCode.TRY_AGAIN_LATER if isinstance(exc, LimitExceededError) else CloseCode.POLICY_VIOLATION
-    await close_draining(ws, code, _close_reason(str(exc)))
-
-
-async def close_draining(ws: ServerConnection, code: int, reason: str) -> None:
-    """Close while reading (and discarding) what the client still sends: with reading
-    paused, a client that already queued audio frames would never get to our close frame
-    and the close would wait out its whole timeout."""
-
-    async def drain() -> None:
-        with contextlib.suppress(Exception):
-            async for _ in ws:
-                pass
-
-    drainer = asyncio.create_task(drain(), name="drain-refused")
-    try:
-        await ws.close(code, reason)
-    finally:
-        drainer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await drainer
-
-
 def _detector_name(scorer: object) -> str | None:
     card = getattr(scorer, "card", None)
     if isinstance(card, dict):
         name = card.get("name")
         return str(name) if name is not None else None
     return None
-
-
-class _IngestConnection:
-    """One ``/v1/ingest`` client: at most one live stream at a time, several in sequence."""
-
-    def __init__(self, server: SpoofwatchServer, ws: ServerConnection) -> None:
-        self.server = server
-        self.ws = ws
-        self.protocol = IngestProtocol(server.limits)
-        self.guard = ConnectionGuard(server.connection_limits)
-        self.handle: StreamHandle | None = None
-        self.sub: Subscription | None = None
-        self.forwarder: asyncio.Task[None] | None = None
-        self.errors = 0
-        self.close_reason: str | None = None
-        self.close_code = "stream_closed"
-
-    async def _over_limit(self, exc: LimitExceededError) -> None:
-        """A connection limit broken: say so, end the stream with the reason, close (1008)."""
-        logger.warning("closing ingest connection %s: %s", self.ws.remote_address, exc)
-        await _send_error(self.ws, self.handle.stream_id if self.handle else None, exc)
-        self.close_reason, self.close_code = str(exc), "limit_exceeded"
-        await close_draining(self.ws, CloseCode.POLICY_VIOLATION, _close_reason(str(exc)))
-
-    async def run(self) -> None:
-        async for message in self.ws:
-            try:
-                self.guard.on_message()
-            except LimitExceededError as exc:
-                await self._over_limit(exc)
-                return
-            if self.handle is None:
-                if not await self._start(message):
-                    return
-                continue
-            try:
-                if isinstance(message, str):
-                    if isinstance(self.protocol.receive_text(message), StopMessage):
-                        await self._stop()
-                else:
-                    self.handle.feed(self.protocol.receive_binary(message))
-            except SpoofwatchError as exc:
-                self.errors += 1
-                await _send_error(self.ws, self.handle.stream_id if self.handle else None, exc)
-                if self.errors > MAX_ERRORS_PER_CONNECTION:
-                    self.close_reason = f"too many errors: expected at most {MAX_ERRORS_PER_CONNECTION}"
-                    await self.ws.close(CloseCode.POLICY_VIOLATION, self.close_reason)
-                    return
-
-    async def _start(self, message: str | bytes) -> bool:
-        """Open the stream a start message asks for; False (connection closed) otherwise."""
-        try:
-            if isinstance(message, bytes):
-                self.protocol.receive_binary(message)  # raises: audio before start
-            start = self.protocol.receive_text(message)
-        except SpoofwatchError as exc:
-            await _send_error(self.ws, None, exc)
-            await _close_refused(self.ws, exc)
-            return False
-        if not isinstance(start, StartMessage):  # receive_text refuses a stop while idle
-            return False
-        try:
-            self.guard.on_stream_opened()
-        except LimitExceededError as exc:
-            self.protocol.reset()
-            await self._over_limit(exc)
-            return False
-        pipeline = self.server.pipeline
-        sub = pipeline.hub.subscribe(start.stream, name=f"ws-ingest {start.stream}")
-        try:
-            self.handle = pipeline.open_stream(
-                start.stream, source="ws_ingest", sample_rate=start.sample_rate
-            )
-        except (ProtocolError, LimitExceededError) as exc:
-            pipeline.hub.unsubscribe(sub)
-            self.protocol.reset()
-            await _send_error(self.ws, start.stream, exc)
-            await _close_refused(self.ws, exc)
-            return False
-        self.sub = sub
-        self.forwarder = asyncio.create_task(
-            forward_events(self.ws, pipeline.hub, sub, until_end_of=start.stream),
-            name=f"ingest-forward {start.stream}",
-        )
-        return True
-
-    async def _stop(self) -> None:
-        """A clean stop: flush the stream, then wait until the client has its end event."""
-        handle, self.handle = self.handle, None
-        if handle is not None:
-            await close_stream(handle, None)
-        if self.forwarder is not None:
-            await self.forwarder
-            self.forwarder = None
-        self._unsubscribe()
-
-    def _unsubscribe(self) -> None:
-        if self.sub is not None:
-            self.server.pipeline.hub.unsubscribe(self.sub)
-            self.sub = None
-
-    async def cleanup(self) -> None:
-        if self.forwarder is not None:
-            self.forwarder.cancel()
-            for result in await asyncio.gather(self.forwarder, return_exceptions=True):
-                if isinstance(result, Exception):
-                    logger.error("ingest event forwarder failed", exc_info=result)
-        self._unsubscribe()
-        if self.handle is not None:
-            handle, self.handle = self.handle, None
-            if self.close_reason is not None:
-                await close_stream(handle, self.close_reason, self.close_code)
-            else:
-                await close_stream(handle, *self.server.ended_reason(self.ws))
-
-
-class _TwilioConnection:
-    """One Twilio Media Stream: one pipeline stream per announced track."""
-
-    def __init__(self, server: SpoofwatchServer, ws: ServerConnection, authorized: bool) -> None:
-        self.server = server
-        self.ws = ws
-        self.authorized = authorized
-        self.parser = TwilioMediaStream()
-        self.guard = ConnectionGuard(server.connection_limits)
-        self.handles: dict[str, StreamHandle] = {}
-        self.errors = 0
-        self.messages = 0
-        self.close_reason: str | None = None
-        self.close_code = "stream_closed"
-
-    async def _over_limit(self, exc: LimitExceededError) -> None:
-        if not self.authorized:
-            await refuse_unauthorized(self.ws, "/twilio")
-            return
-        logger.warning("closing Twilio stream %s: %s", self._sid(), exc)
-        self.server.pipeline.hub.publish(
-            ErrorEvent(stream=self._sid(), code="limit_exceeded", message=str(exc))
-        )
-        self.close_reason, self.close_code = str(exc), "limit_exceeded"
-        await close_draining(self.ws, CloseCode.POLICY_VIOLATION, _close_reason(str(exc)))
-
-    async def run(self) -> None:
-        async for message in self.ws:
-            self.messages += 1
-            if not self.authorized and self.messages > MAX_MESSAGES_BEFORE_AUTH:
-                await refuse_unauthorized(self.ws, "/twilio")
-                return
-            try:
-                self.guard.on_message()
-            except LimitExceededError as exc:
-                await self._over_limit(exc)
-                return
-            try:
-                if isinstance(message, bytes):
-                    raise ProtocolError(
-                        f"Twilio: expected JSON text messages, found a binary frame of {len(message)} bytes"
-                    )
-                parsed = self.parser.receive(message)
-                if isinstance(parsed, TwilioStart):
-                    if not await self._open(parsed):
-                        return
-                elif isinstance(parsed, TwilioMedia):
-                    self.handles[parsed.stream_id].feed(parsed.samples)
-                elif isinstance(parsed, TwilioStop):
-                    await self._close_all(None)
-            except SpoofwatchError as exc:
-                if not self.authorized:  # a stranger does not get to publish errors
-                    await refuse_unauthorized(self.ws, "/twilio")
-                    return
-                # Twilio ignores what it is sent: report on the hub for dashboards and logs.
-                self.errors += 1
-                logger.warning("Twilio stream %s: %s", self._sid(), exc)
-                self.server.pipeline.hub.publish(
-                    ErrorEvent(stream=self._sid(), code=_error_code(exc), message=str(exc))
-                )
-                if self.errors > MAX_ERRORS_PER_CONNECTION:
-                    self.close_reason = f"too many errors: expected at most {MAX_ERRORS_PER_CONNECTION}"
-                    await self.ws.close(CloseCode.POLICY_VIOLATION, self.close_reason)
-                    return
-
-    def _sid(self) -> str | None:
-        return self.parser.start.stream_sid if self.parser.start is not None else None
-
-    async def _open(self, start: TwilioStart) -> bool:
-        if not self.authorized and not self.server.token_matches(start.custom_parameters.get("token")):
-            await refuse_unauthorized(self.ws, "/twilio")
-            return False
-        self.authorized = True
-        pipeline = self.server.pipeline
-        try:
-            self.guard.on_stream_opened(len(start.stream_ids))
-            for stream_id in start.stream_ids.values():
-                self.handles[stream_id] = pipeline.open_stream(
-                    stream_id, source="twilio", sample_rate=TWILIO_SAMPLE_RATE
-                )
-        except (ProtocolError, LimitExceededError) as exc:
-            logger.warning("refusing Twilio stream %s: %s", start.stream_sid, exc)
-            self.close_reason = f"refused: {exc}"
-            await self._close_all(self.close_reason)
-            await _close_refused(self.ws, exc)
-            return False
-        return True
-
-    async def _close_all(self, reason: str | None, code: str = "stream_closed") -> None:
-        handles = list(self.handles.values())
-        self.handles.clear()
-        await asyncio.gather(*(close_stream(h, reason, code) for h in handles))
-
-    async def cleanup(self) -> None:
-        if self.close_reason is not None:
-            await self._close_all(self.close_reason, self.close_code)
-        else:
-            await self._close_all(*self.server.ended_reason(self.ws))
 
 
 async def run_server(pipeline: Pipeline, config: ServerConfig, ready: asyncio.Event | None = None) -> None:

@@ -1,0 +1,142 @@
+"""What every connection handler shares: error codes, close frames, stream endings, and
+the run-then-clean-up loop (``run_connection``).
+
+The handlers (``ingest``, ``twilio``, ``audiohook``, ``jambonz``, ``audiosocket_server``)
+report a ``SpoofwatchError`` as an error event whose code is ``error_code``'s, end their
+pipeline streams through ``close_stream`` and close a WebSocket with a reason cut to fit
+its close frame (``close_reason``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final, Protocol
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+
+from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError, SpoofwatchError
+from spoofwatch.events import ErrorEvent, to_json
+from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
+from spoofwatch.stream.net.limits import ConnectionLimits
+from spoofwatch.stream.protocols.ws_ingest import IngestLimits
+
+logger = logging.getLogger(__name__)
+
+MAX_ERRORS_PER_CONNECTION: Final = 32
+
+MAX_CLOSE_REASON_BYTES: Final = 123  # RFC 6455: a close frame's reason fits in 123 bytes
+
+STREAM_CLOSE_TIMEOUT_S: Final = 10.0
+
+
+class ConnectionHost(Protocol):
+    """What the handlers need from the WebSocket server (``SpoofwatchServer`` fits)."""
+
+    pipeline: Pipeline
+    connection_limits: ConnectionLimits
+    limits: IngestLimits
+
+    def token_matches(self, candidate: str | None) -> bool: ...
+
+    def ended_reason(self, ws: ServerConnection) -> tuple[str, str]:
+        """Why the streams of a connection that ended without a proper end end: (reason, code)."""
+        ...
+
+
+def error_code(exc: SpoofwatchError) -> str:
+    if isinstance(exc, LimitExceededError):
+        return "limit_exceeded"
+    if isinstance(exc, AudioError):
+        return "audio_error"
+    if isinstance(exc, ProtocolError):
+        return "protocol_error"
+    return "error"
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a WebSocket close frame."""
+    encoded = text.encode()
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return text
+    return encoded[: MAX_CLOSE_REASON_BYTES - 3].decode(errors="ignore") + "..."
+
+
+def refusal_close_code(exc: SpoofwatchError) -> CloseCode:
+    return CloseCode.TRY_AGAIN_LATER if isinstance(exc, LimitExceededError) else CloseCode.POLICY_VIOLATION
+
+
+async def close_stream(handle: StreamHandle, reason: str | None, code: str = "stream_closed") -> None:
+    try:
+        async with asyncio.timeout(STREAM_CLOSE_TIMEOUT_S):
+            await handle.close(reason, code=code)
+    except TimeoutError:
+        logger.warning("stream %s did not flush within %.0f s", handle.stream_id, STREAM_CLOSE_TIMEOUT_S)
+
+
+def publish_error(pipeline: Pipeline, stream: str | None, exc: SpoofwatchError) -> None:
+    pipeline.hub.publish(ErrorEvent(stream=stream, code=error_code(exc), message=str(exc)))
+
+
+async def send_error(ws: ServerConnection, stream: str | None, exc: SpoofwatchError) -> None:
+    await ws.send(to_json(ErrorEvent(stream=stream, code=error_code(exc), message=str(exc))))
+
+
+async def close_refused(ws: ServerConnection, exc: SpoofwatchError) -> None:
+    """1013 (try again later) when the server is full, 1008 (policy) for bad requests."""
+    await close_draining(ws, refusal_close_code(exc), close_reason(str(exc)))
+
+
+async def close_draining(ws: ServerConnection, code: int, reason: str) -> None:
+    """Close while reading (and discarding) what the client still sends: with reading
+    paused, a client that already queued audio frames would never get to our close frame
+    and the close would wait out its whole timeout."""
+
+    async def drain() -> None:
+        with contextlib.suppress(Exception):
+            async for _ in ws:
+                pass
+
+    drainer = asyncio.create_task(drain(), name="drain-refused")
+    try:
+        await ws.close(code, reason)
+    finally:
+        drainer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drainer
+
+
+async def close_over_limit(ws: ServerConnection, exc: LimitExceededError) -> None:
+    """Close (1008) while discarding what a too-fast client still sends."""
+    with contextlib.suppress(ConnectionClosed):
+        await close_draining(ws, CloseCode.POLICY_VIOLATION, close_reason(str(exc)))
+
+
+def clean_client_close(ws: ServerConnection) -> bool:
+    """True when the client closed the WebSocket normally (1000/1001) on its own initiative."""
+    protocol = ws.protocol
+    rcvd = protocol.close_rcvd
+    return (
+        rcvd is not None
+        and rcvd.code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY)
+        and bool(protocol.close_rcvd_then_sent)
+    )
+
+
+class SourceConnection(Protocol):
+    async def run(self) -> None: ...
+
+    async def cleanup(self) -> None: ...
+
+
+async def run_connection(connection: SourceConnection) -> None:
+    """Run one client connection; a closed socket is a normal end; always clean up."""
+    try:
+        await connection.run()
+    except ConnectionClosed:
+        pass
+    finally:
+        await connection.cleanup()
