@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from fakes import TINY_HIDDEN, FakeScorer, save_tiny_wav2vec2
+from spoofwatch.cli import add_bench_parser, cmd_bench
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError, ModelError
 from spoofwatch.model.artifact import load_detector, read_card, save_detector
@@ -28,8 +29,6 @@ from spoofwatch.model.pooling import pooled_dim
 from spoofwatch.model.quantize import Int8Encoder, apply_quantization, count_linear_layers
 from spoofwatch.ops.bench import (
     BenchOptions,
-    add_bench_parser,
-    cmd_bench,
     next_probe,
     run_bench,
     run_encoder_only,

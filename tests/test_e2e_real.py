@@ -259,8 +259,8 @@ def test_the_resynth_card_gives_a_live_stream_the_files_remakes(
     scoring and training use, each 1 s block the windows cover is vocoded once (20 blocks
     for 17 windows), and the scores match the file's."""
     from spoofwatch.events import ScoreEvent
-    from spoofwatch.model.resynthesis import remake as remake_module
     from spoofwatch.model.artifact import load_detector
+    from spoofwatch.model.resynthesis import remake as remake_module
     from spoofwatch.stream.core.windowing import cut_windows
     from spoofwatch.train.clip_scoring import detector_window_config, score_file
     from spoofwatch.train.extract import remade_windows

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from fakes import FakeScorer
-from spoofwatch import soak
+from spoofwatch import cli
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.ops.soak import MemorySample, SoakOptions, memory_growth, run_soak
@@ -66,20 +66,20 @@ def test_options_are_validated() -> None:
 
 
 def test_cli_runs_a_soak_and_prints_one_json_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(soak, "_load_scorer", lambda args, engine: FakeScorer(window_s=1.0))
+    monkeypatch.setattr(cli, "_load_soak_scorer", lambda args, engine: FakeScorer(window_s=1.0))
     parser = argparse.ArgumentParser()
-    soak.add_soak_arguments(parser)
+    cli.add_soak_arguments(parser)
     args = parser.parse_args(
         ["--minutes", "0.03", "--streams", "2", "--sample-s", "0.5", "--call-s", "0.8,1", "--json"]
     )
     out = io.StringIO()
     # FakeScorer has no detector settings: the window comes from StreamConfig's default (4 s),
     # longer than these calls, so each call ends with one tiled window.
-    status = soak.cmd_soak(args, out)
+    status = cli.cmd_soak(args, out)
     report = json.loads(out.getvalue().splitlines()[-1])
     assert report["streams"] == 2 and report["calls_completed"] >= 2
     assert report["windows_scored"] > 0 and report["windows_dropped"] == 0
     assert report["live_streams_at_end"] == 0 and report["tasks_left_over"] == 0
     assert status == (0 if report["memory_flat"] else 1)
     with pytest.raises(ConfigError, match="MIN,MAX"):
-        soak._parse_call_s("ten")
+        cli._parse_call_s("ten")

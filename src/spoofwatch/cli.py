@@ -13,11 +13,17 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from spoofwatch import __version__
 from spoofwatch.errors import ConfigError, SpoofwatchError
 from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
+
+if TYPE_CHECKING:
+    from spoofwatch.config import EngineConfig
+    from spoofwatch.model.scorer import WindowScorer
+    from spoofwatch.ops.bench import BenchReport
+    from spoofwatch.ops.soak import SoakReport
 
 # train.channel.CHANNELS, spelled out so --help does not import numpy and the resampler.
 _CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented"
@@ -242,9 +248,6 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (if not in the same file)")
     sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
-
-    from spoofwatch.ops.bench import add_bench_parser
-    from spoofwatch.ops.soak import add_soak_arguments
 
     add_bench_parser(sub)
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
@@ -595,16 +598,206 @@ def cmd_copysynth(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    from spoofwatch.ops.bench import cmd_bench as run
+# --- bench and soak (ops/) -------------------------------------------------------------
 
-    return run(args, out)
+
+def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``spoofwatch bench`` on the CLI's subparsers."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "bench", help="throughput and latency of the real streaming pipeline"
+    )
+    parser.add_argument("--streams", type=int, help="run N concurrent streams (default: search for the max)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each run (default 20)")
+    parser.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
+    parser.add_argument(
+        "--detector", metavar="DIR", help="detector directory or packaged name (default, resynth)"
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML file with [stream] and [engine] tables")
+    parser.add_argument("--batch", type=int, help="largest batch of windows per model call")
+    parser.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads for scoring (0 = torch default)")
+    parser.add_argument("--workers", type=int, help="inference worker threads (default: [engine] workers, 2)")
+    parser.add_argument(
+        "--quantization",
+        metavar="MODE",
+        help="encoder Linear layers: none | int8 (all but FFN outputs) | int8-all | int8-window "
+        "(default: the card's)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="runtime of the encoder (default: the card's; onnxruntime needs the [onnx] extra)",
+    )
+    parser.add_argument("--int8", action="store_true", help="shorthand for --quantization int8")
+    parser.add_argument("--hop-s", type=float, help="hop between windows (default: the detector's, 1 s)")
+    parser.add_argument("--sample-rate", type=int, default=16000, help="input rate of the synthetic streams")
+    parser.add_argument("--max-probes", type=int, default=6, help="most runs in the search (default 6)")
+    parser.add_argument("--no-search", action="store_true", help="only the --streams run")
+    parser.add_argument(
+        "--encoder-only", action="store_true", help="time encoder forward passes by batch size"
+    )
+    return parser
+
+
+def _format_bench_report(report: BenchReport) -> str:
+    setup = report.setup
+    lines = [
+        f"encoder {setup['encoder']} ({setup['quantization']}), {setup['torch_threads']} threads, "
+        f"batch <= {setup['max_batch']}, wait <= {setup['max_wait_ms']} ms, "
+        f"window {setup['window_s']} s / hop {setup['hop_s']} s, load average {setup['load_average_1m']:.2f}",
+        f"RTF (one stream): {report.rtf:.4f}  ({report.ms_per_window:.1f} ms per window; "
+        f"CPU-time RTF {report.cpu_rtf:.4f})",
+    ]
+    if report.max_realtime_streams is not None:
+        lines += [
+            f"max real-time streams (p99 lag <= 1 s, no drops): {report.max_realtime_streams}",
+            f"at {report.streams} streams: p50 lag {report.p50_latency_ms:.1f} ms, p99 lag "
+            f"{report.p99_latency_ms:.1f} ms, {report.windows_per_s:.1f} windows/s, "
+            f"{report.dropped_windows} dropped",
+        ]
+    lines.append(f"peak RSS: {report.peak_rss_mb:.0f} MB")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    """Entry point for ``spoofwatch bench``."""
+    from dataclasses import replace
+
+    from spoofwatch.config import detector_options, load_settings
+    from spoofwatch.model.artifact import load_detector
+    from spoofwatch.ops.bench import BenchOptions, run_bench, run_encoder_only
+
+    flags = {
+        "max_batch": args.batch,
+        "max_wait_ms": args.max_wait_ms,
+        "num_threads": args.threads,
+        "workers": args.workers,
+    }
+    overrides: dict[str, dict[str, Any]] = {"engine": {k: v for k, v in flags.items() if v is not None}}
+    settings = load_settings(args.config, overrides=overrides)
+    engine = settings.engine
+    quantization = "int8" if args.int8 else args.quantization
+    detector = load_detector(
+        args.detector or settings.server.detector,
+        hop_s=args.hop_s,
+        **detector_options(engine, quantization=quantization, backend=args.backend),
+    )
+    # The detector fixes the window; the hop is its own unless --hop-s says otherwise.
+    stream = replace(settings.stream, window_s=detector.settings.window_s, hop_s=detector.settings.hop_s)
+    options = BenchOptions(
+        streams=args.streams,
+        seconds=args.seconds,
+        search=not args.no_search,
+        max_probes=args.max_probes,
+        input_rate=args.sample_rate,
+    )
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr if args.json else out, flush=True)
+
+    if args.encoder_only:
+        report = run_encoder_only(detector, stream, engine, options, progress=progress)
+    else:
+        report = run_bench(detector, stream, engine, options, progress=progress)
+    if args.json:
+        print(json.dumps(report.to_dict()), file=out)
+    else:
+        print(_format_bench_report(report), file=out)
+    return 0
+
+
+def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``spoofwatch soak``."""
+    from spoofwatch.ops.soak import TRANSPORTS
+
+    parser.add_argument("--minutes", type=float, default=30.0, help="length of the run (default 30)")
+    parser.add_argument("--streams", type=int, default=8, help="concurrent call slots (default 8)")
+    parser.add_argument("--sample-s", type=float, default=10.0, help="seconds between memory samples")
+    parser.add_argument(
+        "--call-s", default="30,120", metavar="MIN,MAX", help="call length range in seconds (default 30,120)"
+    )
+    parser.add_argument("--transport", choices=TRANSPORTS, default="websocket", help="how calls arrive")
+    parser.add_argument("--sample-rate", type=int, default=8000, help="input rate of the calls (Hz)")
+    parser.add_argument(
+        "--detector", metavar="DIR", help="detector directory or packaged name (default, resynth)"
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML file with [stream] and [engine] tables")
+    parser.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
+
+
+def _parse_call_s(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--call-s: expected MIN,MAX seconds, found {text!r}") from None
+    return low, high
+
+
+def _load_soak_scorer(args: argparse.Namespace, engine: EngineConfig) -> WindowScorer:
+    from spoofwatch.config import detector_options
+    from spoofwatch.model.artifact import load_detector
+
+    return load_detector(args.detector, **detector_options(engine))
+
+
+def _format_soak_report(report: SoakReport) -> str:
+    flat = "flat" if report.memory_flat else "GROWING"
+    return "\n".join(
+        [
+            f"soak: {report.minutes:g} min, {report.streams} streams ({report.transport}), "
+            f"{report.calls_completed} calls, {report.windows_scored} windows scored, "
+            f"{report.windows_dropped} dropped, {report.windows_failed} failed",
+            f"lag p50 {report.p50_lag_ms:.1f} ms, p99 {report.p99_lag_ms:.1f} ms, "
+            f"max {report.max_lag_ms:.1f} ms",
+            f"RSS {report.rss_start_mb:.1f} -> {report.rss_end_mb:.1f} MB (peak {report.rss_peak_mb:.1f}); "
+            f"after warm-up {report.growth_mb:+.1f} MB, {report.growth_mb_per_hour:+.2f} MB/h "
+            f"({report.growth_pct_per_hour:+.2f} %/h): {flat}",
+            f"errors {report.error_events or 'none'}; live streams at end {report.live_streams_at_end}; "
+            f"tasks left over {report.tasks_left_over}",
+        ]
+    )
 
 
 def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
-    from spoofwatch.ops.soak import cmd_soak as run
+    """Entry point for ``spoofwatch soak``; exit status 1 when memory grew or streams leaked."""
+    import asyncio
+    from dataclasses import replace
 
-    return run(args, out)
+    from spoofwatch.config import load_settings
+    from spoofwatch.ops.soak import SoakOptions, run_soak
+
+    settings = load_settings(args.config)
+    scorer = _load_soak_scorer(args, settings.engine)
+    stream = settings.stream
+    detector_settings = getattr(scorer, "settings", None)
+    if detector_settings is not None:  # the detector fixes the window and its hop
+        stream = replace(stream, window_s=detector_settings.window_s, hop_s=detector_settings.hop_s)
+    options = SoakOptions(
+        minutes=args.minutes,
+        streams=args.streams,
+        sample_every_s=args.sample_s,
+        call_s=_parse_call_s(args.call_s),
+        transport=args.transport,
+        input_rate=args.sample_rate,
+    )
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr if args.json else out, flush=True)
+
+    report = asyncio.run(
+        run_soak(
+            scorer,
+            minutes=options.minutes,
+            streams=options.streams,
+            stream_config=stream,
+            engine_config=settings.engine,
+            options=options,
+            progress=progress,
+        )
+    )
+    print(json.dumps(report.to_dict()) if args.json else _format_soak_report(report), file=out, flush=True)
+    leaked = report.live_streams_at_end or report.tasks_left_over
+    return 0 if report.memory_flat and not leaked else 1
 
 
 COMMANDS = {

@@ -18,8 +18,8 @@ from selfsigned import CertFiles, make_self_signed
 from spoofwatch.config import ServerConfig, load_settings
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, ScoreEvent, StatusEvent
-from spoofwatch.stream.net import auth as server_module
 from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net import auth as server_module
 from spoofwatch.stream.net.audiosocket_server import AudioSocketServer
 from spoofwatch.stream.net.redact import redact_text
 from spoofwatch.stream.net.server import SpoofwatchServer

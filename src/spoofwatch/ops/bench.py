@@ -24,10 +24,8 @@ at the start is part of the report.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
-import json
 import logging
 import math
 import os
@@ -36,7 +34,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,7 +43,6 @@ from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ScoreEvent
 from spoofwatch.model.resynthesis.remake import RemadeBlocks, RemakeContext, StreamedRemake
-from spoofwatch.model.runtime_modes import BACKENDS
 from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
 from spoofwatch.stream.engine.hub import Subscription
 from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
@@ -599,108 +596,3 @@ def run_encoder_only(
         setup={**setup, "compute_only_streams": int(best_rate * stream_config.hop_s)},
         encoder_only=timings,
     )
-
-
-# --- command line ----------------------------------------------------------------------
-
-
-def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``spoofwatch bench`` on the CLI's subparsers."""
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "bench", help="throughput and latency of the real streaming pipeline"
-    )
-    parser.add_argument("--streams", type=int, help="run N concurrent streams (default: search for the max)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each run (default 20)")
-    parser.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
-    parser.add_argument(
-        "--detector", metavar="DIR", help="detector directory or packaged name (default, resynth)"
-    )
-    parser.add_argument("--config", metavar="FILE", help="TOML file with [stream] and [engine] tables")
-    parser.add_argument("--batch", type=int, help="largest batch of windows per model call")
-    parser.add_argument("--max-wait-ms", type=float, help="longest wait for a batch to fill")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads for scoring (0 = torch default)")
-    parser.add_argument("--workers", type=int, help="inference worker threads (default: [engine] workers, 2)")
-    parser.add_argument(
-        "--quantization",
-        metavar="MODE",
-        help="encoder Linear layers: none | int8 (all but FFN outputs) | int8-all | int8-window "
-        "(default: the card's)",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="runtime of the encoder (default: the card's; onnxruntime needs the [onnx] extra)",
-    )
-    parser.add_argument("--int8", action="store_true", help="shorthand for --quantization int8")
-    parser.add_argument("--hop-s", type=float, help="hop between windows (default: the detector's, 1 s)")
-    parser.add_argument("--sample-rate", type=int, default=16000, help="input rate of the synthetic streams")
-    parser.add_argument("--max-probes", type=int, default=6, help="most runs in the search (default 6)")
-    parser.add_argument("--no-search", action="store_true", help="only the --streams run")
-    parser.add_argument(
-        "--encoder-only", action="store_true", help="time encoder forward passes by batch size"
-    )
-    return parser
-
-
-def _format_report(report: BenchReport) -> str:
-    setup = report.setup
-    lines = [
-        f"encoder {setup['encoder']} ({setup['quantization']}), {setup['torch_threads']} threads, "
-        f"batch <= {setup['max_batch']}, wait <= {setup['max_wait_ms']} ms, "
-        f"window {setup['window_s']} s / hop {setup['hop_s']} s, load average {setup['load_average_1m']:.2f}",
-        f"RTF (one stream): {report.rtf:.4f}  ({report.ms_per_window:.1f} ms per window; "
-        f"CPU-time RTF {report.cpu_rtf:.4f})",
-    ]
-    if report.max_realtime_streams is not None:
-        lines += [
-            f"max real-time streams (p99 lag <= 1 s, no drops): {report.max_realtime_streams}",
-            f"at {report.streams} streams: p50 lag {report.p50_latency_ms:.1f} ms, p99 lag "
-            f"{report.p99_latency_ms:.1f} ms, {report.windows_per_s:.1f} windows/s, "
-            f"{report.dropped_windows} dropped",
-        ]
-    lines.append(f"peak RSS: {report.peak_rss_mb:.0f} MB")
-    return "\n".join(lines)
-
-
-def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    """Entry point for ``spoofwatch bench``."""
-    from spoofwatch.config import detector_options, load_settings
-    from spoofwatch.model.artifact import load_detector
-
-    flags = {
-        "max_batch": args.batch,
-        "max_wait_ms": args.max_wait_ms,
-        "num_threads": args.threads,
-        "workers": args.workers,
-    }
-    overrides: dict[str, dict[str, Any]] = {"engine": {k: v for k, v in flags.items() if v is not None}}
-    settings = load_settings(args.config, overrides=overrides)
-    engine = settings.engine
-    quantization = "int8" if args.int8 else args.quantization
-    detector = load_detector(
-        args.detector or settings.server.detector,
-        hop_s=args.hop_s,
-        **detector_options(engine, quantization=quantization, backend=args.backend),
-    )
-    # The detector fixes the window; the hop is its own unless --hop-s says otherwise.
-    stream = replace(settings.stream, window_s=detector.settings.window_s, hop_s=detector.settings.hop_s)
-    options = BenchOptions(
-        streams=args.streams,
-        seconds=args.seconds,
-        search=not args.no_search,
-        max_probes=args.max_probes,
-        input_rate=args.sample_rate,
-    )
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr if args.json else out, flush=True)
-
-    if args.encoder_only:
-        report = run_encoder_only(detector, stream, engine, options, progress=progress)
-    else:
-        report = run_bench(detector, stream, engine, options, progress=progress)
-    if args.json:
-        print(json.dumps(report.to_dict()), file=out)
-    else:
-        print(_format_report(report), file=out)
-    return 0

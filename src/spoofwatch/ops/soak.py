@@ -21,7 +21,6 @@ left over at the end are reported too.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -33,14 +32,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Final, TextIO
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig, detector_options
+from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent, StreamEvent, parse_event
 from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
@@ -435,93 +434,3 @@ async def run_soak(
     chosen = replace(options or SoakOptions(), minutes=minutes, streams=streams)
     soak = _Soak(scorer, stream_config or StreamConfig(), engine_config or EngineConfig(), chosen)
     return await soak.run(progress)
-
-
-# --- command line ----------------------------------------------------------------------
-
-
-def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``spoofwatch soak``."""
-    parser.add_argument("--minutes", type=float, default=30.0, help="length of the run (default 30)")
-    parser.add_argument("--streams", type=int, default=8, help="concurrent call slots (default 8)")
-    parser.add_argument("--sample-s", type=float, default=10.0, help="seconds between memory samples")
-    parser.add_argument(
-        "--call-s", default="30,120", metavar="MIN,MAX", help="call length range in seconds (default 30,120)"
-    )
-    parser.add_argument("--transport", choices=TRANSPORTS, default="websocket", help="how calls arrive")
-    parser.add_argument("--sample-rate", type=int, default=8000, help="input rate of the calls (Hz)")
-    parser.add_argument(
-        "--detector", metavar="DIR", help="detector directory or packaged name (default, resynth)"
-    )
-    parser.add_argument("--config", metavar="FILE", help="TOML file with [stream] and [engine] tables")
-    parser.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
-
-
-def _parse_call_s(text: str) -> tuple[float, float]:
-    try:
-        low, high = (float(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--call-s: expected MIN,MAX seconds, found {text!r}") from None
-    return low, high
-
-
-def _load_scorer(args: argparse.Namespace, engine: EngineConfig) -> WindowScorer:
-    from spoofwatch.model.artifact import load_detector
-
-    return load_detector(args.detector, **detector_options(engine))
-
-
-def _format(report: SoakReport) -> str:
-    flat = "flat" if report.memory_flat else "GROWING"
-    return "\n".join(
-        [
-            f"soak: {report.minutes:g} min, {report.streams} streams ({report.transport}), "
-            f"{report.calls_completed} calls, {report.windows_scored} windows scored, "
-            f"{report.windows_dropped} dropped, {report.windows_failed} failed",
-            f"lag p50 {report.p50_lag_ms:.1f} ms, p99 {report.p99_lag_ms:.1f} ms, "
-            f"max {report.max_lag_ms:.1f} ms",
-            f"RSS {report.rss_start_mb:.1f} -> {report.rss_end_mb:.1f} MB (peak {report.rss_peak_mb:.1f}); "
-            f"after warm-up {report.growth_mb:+.1f} MB, {report.growth_mb_per_hour:+.2f} MB/h "
-            f"({report.growth_pct_per_hour:+.2f} %/h): {flat}",
-            f"errors {report.error_events or 'none'}; live streams at end {report.live_streams_at_end}; "
-            f"tasks left over {report.tasks_left_over}",
-        ]
-    )
-
-
-def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
-    """Entry point for ``spoofwatch soak``; exit status 1 when memory grew or streams leaked."""
-    from spoofwatch.config import load_settings
-
-    settings = load_settings(args.config)
-    scorer = _load_scorer(args, settings.engine)
-    stream = settings.stream
-    detector_settings = getattr(scorer, "settings", None)
-    if detector_settings is not None:  # the detector fixes the window and its hop
-        stream = replace(stream, window_s=detector_settings.window_s, hop_s=detector_settings.hop_s)
-    options = SoakOptions(
-        minutes=args.minutes,
-        streams=args.streams,
-        sample_every_s=args.sample_s,
-        call_s=_parse_call_s(args.call_s),
-        transport=args.transport,
-        input_rate=args.sample_rate,
-    )
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr if args.json else out, flush=True)
-
-    report = asyncio.run(
-        run_soak(
-            scorer,
-            minutes=options.minutes,
-            streams=options.streams,
-            stream_config=stream,
-            engine_config=settings.engine,
-            options=options,
-            progress=progress,
-        )
-    )
-    print(json.dumps(report.to_dict()) if args.json else _format(report), file=out, flush=True)
-    leaked = report.live_streams_at_end or report.tasks_left_over
-    return 0 if report.memory_flat and not leaked else 1
