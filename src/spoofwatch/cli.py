@@ -31,6 +31,15 @@ _CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented"
 _SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth", "lfcc-phase-resynth-streamed")
 
 logger = logging.getLogger("spoofwatch")
+# The optional packages, by the pyproject extra that installs them.
+_EXTRA_OF = {
+    "websockets": "serve",
+    "sounddevice": "mic",
+    "aiomqtt": "mqtt",
+    "matplotlib": "train",
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
+}
 
 
 def _add_detector(parser: argparse.ArgumentParser) -> None:
@@ -821,6 +830,16 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return COMMANDS[args.command](args, out or sys.stdout)
     except SpoofwatchError as exc:
         print(f"spoofwatch: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA_OF.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"spoofwatch: error: {args.command} needs {exc.name}, from the [{extra}] extra; "
+            f"expected it installed: pip install 'spoofwatch[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         return 130
