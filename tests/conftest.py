@@ -18,3 +18,26 @@ pytest_plugins = ["mosquitto_broker"]
 def fake_vocoder(tmp_path: Path) -> Path:
     """A program that speaks the FARGAN demo's file formats (``fakes.FAKE_VOCODER``)."""
     return write_fake_vocoder(tmp_path / "fake_fargan")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from waits import timeout_scale
+
+    scale = timeout_scale()
+    if scale != 1 and getattr(config.option, "timeout", None):
+        config.option.timeout = float(config.option.timeout) * scale
+
+
+BROKER_FIXTURES = {"mosquitto", "mosquitto_factory"}
+MICROPHONE_FIXTURES = {"virtual_mic"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start a broker or a virtual microphone through a fixture carry the
+    ``broker`` / ``microphone`` marker (``-m "not broker"`` skips them)."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if BROKER_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.broker)
+        if MICROPHONE_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.microphone)

@@ -15,7 +15,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from spoofwatch.model.resynthesis.vocoder import FRAME_VALUES, PITCH_INDEX
@@ -29,7 +28,8 @@ EXAMPLE_SPEECH = (
 
 def save_tiny_wav2vec2(path: Path, seed: int = 0) -> None:
     """A randomly initialised two-layer wav2vec2 (width ``TINY_HIDDEN``) saved at ``path``."""
-    # Imported here: the streaming tests that use the other doubles need no transformers.
+    # Imported here: the streaming tests that use the other doubles need no torch.
+    import torch
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     torch.manual_seed(seed)

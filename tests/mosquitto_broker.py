@@ -37,6 +37,8 @@ from types import TracebackType
 
 import pytest
 
+from waits import scaled
+
 _FALLBACK_BINARY = "/usr/sbin/mosquitto"
 LOCALHOST = "127.0.0.1"
 
@@ -131,7 +133,7 @@ class MosquittoBroker:
         finally:
             log.close()
         self.starts += 1
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + scaled(timeout_s)
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(

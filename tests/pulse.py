@@ -30,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.audio.files import load_audio
+from waits import scaled
 
 RATE: Final = 16000
 SOURCE_NAME: Final = "virtmic"
@@ -152,7 +153,7 @@ class VirtualMic:
             raise
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + _STARTUP_TIMEOUT_S
+        deadline = time.monotonic() + scaled(_STARTUP_TIMEOUT_S)
         assert self._process is not None
         while not (self.socket.exists() and self.fifo.exists()):
             if self._process.poll() is not None or time.monotonic() > deadline:

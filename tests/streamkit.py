@@ -24,6 +24,7 @@ from spoofwatch.events import Event, StreamEvent, parse_event
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.server import SpoofwatchServer
 from spoofwatch.stream.protocols.ws_ingest import IngestLimits
+from waits import scaled
 
 T = TypeVar("T")
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)
@@ -33,7 +34,7 @@ LOCAL = ServerConfig(host="127.0.0.1", port=0)
 
 def run(body: Coroutine[Any, Any, T], timeout_s: float = 30.0) -> T:
     async def bounded() -> T:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(scaled(timeout_s)):
             return await body
 
     return asyncio.run(bounded(), debug=True)
@@ -103,7 +104,7 @@ def of_type(events: list[Event], kind: type[T]) -> list[T]:
 
 
 async def until(condition: Any, timeout_s: float = 5.0, what: str = "condition") -> None:
-    async with asyncio.timeout(timeout_s):
+    async with asyncio.timeout(scaled(timeout_s)):
         while not condition():
             await asyncio.sleep(0.01)
 

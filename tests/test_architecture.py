@@ -4,6 +4,9 @@ itself back through others, and none reaches into another module's private names
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -89,3 +92,44 @@ def test_no_module_imports_another_modules_private_names() -> None:
         if imported is not None and imported.startswith("_") and not imported.startswith("__")
     ]
     assert reaches == []
+
+
+# The streaming side runs without torch: its modules, and the tests of its pure parts.
+TORCH_FREE_PACKAGES = ("spoofwatch.audio", "spoofwatch.stream")
+TORCH_FREE_TESTS = (
+    "test_ring",
+    "test_windowing",
+    "test_smoothing",
+    "test_speech",
+    "test_pcm",
+    "test_twilio",
+    "test_audiohook",
+    "test_jambonz",
+    "test_ws_ingest",
+    "test_limits",
+)
+
+
+def test_streaming_modules_and_their_pure_tests_import_no_torch() -> None:
+    tests = Path(__file__).resolve().parent
+    program = f"""
+import importlib, pkgutil, sys
+sys.path[:0] = [{str(tests)!r}, {str(tests / "stream")!r}]
+for package in {TORCH_FREE_PACKAGES!r}:
+    root = importlib.import_module(package)
+    for info in pkgutil.walk_packages(root.__path__, package + "."):
+        if info.name.endswith(".mic"):
+            continue  # needs PortAudio, which is not torch either; tested in test_mic
+        importlib.import_module(info.name)
+for name in {TORCH_FREE_TESTS!r}:
+    importlib.import_module(name)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers")))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -37,6 +37,8 @@ from spoofwatch.ops.bench import (
 from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.extract import cache_dir_for
 
+pytestmark = pytest.mark.slow
+
 WINDOW_S = 0.5
 HIDDEN = TINY_HIDDEN
 LAYERS = (0, 2)

@@ -32,6 +32,8 @@ from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.server import STATIC_DIR, SpoofwatchServer, index_html
 
+pytestmark = pytest.mark.browser
+
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -5,6 +5,7 @@ and through ``spoofwatch listen`` on a virtual PulseAudio microphone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -23,12 +24,13 @@ import soundfile as sf
 from mosquitto_broker import MosquittoBroker
 from spoofwatch.audio.files import load_audio
 from spoofwatch.model.artifact import detector_dir
+from waits import LineReader, scaled, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT / "examples" / "audio" / "real_librispeech_1502-122615-0000.flac"
 FAKE = ROOT / "examples" / "audio" / "synthetic_espeak.flac"
 
-pytestmark = pytest.mark.real_weights
+pytestmark = [pytest.mark.real_weights, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +116,7 @@ def serve_process(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"serve exited early: {proc.stderr.read() if proc.stderr else ''}")
@@ -190,9 +192,13 @@ def test_serve_publishes_contract_messages_over_mqtt_and_answers_ingest(
     assert any(e["type"] == "score" for e in events)
     assert alarms and alarms[0]["state"] == "on" and float(alarms[0]["t"]) > switch_s  # type: ignore[arg-type]
 
-    time.sleep(2.0)
+    assert sub.stdout is not None
+    published = LineReader(sub.stdout)
+    with contextlib.suppress(TimeoutError):  # the assertions below say what is missing
+        wait_until(lambda: published.has("spoofwatch/e2e/streams/ws-call/score "), 30, "the MQTT scores")
     sub.terminate()
-    lines = (sub.communicate(timeout=10)[0] or "").splitlines()
+    sub.wait(timeout=scaled(10))
+    lines = published.text().splitlines()
     topics = [line.split(" ", 1)[0] for line in lines]
     assert "spoofwatch/e2e/availability" in topics
     assert any(t.endswith("/streams/ws-call/score") for t in topics)
@@ -216,6 +222,7 @@ def test_serve_publishes_contract_messages_over_mqtt_and_answers_ingest(
     } <= set(score)
 
 
+@pytest.mark.microphone
 def test_listen_alarms_on_a_virtual_microphone(switch_file: tuple[Path, float]) -> None:
     from pulse import VirtualMic, pulseaudio_missing_reason
 
@@ -233,20 +240,23 @@ def test_listen_alarms_on_a_virtual_microphone(switch_file: tuple[Path, float]) 
             stderr=subprocess.PIPE,
             text=True,
         )
+        assert proc.stdout is not None
+        printed = LineReader(proc.stdout)
         try:
-            time.sleep(1.0)
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline and proc.poll() is None:
-                # wait until the detector is loaded and listening before playing
-                if mic.samples_written > 0:
-                    break
-                time.sleep(0.1)
-            time.sleep(12.0)  # model load
+            # The detector is loaded and the microphone open once listen says so.
+            wait_until(lambda: printed.has("listening on") or proc.poll() is not None, 120, "listen to start")
             mic.play(np.concatenate([real, fake]))
-            time.sleep(len(real) / 16000 + len(fake) / 16000 + 4.0)
+            wait_until(
+                lambda: printed.has("ALARM ON") or proc.poll() is not None,
+                len(real) / 16000 + len(fake) / 16000 + 30.0,
+                "an alarm",
+            )
+        except TimeoutError:
+            pass  # the assertions below say what is missing
         finally:
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
+            _, err = proc.communicate(timeout=scaled(30))
+            out = printed.text()
     assert "listening on" in out, err
     assert "ALARM ON" in out, out + err
 

@@ -15,6 +15,8 @@ from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.ops.soak import MemorySample, SoakOptions, memory_growth, run_soak
 
+pytestmark = pytest.mark.slow
+
 STREAM = StreamConfig(window_s=1.0, hop_s=0.5)
 ENGINE = EngineConfig(max_batch=8, max_wait_ms=5)
 QUICK = SoakOptions(sample_every_s=0.25, call_s=(1.0, 1.4), chunk_ms=40.0)

@@ -324,7 +324,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     settings = _server_settings(args)
     detector = _load_scorer(settings)
-    logger.warning(
+    logger.info(
         "serving on %s://%s:%s (detector %s)",
         "wss" if settings.server.tls_cert else "ws",
         settings.server.host,
@@ -347,7 +347,9 @@ def cmd_listen(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _configure(args: argparse.Namespace) -> None:
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    # A server's log says what it is doing (INFO); the other commands speak only when asked.
+    base = logging.INFO if args.command == "serve" else logging.WARNING
+    level = max(logging.DEBUG, base - 10 * min(args.verbose, 2))
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )

@@ -40,8 +40,8 @@ from spoofwatch.errors import (
     ProtocolError,
 )
 from spoofwatch.events import parse_event
+from spoofwatch.stream.net.auth import basic_auth_password
 from spoofwatch.stream.net.redact import redact_text
-from spoofwatch.stream.net.server import basic_auth_password
 from spoofwatch.stream.protocols.audiohook import AudioHookOpen, AudioHookSession
 from spoofwatch.stream.protocols.audiosocket import (
     HEADER_BYTES,

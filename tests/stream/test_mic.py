@@ -33,6 +33,8 @@ from spoofwatch.stream.sinks.console import format_event, run_listen
 from spoofwatch.stream.sources.mic import find_input_device, run_mic_source
 from spoofwatch.stream.sources.spec import run_source
 
+pytestmark = pytest.mark.microphone
+
 CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)
 NOISE_S = 2.5
 TONE_S = 2.5

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
@@ -36,6 +35,7 @@ from spoofwatch.model.resynthesis.vocoder import (
     describe_vocoder,
     vocode,
 )
+from spoofwatch.progress import progress as show_progress
 from spoofwatch.train.corpus import LabelledItem
 
 logger = logging.getLogger(__name__)
@@ -160,11 +160,12 @@ def write_copies(
     # Threads suffice: the work happens in the vocoder's processes.
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         futures = [pool.submit(one, it) for it in bonafide]
-        done = tqdm(
+        done = show_progress(
             zip(bonafide, futures, strict=True),
             total=len(bonafide),
             desc="copy-synthesis",
-            disable=not progress,
+            unit="clip",
+            enabled=progress,
         )
         for item, future in done:
             try:

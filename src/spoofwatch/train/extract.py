@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import AudioError, DataError
@@ -30,6 +29,7 @@ from spoofwatch.model.level import levelled_pair
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.resynthesis.remake import StreamedRemake
 from spoofwatch.model.spectral import front_end_states, remake_of, spectral_block
+from spoofwatch.progress import progress as show_progress
 from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem
@@ -181,7 +181,7 @@ def extract(
     index: list[NDArray[np.int64]] = []
     starts: list[NDArray[np.float64]] = []
     failed: list[tuple[str, str]] = []
-    bar = tqdm(items, desc=f"embed {channel}", unit="clip", disable=not progress)
+    bar = show_progress(items, desc=f"embed {channel}", unit="clip", enabled=progress)
     for i, item in enumerate(bar):
         try:
             key = file_sha1(item.path)

@@ -19,10 +19,10 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from spoofwatch.errors import DataError
 from spoofwatch.model.head import LinearHead
+from spoofwatch.progress import progress as show_progress
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
 from spoofwatch.train.fit import clip_llrs, column_weights
@@ -112,7 +112,7 @@ def leave_one_source_out(
     ]
     test_features = test_set.select_layers(layers)
     weights = column_weights(train_sets, layers, spectral_weight)
-    for name in tqdm(names, desc="leave-one-source-out", disable=not progress):
+    for name in show_progress(names, desc="leave-one-source-out", unit="source", enabled=progress):
         held = sources == name
         xs, ys, keys = [], [], []
         for features, window_sources, window_labels in training:
