@@ -46,8 +46,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from spoofwatch.audio.files import load_audio
-from spoofwatch.audio.pcm import mulaw_decode, mulaw_encode
+from spoofwatch import load_audio, mulaw_decode, mulaw_encode
 
 RATE = 8000
 AUDIO_DIR = Path(__file__).resolve().parent / "audio"

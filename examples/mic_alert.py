@@ -28,14 +28,20 @@ import os
 import sys
 from typing import TextIO
 
-from spoofwatch.config import Settings, load_settings
-from spoofwatch.errors import SpoofwatchError
-from spoofwatch.events import AlarmEvent
-from spoofwatch.model.scorer import WindowScorer
-from spoofwatch.stream.app import build_tasks, install_signal_handlers, remove_signal_handlers, run_pipeline
-from spoofwatch.stream.engine.hub import Subscription
-from spoofwatch.stream.engine.pipeline import Pipeline
-from spoofwatch.stream.sinks.console import run_listen
+from spoofwatch import (
+    AlarmEvent,
+    Pipeline,
+    Settings,
+    SpoofwatchError,
+    Subscription,
+    WindowScorer,
+    build_tasks,
+    install_signal_handlers,
+    load_settings,
+    remove_signal_handlers,
+    run_listen,
+    run_pipeline,
+)
 
 STREAM_ID = "mic"
 
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             detector=args.detector or settings.server.detector,
         )
         settings = dataclasses.replace(settings, server=server)
-        from spoofwatch.model.artifact import load_detector  # imports torch: only when running
+        from spoofwatch import load_detector  # imports torch: only when running
 
         detector = load_detector(
             settings.server.detector, window_s=settings.stream.window_s, hop_s=settings.stream.hop_s

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from spoofwatch.audio.files import load_audio
-from spoofwatch.errors import SpoofwatchError
+from spoofwatch.audio.pcm import check_sample_rate, resample, validate_samples
+from spoofwatch.errors import AudioError, SpoofwatchError
 from spoofwatch.model.detector import Detector
 from spoofwatch.stream.core.smoothing import p_spoof_from_llr
 from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
@@ -70,24 +72,49 @@ def detector_window_config(detector: Detector, min_s: float = 0.5) -> WindowConf
 
 def score_file(detector: Detector, path: str | Path, window: WindowConfig | None = None) -> ClipScore:
     """Score one file; any bad input becomes a ClipScore with ``error`` set."""
-    config = window or detector_window_config(detector)
     try:
         clip = load_audio(path, detector.sample_rate)
-        windows = cut_windows(clip.samples, config)
-        if not windows:
-            raise SpoofwatchError(
-                f"{path}: {clip.duration_s:.3f} s of audio is shorter than the minimum {config.min_s} s"
-            )
-        remake = detector.remake
-        remakes = None if remake is None else remade_windows(remake, clip.samples, config)
-        llrs = detector.score_windows(np.stack([w.samples for w in windows]), remakes)
     except SpoofwatchError as exc:
         return ClipScore(path=str(path), error=str(exc))
+    return score_samples(detector, clip.samples, detector.sample_rate, window=window, name=str(path))
+
+
+def score_samples(
+    detector: Detector,
+    samples: NDArray[np.floating],
+    sample_rate: int,
+    *,
+    window: WindowConfig | None = None,
+    name: str = "<samples>",
+) -> ClipScore:
+    """Score mono audio held in memory (float in [-1, 1], any rate 1-384 kHz: resampled to
+    the detector's), as ``score_file`` scores a file; bad input becomes ``error``."""
+    config = window or detector_window_config(detector)
+    try:
+        audio = np.asarray(samples)
+        if audio.ndim != 1:
+            raise AudioError(f"{name}: expected mono samples (one dimension), found shape {audio.shape}")
+        validate_samples(audio, name=name)
+        rate = check_sample_rate(sample_rate, name=f"{name}: sample_rate")
+        mono = audio.astype(np.float32)
+        if rate != detector.sample_rate:
+            mono = resample(mono, rate, detector.sample_rate)
+        duration_s = len(mono) / detector.sample_rate
+        windows = cut_windows(mono, config)
+        if not windows:
+            raise SpoofwatchError(
+                f"{name}: {duration_s:.3f} s of audio is shorter than the minimum {config.min_s} s"
+            )
+        remake = detector.remake
+        remakes = None if remake is None else remade_windows(remake, mono, config)
+        llrs = detector.score_windows(np.stack([w.samples for w in windows]), remakes)
+    except SpoofwatchError as exc:
+        return ClipScore(path=name, error=str(exc))
     clip_llr = float(np.mean(llrs))
     p_spoof = p_spoof_from_llr(clip_llr)
     return ClipScore(
-        path=str(path),
-        duration_s=clip.duration_s,
+        path=name,
+        duration_s=duration_s,
         score=clip_llr,
         p_spoof=p_spoof,
         label=detector.label(p_spoof),
