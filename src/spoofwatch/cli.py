@@ -31,6 +31,7 @@ _CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented"
 _SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth", "lfcc-phase-resynth-streamed")
 
 logger = logging.getLogger("spoofwatch")
+_SUBPARSERS: dict[str, argparse.ArgumentParser] = {}  # filled by build_parser
 # The optional packages, by the pyproject extra that installs them.
 _EXTRA_OF = {
     "websockets": "serve",
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
 
     tr = sub.add_parser("train", help="extract embeddings, fit and calibrate a detector")
+    _SUBPARSERS["train"] = tr
+    tr.add_argument(
+        "--recipe",
+        metavar="NAME|FILE",
+        help="take the defaults of the options below from a recipe: a packaged detector's"
+        " (default, resynth: model/NAME/recipe.toml) or a TOML file with a [train] table",
+    )
     _add_dataset(tr)
     _add_dataset(tr, prefix="dev-", required=False)
     tr.add_argument("--out", required=True, metavar="DIR", help="detector directory to write")
@@ -829,6 +837,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     _configure(args)
     try:
+        if getattr(args, "recipe", None):
+            from spoofwatch.train.recipe import as_cli_defaults, load_recipe
+
+            # The recipe's values become the defaults; flags given on the command line win.
+            _SUBPARSERS["train"].set_defaults(**as_cli_defaults(load_recipe(args.recipe)))
+            args = parser.parse_args(argv)
         return COMMANDS[args.command](args, out or sys.stdout)
     except SpoofwatchError as exc:
         print(f"spoofwatch: error: {exc}", file=sys.stderr)
