@@ -4,7 +4,7 @@ loss), under the Asterisk fold grouping: pooled EER on the clean, telephone and 
 test channels, per-source EER, each fold's bona fide EER, and the gain over 1,000 draws of
 the folds with replacement.
 
-    PYTHONPATH=src python scripts/experiments/augmented_channel.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/augmented_channel.py --manifest ../shared/corpus/manifest.csv
 
 Needs the copies (`spoofwatch copysynth --out C`, default in the cache as made by
 scripts/train_default.sh); features come from the embedding cache. About 15 minutes on 2

@@ -16,7 +16,7 @@ Two checks per variant:
   trained on N random draws of 90 % of the training clips: how far this check moves when
   only the draw of training clips changes (the speaker bootstrap does not cover that).
 
-    PYTHONPATH=src python scripts/experiments/augmented_share.py --manifest ../shared/corpus/manifest.csv \\
+    PYTHONPATH=src python research/augmented_share.py --manifest ../shared/corpus/manifest.csv \\
         --kokoro-eval ~/.cache/spoofwatch/extras/kokoro/eval.csv
 
 The heads read the harness's int8-all features at a 2 s hop, not the card's int8-window

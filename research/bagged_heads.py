@@ -9,7 +9,7 @@ The shipped recipe (clean, telephone and augmented training channels, the FARGAN
 through the clean channel) under the Asterisk grouping, against the single head, with the
 fold bootstrap:
 
-    PYTHONPATH=src python scripts/experiments/bagged_heads.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/bagged_heads.py --manifest ../shared/corpus/manifest.csv
 
 About 6 minutes per head on 2 cores with the cache filled (35 minutes with the
 defaults).

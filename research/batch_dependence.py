@@ -1,6 +1,6 @@
 """How much a window's score depends on the windows batched beside it.
 
-usage: PYTHONPATH=src python scripts/experiments/batch_dependence.py
+usage: PYTHONPATH=src python research/batch_dependence.py
            [--manifest ../shared/corpus/manifest.csv] [--detector DIR] [--quantization MODE]
            [--clips 40] [--batch 16] [--seed 0]
 

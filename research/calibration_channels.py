@@ -1,7 +1,7 @@
 """Refit a detector's affine calibration on the dev windows of several channel sets and
 print, per dev channel, EER, minDCF, actDCF, their gap and Cllr.
 
-usage: PYTHONPATH=src python scripts/experiments/calibration_channels.py
+usage: PYTHONPATH=src python research/calibration_channels.py
            [--manifest ../shared/corpus/manifest.csv] [--detector DIR]
 
 The head is the detector's own; a refit composes a second affine map with the card's

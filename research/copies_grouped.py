@@ -5,7 +5,7 @@ each fold's bona fide EER against every spoof and mean score, and the gain over 
 draws of the folds with replacement. The shipped card uses the copies through the clean
 channel.
 
-    PYTHONPATH=src python scripts/experiments/copies_grouped.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/copies_grouped.py --manifest ../shared/corpus/manifest.csv
 
 Needs the copies from vocoder_copies.py (or `spoofwatch copysynth --out C [--seed 1]`);
 features come from the embedding cache. About 20 minutes on 2 cores with the cache filled
@@ -22,7 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from spectral_blocks import CHANNELS, LAYERS, cached_blocks, cached_sets, recipe_extractor, with_spectral
+from spectral_blocks import (
+    CHANNELS,
+    LAYERS,
+    RECIPE,
+    cached_blocks,
+    cached_sets,
+    recipe_extractor,
+    with_spectral,
+)
 
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.channel import CHANNELS as CHANNEL_REGISTRY
@@ -34,7 +42,7 @@ from spoofwatch.train.validate import LosoResult, fold_key, leave_one_source_out
 
 # The two Asterisk sources are one voice (README, Accuracy): held out together.
 ASTERISK_AS_ONE = ["debian:asterisk*"]
-SHIPPED_CHANNELS = (*CHANNELS, "augmented")
+SHIPPED_CHANNELS = tuple(RECIPE["channels"])  # clean, telephone, augmented
 DEFAULT_COPIES = cache_root() / "copies" / "fargan-ps" / "manifest.csv"
 
 

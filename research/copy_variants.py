@@ -6,7 +6,7 @@ the shipped pitch move. Leave-one-source-out under the Asterisk grouping (traini
 clean and telephone channels, copies on the clean one), clean and telephone, and the
 fold bootstrap of each variant against the shipped copies.
 
-    PYTHONPATH=src python scripts/experiments/copy_variants.py \
+    PYTHONPATH=src python research/copy_variants.py \
         --manifest ../shared/corpus/manifest.csv
 
 Writes the copies to the cache (``copies/fargan-ps-<variant>``); features come from the

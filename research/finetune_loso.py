@@ -1,6 +1,6 @@
 """Does fine-tuning Whisper's lower layers beat the frozen encoder on unseen sources?
 
-Leave-one-source-out on packed log-mels (scripts/finetune_pack.py), same folds as
+Leave-one-source-out on packed log-mels (research/finetune_pack.py), same folds as
 ``spoofwatch loso``: for each source, (1) the frozen 4-layer Whisper base + logistic
 regression head (C as the shipped card), (2) the encoder fine-tuned on the other sources
 (head initialised from (1), both channels, SpecAugment-style masks applied to both
@@ -11,8 +11,8 @@ fide clips) train every fold whose held-out source is not theirs and are never s
 them, (4) the frozen head fitted without them is reported too.
 Needs a GPU to finish in minutes (a CPU works, slowly).
 
-    python scripts/finetune_pack.py --manifest ../shared/corpus/manifest.csv --out .ftdata
-    python scripts/finetune_loso.py --data .ftdata --out results --final
+    python research/finetune_pack.py --manifest ../shared/corpus/manifest.csv --out .ftdata
+    python research/finetune_loso.py --data .ftdata --out results --final
 
 Results (README, Accuracy, "Fine-tuning the encoder"): no gain on clean, 0.6 points on
 the telephone channel, dev worse; with the FARGAN copies, the fresh logistic head on tuned

@@ -1,15 +1,15 @@
 """Pack the corpus as quantised Whisper log-mels (and the encoder weights) for a GPU box.
 
-The fine-tuning experiment (scripts/finetune_loso.py) runs where neither the corpus nor
+The fine-tuning experiment (research/finetune_loso.py) runs where neither the corpus nor
 the pinned Whisper weights exist and only ~60 MB may travel. So: per clip, the raw log10
 mel of the clean and of the G.711 telephone channel, quantised to uint8 over the clip's
 top 10 decades of dynamic range (0.4 dB steps; Whisper itself clamps each window to 8), lzma
 compressed; and the 4-layer Whisper base encoder as float16 + per-row int8 linear weights.
 
-    python scripts/finetune_pack.py --manifest ../shared/corpus/manifest.csv --out .ftdata \
+    python research/finetune_pack.py --manifest ../shared/corpus/manifest.csv --out .ftdata \
         --channels telephone                # 58 MB
-    python scripts/finetune_pack.py ... --channels clean --max-s 6   # 61 MB: clips cut to 6 s
-    python scripts/finetune_pack.py ... --channels clean --max-s 4 \
+    python research/finetune_pack.py ... --channels clean --max-s 6   # 61 MB: clips cut to 6 s
+    python research/finetune_pack.py ... --channels clean --max-s 4 \
         --extra-manifest C/manifest.csv     # with the FARGAN copies (training only): 64 MB
 
 Items of ``--extra-manifest`` (e.g. `spoofwatch copysynth`'s copies) are packed after the

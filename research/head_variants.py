@@ -18,7 +18,7 @@ ASVspoof package computes it. Variants:
 About 25 minutes on 2 cores with the embedding cache filled (`spoofwatch loso ...
 --spectral lfcc-phase` fills it; tiny.en is extracted on the first run, about 4 minutes).
 
-    PYTHONPATH=src python scripts/experiments/head_variants.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/head_variants.py --manifest ../shared/corpus/manifest.csv
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Resident memory of the shipped detector scored flat out from two threads, three ways.
 
-usage: PYTHONPATH=src python scripts/experiments/heap_stress.py plain|mallopt|trim [SECONDS]
+usage: PYTHONPATH=src python research/heap_stress.py plain|mallopt|trim [SECONDS]
 
 Two inference threads (one torch thread each, as the server's default engine) score random
 batches of 1-16 windows at random levels for SECONDS (default 420). Every 15 s both threads
@@ -13,10 +13,10 @@ are drained and the idle resident memory is printed with the windows scored so f
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import ctypes.util
 import os
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -29,10 +29,13 @@ def rss_mb() -> float:
 
 
 def main() -> None:
-    mode = sys.argv[1] if len(sys.argv) > 1 else "plain"
-    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 420.0
-    if mode not in ("plain", "mallopt", "trim"):
-        sys.exit(f"expected mode plain, mallopt or trim, found {mode!r}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", nargs="?", default="plain", choices=("plain", "mallopt", "trim"))
+    parser.add_argument("seconds", nargs="?", type=float, default=420.0)
+    args = parser.parse_args()
+    mode, seconds = args.mode, args.seconds
     if mode == "mallopt":
         libc = ctypes.CDLL(ctypes.util.find_library("c"))
         m_mmap_threshold, m_arena_max = -3, -8

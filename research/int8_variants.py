@@ -8,7 +8,7 @@ per window on one thread. The figures in docs/benchmarks.md came from the float3
 shipped before the int8-all one, which this reproduces:
 
     bash scripts/train_default.sh --quantization none --C 0.01 --out /tmp/fp32-card
-    .venv/bin/python scripts/int8_variants.py --detector /tmp/fp32-card [--corpus ../shared/corpus]
+    .venv/bin/python research/int8_variants.py --detector /tmp/fp32-card [--corpus ../shared/corpus]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ is none of the corpus's, so every fold trains on them and none scores them. Styl
 whose acoustic model Kokoro shares, is one of the held-out sources: the per-source table
 shows how much of any gain is that fold.
 
-    PYTHONPATH=src python scripts/experiments/kokoro_extra.py --manifest ../shared/corpus/manifest.csv \\
+    PYTHONPATH=src python research/kokoro_extra.py --manifest ../shared/corpus/manifest.csv \\
         --kokoro ~/.cache/spoofwatch/extras/kokoro/manifest.csv
 
 About 25 minutes on 2 cores with the corpus's embeddings cached (the Kokoro clips' three

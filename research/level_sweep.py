@@ -4,7 +4,7 @@
 -20, -10, 0 and +6 dB; prints the median and largest spread of each clip's LLR over those
 gains. Give detector directories, or 'default' for the shipped one:
 
-    PYTHONPATH=src python scripts/experiments/level_sweep.py \\
+    PYTHONPATH=src python research/level_sweep.py \\
         --manifest ../shared/corpus/manifest.csv default DIR
 """
 

@@ -6,7 +6,7 @@ frames whose 20 ms energy is within 50/40/30 dB of the window's loudest, then ru
 leave-one-source-out (C 0.001, LFCC block weight 2) for each. About 5 minutes of
 extraction per channel on 2 cores, then a minute per variant.
 
-    PYTHONPATH=src python scripts/experiments/masked_pooling.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/masked_pooling.py --manifest ../shared/corpus/manifest.csv
 """
 
 from __future__ import annotations

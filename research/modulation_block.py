@@ -15,7 +15,7 @@ sources as one fold):
 - the 96 modulation shares;
 - those averaged over the 16 bands (6).
 
-    PYTHONPATH=src python scripts/experiments/modulation_block.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/modulation_block.py --manifest ../shared/corpus/manifest.csv
 """
 
 from __future__ import annotations

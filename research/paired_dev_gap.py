@@ -8,7 +8,7 @@ e.g. the shipped card against the float32 model of its recipe (README, Speed):
     spoofwatch eval --manifest ../shared/corpus/manifest.csv --split dev --channel clean \\
         --detector default --out A --window-lengths ''
     spoofwatch eval ... --detector FP32_DIR --out B --window-lengths ''
-    PYTHONPATH=src python scripts/experiments/paired_dev_gap.py A/scores.csv B/scores.csv
+    PYTHONPATH=src python research/paired_dev_gap.py A/scores.csv B/scores.csv
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ those 40 columns of the spectral block with the same statistic over 10 bands (80
 features) or 40 bands (200 Hz, 80 features); the 20-band block is recomputed here too and
 checked against the cached shipped columns (same windows, same levelling).
 
-    PYTHONPATH=src python scripts/experiments/phase_bands.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/phase_bands.py --manifest ../shared/corpus/manifest.csv
 
 About 25 minutes on 2 cores with the shipped channels' embeddings cached (the blocks take
 about 3 minutes, kept in the experiment cache).

@@ -7,7 +7,7 @@ Hamming frames (the LFCC frames), 32 ms Hann frames (shipped) and 64 ms Hann fra
 without it. The Whisper (int8-all) and LFCC features come from the embedding cache (`spoofwatch loso
 ... --spectral lfcc` fills it); the coherence takes about a minute per channel and variant.
 
-    PYTHONPATH=src python scripts/experiments/phase_frames.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/phase_frames.py --manifest ../shared/corpus/manifest.csv
 """
 
 from __future__ import annotations

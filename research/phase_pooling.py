@@ -15,7 +15,7 @@ and coherence p10/p90 with coherence over frequency. Whisper, LFCC and coherence
 the embedding cache (`spoofwatch loso ... --spectral lfcc-phase` fills it); the candidate
 blocks take about a minute per channel.
 
-    PYTHONPATH=src python scripts/experiments/phase_pooling.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/phase_pooling.py --manifest ../shared/corpus/manifest.csv
 """
 
 from __future__ import annotations

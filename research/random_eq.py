@@ -15,7 +15,7 @@ the pooled gain over 1,000 draws of the 23 sources with replacement. About 20 mi
 2 cores with the embedding cache filled (the equalised channels are extracted on the
 first run, about 4 minutes each).
 
-    PYTHONPATH=src python scripts/experiments/random_eq.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/random_eq.py --manifest ../shared/corpus/manifest.csv
 """
 
 from __future__ import annotations

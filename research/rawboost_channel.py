@@ -5,7 +5,7 @@ augmented ones, both classes alike, seeded per clip. Leave-one-source-out under 
 grouping on the clean, telephone and augmented test channels, with the fold bootstrap
 against the shipped recipe.
 
-    PYTHONPATH=src python scripts/experiments/rawboost_channel.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/rawboost_channel.py --manifest ../shared/corpus/manifest.csv
 
 About 25 minutes on 2 cores with the shipped channels' embeddings cached. Result (2026-11-26): worse on
 every channel (clean 17.57 -> 19.88 %, telephone 19.34 -> 21.06 %; README, selection table).

@@ -22,7 +22,7 @@ The FARGAN copies that train the shipped card get their resynthesis the same way
 Leave-one-source-out with the shipped recipe (three training channels, copies through the
 clean one, Asterisk sources as one fold), against the shipped features alone.
 
-    PYTHONPATH=src python scripts/experiments/resynthesis_residual.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/resynthesis_residual.py --manifest ../shared/corpus/manifest.csv
 
 About 10 minutes per variant with the caches filled (`--variants` picks some; the window
 variant vocodes every window first, about 15 minutes more). Needs the FARGAN program

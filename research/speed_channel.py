@@ -7,7 +7,7 @@ head cannot tie them to the exact frequencies of the training generators; for th
 clips it adds voices. Leave-one-source-out under the Asterisk grouping on the clean,
 telephone and augmented test channels, with the fold bootstrap against the shipped recipe.
 
-    PYTHONPATH=src python scripts/experiments/speed_channel.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/speed_channel.py --manifest ../shared/corpus/manifest.csv
 
 About 20 minutes on 2 cores with the shipped channels' embeddings cached. Result (2026-11-27): not
 adopted (clean 17.40 -> 18.16 %, telephone 19.34 -> 18.70 %, augmented 25.33 -> 26.34 %; README).

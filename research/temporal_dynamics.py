@@ -6,7 +6,7 @@ often smoother or more regular over time than a recording (a TTS acoustic model'
 over-smoothing, a vocoder's frame-rate periodicity); the shipped mean+std pooling cannot
 see order in time at all.
 
-    PYTHONPATH=src python scripts/experiments/temporal_dynamics.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/temporal_dynamics.py --manifest ../shared/corpus/manifest.csv
 
 Needs the copies (`spoofwatch copysynth --out C`, default in the cache as made by
 scripts/train_default.sh). The states with their changes are cached as an encoder of their

@@ -1,7 +1,7 @@
 """Soak the serving layers under tracemalloc: the real pipeline, WebSocket transport and
 event hub, with a scorer that costs nothing, so many short calls pass in little time.
 
-usage: PYTHONPATH=src python scripts/experiments/trace_soak.py [MINUTES] [STREAMS]
+usage: PYTHONPATH=src python research/trace_soak.py [MINUTES] [STREAMS]
 
 Snapshots the Python-level allocations (numpy buffers included) a quarter of the way in
 and after the last call, and prints the allocation sites that grew most in between. On
@@ -12,9 +12,9 @@ snapshot with calls in flight, 2.4 MB after the last call, and no site grew by m
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
-import sys
 import time
 import tracemalloc
 
@@ -35,8 +35,13 @@ class FreeScorer:
 
 
 def main() -> None:
-    minutes = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
-    streams = int(sys.argv[2]) if len(sys.argv) > 2 else 16
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("minutes", nargs="?", type=float, default=10.0)
+    parser.add_argument("streams", nargs="?", type=int, default=16)
+    args = parser.parse_args()
+    minutes, streams = args.minutes, args.streams
     tracemalloc.start(8)
     snapshots: dict[str, tracemalloc.Snapshot] = {}
 

@@ -6,7 +6,7 @@ copies through the clean one, Asterisk sources as one fold), and its clip scores
 averaged. If the views' errors were independent the average would beat each; the
 streaming detector would pay one more encoder pass per view.
 
-    PYTHONPATH=src python scripts/experiments/view_averaging.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/view_averaging.py --manifest ../shared/corpus/manifest.csv
 
 About 10 minutes with the embedding cache filled.
 """

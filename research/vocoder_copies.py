@@ -4,7 +4,7 @@ moved by 10-35 % (two draws; also with only a third of the clips copied, and wit
 copies in the clean training channel only); then the per-source EER without and with the
 `copysynth` default (pitch 1.1-1.35).
 
-    PYTHONPATH=src python scripts/experiments/vocoder_copies.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/vocoder_copies.py --manifest ../shared/corpus/manifest.csv
 
 Copies are made once into --copies (about 25 s per variant with the vocoder from
 scripts/build_fargan.sh); features come from the embedding cache.

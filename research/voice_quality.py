@@ -14,7 +14,7 @@ telephone + augmented training, Asterisk sources as one fold):
 A window Praat finds no voice in gets fixed fill values, and its voiced share (0) says so.
 
     .venv/bin/pip install praat-parselmouth==0.4.7
-    PYTHONPATH=src python scripts/experiments/voice_quality.py --manifest ../shared/corpus/manifest.csv
+    PYTHONPATH=src python research/voice_quality.py --manifest ../shared/corpus/manifest.csv
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ from copies_grouped import block_variants, compare_variants, recipe_parser, ship
 try:
     import parselmouth
     from parselmouth.praat import call
-except ImportError as missing:
-    hint = "parselmouth is not installed: .venv/bin/pip install praat-parselmouth==0.4.7"
-    raise SystemExit(hint) from missing
+except ImportError:  # main() says how to install it; --help works without it
+    parselmouth = None
 
 VERSION = 1
 SAMPLE_RATE = 16000
@@ -72,6 +71,8 @@ def candidates(windows: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def main() -> None:
     args = recipe_parser(__doc__).parse_args()
+    if parselmouth is None:
+        raise SystemExit("parselmouth is not installed: .venv/bin/pip install praat-parselmouth==0.4.7")
     found = shipped_blocks(args.manifest, args.copies, f"praat-voice-quality-v{VERSION}", candidates)
     names = ("all eleven", "jitter and shimmer")
     chosen = {"shipped": [], **{f"+ voice quality, {name}": [name] for name in names}}

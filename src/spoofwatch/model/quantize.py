@@ -11,7 +11,7 @@ and attention stay float32. Three modes:
 * ``int8-all``: every Linear layer, each input quantised with one scale for the whole
   batch (fastest). A window's features then depend on the other windows batched with it,
   other callers' windows included: scores moved by up to 0.4 LLR with the company on dev
-  clips (scripts/experiments/batch_dependence.py).
+  clips (research/batch_dependence.py).
 * ``int8-window``: every Linear layer, each window's input quantised with its own scale
   (the layer runs once per window), so a window's features are the same alone or in any
   batch. Up to about 15 % more encoder time than ``int8-all`` in batches of 8 or more,

@@ -7,7 +7,7 @@ remake go through the ``lfcc-phase`` front end: two hidden states, original then
 The head reads the original's pooled block and the residual (original minus remake) of its
 phase-coherence statistics (``resynthesis_block``). Leave-one-source-out validation chose
 the phase residual alone over the whole spectral residual or the remake's own block
-(README, Accuracy; scripts/experiments/resynthesis_residual.py).
+(README, Accuracy; research/resynthesis_residual.py).
 """
 
 from __future__ import annotations

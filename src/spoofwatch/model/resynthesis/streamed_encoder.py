@@ -8,7 +8,7 @@ on its own. Its windows therefore come in pairs, (window, remake): training rema
 clips (``StreamedRemake.clip``), the streaming engine keeps each stream's remade blocks
 (``RemadeBlocks``). Leave-one-source-out validation found it at least as good as the
 per-window remake at about half the vocoder work (README, Accuracy;
-scripts/experiments/resynthesis_residual.py).
+research/resynthesis_residual.py).
 """
 
 from __future__ import annotations
