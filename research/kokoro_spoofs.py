@@ -41,7 +41,7 @@ import numpy as np
 import onnxruntime as ort
 import soundfile as sf
 
-from spoofwatch.audio.pcm import resample
+from spoofwatch.audio.resample import resample
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 

@@ -64,7 +64,7 @@ def test_bad_files_get_an_error_object_and_nonzero_exit_but_others_are_scored(tm
 
 def test_resampled_stereo_input_scores_like_the_original(tmp_path: Path) -> None:
     audio, rate = sf.read(FAKE, dtype="float32")
-    from spoofwatch.audio.pcm import resample
+    from spoofwatch.audio.resample import resample
 
     stereo = np.stack([resample(audio, rate, 44100)] * 2, axis=1)
     path = tmp_path / "stereo44k.wav"

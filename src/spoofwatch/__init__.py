@@ -40,7 +40,7 @@ _HOME = {
     "mulaw_decode": "spoofwatch.audio.pcm",
     "alaw_encode": "spoofwatch.audio.pcm",
     "alaw_decode": "spoofwatch.audio.pcm",
-    "resample": "spoofwatch.audio.pcm",
+    "resample": "spoofwatch.audio.resample",
     # streaming
     "Pipeline": "spoofwatch.stream.engine.pipeline",
     "StreamHandle": "spoofwatch.stream.engine.pipeline",
@@ -105,8 +105,8 @@ if TYPE_CHECKING:
         decode_pcm,
         mulaw_decode,
         mulaw_encode,
-        resample,
     )
+    from spoofwatch.audio.resample import resample
     from spoofwatch.config import EngineConfig, ServerConfig, Settings, StreamConfig, load_settings
     from spoofwatch.errors import (
         AudioError,

@@ -14,16 +14,15 @@ from numpy.typing import NDArray
 
 from spoofwatch.audio.pcm import (
     SUPPORTED_ENCODINGS,
-    StreamResampler,
     alaw_decode,
     alaw_encode,
     decode_pcm,
     mulaw_decode,
     mulaw_encode,
-    resample,
     to_mono,
     validate_samples,
 )
+from spoofwatch.audio.resample import StreamResampler, resample
 from spoofwatch.errors import AudioError
 
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int16)

@@ -22,7 +22,8 @@ import numpy as np
 import soundfile as sf
 from numpy.typing import NDArray
 
-from spoofwatch.audio.pcm import check_sample_rate, resample, to_mono
+from spoofwatch.audio.pcm import check_sample_rate, to_mono
+from spoofwatch.audio.resample import resample
 from spoofwatch.errors import AudioError, ConfigError
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""PCM decoding, G.711 companding and resampling: pure numpy + soxr, no I/O.
+"""PCM decoding, G.711 companding, mono mixing and sample checks: pure numpy, no I/O.
 
 Float audio is float32 in [-1, 1]. The fixed-point scale is 32768, so an int16 value
 ``v`` maps to ``v / 32768`` and back exactly.
@@ -14,7 +14,6 @@ import logging
 from typing import Final
 
 import numpy as np
-import soxr
 from numpy.typing import NDArray
 
 from spoofwatch.errors import AudioError
@@ -25,7 +24,6 @@ SUPPORTED_ENCODINGS: Final = ("pcm_s16le", "pcm_f32le", "mulaw", "alaw")
 MIN_SAMPLE_RATE: Final = 1000
 MAX_SAMPLE_RATE: Final = 384000
 MAX_CHANNELS: Final = 8
-RESAMPLE_QUALITY: Final = "VHQ"
 
 _INT16_SCALE: Final = 32768.0
 _BYTES_PER_SAMPLE: Final = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1, "alaw": 1}
@@ -192,75 +190,3 @@ def to_mono(x: NDArray[np.floating]) -> NDArray[np.float32]:
     if x.shape[1] == 1:
         return np.asarray(x[:, 0], dtype=np.float32)
     return np.asarray(x.mean(axis=1, dtype=np.float32), dtype=np.float32)
-
-
-# --- resampling -----------------------------------------------------------------------
-
-
-def resample(x: NDArray[np.float32], sr_in: int, sr_out: int) -> NDArray[np.float32]:
-    """Resample (frames,) or (frames, channels) float audio with soxr at VHQ quality.
-
-    Equal rates return ``x`` as float32 without copying. The output has
-    ``round(len(x) * sr_out / sr_in)`` frames.
-    """
-    sr_in = check_sample_rate(sr_in, name="input sample rate")
-    sr_out = check_sample_rate(sr_out, name="output sample rate")
-    if x.ndim not in (1, 2):
-        raise AudioError(f"audio: expected shape (frames,) or (frames, channels), found {x.shape}")
-    samples = np.asarray(x, dtype=np.float32)
-    if sr_in == sr_out:
-        return samples
-    out: NDArray[np.float32] = soxr.resample(samples, sr_in, sr_out, quality=RESAMPLE_QUALITY)
-    return out
-
-
-class StreamResampler:
-    """Chunk-by-chunk mono resampler (soxr ``ResampleStream``, float32, VHQ).
-
-    ``feed`` returns whatever output is ready (soxr holds back a filter delay); ``flush``
-    ends the stream and returns the rest; ``reset`` starts a new stream.
-
-    Measured with soxr 1.1.0 (8k->16k, 16k->8k, 22.05k/44.1k/48k->16k): the concatenated
-    output of ``feed`` calls plus ``flush`` is bit-identical whatever the chunking (1
-    sample, 7, 160, 4097, random sizes, whole signal) and bit-identical to the one-shot
-    ``resample`` of the same signal. The tests pin this exact equality.
-    """
-
-    def __init__(self, sr_in: int, sr_out: int) -> None:
-        self.sr_in = check_sample_rate(sr_in, name="input sample rate")
-        self.sr_out = check_sample_rate(sr_out, name="output sample rate")
-        self._stream: soxr.ResampleStream | None = None
-        if self.sr_in != self.sr_out:
-            self._stream = soxr.ResampleStream(
-                self.sr_in, self.sr_out, 1, dtype="float32", quality=RESAMPLE_QUALITY
-            )
-        self._flushed = False
-
-    def feed(self, chunk: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Resample one mono chunk; returns the output samples that are ready (maybe none)."""
-        if self._flushed:
-            raise AudioError("StreamResampler: expected reset() after flush(), found feed()")
-        if chunk.ndim != 1:
-            raise AudioError(f"StreamResampler: expected a 1-D mono chunk, found {chunk.shape}")
-        validate_samples(chunk, name="StreamResampler input")
-        samples = np.ascontiguousarray(chunk, dtype=np.float32)
-        if self._stream is None:
-            return samples.copy()
-        out: NDArray[np.float32] = self._stream.resample_chunk(samples)
-        return out
-
-    def flush(self) -> NDArray[np.float32]:
-        """End the stream and return the samples still held back by the filter."""
-        if self._flushed:
-            raise AudioError("StreamResampler: expected reset() after flush(), found flush()")
-        self._flushed = True
-        if self._stream is None:
-            return np.zeros(0, dtype=np.float32)
-        out: NDArray[np.float32] = self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-        return out
-
-    def reset(self) -> None:
-        """Forget all state; the next ``feed`` starts a new stream."""
-        if self._stream is not None:
-            self._stream.clear()
-        self._flushed = False

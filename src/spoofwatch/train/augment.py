@@ -21,7 +21,7 @@ import soundfile as sf
 from numpy.typing import NDArray
 from scipy.signal import fftconvolve
 
-from spoofwatch.audio.pcm import resample
+from spoofwatch.audio.resample import resample
 
 Samples = NDArray[np.float32]
 Transform = Callable[[Samples, int, np.random.Generator], Samples]

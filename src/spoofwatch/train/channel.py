@@ -15,7 +15,8 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-from spoofwatch.audio.pcm import mulaw_decode, mulaw_encode, resample
+from spoofwatch.audio.pcm import mulaw_decode, mulaw_encode
+from spoofwatch.audio.resample import resample
 from spoofwatch.errors import ConfigError
 
 Channel = Callable[[NDArray[np.float32], int], NDArray[np.float32]]

@@ -16,7 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.audio.files import load_audio
-from spoofwatch.audio.pcm import check_sample_rate, resample, validate_samples
+from spoofwatch.audio.pcm import check_sample_rate, validate_samples
+from spoofwatch.audio.resample import resample
 from spoofwatch.errors import AudioError, SpoofwatchError
 from spoofwatch.model.detector import Detector
 from spoofwatch.stream.core.smoothing import p_spoof_from_llr

@@ -15,7 +15,8 @@ import time
 import numpy as np
 from numpy.typing import NDArray
 
-from spoofwatch.audio.pcm import StreamResampler, validate_samples
+from spoofwatch.audio.pcm import validate_samples
+from spoofwatch.audio.resample import StreamResampler
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, StatusEvent, StreamEvent
