@@ -194,8 +194,14 @@ def test_serve_publishes_contract_messages_over_mqtt_and_answers_ingest(
 
     assert sub.stdout is not None
     published = LineReader(sub.stdout)
+    expected = (
+        "spoofwatch/e2e/availability ",
+        "spoofwatch/e2e/streams/ws-call/score ",
+        "spoofwatch/e2e/streams/ws-call/alarm ",
+        f"spoofwatch/e2e/streams/{path.stem}/score ",
+    )
     with contextlib.suppress(TimeoutError):  # the assertions below say what is missing
-        wait_until(lambda: published.has("spoofwatch/e2e/streams/ws-call/score "), 30, "the MQTT scores")
+        wait_until(lambda: all(published.has(topic) for topic in expected), 30, "the MQTT messages")
     sub.terminate()
     sub.wait(timeout=scaled(10))
     lines = published.text().splitlines()
