@@ -20,12 +20,14 @@ def fake_vocoder(tmp_path: Path) -> Path:
     return write_fake_vocoder(tmp_path / "fake_fargan")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-timeout reads its setting
 def pytest_configure(config: pytest.Config) -> None:
     from waits import timeout_scale
 
     scale = timeout_scale()
-    if scale != 1 and getattr(config.option, "timeout", None):
-        config.option.timeout = float(config.option.timeout) * scale
+    limit = getattr(config.option, "timeout", None) or config.getini("timeout")
+    if scale != 1 and limit:
+        config.option.timeout = float(limit) * scale
 
 
 BROKER_FIXTURES = {"mosquitto", "mosquitto_factory"}
