@@ -244,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
 
     from spoofwatch.bench import add_bench_parser
+    from spoofwatch.corpus.command import add_corpus_parser
     from spoofwatch.soak import add_soak_arguments
+
+    add_corpus_parser(sub)
 
     add_bench_parser(sub)
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
@@ -601,6 +604,12 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     return run(args, out)
 
 
+def cmd_corpus(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.corpus.command import cmd_corpus as run
+
+    return run(args, out)
+
+
 def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.soak import cmd_soak as run
 
@@ -610,6 +619,7 @@ def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
 COMMANDS = {
     "bench": cmd_bench,
     "soak": cmd_soak,
+    "corpus": cmd_corpus,
     "loso": cmd_loso,
     "copysynth": cmd_copysynth,
     "score": cmd_score,

@@ -1,0 +1,77 @@
+"""Exact and near duplicates across all sources, keeping one copy deterministically.
+
+Preference: the highest original sample rate, then card id, path and offset. Exact duplicates
+(same 16-bit PCM after resampling) go whatever their labels. Near copies (``nearcopy``) go only
+between clips of the same label and, for spoofs, of the same generator family, from different
+cards or of the same system: a vocoder or codec copy of a real clip, or one codec at four
+bitrates in four columns of a page, have near-identical envelopes but are different material,
+while a page re-hosting another page's samples repeats the same family on another card.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from spoofwatch.corpus.nearcopy import find_near_copies
+from spoofwatch.corpus.records import Piece, Skip
+
+
+def preference(piece: Piece) -> tuple[int, str, str, int]:
+    return (-piece.orig_sr, piece.card, piece.path, piece.start)
+
+
+def same_material(a: Piece, b: Piece) -> bool:
+    """Whether two near-identical clips are copies of one another (see the module docstring)."""
+    if a.labels.label != b.labels.label:
+        return False
+    if a.labels.label == "bonafide":
+        return True
+    return a.labels.family == b.labels.family and (a.card != b.card or a.labels.system == b.labels.system)
+
+
+def remove_duplicates(pieces: Sequence[Piece], threshold: float) -> tuple[list[Piece], list[Skip]]:
+    ordered = sorted(pieces, key=preference)
+    skips: list[Skip] = []
+    seen_pcm: dict[str, Piece] = {}
+    unique: list[Piece] = []
+    for piece in ordered:
+        first = seen_pcm.get(piece.pcm_sha1)
+        if first is not None:
+            skips.append(_skip(piece, "exact duplicate (same PCM)", first))
+            continue
+        seen_pcm[piece.pcm_sha1] = piece
+        unique.append(piece)
+    matches = find_near_copies(
+        [p.envelope for p in unique],
+        [p.duration_s for p in unique],
+        [p.envelope for p in unique],
+        [p.duration_s for p in unique],
+        threshold=threshold,
+        same_set=True,
+    )
+    neighbours: dict[int, list[int]] = defaultdict(list)
+    for m in matches:
+        if same_material(unique[m.query], unique[m.reference]):
+            neighbours[m.query].append(m.reference)
+            neighbours[m.reference].append(m.query)
+    kept: list[Piece] = []
+    kept_index: set[int] = set()
+    for i, piece in enumerate(unique):  # already in preference order
+        copy_of = next((j for j in neighbours.get(i, ()) if j in kept_index), None)
+        if copy_of is not None:
+            skips.append(_skip(piece, "near duplicate", unique[copy_of]))
+            continue
+        kept_index.add(i)
+        kept.append(piece)
+    return sorted(kept, key=lambda p: p.order), skips
+
+
+def _skip(piece: Piece, reason: str, kept: Piece) -> Skip:
+    return Skip(
+        piece.card,
+        piece.path,
+        reason,
+        f"of {kept.card}:{kept.path}@{kept.seg_start_s:.2f}s",
+        piece.duration_s,
+    )
