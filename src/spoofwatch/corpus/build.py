@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 
 from spoofwatch.corpus.cards import Card, Labels, fill_check
@@ -249,7 +248,8 @@ def build(options: BuildOptions, log: Log) -> BuildResult:
         minutes = sum(p.duration_s for p in step.pieces) / 60.0
         left = ", ".join(f"{r} {n}" for r, n in sorted(counts.items())) or "none"
         log(
-            f"{card.id}: {len(step.pieces)} pieces ({minutes:.1f} min) from {len({p.path for p in step.pieces})} files; left out: {left}"
+            f"{card.id}: {len(step.pieces)} pieces ({minutes:.1f} min) from "
+            f"{len({p.path for p in step.pieces})} files; left out: {left}"
         )
     pieces, dup_skips = remove_duplicates(result.pieces, options.config.threshold)
     result.skips += dup_skips
@@ -280,7 +280,8 @@ def _refuse_near_copies(pieces: list[Piece], reserved: Reserved, skips: list[Ski
         log(f"{p.card}: {p.path} @ {p.seg_start_s:.2f} s refused: {message}")
         gone.add(id(p))
     log(
-        f"reserved audio check: {len(candidates)} pieces compared with {len(reserved.envelopes)} reserved clips, {len(gone)} refused"
+        f"reserved audio check: {len(candidates)} pieces compared with {len(reserved.envelopes)} "
+        f"reserved clips, {len(gone)} refused"
     )
     return [p for p in pieces if id(p) not in gone]
 

@@ -13,14 +13,14 @@ def piece_bounds(n_samples: int, config: BuildConfig, max_pieces: int | None = N
     """Consecutive pieces of at most ``max_s``; the last is kept only if at least ``min_last_s``
     (a file of at most ``max_s`` is one piece); at most ``max_pieces`` of them."""
     limit = max_pieces or config.max_pieces
-    size = int(round(config.max_s * SAMPLE_RATE))
+    size = round(config.max_s * SAMPLE_RATE)
     if n_samples <= size:
         return [(0, n_samples)]
     bounds: list[tuple[int, int]] = []
     start = 0
     while start < n_samples and len(bounds) < limit:
         stop = min(start + size, n_samples)
-        if stop - start >= (size if stop < n_samples else int(round(config.min_last_s * SAMPLE_RATE))):
+        if stop - start >= (size if stop < n_samples else round(config.min_last_s * SAMPLE_RATE)):
             bounds.append((start, stop))
         start = stop
     return bounds

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from spoofwatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from spoofwatch.corpus.cards import Card
+    from spoofwatch.corpus.reserved import Reserved
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the repository, for an editable install
 
@@ -17,7 +21,7 @@ def _repo_root() -> Path:
     return cwd if (cwd / "corpus").is_dir() or not (_PACKAGE_ROOT / "corpus").is_dir() else _PACKAGE_ROOT
 
 
-def add_corpus_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_corpus_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     corpus = sub.add_parser("corpus", help="build the training corpus from source cards (docs/corpus.md)")
     verbs = corpus.add_subparsers(dest="corpus_command", required=True)
     b = verbs.add_parser(
@@ -70,7 +74,8 @@ def _reserved_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--reserved",
         metavar="DIR",
-        help="reserved lists (default: $SPOOFWATCH_RESERVED, else ../shared/corpus/reserved beside the repository)",
+        help="reserved lists (default: $SPOOFWATCH_RESERVED, else ../shared/corpus/reserved beside "
+        "the repository)",
     )
     group.add_argument(
         "--no-reserved",
@@ -79,7 +84,7 @@ def _reserved_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _reserved(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _reserved(args: argparse.Namespace) -> Reserved:
     from spoofwatch.corpus.reserved import Reserved, find_reserved_dir
 
     if args.no_reserved:
@@ -93,7 +98,7 @@ def _reserved(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return Reserved.load(directory)
 
 
-def _cards(args: argparse.Namespace, only: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]
+def _cards(args: argparse.Namespace, only: tuple[str, ...] = ()) -> list[Card]:
     from spoofwatch.corpus.cards import load_cards
 
     directory = Path(args.cards) if args.cards else _repo_root() / "corpus" / "cards"
@@ -115,9 +120,8 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
 
     only = tuple(x.strip() for x in (args.only or "").split(",") if x.strip())
     cards = _cards(args, only)
-    config_path = Path(args.config) if args.config else _repo_root() / "corpus" / "build.toml"
-    if args.config is None and not config_path.is_file():
-        config_path = None  # type: ignore[assignment]
+    default_config = _repo_root() / "corpus" / "build.toml"
+    config_path = Path(args.config) if args.config else default_config if default_config.is_file() else None
     options = BuildOptions(
         cards=cards,
         origins=parse_origins(args.origin, args.origins),
@@ -165,7 +169,7 @@ def _rows(path: Path, needed: tuple[str, ...]) -> list[dict[str, str]]:
         raise ConfigError(f"{path}: expected a readable CSV, found {exc}") from exc
 
 
-def _check_lock(lock: Path, reserved, out: TextIO) -> int:  # type: ignore[no-untyped-def]
+def _check_lock(lock: Path, reserved: Reserved, out: TextIO) -> int:
     from spoofwatch.corpus.cards import Labels
     from spoofwatch.corpus.reserved import speaker_refusal
 
@@ -205,7 +209,7 @@ def _check_lock(lock: Path, reserved, out: TextIO) -> int:  # type: ignore[no-un
     return hits
 
 
-def _check_audio(manifest: Path, reserved, out: TextIO) -> int:  # type: ignore[no-untyped-def]
+def _check_audio(manifest: Path, reserved: Reserved, out: TextIO) -> int:
     import soundfile as sf
 
     from spoofwatch.corpus.nearcopy import envelope

@@ -66,13 +66,10 @@ def load_config(path: Path | None) -> BuildConfig:
             ok = False
         if not ok:
             problems.append(f"{path}: {name}: expected a {want.__name__}, found {value!r}")
-    config = (
-        BuildConfig(
-            **{k: (float(v) if isinstance(getattr(defaults, k), float) else v) for k, v in values.items()}
-        )
-        if not problems
-        else defaults
-    )
+    typed: dict[str, Any] = {
+        k: (float(v) if isinstance(getattr(defaults, k), float) else v) for k, v in values.items()
+    }
+    config = BuildConfig(**typed) if not problems else defaults
     if not problems:
         if not 0.0 <= config.dev_share < 1.0:
             problems.append(f"{path}: dev_share: expected a share in [0, 1), found {config.dev_share}")

@@ -18,7 +18,7 @@ def _table(header: Sequence[str], body: Iterable[Sequence[object]]) -> list[str]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in body:
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def _cell(value: object) -> str:
@@ -27,8 +27,22 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-_COLUMNS = ("split", "system", "generator", "family", "speaker", "year", "kind", "zero_shot", "streaming",
-            "lang", "tags", "origin", "license", "evidence")  # fmt: skip
+_COLUMNS = (
+    "split",
+    "system",
+    "generator",
+    "family",
+    "speaker",
+    "year",
+    "kind",
+    "zero_shot",
+    "streaming",
+    "lang",
+    "tags",
+    "origin",
+    "license",
+    "evidence",
+)
 
 
 def datasheet(rows_in: Sequence[Row], skips: Sequence[Skip], title: str = "Corpus datasheet") -> str:
@@ -50,14 +64,31 @@ def datasheet(rows_in: Sequence[Row], skips: Sequence[Skip], title: str = "Corpu
         s = [r for r in sel if r["label"] == "spoof"]
         body.append(
             (
-                split, len(b), _min(b), len({r["speaker"] for r in b}), len(s), _min(s),
-                len({r["system"] for r in s}), len({r["generator"] for r in s}), len({r["family"] for r in s}),
+                split,
+                len(b),
+                _min(b),
+                len({r["speaker"] for r in b}),
+                len(s),
+                _min(s),
+                len({r["system"] for r in s}),
+                len({r["generator"] for r in s}),
+                len({r["family"] for r in s}),
             )
-        )  # fmt: skip
+        )
     out += _table(
-        ("split", "bona fide clips", "bona fide min", "speakers", "spoof clips", "spoof min", "systems", "generators", "families"),
+        (
+            "split",
+            "bona fide clips",
+            "bona fide min",
+            "speakers",
+            "spoof clips",
+            "spoof min",
+            "systems",
+            "generators",
+            "families",
+        ),
         body,
-    )  # fmt: skip
+    )
     out += ["## Spoof families by year", ""]
     by_year: dict[str, list[Row]] = defaultdict(list)
     for r in spoof:
@@ -65,19 +96,27 @@ def datasheet(rows_in: Sequence[Row], skips: Sequence[Skip], title: str = "Corpu
     out += _table(
         ("year", "families", "systems", "min", "families (names)"),
         (
-            (y, len({r["family"] for r in rs}), len({r["system"] for r in rs}), _min(rs),
-             ", ".join(sorted({r["family"] for r in rs})))
+            (
+                y,
+                len({r["family"] for r in rs}),
+                len({r["system"] for r in rs}),
+                _min(rs),
+                ", ".join(sorted({r["family"] for r in rs})),
+            )
             for y, rs in sorted(by_year.items())
         ),
-    )  # fmt: skip
+    )
     out += ["## Kinds", ""]
     by_kind: dict[str, list[Row]] = defaultdict(list)
     for r in spoof:
         by_kind[r["kind"] or "?"].append(r)
     out += _table(
         ("kind", "families", "systems", "clips", "min"),
-        ((k, len({r["family"] for r in rs}), len({r["system"] for r in rs}), len(rs), _min(rs)) for k, rs in sorted(by_kind.items())),
-    )  # fmt: skip
+        (
+            (k, len({r["family"] for r in rs}), len({r["system"] for r in rs}), len(rs), _min(rs))
+            for k, rs in sorted(by_kind.items())
+        ),
+    )
     zs = [r for r in spoof if r["zero_shot"] == "true"]
     zs23 = [r for r in zs if r["year"].isdigit() and int(r["year"]) >= 2023]
     st = [r for r in spoof if r["streaming"] == "true"]
@@ -86,19 +125,27 @@ def datasheet(rows_in: Sequence[Row], skips: Sequence[Skip], title: str = "Corpu
         ("subset", "families", "systems", "min"),
         (
             (name, len({r["family"] for r in rs}), len({r["system"] for r in rs}), _min(rs))
-            for name, rs in (("zero-shot", zs), ("zero-shot, published 2023 or later", zs23), ("streaming / low-latency", st))
+            for name, rs in (
+                ("zero-shot", zs),
+                ("zero-shot, published 2023 or later", zs23),
+                ("streaming / low-latency", st),
+            )
         ),
-    )  # fmt: skip
+    )
     out += ["## Languages", ""]
     langs = sorted({r["lang"] for r in rows})
     out += _table(
         ("lang", "bona fide min", "bona fide speakers", "spoof min"),
         (
-            (lang, _min(r for r in bona if r["lang"] == lang), len({r["speaker"] for r in bona if r["lang"] == lang}),
-             _min(r for r in spoof if r["lang"] == lang))
+            (
+                lang,
+                _min(r for r in bona if r["lang"] == lang),
+                len({r["speaker"] for r in bona if r["lang"] == lang}),
+                _min(r for r in spoof if r["lang"] == lang),
+            )
             for lang in langs
         ),
-    )  # fmt: skip
+    )
     out += ["## Bona fide tags", ""]
     tag_rows: dict[str, list[Row]] = defaultdict(list)
     for r in bona:
@@ -115,11 +162,17 @@ def datasheet(rows_in: Sequence[Row], skips: Sequence[Skip], title: str = "Corpu
     out += _table(
         ("card", "origin", "licence", "bona fide min", "spoof min", "systems"),
         (
-            (c, rs[0]["origin"], rs[0]["license"], _min(r for r in rs if r["label"] == "bonafide"),
-             _min(r for r in rs if r["label"] == "spoof"), len({r["system"] for r in rs if r["label"] == "spoof"}))
+            (
+                c,
+                rs[0]["origin"],
+                rs[0]["license"],
+                _min(r for r in rs if r["label"] == "bonafide"),
+                _min(r for r in rs if r["label"] == "spoof"),
+                len({r["system"] for r in rs if r["label"] == "spoof"}),
+            )
             for c, rs in sorted(by_card.items())
         ),
-    )  # fmt: skip
+    )
     for card, rs in sorted(by_card.items()):
         evidence = Counter((r["label"], r["system"], r["evidence"]) for r in rs)
         out.append(f"- **{card}**")
@@ -128,17 +181,17 @@ def datasheet(rows_in: Sequence[Row], skips: Sequence[Skip], title: str = "Corpu
             out.append(f"  - {what} ({n} clips): {text}")
     out.append("")
     out += ["## Left out", ""]
-    reasons = Counter(s.reason for s in skips)
-    seconds: Counter[str] = Counter()
-    for s in skips:
-        seconds[s.reason] += s.seconds
+    reasons = Counter(skip.reason for skip in skips)
+    seconds: dict[str, float] = defaultdict(float)
+    for skip in skips:
+        seconds[skip.reason] += skip.seconds
     out += _table(
         ("reason", "count", "min (clips cut already)"),
         ((r, n, seconds[r] / 60.0) for r, n in sorted(reasons.items())),
     )
     per_card: dict[str, Counter[str]] = defaultdict(Counter)
-    for s in skips:
-        per_card[s.card][s.reason] += 1
+    for skip in skips:
+        per_card[skip.card][skip.reason] += 1
     out += _table(
         ("card", "left out (reason: count)"),
         ((c, "; ".join(f"{r}: {n}" for r, n in sorted(cnt.items()))) for c, cnt in sorted(per_card.items())),

@@ -8,6 +8,7 @@ float WAV at the original rate first, so the resampling is the same soxr VHQ eit
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -19,7 +20,7 @@ import soundfile as sf
 from numpy.typing import NDArray
 
 from spoofwatch.errors import AudioError
-from spoofwatch.stream.audiofile import load_audio
+from spoofwatch.stream.audiofile import AudioClip, load_audio
 
 SAMPLE_RATE = 16000
 # Bump when decoding changes, so cached PCM from an older decoder is not reused.
@@ -57,7 +58,7 @@ def decode_file(path: Path) -> Decoded:
     return Decoded(to_int16(clip.samples), clip.original_sample_rate, clip.original_channels)
 
 
-def _via_ffmpeg(path: Path, first: AudioError):  # type: ignore[no-untyped-def]
+def _via_ffmpeg(path: Path, first: AudioError) -> AudioClip:
     if shutil.which("ffmpeg") is None:
         raise AudioError(f"{first}; ffmpeg (apt-get install ffmpeg) is not installed to try it instead")
     with tempfile.TemporaryDirectory(prefix="spoofwatch-ffmpeg-") as tmp:
@@ -120,7 +121,7 @@ class DecodeCache:
                 message = str(exc).replace(str(source), name)
                 _write_atomic(meta, json.dumps({"error": message}))
                 raise AudioError(message) from None
-        tmp_flac = flac.with_suffix(".tmp.flac")
+        tmp_flac = flac.with_suffix(f".{os.getpid()}.tmp.flac")  # collectors share one cache
         sf.write(tmp_flac, decoded.pcm, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
         tmp_flac.replace(flac)
         _write_atomic(meta, json.dumps({"orig_sr": decoded.orig_sr, "channels": decoded.channels}))
@@ -128,6 +129,6 @@ class DecodeCache:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.replace(path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -107,8 +108,8 @@ class EspeakNg:
                 settings = {
                     "voice": voice,
                     "text": texts[i],
-                    "speed": int(round(rng.uniform(speed[0], speed[1]))),
-                    "pitch": int(round(rng.uniform(pitch[0], pitch[1]))),
+                    "speed": round(rng.uniform(speed[0], speed[1])),
+                    "pitch": round(rng.uniform(pitch[0], pitch[1])),
                 }
                 items.append(Item(f"{voice}/{i:04d}.wav", settings))
         return items
@@ -173,7 +174,7 @@ class GeneratorReader:
             return target.read_bytes()
         data = self.recipe.render(item)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(data)
         tmp.replace(target)
         return data

@@ -63,7 +63,8 @@ def _standardise(rows: NDArray[np.float64]) -> NDArray[np.float32]:
     centred = rows - rows.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(centred, axis=1, keepdims=True)
     out = np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
-    return out.astype(np.float32)
+    result: NDArray[np.float32] = out.astype(np.float32)
+    return result
 
 
 def find_near_copies(

@@ -85,7 +85,8 @@ class GitReader:
         result = subprocess.run(["git", f"--git-dir={self.git_dir}", *args], capture_output=True, check=False)
         if check and result.returncode != 0:
             raise OriginError(
-                f"{self.git_dir}: git {' '.join(args)} failed: {result.stderr.decode(errors='replace').strip()}"
+                f"{self.git_dir}: git {' '.join(args)} failed: "
+                f"{result.stderr.decode(errors='replace').strip()}"
             )
         return result.stdout if result.returncode == 0 else b""
 
@@ -176,7 +177,7 @@ class TarReader:
 
     def __init__(self, path: Path) -> None:
         try:
-            self.archive = tarfile.open(path)
+            self.archive = tarfile.open(path)  # noqa: SIM115 (kept open while the build reads it)
         except (OSError, tarfile.TarError) as exc:
             raise OriginError(f"{path}: expected a readable tar archive, found {exc}") from exc
         self.members = {m.name.lstrip("./"): m for m in self.archive.getmembers() if m.isfile()}
@@ -202,7 +203,7 @@ def extract_deb(deb: Path, cache: Path) -> Path:
     target = cache / "debs" / digest
     if (target / ".complete").is_file():
         return target
-    partial = target.with_name(digest + ".partial")
+    partial = target.with_name(f"{digest}.{os.getpid()}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     result = subprocess.run(["dpkg-deb", "-x", str(deb), str(partial)], capture_output=True, check=False)
@@ -211,6 +212,9 @@ def extract_deb(deb: Path, cache: Path) -> Path:
             f"{deb}: expected a .deb dpkg-deb can unpack, found: {result.stderr.decode().strip()}"
         )
     (partial / ".complete").write_text("")
+    if (target / ".complete").is_file():  # another build unpacked it meanwhile
+        shutil.rmtree(partial, ignore_errors=True)
+        return target
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
@@ -237,5 +241,6 @@ def open_origin(kind: str, path: Path, commit: str, cache: Path) -> OriginReader
     if name.endswith((".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")):
         return TarReader(path)
     raise OriginError(
-        f"{path}: expected a directory, a .deb, a wheel/zip or a tarball for a {kind} origin, found another file"
+        f"{path}: expected a directory, a .deb, a wheel/zip or a tarball for a {kind} origin, "
+        "found another file"
     )

@@ -16,7 +16,8 @@ MANIFEST_COLUMNS = (
     "origin", "year", "kind", "zero_shot", "streaming", "tags", "evidence", "card", "pcm_sha1",
 )  # fmt: skip
 LOCK_COLUMNS = (
-    "utt_id", "card", "origin", "path", "sha1_orig", "seg_start_s", "duration_s", "label", "system", "speaker",
+    "utt_id", "card", "origin", "path", "sha1_orig", "seg_start_s", "duration_s", "label", "system",
+    "speaker",
 )  # fmt: skip
 SKIP_COLUMNS = ("card", "path", "reason", "detail", "seconds")
 
@@ -61,7 +62,7 @@ def manifest_row(p: Piece) -> dict[str, str]:
 def lock_row(p: Piece) -> dict[str, str]:
     row = manifest_row(p)
     row["path"] = p.path
-    return {c: row[c] if c in row else "" for c in LOCK_COLUMNS} | {"card": p.card}
+    return {c: row.get(c, "") for c in LOCK_COLUMNS} | {"card": p.card}
 
 
 def _csv_text(columns: Sequence[str], rows: Sequence[dict[str, str]]) -> str:

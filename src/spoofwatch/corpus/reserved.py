@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import fnmatch
 import hashlib
+import itertools
 import os
 import re
 from collections.abc import Sequence
@@ -94,7 +95,7 @@ class Reserved:
                 durations = [float(d) for d in data["durations"]]
                 bounds = np.concatenate([[0], np.cumsum(data["lengths"])])
                 flat = data["envelopes"].astype(np.float64)
-                envelopes = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+                envelopes = [flat[a:b] for a, b in itertools.pairwise(bounds)]
         return cls(
             directory=directory,
             sha1s=_lines(directory / "sha1.txt"),
