@@ -66,10 +66,12 @@ def load_config(path: Path | None) -> BuildConfig:
             ok = False
         if not ok:
             problems.append(f"{path}: {name}: expected a {want.__name__}, found {value!r}")
+    if problems:
+        raise CardError("\n".join(problems))
     typed: dict[str, Any] = {
         k: (float(v) if isinstance(getattr(defaults, k), float) else v) for k, v in values.items()
     }
-    config = BuildConfig(**typed) if not problems else defaults
+    config = BuildConfig(**typed)
     if not problems:
         if not 0.0 <= config.dev_share < 1.0:
             problems.append(f"{path}: dev_share: expected a share in [0, 1), found {config.dev_share}")
