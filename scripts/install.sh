@@ -12,7 +12,8 @@ APT_PACKAGES=(
   libasound2-plugins # ALSA → PulseAudio bridge used by PortAudio
   mosquitto          # MQTT broker for the integration tests and local use
   mosquitto-clients  # mosquitto_sub / mosquitto_pub
-  espeak-ng          # offline TTS used to make synthetic test speech
+  espeak-ng          # offline TTS used to make synthetic test speech (and corpus generator cards)
+  ffmpeg             # corpus build: decodes m4a/aac/webm (and MP3/Opus libsndfile cannot read)
   sox                # audio conversion in tests and examples
   chromium           # headless browser for the dashboard test
   chromium-driver    # its WebDriver (Selenium uses this one, never downloads)
