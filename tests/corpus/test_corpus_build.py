@@ -219,7 +219,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     setup = _origins(root)
     code, text = _build(setup, root / "out1", root / "cache1")
     assert code == 0, text
-    code2, text2 = _build(setup, root / "out2", root / "cache2")  # everything from scratch again
+    code2, text2 = _build(setup, root / "out2", root / "cache2", "--jobs", "2")  # from scratch, 2 processes
     assert code2 == 0, text2
     code3, text3 = _build(setup, root / "out1", root / "cache1")  # a rebuild from the caches
     assert code3 == 0, text3

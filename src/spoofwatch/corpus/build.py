@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import multiprocessing
 from collections import Counter
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +55,7 @@ class BuildOptions:
     config: BuildConfig
     reserved: Reserved
     lock_dir: Path | None = None
+    jobs: int = 1
 
 
 @dataclass
@@ -117,13 +120,51 @@ def _pinned(card: Card, reader: OriginReader) -> str:
     return card.origin.pinned
 
 
+@dataclass(frozen=True)
+class _Pending:
+    path: str
+    labels: Labels
+    sha1: str
+    data: bytes
+
+
+def _decode_one(root: Path, sha1: str, data: bytes, name: str) -> Decoded | str:
+    try:
+        return DecodeCache(root).get(sha1, data, name)
+    except AudioError as exc:
+        return str(exc)
+
+
+class Decoder:
+    """Decodes batches of files through the cache, in ``jobs`` processes (1: in this one)."""
+
+    def __init__(self, root: Path, jobs: int) -> None:
+        self.root = root
+        self.batch = max(1, 8 * jobs)
+        # spawn, not fork: a forked child can inherit a held lock of soxr's or numpy's threads.
+        context = multiprocessing.get_context("spawn")
+        self.pool = ProcessPoolExecutor(jobs, mp_context=context) if jobs > 1 else None
+
+    def decode(self, items: list[tuple[str, bytes, str]]) -> list[Decoded | str]:
+        if self.pool is None:
+            return [_decode_one(self.root, *item) for item in items]
+        futures = [self.pool.submit(_decode_one, self.root, *item) for item in items]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
 class _CardPass:
     """One card's files → pieces and skips."""
 
-    def __init__(self, card: Card, options: BuildOptions, seen: dict[str, str], log: Log) -> None:
+    def __init__(
+        self, card: Card, options: BuildOptions, seen: dict[str, str], decoder: Decoder, log: Log
+    ) -> None:
         self.card, self.options, self.seen, self.log = card, options, seen, log
         self.config = options.config
-        self.decoded = DecodeCache(options.cache / "decoded")
+        self.decoder = decoder
         self.pieces: list[Piece] = []
         self.skips: list[Skip] = []
 
@@ -141,50 +182,61 @@ class _CardPass:
         try:
             origin = _pinned(card, reader)
             selected = [f for f in reader.files() if card.selects(f)]
+            pending: list[_Pending] = []
             for path in progress(selected, len(selected), card.id):
-                self._file(reader, origin, path)
+                item = self._prepare(reader, path)
+                if item is not None:
+                    pending.append(item)
+                if len(pending) >= self.decoder.batch:
+                    self._decode(pending, origin)
+                    pending = []
+            self._decode(pending, origin)
         finally:
             reader.close()
 
-    def _file(self, reader: OriginReader, origin: str, path: str) -> None:
+    def _prepare(self, reader: OriginReader, path: str) -> _Pending | None:
+        """A file to decode, or None when it is left out before decoding (the skip is recorded)."""
         labels = self.card.labels_for(path)
         if labels is None:
             self.skip(path, "no label", "no rule matches this path")
-            return
+            return None
         if labels.skip:
             self.skip(path, "skip rule", labels.evidence)
-            return
+            return None
         problem = fill_check(labels)
         if problem:
             self.skip(path, "bad labels", f"rules[{labels.rule}]: {problem}")
-            return
+            return None
         refusal = speaker_refusal(labels)
         if refusal:
             self.skip(path, reserved_reason(refusal), refusal)
-            return
+            return None
         try:
             data = reader.read(path)
         except MissingFile as exc:
             self.skip(path, "absent", str(exc))
-            return
+            return None
         if is_lfs_pointer(data):
             self.skip(path, "LFS pointer", "the repository holds a Git LFS pointer, not the audio")
-            return
+            return None
         sha1 = hashlib.sha1(data).hexdigest()
         refusal = self.options.reserved.file_refusal(sha1)
         if refusal:
             self.skip(path, reserved_reason(refusal), refusal)
-            return
+            return None
         if sha1 in self.seen:
             self.skip(path, "exact duplicate (same file)", f"of {self.seen[sha1]}")
-            return
+            return None
         self.seen[sha1] = f"{self.card.id}:{path}"
-        try:
-            decoded = self.decoded.get(sha1, data, path)
-        except AudioError as exc:
-            self.skip(path, "undecodable", str(exc))
-            return
-        self._cut(path, labels, origin, sha1, decoded)
+        return _Pending(path, labels, sha1, data)
+
+    def _decode(self, pending: list[_Pending], origin: str) -> None:
+        results = self.decoder.decode([(p.sha1, p.data, p.path) for p in pending])
+        for item, result in zip(pending, results, strict=True):
+            if isinstance(result, str):
+                self.skip(item.path, "undecodable", result)
+            else:
+                self._cut(item.path, item.labels, origin, item.sha1, result)
 
     def _cut(self, path: str, labels: Labels, origin: str, sha1: str, decoded: Decoded) -> None:
         config = self.config
@@ -239,18 +291,33 @@ def utt_id(piece: Piece) -> str:
 def build(options: BuildOptions, log: Log) -> BuildResult:
     result = BuildResult()
     seen: dict[str, str] = {}
-    for card in sorted(options.cards, key=lambda c: c.id):
-        step = _CardPass(card, options, seen, log)
-        step.run()
-        result.pieces += step.pieces
-        result.skips += step.skips
-        counts = Counter(s.reason for s in step.skips)
-        minutes = sum(p.duration_s for p in step.pieces) / 60.0
-        left = ", ".join(f"{r} {n}" for r, n in sorted(counts.items())) or "none"
-        log(
-            f"{card.id}: {len(step.pieces)} pieces ({minutes:.1f} min) from "
-            f"{len({p.path for p in step.pieces})} files; left out: {left}"
-        )
+    decoder = Decoder(options.cache / "decoded", options.jobs)
+    try:
+        for card in sorted(options.cards, key=lambda c: c.id):
+            result.skips += _run_card(card, options, seen, decoder, result, log)
+    finally:
+        decoder.close()
+    _finish(result, options, log)
+    return result
+
+
+def _run_card(
+    card: Card, options: BuildOptions, seen: dict[str, str], decoder: Decoder, result: BuildResult, log: Log
+) -> list[Skip]:
+    step = _CardPass(card, options, seen, decoder, log)
+    step.run()
+    result.pieces += step.pieces
+    counts = Counter(s.reason for s in step.skips)
+    minutes = sum(p.duration_s for p in step.pieces) / 60.0
+    left = ", ".join(f"{r} {n}" for r, n in sorted(counts.items())) or "none"
+    log(
+        f"{card.id}: {len(step.pieces)} pieces ({minutes:.1f} min) from "
+        f"{len({p.path for p in step.pieces})} files; left out: {left}"
+    )
+    return step.skips
+
+
+def _finish(result: BuildResult, options: BuildOptions, log: Log) -> None:
     pieces, dup_skips = remove_duplicates(result.pieces, options.config.threshold)
     result.skips += dup_skips
     log(f"duplicates: {len(dup_skips)} pieces removed ({Counter(s.reason for s in dup_skips).most_common()})")
@@ -263,7 +330,6 @@ def build(options: BuildOptions, log: Log) -> BuildResult:
         p.utt_id = utt_id(p)
     result.pieces = pieces
     _write(result, options, log)
-    return result
 
 
 def _refuse_near_copies(pieces: list[Piece], reserved: Reserved, skips: list[Skip], log: Log) -> list[Piece]:

@@ -49,6 +49,7 @@ def add_corpus_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     b.add_argument(
         "--lock-dir", metavar="DIR", help="also write lock.csv and DATASHEET.md here (e.g. corpus)"
     )
+    b.add_argument("--jobs", type=int, default=1, metavar="N", help="decoding processes (default 1)")
     _reserved_options(b)
     c = verbs.add_parser(
         "check", help="validate cards; check a lock file and (--audio) built clips against the reserved lists"
@@ -130,7 +131,10 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
         config=load_config(config_path),
         reserved=_reserved(args),
         lock_dir=Path(args.lock_dir) if args.lock_dir else None,
+        jobs=args.jobs,
     )
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: expected 1 or more decoding processes, found {args.jobs}")
     reserved = options.reserved.directory or "none (--no-reserved)"
     print(
         f"building {len(cards)} card(s) into {options.out} (reserved lists: {reserved})", file=out, flush=True
