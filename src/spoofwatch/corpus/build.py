@@ -56,6 +56,7 @@ class BuildOptions:
     reserved: Reserved
     lock_dir: Path | None = None
     jobs: int = 1
+    skip_missing: bool = False
 
 
 @dataclass
@@ -291,9 +292,25 @@ def utt_id(piece: Piece) -> str:
 def build(options: BuildOptions, log: Log) -> BuildResult:
     result = BuildResult()
     seen: dict[str, str] = {}
+    missing = [
+        c.id
+        for c in options.cards
+        if c.origin.type != "generator"
+        and c.id not in options.origins
+        and not options.reserved.origin_refusal(c)
+    ]
+    if missing and not options.skip_missing:
+        raise OriginError(
+            "expected the local path of every card's origin (--origin ID=PATH or --origins FILE), "
+            f"found none for {len(missing)} card(s): {', '.join(sorted(missing))}; add them, leave them out with --only, or "
+            "pass --skip-missing"
+        )
+    for card_id in sorted(missing):
+        log(f"{card_id}: left out, no local path given for its origin (--skip-missing)")
+        result.skips.append(Skip(card_id, "*", "origin not given", "no --origin/--origins entry"))
     decoder = Decoder(options.cache / "decoded", options.jobs)
     try:
-        for card in sorted(options.cards, key=lambda c: c.id):
+        for card in sorted((c for c in options.cards if c.id not in missing), key=lambda c: c.id):
             result.skips += _run_card(card, options, seen, decoder, result, log)
     finally:
         decoder.close()

@@ -50,6 +50,11 @@ def add_corpus_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--lock-dir", metavar="DIR", help="also write lock.csv and DATASHEET.md here (e.g. corpus)"
     )
     b.add_argument("--jobs", type=int, default=1, metavar="N", help="decoding processes (default 1)")
+    b.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="leave out (and count) cards whose origin has no local path",
+    )
     _reserved_options(b)
     c = verbs.add_parser(
         "check", help="validate cards; check a lock file and (--audio) built clips against the reserved lists"
@@ -132,6 +137,7 @@ def _build(args: argparse.Namespace, out: TextIO) -> int:
         reserved=_reserved(args),
         lock_dir=Path(args.lock_dir) if args.lock_dir else None,
         jobs=args.jobs,
+        skip_missing=args.skip_missing,
     )
     if args.jobs < 1:
         raise ConfigError(f"--jobs: expected 1 or more decoding processes, found {args.jobs}")
