@@ -302,8 +302,8 @@ def build(options: BuildOptions, log: Log) -> BuildResult:
     if missing and not options.skip_missing:
         raise OriginError(
             "expected the local path of every card's origin (--origin ID=PATH or --origins FILE), "
-            f"found none for {len(missing)} card(s): {', '.join(sorted(missing))}; add them, leave them out with --only, or "
-            "pass --skip-missing"
+            f"found none for {len(missing)} card(s): {', '.join(sorted(missing))}; add them, "
+            "leave them out with --only, or pass --skip-missing"
         )
     for card_id in sorted(missing):
         log(f"{card_id}: left out, no local path given for its origin (--skip-missing)")
