@@ -151,3 +151,22 @@ def test_build_config_rejects_unknown_and_mistyped_settings(tmp_path: Path) -> N
     assert "generator_minutes: expected a float" in str(info.value)
     repo_config = Path(__file__).resolve().parents[2] / "corpus" / "build.toml"
     assert load_config(repo_config).max_s == 10.0
+
+
+def test_the_committed_lock_file_has_nothing_reserved() -> None:
+    """CI's hash check of corpus/lock.csv (rules 1-4 by SHA-1, origin key and speaker)."""
+    import io
+
+    from spoofwatch.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    lock = root / "corpus" / "lock.csv"
+    reserved = root.parent / "shared" / "corpus" / "reserved"
+    if not lock.is_file():
+        pytest.skip("no corpus/lock.csv committed yet")
+    flags = ["--reserved", str(reserved)] if reserved.is_dir() else ["--no-reserved"]
+    out = io.StringIO()
+    code = main(
+        ["corpus", "check", "--cards", str(root / "corpus" / "cards"), "--lock", str(lock), *flags], out=out
+    )
+    assert code == 0, out.getvalue()
