@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,26 @@ def test_rule_4_refuses_test_other_speakers_as_bona_fide_only() -> None:
         0,
     )
     assert speaker_refusal(corpus) is not None
+    page_key = Labels(
+        "bonafide",
+        "e",
+        "-",
+        "",
+        "",
+        "",
+        None,
+        False,
+        False,
+        "page:8461_281231",
+        "en",
+        "LibriTTS",
+        (),
+        None,
+        False,
+        0,
+    )
+    assert speaker_refusal(page_key) is not None
+    assert speaker_refusal(replace(page_key, speaker="page:84_121123")) is None  # dev-clean reader 84
 
 
 def test_without_reserved_lists_the_build_refuses_unless_told(

@@ -67,10 +67,15 @@ class GitReader:
     def __init__(self, path: Path, commit: str) -> None:
         if shutil.which("git") is None:
             raise OriginError("git: expected the git program on PATH to read git origins, found none")
-        dot_git = path / ".git"
-        self.git_dir = dot_git if dot_git.exists() else path
         if not path.exists():
             raise OriginError(f"{path}: expected a git repository, found no such path")
+        dot_git = path / ".git"
+        self.git_dir = dot_git if dot_git.is_dir() else path
+        if dot_git.is_file():  # a worktree or submodule: .git names the real folder
+            found = subprocess.run(
+                ["git", "-C", str(path), "rev-parse", "--absolute-git-dir"], capture_output=True, check=False
+            )
+            self.git_dir = Path(found.stdout.decode().strip() or path)
         self.commit = commit
         kind = self._git("cat-file", "-t", f"{commit}^{{commit}}", check=False).strip()
         if kind != b"commit":
@@ -180,7 +185,7 @@ class TarReader:
             self.archive = tarfile.open(path)  # noqa: SIM115 (kept open while the build reads it)
         except (OSError, tarfile.TarError) as exc:
             raise OriginError(f"{path}: expected a readable tar archive, found {exc}") from exc
-        self.members = {m.name.lstrip("./"): m for m in self.archive.getmembers() if m.isfile()}
+        self.members = {m.name.removeprefix("./"): m for m in self.archive.getmembers() if m.isfile()}
 
     def files(self) -> list[str]:
         return sorted(self.members)

@@ -44,6 +44,7 @@ ASTERISK_PATTERNS = (
     "asterisk-prompt-it-menardi*",
 )
 CUT_S = 8.0  # reserved clips longer than this were kept as their first 8 s
+_LEADING_ID = re.compile(r"^(\d+)(?:\D|$)")
 _LIBRI_SPEAKER = re.compile(r"^(?:libri|librispeech|libritts|libritts-r|librittsr|ls|lt)[:_/-](\d+)")
 
 
@@ -177,7 +178,13 @@ def speaker_refusal(labels: Labels) -> str | None:
         return None
     if "test-other" in labels.corpus.lower().replace("_", "-").replace(" ", "-"):
         return RULE_TEST_OTHER.format(speaker=labels.speaker or "?")
-    found = _LIBRI_SPEAKER.match(labels.speaker.strip().lower())
+    speaker = labels.speaker.strip().lower()
+    found = _LIBRI_SPEAKER.match(speaker)
     if found and int(found.group(1)) in TEST_OTHER_SPEAKERS:
+        return RULE_TEST_OTHER.format(speaker=labels.speaker)
+    # A LibriSpeech/LibriTTS clip under a page's own speaker key ("page:1688_142285"): reader ids
+    # are unique across LibriSpeech's subsets, so the leading number identifies the reader.
+    leading = _LEADING_ID.match(speaker.rsplit(":", 1)[-1])
+    if "libri" in labels.corpus.lower() and leading and int(leading.group(1)) in TEST_OTHER_SPEAKERS:
         return RULE_TEST_OTHER.format(speaker=labels.speaker)
     return None
