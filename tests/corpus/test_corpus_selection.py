@@ -191,3 +191,17 @@ def test_the_committed_lock_file_has_nothing_reserved() -> None:
         ["corpus", "check", "--cards", str(root / "corpus" / "cards"), "--lock", str(lock), *flags], out=out
     )
     assert code == 0, out.getvalue()
+
+
+def test_exact_correlations_equal_the_one_pair_definition() -> None:
+    from spoofwatch.corpus.nearcopy import exact_correlations
+
+    rng = np.random.default_rng(1)
+    for lengths in ([float(rng.uniform(0.3, 4.0)) for _ in range(30)], [2.0] * 15 + [2.02] * 15):
+        envs = [envelope(babble(s, d)) for s, d in enumerate(lengths)]
+        envs.append(np.full(len(envs[0]), -40.0))  # flat: no correlation defined
+        qi = rng.integers(0, len(envs), 300)
+        rj = rng.integers(0, len(envs), 300)
+        fast = exact_correlations(envs, envs, qi, rj)  # the second set takes the vectorised path
+        slow = np.array([correlation(envs[i], envs[j]) for i, j in zip(qi, rj, strict=True)])
+        np.testing.assert_allclose(fast, slow, atol=1e-9)

@@ -112,26 +112,79 @@ def _match_block(
 ) -> list[Match]:
     shortest = min(min(len(queries[i]) for i in q_idx), min(len(references[j]) for j in r_idx))
     core = shortest - 2 * MAX_SHIFT
-    candidates: list[tuple[int, int]] = []
-    if core < 10:  # too short for the matrix shortcut: every duration-matched pair exactly
-        candidates = [(int(i), int(j)) for i in q_idx for j in r_idx if abs(qd[i] - rd[j]) <= tolerance_s]
-    else:
-        shifted = [
-            _standardise(np.stack([references[j][MAX_SHIFT + s : MAX_SHIFT + s + core] for j in r_idx]))
-            for s in range(-MAX_SHIFT, MAX_SHIFT + 1)
-        ]
-        for chunk_start in range(0, len(q_idx), _ROWS):
-            chunk = q_idx[chunk_start : chunk_start + _ROWS]
-            a = _standardise(np.stack([queries[i][MAX_SHIFT : MAX_SHIFT + core] for i in chunk]))
-            best = np.max(np.stack([a @ b.T for b in shifted]), axis=0)
-            close = np.abs(qd[chunk][:, None] - rd[r_idx][None, :]) <= tolerance_s
-            rows, cols = np.nonzero(close & (best >= threshold - _PREFILTER_MARGIN))
-            candidates += [(int(chunk[r]), int(r_idx[c])) for r, c in zip(rows, cols, strict=True)]
     found: list[Match] = []
-    for i, j in candidates:
-        if same_set and i >= j:
-            continue
-        corr = correlation(queries[i], references[j])
-        if corr >= threshold:
-            found.append(Match(i, j, corr))
+    if core < 10:  # too short for the matrix shortcut: every duration-matched pair exactly
+        pairs = [(int(i), int(j)) for i in q_idx for j in r_idx if abs(qd[i] - rd[j]) <= tolerance_s]
+        qi = np.array([p[0] for p in pairs], dtype=np.int64)
+        rj = np.array([p[1] for p in pairs], dtype=np.int64)
+        return _confirm(queries, references, qi, rj, threshold, same_set)
+    shifted = [
+        _standardise(np.stack([references[j][MAX_SHIFT + s : MAX_SHIFT + s + core] for j in r_idx]))
+        for s in range(-MAX_SHIFT, MAX_SHIFT + 1)
+    ]
+    for chunk_start in range(0, len(q_idx), _ROWS):
+        chunk = q_idx[chunk_start : chunk_start + _ROWS]
+        a = _standardise(np.stack([queries[i][MAX_SHIFT : MAX_SHIFT + core] for i in chunk]))
+        best = np.max(np.stack([a @ b.T for b in shifted]), axis=0)
+        close = np.abs(qd[chunk][:, None] - rd[r_idx][None, :]) <= tolerance_s
+        rows, cols = np.nonzero(close & (best >= threshold - _PREFILTER_MARGIN))
+        found += _confirm(queries, references, chunk[rows], r_idx[cols], threshold, same_set)
     return found
+
+
+def _confirm(
+    queries: Sequence[Envelope],
+    references: Sequence[Envelope],
+    qi: NDArray[np.int64],
+    rj: NDArray[np.int64],
+    threshold: float,
+    same_set: bool,
+) -> list[Match]:
+    """The candidate pairs whose exact correlation reaches the threshold."""
+    if same_set:
+        keep = qi < rj
+        qi, rj = qi[keep], rj[keep]
+    corr = exact_correlations(queries, references, qi, rj)
+    hit = np.flatnonzero(corr >= threshold)
+    return [Match(int(qi[k]), int(rj[k]), float(corr[k])) for k in hit]
+
+
+def exact_correlations(
+    queries: Sequence[Envelope],
+    references: Sequence[Envelope],
+    qi: NDArray[np.int64],
+    rj: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """``correlation(queries[qi[k]], references[rj[k]])`` for every k, vectorised over the pairs
+    whose two envelope lengths agree (candidates differ by a few frames at most)."""
+    out = np.full(len(qi), -1.0)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, (i, j) in enumerate(zip(qi.tolist(), rj.tolist(), strict=True)):
+        groups.setdefault((len(queries[i]), len(references[j])), []).append(k)
+    for ks_all in groups.values():
+        if len(ks_all) < 16:  # numpy's per-call cost beats the loop only for larger groups
+            for k in ks_all:
+                out[k] = correlation(queries[int(qi[k])], references[int(rj[k])])
+            continue
+        for start in range(0, len(ks_all), 2048):
+            ks = np.array(ks_all[start : start + 2048])
+            a = np.stack([queries[i] for i in qi[ks].tolist()])
+            b = np.stack([references[j] for j in rj[ks].tolist()])
+            out[ks] = _best_over_shifts(a, b)
+    return out
+
+
+def _best_over_shifts(a: NDArray[np.float64], b: NDArray[np.float64]) -> NDArray[np.float64]:
+    best = np.full(len(a), -1.0)
+    for shift in range(-MAX_SHIFT, MAX_SHIFT + 1):
+        x, y = (a[:, shift:], b) if shift >= 0 else (a, b[:, -shift:])
+        n = min(x.shape[1], y.shape[1])
+        if n < 10:
+            continue
+        xc = x[:, :n] - x[:, :n].mean(axis=1, keepdims=True)
+        yc = y[:, :n] - y[:, :n].mean(axis=1, keepdims=True)
+        sx, sy = np.sqrt((xc * xc).sum(axis=1)), np.sqrt((yc * yc).sum(axis=1))
+        valid = (sx > 0) & (sy > 0)
+        r = np.divide((xc * yc).sum(axis=1), sx * sy, out=np.full(len(a), -1.0), where=valid)
+        best = np.where(valid, np.maximum(best, r), best)
+    return best
