@@ -335,7 +335,7 @@ def _run_card(
 
 
 def _finish(result: BuildResult, options: BuildOptions, log: Log) -> None:
-    pieces, dup_skips = remove_duplicates(result.pieces, options.config.threshold)
+    pieces, dup_skips = remove_duplicates(result.pieces, options.config.threshold, options.config.near_min_s)
     result.skips += dup_skips
     log(f"duplicates: {len(dup_skips)} pieces removed ({Counter(s.reason for s in dup_skips).most_common()})")
     pieces = _refuse_near_copies(pieces, options.reserved, result.skips, log)

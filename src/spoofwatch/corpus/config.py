@@ -13,7 +13,7 @@ _TABLES = {
     "clips": ("max_s", "min_s", "min_last_s", "max_pieces"),
     "caps": ("generator_minutes", "speaker_minutes"),
     "silence": ("peak_dbfs", "rms_dbfs"),
-    "near_duplicates": ("threshold",),
+    "near_duplicates": ("threshold", "min_s"),
 }
 
 
@@ -30,6 +30,7 @@ class BuildConfig:
     peak_dbfs: float = -50.0
     rms_dbfs: float = -60.0
     threshold: float = 0.85
+    near_min_s: float = 2.0
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
@@ -51,7 +52,7 @@ def load_config(path: Path | None) -> BuildConfig:
                 if sub not in _TABLES[key]:
                     problems.append(f"{path}: {key}.{sub}: unknown setting; expected one of {_TABLES[key]}")
                 else:
-                    values[sub] = sub_value
+                    values["near_min_s" if (key, sub) == ("near_duplicates", "min_s") else sub] = sub_value
         elif key in ("seed", "dev_share"):
             values[key] = value
         else:

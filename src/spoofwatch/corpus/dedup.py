@@ -30,7 +30,10 @@ def same_material(a: Piece, b: Piece) -> bool:
     return a.labels.family == b.labels.family and (a.card != b.card or a.labels.system == b.labels.system)
 
 
-def remove_duplicates(pieces: Sequence[Piece], threshold: float) -> tuple[list[Piece], list[Skip]]:
+def remove_duplicates(
+    pieces: Sequence[Piece], threshold: float, min_s: float = 0.0
+) -> tuple[list[Piece], list[Skip]]:
+    """Exact duplicates among all pieces; near copies among pieces of at least ``min_s`` seconds."""
     ordered = sorted(pieces, key=preference)
     skips: list[Skip] = []
     seen_pcm: dict[str, Piece] = {}
@@ -42,19 +45,21 @@ def remove_duplicates(pieces: Sequence[Piece], threshold: float) -> tuple[list[P
             continue
         seen_pcm[piece.pcm_sha1] = piece
         unique.append(piece)
+    long = [i for i, p in enumerate(unique) if p.duration_s >= min_s]
     matches = find_near_copies(
-        [p.envelope for p in unique],
-        [p.duration_s for p in unique],
-        [p.envelope for p in unique],
-        [p.duration_s for p in unique],
+        [unique[i].envelope for i in long],
+        [unique[i].duration_s for i in long],
+        [unique[i].envelope for i in long],
+        [unique[i].duration_s for i in long],
         threshold=threshold,
         same_set=True,
     )
     neighbours: dict[int, list[int]] = defaultdict(list)
     for m in matches:
-        if same_material(unique[m.query], unique[m.reference]):
-            neighbours[m.query].append(m.reference)
-            neighbours[m.reference].append(m.query)
+        a, b = long[m.query], long[m.reference]
+        if same_material(unique[a], unique[b]):
+            neighbours[a].append(b)
+            neighbours[b].append(a)
     kept: list[Piece] = []
     kept_index: set[int] = set()
     for i, piece in enumerate(unique):  # already in preference order
