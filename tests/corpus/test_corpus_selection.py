@@ -205,3 +205,19 @@ def test_exact_correlations_equal_the_one_pair_definition() -> None:
         fast = exact_correlations(envs, envs, qi, rj)  # the second set takes the vectorised path
         slow = np.array([correlation(envs[i], envs[j]) for i, j in zip(qi, rj, strict=True)])
         np.testing.assert_allclose(fast, slow, atol=1e-9)
+
+
+def test_near_copies_count_as_duplicates_only_between_cards_or_one_speaker_or_system() -> None:
+    from spoofwatch.corpus.dedup import same_material
+
+    def real(card: str, speaker: str) -> Piece:
+        return _piece(card, "a.wav", _labels("bonafide", "-", "", "natural", speaker))
+
+    assert same_material(real("a", "x"), real("b", "y"))  # a page re-hosting another's clip
+    assert same_material(real("a", "x"), real("a", "x"))
+    assert not same_material(real("a", "x"), real("a", "y"))  # two speakers, one wake word
+    codec = _piece("a", "c.wav", _labels(system="a:encodec-3k", family="EnCodec"))
+    assert not same_material(codec, _piece("a", "d.wav", _labels(system="a:encodec-6k", family="EnCodec")))
+    assert same_material(codec, _piece("b", "d.wav", _labels(system="b:encodec", family="EnCodec")))
+    assert not same_material(codec, _piece("b", "d.wav", _labels(system="b:dac", family="DAC")))
+    assert not same_material(codec, real("b", "x"))  # a codec copy of a real clip

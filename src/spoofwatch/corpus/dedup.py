@@ -2,10 +2,11 @@
 
 Preference: the highest original sample rate, then card id, path and offset. Exact duplicates
 (same 16-bit PCM after resampling) go whatever their labels. Near copies (``nearcopy``) go only
-between clips of the same label and, for spoofs, of the same generator family, from different
-cards or of the same system: a vocoder or codec copy of a real clip, or one codec at four
-bitrates in four columns of a page, have near-identical envelopes but are different material,
-while a page re-hosting another page's samples repeats the same family on another card.
+between clips of the same label, from different cards or, inside one card, of the same speaker
+(bona fide) or system (spoof); spoofs also of the same generator family. A vocoder or codec copy
+of a real clip, one codec at four bitrates in four columns of a page, or forty speakers saying one
+wake word have near-identical envelopes but are different material, while a page re-hosting
+another page's samples repeats them on another card.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ def same_material(a: Piece, b: Piece) -> bool:
     if a.labels.label != b.labels.label:
         return False
     if a.labels.label == "bonafide":
-        return True
+        # inside one card, only one speaker's clips: many speakers saying one wake word or
+        # command have matching envelopes without being copies
+        return a.card != b.card or a.labels.speaker == b.labels.speaker
     return a.labels.family == b.labels.family and (a.card != b.card or a.labels.system == b.labels.system)
 
 
