@@ -2,11 +2,11 @@
 
 Preference: the highest original sample rate, then card id, path and offset. Exact duplicates
 (same 16-bit PCM after resampling) go whatever their labels. Near copies (``nearcopy``) go only
-between clips of the same label, from different cards or, inside one card, of the same speaker
-(bona fide) or system (spoof); spoofs also of the same generator family. A vocoder or codec copy
-of a real clip, one codec at four bitrates in four columns of a page, or forty speakers saying one
-wake word have near-identical envelopes but are different material, while a page re-hosting
-another page's samples repeats them on another card.
+between clips of different cards with the same label, spoofs also of the same generator family:
+re-hosting is one page taking another's samples. Inside one card the envelope test cannot tell a
+copy from different material: one speaker saying "Say the word ..." two hundred times, forty
+speakers saying one wake word, one codec at four bitrates in four columns; identical files inside
+a card are still caught as exact duplicates.
 """
 
 from __future__ import annotations
@@ -24,13 +24,9 @@ def preference(piece: Piece) -> tuple[int, str, str, int]:
 
 def same_material(a: Piece, b: Piece) -> bool:
     """Whether two near-identical clips are copies of one another (see the module docstring)."""
-    if a.labels.label != b.labels.label:
+    if a.card == b.card or a.labels.label != b.labels.label:
         return False
-    if a.labels.label == "bonafide":
-        # inside one card, only one speaker's clips: many speakers saying one wake word or
-        # command have matching envelopes without being copies
-        return a.card != b.card or a.labels.speaker == b.labels.speaker
-    return a.labels.family == b.labels.family and (a.card != b.card or a.labels.system == b.labels.system)
+    return a.labels.label == "bonafide" or a.labels.family == b.labels.family
 
 
 def remove_duplicates(
