@@ -11,6 +11,8 @@ APT_PACKAGES=(
   libsndfile1        # soundfile's codec library (FLAC, OGG/Opus, MP3)
   libportaudio2      # sounddevice: microphone input
   libasound2-plugins # ALSA → PulseAudio bridge used by PortAudio
+  ffmpeg             # corpus build: decodes m4a/aac/webm (and MP3/Opus libsndfile cannot read)
+  espeak-ng          # corpus build: the espeak-ng generator recipe
   build-essential    # C compiler for the FARGAN vocoder (scripts/build_fargan.sh)
 )
 source scripts/apt_packages.sh

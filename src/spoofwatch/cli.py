@@ -266,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
 
+    from spoofwatch.corpus.command import add_corpus_parser
+
+    add_corpus_parser(sub)
+
     add_bench_parser(sub)
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
 
@@ -777,6 +781,12 @@ def _format_soak_report(report: SoakReport) -> str:
     )
 
 
+def cmd_corpus(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.corpus.command import cmd_corpus as run
+
+    return run(args, out)
+
+
 def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
     """Entry point for ``spoofwatch soak``; exit status 1 when memory grew or streams leaked."""
     import asyncio
@@ -822,6 +832,7 @@ def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
 COMMANDS = {
     "bench": cmd_bench,
     "soak": cmd_soak,
+    "corpus": cmd_corpus,
     "loso": cmd_loso,
     "copysynth": cmd_copysynth,
     "score": cmd_score,

@@ -1,0 +1,91 @@
+"""Caps (minutes per generator, per bona fide speaker) by deterministic round-robin, and splits.
+
+Order inside a cap: spoofs round-robin over the generator's systems, inside a system over
+target speakers, inside a speaker over files; bona fide round-robin over the speaker's files.
+Files are visited in an order drawn from the seed (a hash of seed, card and path), pieces of a
+file from its start, so a cap samples across files instead of taking the alphabetically first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from spoofwatch.corpus.config import BuildConfig
+from spoofwatch.corpus.records import Piece, Skip
+
+
+def stable_fraction(seed: int, text: str) -> float:
+    """A number in [0, 1) from a hash of seed and text: the same on every machine and run."""
+    digest = hashlib.sha256(f"{seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def round_robin(queues: Sequence[Sequence[Piece]]) -> list[Piece]:
+    out: list[Piece] = []
+    depth = max((len(q) for q in queues), default=0)
+    for i in range(depth):
+        out += [q[i] for q in queues if i < len(q)]
+    return out
+
+
+def _interleave(
+    pieces: Sequence[Piece],
+    key: Callable[[Piece], str],
+    inner: Callable[[list[Piece]], list[Piece]],
+    seed: int,
+) -> list[Piece]:
+    groups: dict[str, list[Piece]] = defaultdict(list)
+    for p in pieces:
+        groups[key(p)].append(p)
+    names = sorted(groups, key=lambda g: (stable_fraction(seed, g), g))
+    return round_robin([inner(groups[g]) for g in names])
+
+
+def _by_file(pieces: list[Piece], seed: int) -> list[Piece]:
+    return _interleave(
+        pieces, lambda p: f"{p.card}/{p.path}", lambda ps: sorted(ps, key=lambda p: p.start), seed
+    )
+
+
+def cap_order(pieces: Sequence[Piece], seed: int) -> list[Piece]:
+    """The order in which one generator's (or one speaker's) pieces are taken."""
+    if not pieces:
+        return []
+    if pieces[0].labels.label == "bonafide":
+        return _by_file(list(pieces), seed)
+    return _interleave(
+        pieces,
+        lambda p: p.labels.system,
+        lambda ps: _interleave(ps, lambda p: p.labels.speaker, lambda q: _by_file(q, seed), seed),
+        seed,
+    )
+
+
+def apply_caps(pieces: Sequence[Piece], config: BuildConfig) -> tuple[list[Piece], list[Skip]]:
+    pools: dict[tuple[str, str], list[Piece]] = defaultdict(list)
+    for p in pieces:
+        if p.labels.label == "spoof":
+            pools[("spoof", p.labels.generator)].append(p)
+        else:
+            pools[("bonafide", p.labels.speaker)].append(p)
+    kept: list[Piece] = []
+    dropped: list[Skip] = []
+    for (label, name), pool in sorted(pools.items()):
+        cap_s = 60.0 * (config.generator_minutes if label == "spoof" else config.speaker_minutes)
+        total = 0.0
+        for p in cap_order(sorted(pool, key=lambda q: q.order), config.seed):
+            if total < cap_s:
+                kept.append(p)
+                total += p.duration_s
+            else:
+                what = "generator" if label == "spoof" else "speaker"
+                dropped.append(Skip(p.card, p.path, f"over the {what} cap", f"{what} {name}", p.duration_s))
+    return sorted(kept, key=lambda p: p.order), dropped
+
+
+def assign_splits(pieces: Sequence[Piece], config: BuildConfig) -> None:
+    """dev for the groups (family / speaker) whose stable hash falls under ``dev_share``."""
+    for p in pieces:
+        p.split = "dev" if stable_fraction(config.seed, f"group:{p.group}") < config.dev_share else "train"
