@@ -203,9 +203,7 @@ def leave_one_fold_out(
     unmatched = [group for group in scheme.fold_groups if group not in values]
     if unmatched:
         where = scheme.spoof_by if not scheme.separate else f"{scheme.spoof_by} or {scheme.bonafide_by}"
-        raise DataError(
-            f"fold groups {unmatched} match no {where}; expected glob patterns of its cells"
-        )
+        raise DataError(f"fold groups {unmatched} match no {where}; expected glob patterns of its cells")
     if len(names) < 2:
         raise DataError(f"leave-one-out needs at least 2 sources or families to hold out, found {names}")
     # Per training set: each window's fold, and the second fold a training-only item stays
