@@ -55,12 +55,12 @@ def fit(args: argparse.Namespace) -> None:
     sets = []
     for channel in range(args.channels):
         path = args.dir / f"channel{channel}.npy"
-        if not path.is_file():
+        if not path.is_file() or len(np.load(path, mmap_mode="r")) < len(index):
             _fabricate(path, len(index), channel)
         spectral = np.random.default_rng(100 + channel).standard_normal(
             (len(index), SPECTRAL), dtype=np.float32
         )
-        features = np.load(path, mmap_mode="r")
+        features = np.load(path, mmap_mode="r")[: len(index)]  # a larger store's first rows
         sets.append(EmbeddingSet(items, features, index, np.zeros(len(index)), (), spectral))
     print(f"fabricated: peak {_peak_gib():.2f} GiB", flush=True)
     start = time.monotonic()
