@@ -128,10 +128,11 @@ def appended(original: EmbeddingSet, remade: EmbeddingSet, variant: str) -> Embe
         "phase residual": residual[:, PHASE_COLUMNS],
         "spectral of the resynthesis": remade.spectral[pair],
     }[variant]
-    features = original.features
+    # float32 before the arithmetic: cached sets are float16 memory maps (train/store.py).
+    features = np.asarray(original.features, dtype=np.float32)
     if variant == "spectral + Whisper residual":
-        diff = original.features[:, LAYERS] - remade.features[pair][:, LAYERS]
-        features = np.concatenate([original.features, diff], axis=1)
+        diff = features[:, LAYERS] - np.asarray(remade.features[pair][:, LAYERS], dtype=np.float32)
+        features = np.concatenate([features, diff], axis=1)
     return replace(original, spectral=np.concatenate([original.spectral, extra], axis=1), features=features)
 
 

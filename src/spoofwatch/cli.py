@@ -11,12 +11,13 @@ import json
 import logging
 import math
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from spoofwatch import __version__
-from spoofwatch.errors import ConfigError, SpoofwatchError
+from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
 from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 
 if TYPE_CHECKING:
@@ -157,10 +158,59 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="weight of the spectral block's standardised features in the fit (L2 penalty / w^2)",
     )
+    tr.add_argument(
+        "--fit-precision",
+        choices=("float64", "float32"),
+        default="float64",
+        help="precision of the standardised training matrix: float32 halves the fit's memory on a "
+        "large corpus (coefficients differ slightly)",
+    )
     _add_level_option(tr)
     tr.add_argument("--json", action="store_true", help="last line of stdout is the dev metrics JSON")
-    lo = sub.add_parser("loso", help="leave-one-source-out validation (pooled EER over held-out sources)")
-    _add_dataset(lo)
+    lo = sub.add_parser(
+        "loso",
+        help="leave-one-source-out (or, with --fold-by, leave-one-family-out) validation: pooled EER "
+        "over held-out folds",
+    )
+    dataset = lo.add_mutually_exclusive_group(required=True)
+    dataset.add_argument(
+        "--manifest",
+        action="append",
+        metavar="CSV",
+        help="manifest CSV with path and label columns (repeatable: the manifests' items are pooled, "
+        "every one trained on and scored)",
+    )
+    dataset.add_argument("--protocol", metavar="FILE", help="ASVspoof 2019 protocol file")
+    lo.add_argument("--audio-dir", metavar="DIR", help="audio folder for --protocol")
+    lo.add_argument("--ext", default=".flac", help="audio file extension for --protocol")
+    lo.add_argument(
+        "--split",
+        metavar="SPLITS",
+        help="keep only rows whose split column is one of these (comma-separated, e.g. train), "
+        "in every manifest (default: all rows)",
+    )
+    lo.add_argument(
+        "--fold-by",
+        default="source",
+        metavar="COLUMN",
+        help="column whose cells are held out in turn: source (default; both classes together, "
+        "leave-one-source-out) or any other, e.g. family or generator: then each spoof value is "
+        "held out in turn, and bona fide clips separately by --bonafide-fold-by (leave-one-family-out)",
+    )
+    lo.add_argument(
+        "--bonafide-fold-by",
+        default="source",
+        metavar="COLUMN",
+        help="with --fold-by other than source: the column the bona fide clips are held out by "
+        "(default source, without its @version)",
+    )
+    lo.add_argument(
+        "--fit-precision",
+        choices=("float64", "float32"),
+        default="float64",
+        help="precision of each fold's standardised training matrix: float32 halves the fit's "
+        "memory on a large corpus (coefficients differ slightly)",
+    )
     lo.add_argument(
         "--encoder", default="whisper-base", help="whisper-base | whisper-tiny.en | hf:PATH_OR_ID"
     )
@@ -168,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--hop-s", type=float, default=2.0, help="hop between windows")
     lo.add_argument("--train-channels", default="clean,telephone", help="channels of the training folds")
     lo.add_argument(
-        "--test-channel", default="clean", help="channel of the held-out clips: " + _CHANNEL_NAMES
+        "--test-channel",
+        default="clean",
+        help="channel(s) of the held-out clips, comma-separated (each fold's head scores every one): "
+        + _CHANNEL_NAMES,
     )
     lo.add_argument(
         "--extra-channels",
@@ -519,6 +572,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         spectral=None if args.spectral == "none" else args.spectral,
         spectral_weight=args.spectral_weight,
         level_dbfs=args.level_dbfs,
+        fit_precision=args.fit_precision,
     )
     report = train_detector(
         items, dev_items, Path(args.out), options, extra_items=_read_extra_items(args.extra_manifest)
@@ -530,14 +584,44 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _loso_items(args: argparse.Namespace) -> list[Any]:
+    from spoofwatch.train.corpus import read_manifest, read_protocol
+
+    if args.manifest:
+        items = [item for path in args.manifest for item in read_manifest(path)]
+        repeated = sorted(name for name, n in Counter(it.utt_id for it in items).items() if n > 1)
+        if repeated:
+            raise DataError(
+                f"--manifest: expected unique utt_id values across the manifests, found {repeated[:5]} "
+                f"in more than one ({len(repeated)} in all)"
+            )
+    else:
+        if not args.audio_dir:
+            raise SpoofwatchError("--protocol needs --audio-dir (the folder of the audio files)")
+        items = read_protocol(args.protocol, args.audio_dir, args.ext)
+    if args.split:
+        splits = set(_channel_list(args.split))
+        items = [it for it in items if it.split in splits]
+        if not items:
+            raise DataError(f"--split {args.split}: no rows of these splits in the manifests")
+    return items
+
+
 def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
+    import numpy as np
+
     from spoofwatch.model.encoders.registry import build_encoder
     from spoofwatch.stream.core.windowing import WindowConfig
     from spoofwatch.train.extract import extract_with_spectral
     from spoofwatch.train.pipeline import encoder_spec, feature_encoder, spectral_front_end_spec
-    from spoofwatch.train.validate import leave_one_source_out
+    from spoofwatch.train.validate import FoldScheme, leave_one_fold_out
 
-    items = _read_items(args) or []
+    items = _loso_items(args)
+    scheme = FoldScheme(args.fold_by, args.bonafide_fold_by, tuple(args.fold_group))
+    scheme.check(items)  # before hours of extraction
+    test_channels = _channel_list(args.test_channel)
+    if not test_channels:
+        raise ConfigError("--test-channel: expected at least one channel")
     layers = [int(x) for x in args.layers.split(",")]
     truncate_to = layers if args.truncate_encoder else None
     _, _, encoder = feature_encoder(
@@ -546,34 +630,34 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     window = WindowConfig(encoder.identity.sample_rate, args.window_s, args.hop_s)
     spectral_spec = spectral_front_end_spec(None if args.spectral == "none" else args.spectral)
     spectral = None if spectral_spec is None else build_encoder(spectral_spec, args.window_s)
-    train_sets = [
-        extract_with_spectral(items, encoder, spectral, window, channel=c, level_dbfs=args.level_dbfs)
-        for c in _channel_list(args.train_channels)
-    ]
-    test_set = extract_with_spectral(
-        items, encoder, spectral, window, channel=args.test_channel, level_dbfs=args.level_dbfs
-    )
+
+    def embed(chosen: list[Any], channel: str) -> Any:
+        return extract_with_spectral(
+            chosen, encoder, spectral, window, channel=channel, level_dbfs=args.level_dbfs
+        )
+
+    train_sets = [embed(items, c) for c in _channel_list(args.train_channels)]
+    test_sets = {c: embed(items, c) for c in test_channels}
     extra_items = _read_extra_items(args.extra_manifest)
     extra_channels = args.extra_channels or args.train_channels
-    extra_sets = [
-        extract_with_spectral(extra_items, encoder, spectral, window, channel=c, level_dbfs=args.level_dbfs)
-        for c in _channel_list(extra_channels)
-        if extra_items
-    ]
-    result = leave_one_source_out(
+    extra_sets = [embed(extra_items, c) for c in _channel_list(extra_channels) if extra_items]
+    results = leave_one_fold_out(
         train_sets,
-        test_set,
+        test_sets,
         layers,
+        scheme=scheme,
         C=args.C,
         spectral_weight=args.spectral_weight,
-        test_channel=args.test_channel,
         extra_sets=extra_sets,
-        fold_groups=args.fold_group,
+        fit_dtype=np.float32 if args.fit_precision == "float32" else np.float64,
     )
-    summary = {
-        **result.metrics.to_dict(),
-        "protocol": "leave-one-source-out",
-        "test_channel": args.test_channel,
+    protocol = "leave-one-source-out" if not scheme.separate else f"leave-one-{args.fold_by}-out"
+    common = {
+        "protocol": protocol,
+        "fold_by": args.fold_by,
+        "bonafide_fold_by": args.bonafide_fold_by if scheme.separate else args.fold_by,
+        "manifests": args.manifest,
+        "split": args.split,
         "train_channels": args.train_channels,
         "extra_manifests": args.extra_manifest,
         "extra_items": len(extra_items),
@@ -584,22 +668,58 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "quantization": args.quantization,
         "backend": args.backend,
         "level_dbfs": args.level_dbfs,
-        "per_source_eer": result.per_source_eer,
-        "per_source_bonafide_mean": result.per_source_bonafide_mean,
+        "fit_precision": args.fit_precision,
+    }
+    summaries = {
+        channel: {
+            **result.metrics.to_dict(),
+            **common,
+            "test_channel": channel,
+            "per_source_eer": result.per_source_eer,
+            "per_source_bonafide_mean": result.per_source_bonafide_mean,
+            "folds": result.folds,
+        }
+        for channel, result in results.items()
     }
     if args.json:
-        print(json.dumps(summary), file=out)
-    else:
+        only = len(summaries) == 1
+        print(
+            json.dumps(next(iter(summaries.values())) if only else {**common, "test_channels": summaries}),
+            file=out,
+        )
+        return 0
+    for channel, result in results.items():
         m = result.metrics
         print(
-            f"leave-one-source-out ({args.test_channel}): EER {m.eer * 100:.2f} %  minDCF {m.min_dcf:.4f}  "
+            f"{protocol} ({channel}): EER {m.eer * 100:.2f} %  minDCF {m.min_dcf:.4f}  "
             f"AUC {m.auc:.4f}  ({m.n_bonafide} bona fide, {m.n_spoof} spoof)",
             file=out,
         )
-        for name, eer in sorted(result.per_source_eer.items(), key=lambda kv: -kv[1]):
-            print(f"  spoof of {name:<60} EER {eer * 100:6.2f} %", file=out)
-        for name, mean in sorted(result.per_source_bonafide_mean.items(), key=lambda kv: kv[1]):
-            print(f"  bona fide of {name:<56} mean score {mean:6.2f}", file=out)
+        if not scheme.separate:
+            for name, eer in sorted(result.per_source_eer.items(), key=lambda kv: -kv[1]):
+                print(f"  spoof of {name:<60} EER {eer * 100:6.2f} %", file=out)
+            for name, mean in sorted(result.per_source_bonafide_mean.items(), key=lambda kv: kv[1]):
+                print(f"  bona fide of {name:<56} mean score {mean:6.2f}", file=out)
+            continue
+        folds = result.folds
+        for name in sorted(
+            (n for n in folds if "spoof_eer" in folds[n]), key=lambda n: -folds[n]["spoof_eer"]
+        ):
+            fold = folds[name]
+            print(
+                f"  {name:<62} EER {fold['spoof_eer'] * 100:6.2f} %  missed at the pooled EER "
+                f"{fold['missed'] * 100:5.1f} %  ({fold['spoof_clips']} clips)",
+                file=out,
+            )
+        for name in sorted(
+            (n for n in folds if "false_alarms" in folds[n]), key=lambda n: -folds[n]["false_alarms"]
+        ):
+            fold = folds[name]
+            print(
+                f"  {name:<62} false alarms at the pooled EER {fold['false_alarms'] * 100:5.1f} %  "
+                f"mean score {fold['bonafide_mean_score']:6.2f}  ({fold['bonafide_clips']} clips)",
+                file=out,
+            )
     return 0
 
 

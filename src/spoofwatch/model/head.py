@@ -7,7 +7,8 @@ function is higher for bona fide, like every score in spoofwatch.
 
 from __future__ import annotations
 
-from typing import Self
+from collections.abc import Iterator
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,13 +17,55 @@ from sklearn.linear_model import LogisticRegression
 from spoofwatch.errors import ModelError
 
 FloatArray = NDArray[np.float32]
+_CHUNK_ROWS = 4096
+
+
+@runtime_checkable
+class RowChunks(Protocol):
+    """A (rows, columns) matrix read as consecutive blocks of rows, e.g. from disk."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    def chunks(self) -> Iterator[NDArray[np.floating[Any]]]: ...
+
+
+class _WholeRows:
+    def __init__(self, matrix: NDArray[np.floating[Any]]) -> None:
+        if matrix.ndim != 2:
+            raise ModelError(f"expected X (n, d), found shape {matrix.shape}")
+        self.matrix = matrix
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.matrix.shape[0]), int(self.matrix.shape[1])
+
+    def chunks(self) -> Iterator[NDArray[np.floating[Any]]]:
+        for start in range(0, len(self.matrix), _CHUNK_ROWS):
+            yield self.matrix[start : start + _CHUNK_ROWS]
+
+
+def _sum_after(total: NDArray[np.float64], rows: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``total`` plus each row in turn: numpy sums a matrix along axis 0 row after row, so
+    carrying the running total as the first row gives the whole matrix's sum bit for bit."""
+    summed: NDArray[np.float64] = np.add.reduce(np.concatenate([total[None, :], rows]), axis=0)
+    return summed
 
 
 class LinearHead:
     """Standardise features, then logistic regression (bona fide = 1, spoof = 0)."""
 
-    def __init__(self, C: float = 1.0, max_iter: int = 3000, class_weight: str | None = "balanced") -> None:
+    def __init__(
+        self,
+        C: float = 1.0,
+        max_iter: int = 3000,
+        class_weight: str | None = "balanced",
+        fit_dtype: type[np.floating[Any]] = np.float64,
+    ) -> None:
+        """``fit_dtype``: precision of the standardised matrix the solver reads; float32
+        halves the memory of a large fit (its coefficients differ slightly)."""
         self.C = C
+        self.fit_dtype = fit_dtype
         self.max_iter = max_iter
         self.class_weight = class_weight
         self.mean_: FloatArray | None = None
@@ -33,29 +76,49 @@ class LinearHead:
 
     def fit(
         self,
-        X: NDArray[np.floating],
+        X: NDArray[np.floating] | RowChunks,
         y: NDArray[np.integer],
         column_weights: NDArray[np.floating] | None = None,
     ) -> Self:
         """``column_weights`` multiply the standardised features before the fit, so a block
         weighted w pays 1/w^2 of the L2 penalty per unit of effect; they fold into the
-        stored scale, so scoring is unchanged."""
-        X = np.asarray(X, dtype=np.float64)
+        stored scale, so scoring is unchanged.
+
+        ``X`` is a matrix or ``RowChunks`` (e.g. rows read from memory-mapped packs): it is
+        read chunk by chunk, and only the standardised matrix the solver needs is held in
+        memory, at ``fit_dtype`` (scikit-learn's solver needs it whole). The column means and
+        deviations are summed row after row as numpy sums a float64 matrix along its rows, so
+        the fit is the same whether X comes whole or in chunks."""
+        rows = X if isinstance(X, RowChunks) else _WholeRows(np.asarray(X))
         y = np.asarray(y)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ModelError(f"expected X (n, d) and y (n,), found {X.shape} and {y.shape}")
+        n, d = rows.shape
+        if len(rows.shape) != 2 or n != len(y):
+            raise ModelError(f"expected X (n, d) and y (n,), found {rows.shape} and {y.shape}")
         if set(np.unique(y).tolist()) != {0, 1}:
             raise ModelError(f"expected labels 0 (spoof) and 1 (bona fide), found {np.unique(y)}")
-        mean = X.mean(axis=0)
-        scale = X.std(axis=0)
+        total = np.zeros(d)
+        for chunk in rows.chunks():
+            total = _sum_after(total, np.asarray(chunk, dtype=np.float64))
+        mean = total / n
+        centred = np.empty((n, d), dtype=self.fit_dtype)
+        squares = np.zeros(d)
+        row = 0
+        for chunk in rows.chunks():
+            diff = np.asarray(chunk, dtype=np.float64) - mean
+            centred[row : row + len(diff)] = diff
+            squares = _sum_after(squares, diff * diff)
+            row += len(diff)
+        scale = np.sqrt(squares / n)
         scale[scale < 1e-8] = 1.0
         if column_weights is not None:
             weights = np.asarray(column_weights, dtype=np.float64)
-            if weights.shape != (X.shape[1],) or not (np.isfinite(weights).all() and (weights > 0).all()):
-                raise ModelError(f"column_weights: expected {X.shape[1]} positive finite values")
+            if weights.shape != (d,) or not (np.isfinite(weights).all() and (weights > 0).all()):
+                raise ModelError(f"column_weights: expected {d} positive finite values")
             scale = scale / weights
+        for start in range(0, n, _CHUNK_ROWS):
+            centred[start : start + _CHUNK_ROWS] /= scale
         model = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)
-        model.fit((X - mean) / scale, y)
+        model.fit(centred, y)
         self.mean_ = mean.astype(np.float32)
         self.scale_ = scale.astype(np.float32)
         self.coef_ = model.coef_[0].astype(np.float32)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,22 +34,29 @@ from spoofwatch.progress import progress as show_progress
 from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem
+from spoofwatch.train.store import drop_resident, is_pack, open_pack, pack_path, write_pack
 
 logger = logging.getLogger(__name__)
+
+
+# Rows of a memory-mapped set read at a time: bounded memory, few reads.
+CHUNK_ROWS = 4096
 
 
 @dataclass(frozen=True)
 class EmbeddingSet:
     """Pooled features of every window of every item.
 
-    ``features`` is (windows, hidden_states, 2 * dim) float32; ``item_index[i]`` is the
-    position in ``items`` of the item window ``i`` came from; ``t_start`` its start time.
-    ``spectral`` (windows, d), when attached, is a second front end's pooled features of
-    the same windows; the head reads it after the chosen layers.
+    ``features`` is (windows, hidden_states, 2 * dim): float32 in memory, or (as ``extract``
+    gives it from the cache) a read-only float16 memory map of a pack on disk, which the
+    methods below read in chunks of rows. ``item_index[i]`` is the position in ``items`` of
+    the item window ``i`` came from; ``t_start`` its start time. ``spectral`` (windows, d),
+    when attached, is a second front end's pooled features of the same windows (float32, in
+    memory: a few hundred columns); the head reads it after the chosen layers.
     """
 
     items: tuple[LabelledItem, ...]
-    features: NDArray[np.float32]
+    features: NDArray[np.floating[Any]]
     item_index: NDArray[np.int64]
     t_start: NDArray[np.float64]
     failed: tuple[tuple[str, str], ...]
@@ -59,18 +67,48 @@ class EmbeddingSet:
         per_item = np.array([1 if it.label == "bonafide" else 0 for it in self.items], dtype=np.int64)
         return per_item[self.item_index]
 
-    def select_layers(self, layers: Sequence[int]) -> NDArray[np.float32]:
-        """The head's input: the chosen layers' pooled features, then the spectral ones."""
+    def width(self, layers: Sequence[int]) -> int:
+        """Columns of the head's input for ``layers``."""
+        extra = 0 if self.spectral is None else self.spectral.shape[1]
+        return len(layers) * int(self.features.shape[2]) + extra
+
+    def layer_rows(self, layers: Sequence[int], start: int, stop: int) -> NDArray[np.float32]:
+        """Windows ``start:stop`` of the head's input: the chosen layers' pooled features
+        (float32), then the spectral ones."""
         # The width spelled out, not -1: a set with no windows (``only`` keeping nothing) must
         # still give (0, width), so it can join a stack of training sets.
-        width = len(layers) * self.features.shape[2]
-        chosen = self.features[:, list(layers), :].reshape(len(self.features), width)
+        rows = self.features[start:stop]
+        chosen = np.asarray(rows[:, list(layers), :], dtype=np.float32).reshape(
+            len(rows), len(layers) * self.features.shape[2]
+        )
         if self.spectral is None:
             return chosen
-        return np.concatenate([chosen, self.spectral], axis=1)
+        return np.concatenate([chosen, self.spectral[start:stop]], axis=1)
+
+    def select_layers(
+        self, layers: Sequence[int], rows: NDArray[np.bool_] | None = None
+    ) -> NDArray[np.float32]:
+        """The head's input (``layer_rows``) of every window, or of the windows where
+        ``rows`` is true, read chunk by chunk."""
+        total = len(self.features)
+        count = total if rows is None else int(np.count_nonzero(rows))
+        out = np.empty((count, self.width(layers)), dtype=np.float32)
+        filled = 0
+        for start in range(0, total, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, total)
+            if rows is not None and not rows[start:stop].any():
+                continue
+            block = self.layer_rows(layers, start, stop)
+            if rows is not None:
+                block = block[rows[start:stop]]
+            out[filled : filled + len(block)] = block
+            filled += len(block)
+            drop_resident(self.features)
+        return out
 
     def only(self, keep: Sequence[bool] | NDArray[np.bool_]) -> EmbeddingSet:
-        """The items where ``keep`` (one flag per item) is true, with their windows."""
+        """The items where ``keep`` (one flag per item) is true, with their windows (in
+        memory)."""
         flags = np.asarray(keep, dtype=bool)
         if flags.shape != (len(self.items),):
             raise DataError(f"expected one keep flag per item ({len(self.items)}), found shape {flags.shape}")
@@ -88,9 +126,9 @@ class EmbeddingSet:
     def with_spectral(
         self, other: EmbeddingSet, block: Callable[[NDArray[np.float32]], NDArray[np.float32]] | None = None
     ) -> EmbeddingSet:
-        """This set with ``other``'s features (every state, flattened, then through ``block``
-        when given) attached per window; both must come from the same items, windowing and
-        channel."""
+        """This set with ``other``'s features (every state, flattened, as float32, then
+        through ``block`` when given) attached per window; both must come from the same
+        items, windowing and channel."""
         same = (
             other.items == self.items
             and np.array_equal(other.item_index, self.item_index)
@@ -98,7 +136,8 @@ class EmbeddingSet:
         )
         if not same:
             raise DataError("spectral and encoder embeddings must cover the same windows of the same items")
-        flat = other.features.reshape(len(other.features), -1)
+        flat = np.asarray(other.features.reshape(len(other.features), -1), dtype=np.float32)
+        drop_resident(other.features)
         return replace(self, spectral=flat if block is None else block(flat))
 
 
@@ -161,6 +200,70 @@ def embed_windows(
     return out
 
 
+def _embed_item(
+    item: LabelledItem,
+    encoder: Encoder,
+    window: WindowConfig,
+    channel: str,
+    level_dbfs: float | None,
+) -> tuple[NDArray[np.float32], NDArray[np.float64]] | str:
+    """One item's pooled windows and their start times, or why it has none."""
+    try:
+        clip = load_audio(item.path, window.sample_rate)
+    except AudioError as exc:
+        return str(exc)
+    samples = get_channel(channel)(clip.samples, window.sample_rate)
+    wins = cut_windows(samples, window)
+    if not wins:
+        return f"shorter than {window.min_s} s"
+    remake = remake_of(encoder)
+    remakes = None if remake is None else remade_windows(remake, samples, window)
+    pooled = embed_windows(
+        encoder, np.stack([w.samples for w in wins]), level_dbfs=level_dbfs, remakes=remakes
+    )
+    return pooled, np.array([w.t_start for w in wins], dtype=np.float64)
+
+
+def ensure_cached(
+    items: Sequence[LabelledItem],
+    encoder: Encoder,
+    window: WindowConfig,
+    directory: Path,
+    *,
+    channel: str = "clean",
+    progress: bool = True,
+    level_dbfs: float | None = None,
+) -> tuple[list[Path | None], list[tuple[str, str]]]:
+    """Every item's per-item cache file (None where the item has no windows) and the items
+    that failed, extracting what is not cached yet. Each file is written whole (beside its
+    name, then renamed), so an interrupted run resumes at the first item it had not written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    entries: list[Path | None] = []
+    failed: list[tuple[str, str]] = []
+    for item in show_progress(
+        items, total=len(items), desc=f"embed {channel}", unit="clip", enabled=progress
+    ):
+        try:
+            key = file_sha1(item.path)
+        except OSError as exc:
+            failed.append((str(item.path), str(exc)))
+            entries.append(None)
+            continue
+        cached = directory / f"{key}.npz"
+        if not cached.is_file():
+            made = _embed_item(item, encoder, window, channel, level_dbfs)
+            if isinstance(made, str):
+                failed.append((str(item.path), made))
+                entries.append(None)
+                continue
+            pooled, t0 = made
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, features=pooled.astype(np.float16), t_start=t0)
+            os.replace(tmp, cached)
+        entries.append(cached)
+    return entries, failed
+
+
 def extract(
     items: Sequence[LabelledItem],
     encoder: Encoder,
@@ -171,49 +274,54 @@ def extract(
     cache: bool = True,
     level_dbfs: float | None = None,
 ) -> EmbeddingSet:
-    """Pooled features for every window of every item, read from or written to the cache."""
-    transform = get_channel(channel)
-    remake = remake_of(encoder)
+    """Pooled features for every window of every item. With ``cache`` they are read from
+    (or first written to) the per-item cache and packed into one memory-mapped store
+    (``store.py``): the set's ``features`` are then a read-only float16 memory map.
+    Without it they are computed into memory at float32."""
+    n_states = encoder.identity.num_hidden_states
+    dim = encoder.identity.hidden_size
+    if not cache:
+        return _extract_in_memory(items, encoder, window, channel, progress, level_dbfs)
     directory = cache_dir_for(encoder, window, channel, level_dbfs)
-    if cache:
-        directory.mkdir(parents=True, exist_ok=True)
+    entries, failed = ensure_cached(
+        items, encoder, window, directory, channel=channel, progress=progress, level_dbfs=level_dbfs
+    )
+    for path, reason in failed:
+        logger.warning("skipped %s: %s", path, reason)
+    target = pack_path(directory, [None if e is None else e.stem for e in entries])
+    if not is_pack(target):
+        logger.info("packing %d items into %s", len(entries), target)
+        write_pack(target, entries, (n_states, 2 * dim))
+    pack = open_pack(target)
+    return EmbeddingSet(
+        items=tuple(items),
+        features=pack.features,
+        item_index=pack.item_index,
+        t_start=pack.t_start,
+        failed=tuple(failed),
+    )
+
+
+def _extract_in_memory(
+    items: Sequence[LabelledItem],
+    encoder: Encoder,
+    window: WindowConfig,
+    channel: str,
+    progress: bool,
+    level_dbfs: float | None,
+) -> EmbeddingSet:
     feats: list[NDArray[np.float32]] = []
     index: list[NDArray[np.int64]] = []
     starts: list[NDArray[np.float64]] = []
     failed: list[tuple[str, str]] = []
-    bar = show_progress(items, desc=f"embed {channel}", unit="clip", enabled=progress)
-    for i, item in enumerate(bar):
-        try:
-            key = file_sha1(item.path)
-        except OSError as exc:
-            failed.append((str(item.path), str(exc)))
+    for i, item in enumerate(
+        show_progress(items, total=len(items), desc=f"embed {channel}", unit="clip", enabled=progress)
+    ):
+        made = _embed_item(item, encoder, window, channel, level_dbfs)
+        if isinstance(made, str):
+            failed.append((str(item.path), made))
             continue
-        cached = directory / f"{key}.npz"
-        if cache and cached.is_file():
-            with np.load(cached) as data:
-                pooled = data["features"].astype(np.float32)
-                t0 = data["t_start"]
-        else:
-            try:
-                clip = load_audio(item.path, window.sample_rate)
-            except AudioError as exc:
-                failed.append((str(item.path), str(exc)))
-                continue
-            samples = transform(clip.samples, window.sample_rate)
-            wins = cut_windows(samples, window)
-            if not wins:
-                failed.append((str(item.path), f"shorter than {window.min_s} s"))
-                continue
-            remakes = None if remake is None else remade_windows(remake, samples, window)
-            pooled = embed_windows(
-                encoder, np.stack([w.samples for w in wins]), level_dbfs=level_dbfs, remakes=remakes
-            )
-            t0 = np.array([w.t_start for w in wins], dtype=np.float64)
-            if cache:
-                tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
-                np.savez(tmp, features=pooled.astype(np.float16), t_start=t0)
-                os.replace(tmp, cached)
-                pooled = pooled.astype(np.float16).astype(np.float32)
+        pooled, t0 = made
         feats.append(pooled)
         index.append(np.full(len(pooled), i, dtype=np.int64))
         starts.append(t0)

@@ -7,16 +7,19 @@ scores for evaluation are the mean window LLR, as ``spoofwatch score`` reports t
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from spoofwatch.errors import DataError
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.head import LinearHead
-from spoofwatch.train.extract import EmbeddingSet
+from spoofwatch.train.extract import CHUNK_ROWS, EmbeddingSet
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
+from spoofwatch.train.store import drop_resident
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +54,48 @@ def stack(
     return x, y
 
 
+class StackedRows:
+    """The head's input of several sets, one after the other (of each set only the windows
+    its mask keeps, when given), read in chunks as ``LinearHead.fit`` asks for them: a
+    training matrix that is never whole in memory at float32 beside the fit's own copy."""
+
+    def __init__(
+        self,
+        sets: Sequence[EmbeddingSet],
+        layers: Sequence[int],
+        masks: Sequence[NDArray[np.bool_] | None] | None = None,
+    ) -> None:
+        self.sets = tuple(sets)
+        self.layers = tuple(layers)
+        self.masks = tuple(masks) if masks is not None else (None,) * len(self.sets)
+        if len(self.masks) != len(self.sets):
+            raise DataError(f"expected one mask per set ({len(self.sets)}), found {len(self.masks)}")
+        rows = sum(
+            len(s.features) if m is None else int(np.count_nonzero(m))
+            for s, m in zip(self.sets, self.masks, strict=True)
+        )
+        self.shape = (rows, self.sets[0].width(self.layers) if self.sets else 0)
+
+    def labels(self) -> NDArray[np.int64]:
+        return np.concatenate(
+            [s.labels() if m is None else s.labels()[m] for s, m in zip(self.sets, self.masks, strict=True)]
+        )
+
+    def chunks(self) -> Iterator[NDArray[np.float32]]:
+        for s, mask in zip(self.sets, self.masks, strict=True):
+            for start in range(0, len(s.features), CHUNK_ROWS):
+                stop = min(start + CHUNK_ROWS, len(s.features))
+                if mask is not None and not mask[start:stop].any():
+                    continue
+                block = s.layer_rows(self.layers, start, stop)
+                drop_resident(s.features)
+                yield block if mask is None else block[mask[start:stop]]
+
+    def whole(self) -> NDArray[np.float32]:
+        """All rows in one matrix (for a fitter that needs it so)."""
+        return np.concatenate(list(self.chunks())) if self.shape[0] else np.zeros(self.shape, np.float32)
+
+
 def clip_llrs(embeddings: EmbeddingSet, window_llrs: NDArray[np.float64]) -> NDArray[np.float64]:
     """Mean window LLR per item (NaN for items with no windows)."""
     n = len(embeddings.items)
@@ -81,15 +126,19 @@ def fit_head(
     layers: Sequence[int] | None = None,
     C: float = 0.05,
     spectral_weight: float = 1.0,
+    fit_dtype: type[np.floating[Any]] = np.float64,
 ) -> FittedHead:
-    """Choose layers on dev (unless given), fit on train, calibrate on dev windows."""
+    """Choose layers on dev (unless given), fit on train, calibrate on dev windows.
+    ``fit_dtype``: precision of the standardised training matrix (``LinearHead``)."""
     n_states = train[0].features.shape[1]
     search: dict[str, float] = {}
     if layers is None:
         best: tuple[float, tuple[int, ...]] = (np.inf, tuple(range(n_states)))
         for candidate in candidate_layer_sets(n_states):
-            x, y = stack(train, candidate)
-            head = LinearHead(C=C).fit(x, y, column_weights(train, candidate, spectral_weight))
+            rows = StackedRows(train, candidate)
+            head = LinearHead(C=C, fit_dtype=fit_dtype).fit(
+                rows, rows.labels(), column_weights(train, candidate, spectral_weight)
+            )
             dx, dy = stack(dev, candidate)
             eer = window_eer(head.decision_function(dx), dy)
             search[",".join(map(str, candidate))] = eer
@@ -99,8 +148,10 @@ def fit_head(
         chosen = best[1]
     else:
         chosen = tuple(layers)
-    x, y = stack(train, chosen)
-    head = LinearHead(C=C).fit(x, y, column_weights(train, chosen, spectral_weight))
+    rows = StackedRows(train, chosen)
+    head = LinearHead(C=C, fit_dtype=fit_dtype).fit(
+        rows, rows.labels(), column_weights(train, chosen, spectral_weight)
+    )
     dx, dy = stack(dev, chosen)
     raw = head.decision_function(dx)
     calibration = AffineCalibration.fit(raw[dy == 1], raw[dy == 0])

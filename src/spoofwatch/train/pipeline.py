@@ -63,6 +63,9 @@ class TrainOptions:
     # Bring every window to this active speech level (dBFS) before the encoders, in
     # training and in the card (model.level); None = windows as they come.
     level_dbfs: float | None = None
+    # Precision of the standardised training matrix the head's solver reads: "float32"
+    # halves the fit's memory on a large corpus (its coefficients differ slightly).
+    fit_precision: str = "float64"
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -185,6 +188,8 @@ def train_detector(
     clips) join the training items only; those of split ``dev`` are left out, so a copy of
     a dev clip never trains the head that dev measures."""
     policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
+    if options.fit_precision not in ("float64", "float32"):
+        raise ConfigError(f"fit_precision: expected float64 or float32, found {options.fit_precision!r}")
     check_quantization(options.quantization)
     check_backend(options.backend)
     if options.level_dbfs is not None:
@@ -226,7 +231,12 @@ def train_detector(
         train_sets += embed(extra_train, train_window, extra_channels)
     dev_sets = embed(dev, dev_window, dev_channels)
     fitted = fit_head(
-        train_sets, dev_sets, layers=options.layers, C=options.C, spectral_weight=options.spectral_weight
+        train_sets,
+        dev_sets,
+        layers=options.layers,
+        C=options.C,
+        spectral_weight=options.spectral_weight,
+        fit_dtype=np.float32 if options.fit_precision == "float32" else np.float64,
     )
     # One threshold for every channel: dev clips of all channels pooled.
     pooled = [clip_scores(fitted, dev_set) for dev_set in dev_sets]

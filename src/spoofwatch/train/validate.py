@@ -13,9 +13,10 @@ takes glob patterns (several joined by ``|``), and the sources one group matches
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,7 +26,7 @@ from spoofwatch.model.head import LinearHead
 from spoofwatch.progress import progress as show_progress
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.fit import clip_llrs, column_weights
+from spoofwatch.train.fit import StackedRows, clip_llrs, column_weights
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 
 logger = logging.getLogger(__name__)
@@ -48,21 +49,95 @@ class LosoResult:
     # Mean held-out clip score of each source's bona fide clips: a source whose genuine
     # clips score far above the others props up every spoof's comparison.
     per_source_bonafide_mean: dict[str, float]
+    # Per fold (``fold_report``): its clips, mean score, EER against the other class's
+    # held-out clips and its share of errors at the pooled EER threshold.
+    folds: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# Item fields a fold column can name besides the manifest's own extra columns.
+ITEM_COLUMNS = ("source", "system", "speaker", "split", "utt_id")
 
 
 def _source_key(item: LabelledItem) -> str:
     return item.source.split("@")[0]
 
 
+def _grouped(value: str, fold_groups: Sequence[str]) -> str:
+    for group in fold_groups:
+        if any(fnmatchcase(value, pattern) for pattern in group.split("|")):
+            return group
+    return value
+
+
 def fold_key(item: LabelledItem, fold_groups: Sequence[str] = ()) -> str:
     """The fold an item is held out in: the first of ``fold_groups`` its source matches, else
     its source without the ``@version`` suffix. A group is one glob pattern or several joined
     by ``|`` (source names may contain commas)."""
-    source = _source_key(item)
-    for group in fold_groups:
-        if any(fnmatchcase(source, pattern) for pattern in group.split("|")):
-            return group
-    return source
+    return _grouped(_source_key(item), fold_groups)
+
+
+def columns_of(items: Sequence[LabelledItem]) -> list[str]:
+    """The columns a fold can be keyed by: the item fields and every extra manifest column."""
+    extra = sorted({name for it in items for name in it.extra})
+    return [*ITEM_COLUMNS, *(name for name in extra if name not in ITEM_COLUMNS)]
+
+
+def column_value(item: LabelledItem, column: str) -> str:
+    """``item``'s cell in ``column`` (``source`` without its ``@version`` suffix)."""
+    if column == "source":
+        return _source_key(item)
+    if column in ITEM_COLUMNS:
+        return str(getattr(item, column))
+    return item.extra.get(column, "")
+
+
+@dataclass(frozen=True)
+class FoldScheme:
+    """How items are held out. With one column for both classes (``source``: leave-one-
+    source-out) an item's fold is its cell in that column, both classes together. With two,
+    spoofs and bona fide clips are held out separately: fold ``spoof:V`` holds out the spoofs
+    whose ``spoof_by`` cell is V, fold ``bonafide:W`` the bona fide clips whose ``bonafide_by``
+    cell is W (leave-one-family-out: ``spoof_by="generator"``). ``fold_groups`` (globs, see
+    ``fold_key``) join cells into one fold."""
+
+    spoof_by: str = "source"
+    bonafide_by: str = "source"
+    fold_groups: tuple[str, ...] = ()
+
+    @property
+    def separate(self) -> bool:
+        return self.spoof_by != self.bonafide_by
+
+    def check(self, items: Sequence[LabelledItem]) -> None:
+        """Refuse a column the items lack, or a scored item with an empty cell in it."""
+        available = columns_of(items)
+        for column in dict.fromkeys((self.spoof_by, self.bonafide_by)):
+            if column not in available:
+                raise DataError(f"fold column {column!r}: expected one of the manifest's columns {available}")
+        for label, column in (("spoof", self.spoof_by), ("bonafide", self.bonafide_by)):
+            empty = [it.utt_id for it in items if it.label == label and not column_value(it, column)]
+            if empty:
+                raise DataError(
+                    f"fold column {column!r}: expected a value for every {label} item, found "
+                    f"{len(empty)} empty (first {empty[:3]})"
+                )
+
+    def key(self, item: LabelledItem) -> str:
+        """The fold ``item`` is held out (and scored) in."""
+        if not self.separate:
+            return _grouped(column_value(item, self.spoof_by), self.fold_groups)
+        column = self.spoof_by if item.label == "spoof" else self.bonafide_by
+        value = column_value(item, column) or item.system  # extra items may lack the column
+        return f"{item.label}:{_grouped(value, self.fold_groups)}"
+
+    def training_keys(self, item: LabelledItem) -> tuple[str, str]:
+        """The folds a training-only item stays out of: its own, and (held out separately)
+        the bona fide fold of its source, since a vocoder copy of a held-out genuine clip
+        repeats that clip."""
+        own = self.key(item)
+        if not self.separate:
+            return own, own
+        return own, f"bonafide:{_grouped(column_value(item, self.bonafide_by), self.fold_groups)}"
 
 
 def leave_one_source_out(
@@ -78,60 +153,108 @@ def leave_one_source_out(
     fold_groups: Sequence[str] = (),
     fit: FoldFitter | None = None,
 ) -> LosoResult:
-    """``train_sets`` (one per training channel) and ``test_set`` must cover the same items
-    in the same order; windows of the held-out source are never in its fold's training.
+    """Leave-one-source-out (``leave_one_fold_out`` by ``source``) scored on one channel."""
+    results = leave_one_fold_out(
+        train_sets,
+        {test_channel: test_set},
+        layers,
+        scheme=FoldScheme(fold_groups=tuple(fold_groups)),
+        C=C,
+        spectral_weight=spectral_weight,
+        progress=progress,
+        extra_sets=extra_sets,
+        fit=fit,
+    )
+    return results[test_channel]
+
+
+def leave_one_fold_out(
+    train_sets: Sequence[EmbeddingSet],
+    test_sets: Mapping[str, EmbeddingSet],
+    layers: Sequence[int],
+    *,
+    scheme: FoldScheme = FoldScheme(),
+    C: float = 0.01,
+    spectral_weight: float = 1.0,
+    progress: bool = True,
+    extra_sets: Sequence[EmbeddingSet] = (),
+    fit: FoldFitter | None = None,
+    fit_dtype: type[np.floating[Any]] = np.float64,
+) -> dict[str, LosoResult]:
+    """Each fold of ``scheme`` held out in turn; its clips scored on every test channel
+    (``test_sets``: channel -> set) by the head fitted without it, and the scores of all
+    folds pooled per channel. ``train_sets`` (one per training channel) and the test sets
+    must cover the same items in the same order.
 
     ``extra_sets`` are training-only items (e.g. vocoder copies of bona fide clips): each
-    fold trains on those whose source is not held out, and they are never scored.
-    ``fold_groups``: glob patterns whose matching sources are held out together (``fold_key``).
-    ``fit``: how each fold's head is fitted (default: ``LinearHead`` with ``C``).
+    fold trains on those not held out with it (``FoldScheme.training_keys``), and they are
+    never scored. ``fit``: how each fold's head is fitted (default: ``LinearHead`` with ``C``,
+    reading the training windows in chunks; a custom fitter gets them as one matrix).
     """
-    items = test_set.items
-    if any(s.items != items for s in train_sets):
+    if not test_sets:
+        raise DataError("expected at least one test channel")
+    items = next(iter(test_sets.values())).items
+    if any(s.items != items for s in (*train_sets, *test_sets.values())):
         raise DataError("train and test embedding sets must list the same items in the same order")
-    sources = np.array([fold_key(it, fold_groups) for it in items])
-    names = sorted(set(sources.tolist()))
-    unmatched = [group for group in fold_groups if group not in names]
+    scheme.check(items)
+    keys = np.array([scheme.key(it) for it in items])
+    names = sorted(set(keys.tolist()))
+    values = {n.split(":", 1)[1] if scheme.separate else n for n in names}
+    unmatched = [group for group in scheme.fold_groups if group not in values]
     if unmatched:
-        raise DataError(
-            f"fold groups {unmatched} match no source; expected glob patterns of manifest sources"
-        )
+        where = scheme.spoof_by if not scheme.separate else f"{scheme.spoof_by} or {scheme.bonafide_by}"
+        raise DataError(f"fold groups {unmatched} match no {where}; expected glob patterns of its cells")
     if len(names) < 2:
-        raise DataError(f"leave-one-source-out needs at least 2 sources, found {names}")
-    labels = np.array([1 if it.label == "bonafide" else 0 for it in items])
-    window_scores = np.full(len(test_set.features), np.nan)
-    # Per training set, once: the head's input, and each window's source and label. The
-    # corpus's sets and the extra ones are held out alike, by their windows' sources.
-    training = [
-        (
-            s.select_layers(layers),
-            np.array([fold_key(it, fold_groups) for it in s.items])[s.item_index],
-            s.labels(),
+        raise DataError(f"leave-one-out needs at least 2 sources or families to hold out, found {names}")
+    # Per training set: each window's fold, and the second fold a training-only item stays
+    # out of (the same for the corpus's own items).
+    training: list[tuple[EmbeddingSet, NDArray[np.str_], NDArray[np.str_]]] = []
+    for s in train_sets:
+        window_keys = np.array([scheme.key(it) for it in s.items])[s.item_index]
+        training.append((s, window_keys, window_keys))
+    for s in extra_sets:
+        pairs = [scheme.training_keys(it) for it in s.items]
+        training.append(
+            (
+                s,
+                np.array([p[0] for p in pairs])[s.item_index],
+                np.array([p[1] for p in pairs])[s.item_index],
+            )
         )
-        for s in (*train_sets, *extra_sets)
-    ]
-    test_features = test_set.select_layers(layers)
     weights = column_weights(train_sets, layers, spectral_weight)
-    for name in show_progress(names, desc="leave-one-source-out", unit="source", enabled=progress):
-        held = sources == name
-        xs, ys, keys = [], [], []
-        for features, window_sources, window_labels in training:
-            keep = window_sources != name
-            xs.append(features[keep])
-            ys.append(window_labels[keep])
-            keys.append(window_sources[keep])
-        y = np.concatenate(ys)
+    window_scores = {ch: np.full(len(t.features), np.nan) for ch, t in test_sets.items()}
+    for name in show_progress(names, total=len(names), desc="leave-one-out", unit="fold", enabled=progress):
+        masks = [(own != name) & (other != name) for _, own, other in training]
+        rows = StackedRows([s for s, _, _ in training], layers, masks)
+        y = rows.labels()
         if len(set(y.tolist())) < 2:
             logger.warning("fold %s: training data lacks a class; skipped", name)
             continue
-        x = np.concatenate(xs)
         score: Callable[[NDArray[np.float32]], NDArray[np.float64]]
         if fit is None:
-            score = LinearHead(C=C).fit(x, y, weights).decision_function
+            score = LinearHead(C=C, fit_dtype=fit_dtype).fit(rows, y, weights).decision_function
         else:
-            score = fit(x, y, weights, np.concatenate(keys))
-        test_windows = held[test_set.item_index]
-        window_scores[test_windows] = score(test_features[test_windows])
+            fold_keys = np.concatenate([own[m] for (_, own, _), m in zip(training, masks, strict=True)])
+            score = fit(rows.whole(), y, weights, fold_keys)
+        held = keys == name
+        for channel, test_set in test_sets.items():
+            test_windows = held[test_set.item_index]
+            window_scores[channel][test_windows] = score(test_set.select_layers(layers, test_windows))
+    return {
+        channel: _pooled(test_set, window_scores[channel], keys, names, channel)
+        for channel, test_set in test_sets.items()
+    }
+
+
+def _pooled(
+    test_set: EmbeddingSet,
+    window_scores: NDArray[np.float64],
+    keys: NDArray[np.str_],
+    names: Sequence[str],
+    channel: str,
+) -> LosoResult:
+    items = test_set.items
+    labels = np.array([1 if it.label == "bonafide" else 0 for it in items])
     clip = clip_llrs(test_set, np.nan_to_num(window_scores, nan=0.0))
     scored = np.zeros(len(items), dtype=bool)
     scored[np.unique(test_set.item_index[~np.isnan(window_scores)])] = True
@@ -141,11 +264,49 @@ def leave_one_source_out(
     per_source: dict[str, float] = {}
     bona_mean: dict[str, float] = {}
     bona_all = clip[keep & (labels == 1)]
+    spoof_all = clip[keep & (labels == 0)]
     for name in names:
-        spoof = clip[keep & (labels == 0) & (sources == name)]
+        spoof = clip[keep & (labels == 0) & (keys == name)]
         if len(spoof) and len(bona_all):
             per_source[name] = compute_eer(bona_all, spoof)[0]
-        bona = clip[keep & (labels == 1) & (sources == name)]
+        bona = clip[keep & (labels == 1) & (keys == name)]
         if len(bona):
             bona_mean[name] = float(bona.mean())
-    return LosoResult(metrics, clip, tuple(items), per_source, test_channel, bona_mean)
+    threshold = compute_eer(bona_all, spoof_all)[1] if len(bona_all) and len(spoof_all) else 0.0
+    folds = {
+        name: fold_report(
+            clip[keep & (keys == name) & (labels == 1)],
+            clip[keep & (keys == name) & (labels == 0)],
+            bona_all,
+            spoof_all,
+            threshold,
+        )
+        for name in names
+    }
+    return LosoResult(metrics, clip, tuple(items), per_source, channel, bona_mean, folds)
+
+
+def fold_report(
+    bona: NDArray[np.float64],
+    spoof: NDArray[np.float64],
+    bona_all: NDArray[np.float64],
+    spoof_all: NDArray[np.float64],
+    threshold: float,
+) -> dict[str, Any]:
+    """One fold's held-out clips (higher score = more bona fide). ``spoof_eer``: its spoofs
+    against every held-out bona fide clip; ``bonafide_eer``: its bona fide clips against
+    every held-out spoof; at the pooled EER ``threshold`` a clip scoring at or below it is
+    flagged: ``missed`` is the share of its spoofs not flagged, ``false_alarms`` the share of
+    its bona fide clips flagged."""
+    report: dict[str, Any] = {"bonafide_clips": len(bona), "spoof_clips": len(spoof)}
+    if len(spoof):
+        report["spoof_mean_score"] = float(spoof.mean())
+        report["missed"] = float(np.mean(spoof > threshold))
+        if len(bona_all):
+            report["spoof_eer"] = compute_eer(bona_all, spoof)[0]
+    if len(bona):
+        report["bonafide_mean_score"] = float(bona.mean())
+        report["false_alarms"] = float(np.mean(bona <= threshold))
+        if len(spoof_all):
+            report["bonafide_eer"] = compute_eer(bona, spoof_all)[0]
+    return report
