@@ -47,9 +47,11 @@ async def serving(
     sample_rate: int = 16000,
     stream_config: StreamConfig = CFG,
     limits: IngestLimits | None = None,
+    scorer: FakeScorer | None = None,
 ) -> AsyncIterator[tuple[SpoofwatchServer, Pipeline]]:
-    """A Pipeline (FakeScorer at ``sample_rate``) behind a started SpoofwatchServer."""
-    pipeline = Pipeline(FakeScorer(sample_rate=sample_rate, window_s=1.0), stream_config, engine)
+    """A Pipeline (``scorer``, else FakeScorer at ``sample_rate``) behind a started SpoofwatchServer."""
+    scorer = scorer or FakeScorer(sample_rate=sample_rate, window_s=1.0)
+    pipeline = Pipeline(scorer, stream_config, engine)
     worker = asyncio.create_task(pipeline.run(), name="worker")
     server = SpoofwatchServer(pipeline, replace(config, port=0), limits=limits)
     await server.start()

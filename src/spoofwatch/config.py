@@ -42,6 +42,26 @@ class StreamConfig:
     alarm_min_on_s: float = 2.0
     speech_threshold_dbfs: float = -50.0
     speech_min_fraction: float = 0.1
+    # Gaps (audio that never arrived; docs/protocol.md "Gaps and pauses"). A gap up to
+    # gap_tolerance_s is spliced out (the audio either side joins); a window with more than
+    # that spliced out is not scored; a longer gap restarts windowing after it. Each
+    # stream's clock takes at most gap_max_total_s of gaps over the whole call; beyond it
+    # gaps still restart windowing but the stream's clock falls behind the call's.
+    gap_tolerance_s: float = 0.1
+    gap_max_total_s: float = 3600.0
+    # Runs of exact digital silence (|x| <= one 16-bit step) at least this long inside
+    # received audio are treated as gaps (cause "silence"). 0 = never.
+    silence_gap_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("gap_tolerance_s", "gap_max_total_s", "silence_gap_s"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value >= 0)
+            ):
+                raise ConfigError(f"stream.{name}: expected a finite number of seconds >= 0, found {value!r}")
 
     def alarm_levels(self, detector_threshold: float = 0.5) -> tuple[float, float]:
         """(on, off) thresholds on the smoothed p_spoof; unset ones follow the detector."""

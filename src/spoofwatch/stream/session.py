@@ -3,17 +3,25 @@
 The session turns audio into windows to score, and window scores into events. It keeps
 no reference to the model; the shared engine scores its windows and hands them back in
 order.
+
+Gaps (``gap``): no sample is invented for audio that never arrived. A gap up to
+``gap_tolerance_s`` is spliced (the audio either side joins, the clock skips it) and a
+window with more than that spliced out is not scored; a longer gap restarts windowing
+after it, so no window spans it. Scores and alarms keep the stream's clock (samples
+received plus gaps, see ``gaps.Timeline``); the smoother and the alarm simply see no
+window during a gap and so keep their state across it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.config import StreamConfig
-from spoofwatch.events import AlarmEvent, Event, ScoreEvent
+from spoofwatch.events import AlarmEvent, Event, GapEvent, ScoreEvent
+from spoofwatch.stream.gaps import GAP_CAUSES, Timeline
 from spoofwatch.stream.smoothing import Hysteresis, LlrSmoother, p_spoof_from_llr
 from spoofwatch.stream.speech import EnergySpeechGate
 from spoofwatch.stream.windowing import Window, WindowConfig, Windower
@@ -25,7 +33,11 @@ class SessionCounters:
     windows_out: int = 0
     windows_scored: int = 0
     windows_dropped: int = 0
+    windows_skipped_gap: int = 0  # more than gap_tolerance_s spliced out: not scored
     alarms: int = 0
+    gaps: int = 0
+    gap_samples: int = 0  # on the stream's clock
+    gap_samples_over_cap: int = 0  # beyond gap_max_total_s: the clock fell behind
 
 
 class StreamSession:
@@ -43,19 +55,54 @@ class StreamSession:
             config.speech_threshold_dbfs, min_speech_fraction=config.speech_min_fraction
         )
         self.counters = SessionCounters()
+        self.timeline = Timeline()
+        self.gap_tolerance_samples = round(config.gap_tolerance_s * sample_rate)
+        self.gap_cap_samples = round(config.gap_max_total_s * sample_rate)
         self._seq = 0
         self._smoothed_p = 0.5
 
     def feed(self, samples: NDArray[np.float32]) -> list[Window]:
         """Audio in (mono, model rate); windows ready to score out."""
         self.counters.samples_in += len(samples)
-        windows = self.windower.feed(samples)
-        self.counters.windows_out += len(windows)
-        return windows
+        self.timeline.add_audio(len(samples))
+        return self._placed(self.windower.feed(samples))
 
     def finish(self) -> list[Window]:
         """End of stream: a last (tiled) window if the stream never filled one."""
-        windows = self.windower.flush()
+        return self._placed(self.windower.flush())
+
+    def gap(self, n_samples: int, cause: str) -> GapEvent | None:
+        """``n_samples`` of the stream's clock passed with no audio; the event to publish
+        when the gap restarts windowing (longer than ``gap_tolerance_s``), else None (a
+        splice, counted only: packet loss would otherwise flood subscribers)."""
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
+            raise ValueError(f"gap: expected a number of samples >= 0, got {n_samples!r}")
+        if cause not in GAP_CAUSES:
+            raise ValueError(f"gap cause: expected one of {list(GAP_CAUSES)}, got {cause!r}")
+        credit = min(n_samples, max(0, self.gap_cap_samples - self.counters.gap_samples))
+        start = self.timeline.now
+        self.timeline.add_gap(credit)
+        self.counters.gaps += 1
+        self.counters.gap_samples += credit
+        self.counters.gap_samples_over_cap += n_samples - credit
+        if n_samples <= self.gap_tolerance_samples:
+            return None
+        self.windower.restart()
+        return GapEvent(self.stream_id, start / self.sample_rate, (start + credit) / self.sample_rate, cause)
+
+    def _placed(self, windows: list[Window]) -> list[Window]:
+        """Windows on the stream's clock; those with too much spliced out are dropped."""
+        if self.timeline.has_gaps:
+            placed: list[Window] = []
+            for window in windows:
+                end = window.start_sample + window.covered_samples
+                start_t, end_t, spliced = self.timeline.span(window.start_sample, end)
+                if spliced > self.gap_tolerance_samples:
+                    self.counters.windows_skipped_gap += 1
+                    continue
+                placed.append(replace(window, timeline=(start_t, end_t)))
+            self.timeline.forget_before(self.windower.next_start)
+            windows = placed
         self.counters.windows_out += len(windows)
         return windows
 
@@ -104,4 +151,5 @@ class StreamSession:
 
     @property
     def duration_s(self) -> float:
-        return self.counters.samples_in / self.sample_rate
+        """The stream's clock: audio received plus gaps."""
+        return self.timeline.now / self.sample_rate
