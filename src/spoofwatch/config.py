@@ -157,8 +157,9 @@ def detector_options(
 @dataclass(frozen=True)
 class ServerConfig:
     """The network front end. Secrets (``token``, ``mqtt_password``, a password inside
-    ``mqtt``) never appear in ``repr``; pass them as ``SPOOFWATCH_SERVER_TOKEN`` and
-    ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` rather than on the command line."""
+    ``mqtt``, ``audiohook_clients``) never appear in ``repr``; pass them as
+    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` and
+    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` rather than on the command line."""
 
     host: str = "127.0.0.1"  # loopback only; bind 0.0.0.0 deliberately, with a token and TLS
     port: int = 8765
@@ -187,6 +188,12 @@ class ServerConfig:
     max_message_burst: int = 1000  # messages a client may send at once above that rate
     max_streams_per_connection: int = 1000  # streams one connection may open over its life
     # (/v1/ingest runs them one after another); 0 = no limit
+    # Genesys AudioHook clients (docs/security.md, "AudioHook authentication"): entries
+    # "API_KEY:BASE64_CLIENT_SECRET"; when any is set, /audiohook requires a valid HTTP
+    # message signature (an empty secret lets that key connect unsigned). Pass them as
+    # SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS (comma-separated) or in a secrets file.
+    audiohook_clients: tuple[str, ...] = ()
+    audiohook_clients_file: str | None = None  # one "API_KEY:BASE64_SECRET" per line
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -209,7 +216,7 @@ class ServerConfig:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in _SECRET_FIELDS and value is not None:
+            if f.name in _SECRET_FIELDS and value not in (None, ()):
                 value = REDACTED
             elif f.name == "mqtt" and isinstance(value, str):
                 value = redact_url(value)
@@ -218,7 +225,7 @@ class ServerConfig:
 
 
 REDACTED: Final = "<redacted>"
-_SECRET_FIELDS: Final = ("token", "mqtt_password")
+_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients")
 
 
 def redact_url(url: str) -> str:

@@ -12,7 +12,10 @@ module does their I/O and maps calls to pipeline streams:
   the oldest is dropped and counted), then feeds the admitted streams live.
 - AudioHook refusals are a ``disconnect`` with reason ``error`` (full, bad media) or
   ``unauthorized``, then ``closed`` once the client sends ``close``; the WebSocket then
-  closes with 1013 (full), 1008 (unauthorized) or 1000. jambonz refusals are a
+  closes with 1013 (full), 1008 (unauthorized) or 1000. With AudioHook clients
+  configured the upgrade request's message signature is verified
+  (``sources.audiohook_auth``) and the organization id header must match ``open``; an
+  ``unauthorized`` disconnect's info names the check that failed. jambonz refusals are a
   mod_audio_fork ``{"type":"error","data":{...}}`` text frame and a close with 1013 or 1008.
 - Connection limits (``limits.ConnectionGuard``: message rate, streams per connection)
   apply as on every other path: breaking one publishes a ``limit_exceeded`` error event,
@@ -56,6 +59,7 @@ from spoofwatch.stream.sources.audiohook import (
     AudioHookTimelineGap,
     PartyAudio,
 )
+from spoofwatch.stream.sources.audiohook_auth import AudioHookAuthenticator, VerifyResult, check_organization
 from spoofwatch.stream.sources.jambonz import JAMBONZ_SUBPROTOCOLS, JambonzStart, JambonzStream
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,9 @@ MAX_CLOSE_REASON_BYTES: Final = 123
 UNAUTHORIZED_INFO: Final = (
     "unauthorized: expected a valid API key (X-API-KEY, Authorization: Bearer or ?token=)"
 )
+# A refused signature is answered no sooner than this after the connection opened, as
+# the reference server does, so the time taken says nothing about what failed.
+SIGNATURE_FAILURE_DELAY_S: Final = 0.5
 
 
 class CallCenterHost(Protocol):
@@ -78,6 +85,7 @@ class CallCenterHost(Protocol):
 
     pipeline: Pipeline
     connection_limits: ConnectionLimits
+    audiohook_auth: AudioHookAuthenticator | None
 
     def token_matches(self, candidate: str | None) -> bool: ...
 
@@ -346,8 +354,22 @@ class AudioHookConnection:
     def __init__(self, host: CallCenterHost, ws: ServerConnection, authorized: bool) -> None:
         self.host = host
         self.ws = ws
-        api_key = ws.request.headers.get("X-API-KEY") if ws.request is not None else None
-        self.authorized = authorized or host.token_matches(api_key)
+        self.started = asyncio.get_running_loop().time()
+        request = ws.request
+        self.verification: VerifyResult | None = None
+        self.organization_header: str | None = None
+        if host.audiohook_auth is None:
+            api_key = request.headers.get("X-API-KEY") if request is not None else None
+            self.authorized = authorized or host.token_matches(api_key)
+        else:  # signatures configured: the server token is no way in
+            headers: dict[str, list[str]] = {}
+            for name, value in request.headers.raw_items() if request is not None else []:
+                headers.setdefault(name.lower(), []).append(value)
+            target = request.path if request is not None else ""
+            self.verification = host.audiohook_auth.verify(headers, target)
+            self.authorized = self.verification.ok
+            organization = headers.get("audiohook-organization-id")
+            self.organization_header = ", ".join(v.strip() for v in organization) if organization else None
         self.session = AudioHookSession()
         self.guard = ConnectionGuard(host.connection_limits)
         self.streams: CallStreams | None = None
@@ -430,10 +452,14 @@ class AudioHookConnection:
         await close_over_limit(self.ws, exc)
 
     async def _open(self, opened: AudioHookOpen) -> None:
-        if not self.authorized:
-            logger.warning("refusing unauthorized AudioHook client %s", self.ws.remote_address)
-            self.refusal = ProtocolError(UNAUTHORIZED_INFO)
-            await self.ws.send(self.session.disconnect_message("unauthorized", UNAUTHORIZED_INFO))
+        refused = self._unauthorized(opened)
+        if refused is not None:
+            logger.warning("refusing unauthorized AudioHook client %s: %s", self.ws.remote_address, refused)
+            self.refusal = ProtocolError(refused)
+            if self.verification is not None:
+                delay = self.started + SIGNATURE_FAILURE_DELAY_S - asyncio.get_running_loop().time()
+                await asyncio.sleep(max(0.0, delay))
+            await self.ws.send(self.session.disconnect_message("unauthorized", refused))
             return
         if opened.probe:
             await self.ws.send(self.session.opened_message())
@@ -454,6 +480,15 @@ class AudioHookConnection:
             return
         self.streams = streams
         await self.ws.send(self.session.opened_message())
+
+    def _unauthorized(self, opened: AudioHookOpen) -> str | None:
+        """Why this client may not open a session (secrets never named), or None."""
+        if self.verification is None:
+            return None if self.authorized else UNAUTHORIZED_INFO
+        if not self.verification.ok:
+            return f"unauthorized: {self.verification}"
+        organization = check_organization(self.organization_header, opened.organization_id)
+        return None if organization.ok else f"unauthorized: {organization}"
 
     async def _fail(self, exc: SpoofwatchError) -> None:
         """A protocol error: report it and disconnect (once; later errors are only logged)."""

@@ -70,6 +70,7 @@ from spoofwatch.stream.hub import EventHub, Subscription
 from spoofwatch.stream.limits import ConnectionGuard, ConnectionLimits
 from spoofwatch.stream.pipeline import Pipeline, StreamHandle
 from spoofwatch.stream.redact import RedactingLogger
+from spoofwatch.stream.sources.audiohook_auth import AudioHookAuthenticator, load_audiohook_clients
 from spoofwatch.stream.sources.twilio import (
     TWILIO_SAMPLE_RATE,
     TwilioMedia,
@@ -219,6 +220,9 @@ class SpoofwatchServer:
         self.limits = limits or IngestLimits(max_frame_bytes=config.max_message_bytes)
         self.connection_limits = ConnectionLimits.from_config(config)
         self.ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
+        clients = load_audiohook_clients(config.audiohook_clients, config.audiohook_clients_file)
+        # With AudioHook clients configured, /audiohook checks Genesys' message signatures.
+        self.audiohook_auth = AudioHookAuthenticator(clients) if clients.secrets else None
         self._server: Server | None = None
         self._stopping = False
         self._routes: dict[str, Route] = {
@@ -270,6 +274,9 @@ class SpoofwatchServer:
     async def start(self) -> None:
         self._stopping = False
         secrets = [self.config.token] if self.config.token else []
+        if self.audiohook_auth is not None:
+            encoded = (base64.b64encode(s).decode() for s in self.audiohook_auth.clients.secrets.values())
+            secrets += [s for s in encoded if s]
         self._server = await serve(
             self._handle,
             self.config.host,
