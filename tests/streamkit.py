@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from fakes import FakeScorer
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.events import Event, StreamEvent, parse_event
+from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.pcm import mulaw_encode
 from spoofwatch.stream.pipeline import Pipeline
 from spoofwatch.stream.server import SpoofwatchServer
@@ -47,7 +48,7 @@ async def serving(
     sample_rate: int = 16000,
     stream_config: StreamConfig = CFG,
     limits: IngestLimits | None = None,
-    scorer: FakeScorer | None = None,
+    scorer: WindowScorer | None = None,
 ) -> AsyncIterator[tuple[SpoofwatchServer, Pipeline]]:
     """A Pipeline (``scorer``, else FakeScorer at ``sample_rate``) behind a started SpoofwatchServer."""
     scorer = scorer or FakeScorer(sample_rate=sample_rate, window_s=1.0)
