@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from websockets.asyncio.client import connect
 
+import streamkit
 from fakes import FillerScorer, noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError, ProtocolError
-from spoofwatch.events import AlarmEvent, Event, GapEvent, ScoreEvent, parse_event, to_json
+from spoofwatch.events import AlarmEvent, ErrorEvent, Event, GapEvent, ScoreEvent, parse_event, to_json
 from spoofwatch.stream.gaps import DigitalSilence, SilenceRun, Timeline, check_gap_seconds
 from spoofwatch.stream.pipeline import Pipeline
 from spoofwatch.stream.session import StreamSession
+from spoofwatch.stream.sources.mic import Block, CaptureClock, drop_oldest
 from spoofwatch.stream.windowing import WindowConfig, Windower
 
 SR = 8000
@@ -277,3 +281,60 @@ def run(body: object) -> list[Event]:
             return await body  # type: ignore[misc, no-any-return]
 
     return asyncio.run(bounded())
+
+
+# --- microphone overruns -----------------------------------------------------------------
+
+
+def test_capture_clock_measures_what_an_overflow_lost() -> None:
+    clock = CaptureClock(1000)
+    assert clock.lost_before(100, 10.0, overflow=False) == 0
+    assert clock.lost_before(100, 10.1, overflow=False) == 0
+    assert clock.lost_before(100, 10.45, overflow=True) == 250  # 0.25 s missing before it
+    untimed = CaptureClock(1000)
+    untimed.lost_before(100, 0.0, overflow=False)
+    assert untimed.lost_before(100, 0.0, overflow=True) == 100  # no ADC times: one block
+
+
+def test_a_dropped_block_becomes_a_gap_before_the_next_one() -> None:
+    async def body() -> list[tuple[int, int]]:
+        queue: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=3)
+        for n in (10, 20, 30):
+            queue.put_nowait(Block(np.zeros(n, np.float32), lost_before=1 if n == 10 else 0))
+        assert drop_oldest(queue) == 0  # carried by the block now first
+        single: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=1)
+        single.put_nowait(Block(np.zeros(5, np.float32)))
+        assert drop_oldest(single) == 5  # nothing left to carry it: the caller's block does
+        out = []
+        while not queue.empty():
+            item = queue.get_nowait()
+            assert item is not None
+            out.append((len(item.samples), item.lost_before))
+        return out
+
+    assert asyncio.run(body()) == [(20, 11), (30, 0)]
+
+
+# --- WebSocket ingest --------------------------------------------------------------------
+
+
+def test_ingest_clients_declare_gaps_between_frames() -> None:
+    async def body() -> list[Event]:
+        async with (
+            streamkit.serving(sample_rate=16000, scorer=FillerScorer()) as (server, _),
+            connect(f"ws://127.0.0.1:{server.port}/v1/ingest") as ws,
+        ):
+            await ws.send(streamkit.start_message("mic-1"))
+            await streamkit.send_audio(ws, noise(2.0, 16000, seed=1))
+            await ws.send(json.dumps({"type": "gap", "seconds": 1.5, "cause": "underrun"}))
+            await ws.send(json.dumps({"type": "gap", "seconds": -1}))
+            await streamkit.send_audio(ws, noise(2.0, 16000, seed=2))
+            await ws.send(json.dumps({"type": "stop"}))
+            return await streamkit.events_until_end(ws, "mic-1")
+
+    events = asyncio.run(asyncio.wait_for(body(), 20))
+    assert [e for e in events if isinstance(e, GapEvent)] == [GapEvent("mic-1", 2.0, 3.5, "underrun")]
+    [error] = [e for e in events if isinstance(e, ErrorEvent)]
+    assert "gap message: gap duration: expected a finite number of seconds >= 0, got -1" in error.message
+    scores = [e for e in events if isinstance(e, ScoreEvent)]
+    assert [s.t_start for s in scores] == [0.0, 0.5, 1.0, 3.5, 4.0, 4.5]

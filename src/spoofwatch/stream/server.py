@@ -78,7 +78,13 @@ from spoofwatch.stream.sources.twilio import (
     TwilioStart,
     TwilioStop,
 )
-from spoofwatch.stream.sources.ws_ingest import IngestLimits, IngestProtocol, StartMessage, StopMessage
+from spoofwatch.stream.sources.ws_ingest import (
+    GapMessage,
+    IngestLimits,
+    IngestProtocol,
+    StartMessage,
+    StopMessage,
+)
 from spoofwatch.stream.tls import server_ssl_context
 
 logger = logging.getLogger(__name__)
@@ -492,8 +498,11 @@ class _IngestConnection:
                 continue
             try:
                 if isinstance(message, str):
-                    if isinstance(self.protocol.receive_text(message), StopMessage):
+                    control = self.protocol.receive_text(message)
+                    if isinstance(control, StopMessage):
                         await self._stop()
+                    elif isinstance(control, GapMessage):
+                        self.handle.gap(control.seconds, control.cause)
                 else:
                     self.handle.feed(self.protocol.receive_binary(message))
             except SpoofwatchError as exc:

@@ -38,6 +38,48 @@ class MicCounters:
     blocks: int = 0
     dropped_blocks: int = 0
     overflows: int = 0
+    lost_samples: int = 0  # overruns and dropped blocks, reported to the stream as gaps
+
+
+@dataclass
+class Block:
+    """A captured block and the samples lost just before it (an overrun, a dropped block)."""
+
+    samples: NDArray[np.float32]
+    lost_before: int = 0
+
+
+class CaptureClock:
+    """How many samples an input overflow lost before a block, from PortAudio's ADC time
+    of each block's first sample (``time.inputBufferAdcTime``); one block when the host
+    API gives no times (0), as an overflow loses at least part of one."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._expected: float | None = None  # ADC time the next block should start at
+
+    def lost_before(self, frames: int, adc_time: float, overflow: bool) -> int:
+        timed = adc_time > 0 and self._expected is not None
+        lost = round((adc_time - self._expected) * self.sample_rate) if timed and self._expected else 0
+        self._expected = adc_time + frames / self.sample_rate if adc_time > 0 else None
+        if overflow:
+            return max(lost, 0) if timed else frames
+        return 0
+
+
+def drop_oldest(queue: asyncio.Queue[Block | None]) -> int:
+    """Make room in a full queue: drop the oldest block; its samples (and the loss before
+    it) become loss before the block now oldest. Returns what is left to carry: the loss,
+    when no block remains in the queue to take it."""
+    dropped = queue.get_nowait()
+    lost = 0 if dropped is None else dropped.lost_before + len(dropped.samples)
+    rest = [queue.get_nowait() for _ in range(queue.qsize())]
+    if rest and rest[0] is not None:
+        rest[0].lost_before += lost
+        lost = 0
+    for item in rest:
+        queue.put_nowait(item)
+    return lost
 
 
 @dataclass(frozen=True)
@@ -106,25 +148,28 @@ async def run_mic_source(
     )
     block = max(1, round(block_s * rate))
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[NDArray[np.float32] | None] = asyncio.Queue(
-        maxsize=max(4, math.ceil(QUEUE_SECONDS / block_s))
-    )
+    queue: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=max(4, math.ceil(QUEUE_SECONDS / block_s)))
     counters = MicCounters()
+    clock = CaptureClock(rate)
 
-    def offer(item: NDArray[np.float32] | None) -> None:  # on the loop thread
+    def offer(item: Block | None) -> None:  # on the loop thread
         if queue.full():
-            queue.get_nowait()
+            lost = drop_oldest(queue)
             counters.dropped_blocks += 1
+            if item is not None:
+                item.lost_before += lost
         queue.put_nowait(item)
 
-    def hand_over(item: NDArray[np.float32] | None) -> None:  # on PortAudio's thread
+    def hand_over(item: Block | None) -> None:  # on PortAudio's thread
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody listens any more
             loop.call_soon_threadsafe(offer, item)
 
     def on_block(indata: NDArray[np.float32], frames: int, time: Any, status: Any) -> None:
         if status.input_overflow:
             counters.overflows += 1
-        hand_over(indata[:, 0].copy())  # PortAudio reuses indata after we return
+        adc = float(getattr(time, "inputBufferAdcTime", 0.0) or 0.0)
+        lost = clock.lost_before(frames, adc, bool(status.input_overflow))
+        hand_over(Block(indata[:, 0].copy(), lost))  # PortAudio reuses indata after we return
 
     try:
         stream = sd.InputStream(
@@ -150,19 +195,23 @@ async def run_mic_source(
             stream.start()
         except sd.PortAudioError as exc:
             raise AudioError(f"microphone {found.name!r}: expected capture to start, found: {exc}") from None
-        while (samples := await queue.get()) is not None:
+        while (captured := await queue.get()) is not None:
             counters.blocks += 1
-            handle.feed(samples)
+            if captured.lost_before:  # no window is scored across the hole (docs/protocol.md)
+                counters.lost_samples += captured.lost_before
+                handle.gap(captured.lost_before / rate, "overrun")
+            handle.feed(captured.samples)
         raise AudioError(f"microphone {found.name!r}: expected audio until stopped, found capture ended")
     except BaseException as exc:
         await _stop(stream, found.name)
         logger.info(
-            "microphone %r stopped: %d blocks, %d dropped (%s), %d input overflows",
+            "microphone %r stopped: %d blocks, %d dropped (%s), %d input overflows, %.2f s lost as gaps",
             found.name,
             counters.blocks,
             counters.dropped_blocks,
             DROP_OLDEST_BLOCK,
             counters.overflows,
+            counters.lost_samples / rate,
         )
         await close_interrupted(handle, exc)
         raise
