@@ -55,6 +55,9 @@ AUDIOHOOK_CHANNELS: Final = ("external", "internal")
 NULL_UUID: Final = "00000000-0000-0000-0000-000000000000"
 MAX_TEXT_BYTES: Final = 65535  # the reference server's limit
 MAX_AUDIO_FRAME_BYTES: Final = 64 * 1024  # 2 s of stereo PCMU; Genesys sends far less
+# A position ahead of the audio by at most this is rounding (positions have 1 ms steps),
+# not lost audio: ignored (the next message's position is compared afresh).
+POSITION_SLACK_SAMPLES: Final = 8
 DISCONNECT_REASONS: Final = ("completed", "unauthorized", "error")
 CLOSE_REASONS: Final = ("end", "error", "disconnect", "reconnect")
 CLIENT_TYPES: Final = ("open", "ping", "close", "discarded", "paused", "resumed", "update", "error")
@@ -374,7 +377,7 @@ class AudioHookSession:
         if missing < 0:
             self.counters.position_behind += 1
             return []
-        if missing == 0:
+        if missing == 0 or (cause == "position" and missing <= POSITION_SLACK_SAMPLES):
             return []
         start = self.position_samples
         self.position_samples = target_samples
