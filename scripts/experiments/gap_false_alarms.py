@@ -21,8 +21,8 @@ the shipped default (known gaps go through ``StreamHandle.gap``, digital silence
 are gaps, gaps over ``gap_tolerance_s`` = 0.1 s restart windowing, shorter ones are
 spliced); ``splice-1s`` splices gaps up to 1 s instead (the alternative measured). A
 clip alarms when its stream raises any alarm; ``filler win`` counts scored windows with
-more than the gap tolerance of a hole's content (zeros, concealment, comfort noise)
-inside their audio.
+more than 0.1 s of a hole's content (zeros, concealment, comfort noise) inside their
+audio.
 
     PYTHONPATH=src python scripts/experiments/gap_false_alarms.py \\
         --manifest /work/shared/corpus/manifest.csv --bonafide 80 --spoof 40
@@ -50,6 +50,7 @@ from spoofwatch.stream.audiofile import load_audio
 from spoofwatch.stream.pcm import mulaw_decode, mulaw_encode, resample
 from spoofwatch.stream.pipeline import Pipeline
 
+FILLER_TOLERANCE_S = 0.1  # a window with more hole content than this counts as scored over filler
 HOLES = ("none", "discarded-1s", "paused-12s", "zeros-200ms", "plc", "comfort-noise")
 CHANNELS = ("clean", "g711")
 # name -> (stream settings, whether known gaps go through StreamHandle.gap)
@@ -161,7 +162,7 @@ async def stream_call(pipeline: Pipeline, call: Call, sr: int, policy: str, name
         events.append(sub.queue.get_nowait())
     pipeline.hub.unsubscribe(sub)
     scores = [e for e in events if isinstance(e, ScoreEvent)]
-    tolerance = pipeline.stream_config.gap_tolerance_s
+    tolerance = FILLER_TOLERANCE_S
     window_s = pipeline.scorer.window_samples / pipeline.scorer.sample_rate
     over = sum(filler_inside(s, call.holes, window_s) > tolerance for s in scores)
     speech = [s.p_spoof for s in scores if s.speech]

@@ -44,10 +44,12 @@ class StreamConfig:
     speech_min_fraction: float = 0.1
     # Gaps (audio that never arrived; docs/protocol.md "Gaps and pauses"). A gap up to
     # gap_tolerance_s is spliced out (the audio either side joins); a window with more than
-    # that spliced out is not scored; a longer gap restarts windowing after it. Each
-    # stream's clock takes at most gap_max_total_s of gaps over the whole call; beyond it
-    # gaps still restart windowing but the stream's clock falls behind the call's.
-    gap_tolerance_s: float = 0.1
+    # that spliced out is not scored; a longer gap restarts windowing after it. 1 s by
+    # measurement: as few false alarms as restarting at every gap, and spoofs with short
+    # holes still caught (scripts/experiments/gap_false_alarms.py). Each stream's clock
+    # takes at most gap_max_total_s of gaps over the whole call; beyond it gaps still
+    # restart windowing but the stream's clock falls behind the call's.
+    gap_tolerance_s: float = 1.0
     gap_max_total_s: float = 3600.0
     # Runs of exact digital silence (|x| <= one 16-bit step) at least this long inside
     # received audio are treated as gaps (cause "silence"). 0 = never.

@@ -535,6 +535,13 @@ def test_token_is_checked_in_the_protocol_and_accepted_as_x_api_key() -> None:
 # --- gaps over loopback ------------------------------------------------------------------
 
 
+def filler_inside(score: ScoreEvent, holes: list[tuple[float, float]], window_s: float) -> float:
+    """Seconds of the holes inside a scored window's audio: its overlap with them less what
+    was spliced out of its span (a window spans more than its length only by splices)."""
+    overlap = sum(max(0.0, min(score.t_end, b) - max(score.t_start, a)) for a, b in holes)
+    return round(max(0.0, overlap - (score.t_end - score.t_start - window_s)), 6)
+
+
 def gap_serving() -> contextlib.AbstractAsyncContextManager[tuple[SpoofwatchServer, Pipeline]]:
     """A scorer that calls any window with digital silence spoof, as the real one does."""
     return streamkit.serving(
@@ -585,7 +592,10 @@ def test_discarded_and_paused_audio_raise_no_alarm_and_score_nothing_over_the_ga
     gaps = [e for e in of_type(events, GapEvent) if e.stream == ext]
     assert gaps == [GapEvent(ext, 3.0, 4.0, "discarded"), GapEvent(ext, 6.0, 18.0, "paused")]
     scores = [e for e in of_type(events, ScoreEvent) if e.stream == ext]
-    assert scores and all(e.t_end <= 3.0 or e.t_start >= 4.0 for e in scores)
+    # The 1 s discard is spliced (windows of received audio only, spanning it on the
+    # clock); the pause restarts windowing: no window spans it.
+    assert scores and all(filler_inside(e, [(3.0, 4.0), (6.0, 18.0)], 1.0) == 0.0 for e in scores)
+    assert any(e.t_start < 3.0 and e.t_end > 4.0 for e in scores)
     assert all(e.t_end <= 6.0 or e.t_start >= 18.0 for e in scores)
     assert scores[-1].t_end == 21.0  # the call's clock: 8 s of audio and 13 s of gaps
     assert not of_type(events, ErrorEvent)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -116,6 +117,17 @@ def test_windower_restart_starts_the_next_window_after_the_gap_and_tiles_short_t
     np.testing.assert_array_equal(tiled.samples[:2400], tail)
 
 
+def test_a_gap_up_to_the_tolerance_is_spliced_and_reported() -> None:
+    session = StreamSession("s", SR, CFG)  # the default tolerance, 1 s
+    session.feed(noise(0.8, SR))
+    event = session.gap(SR, "discarded")
+    windows = session.feed(noise(0.7, SR, seed=2))
+    assert event == GapEvent("s", 0.8, 1.8, "discarded")  # reported, though spliced
+    # 1 s windows of received audio, each spanning 2 s of the clock; no filler in them
+    assert [(w.t_start, w.t_end, len(w.samples)) for w in windows] == [(0.0, 2.0, SR), (0.5, 2.5, SR)]
+    assert session.gap(round(0.05 * SR), "loss") is None  # too short to report
+
+
 def test_a_long_gap_restarts_windowing_and_keeps_the_calls_clock() -> None:
     session = StreamSession("s", SR, CFG)
     before = session.feed(noise(1.6, SR))
@@ -130,7 +142,7 @@ def test_a_long_gap_restarts_windowing_and_keeps_the_calls_clock() -> None:
 
 
 def test_short_gaps_are_spliced_and_a_window_with_too_many_is_not_scored() -> None:
-    session = StreamSession("s", SR, CFG)  # tolerance 0.1 s
+    session = StreamSession("s", SR, replace(CFG, gap_tolerance_s=0.1))
     windows = session.feed(noise(0.6, SR))
     assert session.gap(round(0.06 * SR), "loss") is None  # spliced: no event
     windows += session.feed(noise(0.6, SR, seed=2))
@@ -204,7 +216,7 @@ def drain(sub: object) -> list[Event]:
 
 
 def test_pipeline_gap_at_8k_scores_no_window_over_it_and_publishes_it() -> None:
-    """Noise (bona fide to the fake) at 8 kHz, resampled to 16 kHz, with a 1 s gap: the
+    """Noise (bona fide to the fake) at 8 kHz, resampled to 16 kHz, with a 1.5 s gap: the
     resampler's tail goes before the gap, no window spans it, the gap is published."""
 
     async def body() -> list[Event]:
@@ -212,23 +224,23 @@ def test_pipeline_gap_at_8k_scores_no_window_over_it_and_publishes_it() -> None:
             sub = pipeline.hub.subscribe(maxsize=1000)
             handle = pipeline.open_stream("call", source="test", sample_rate=SR)
             handle.feed(noise(2.0, SR))
-            event = handle.gap(1.0, "discarded")
+            event = handle.gap(1.5, "discarded")
             handle.feed(noise(2.0, SR, seed=2))
             await handle.close()
-            assert event == GapEvent("call", 2.0, 3.0, "discarded")
+            assert event == GapEvent("call", 2.0, 3.5, "discarded")
             return drain(sub)
 
     events = run(body())
     gaps = [e for e in events if isinstance(e, GapEvent)]
     scores = [e for e in events if isinstance(e, ScoreEvent)]
-    assert gaps == [GapEvent("call", 2.0, 3.0, "discarded")]
+    assert gaps == [GapEvent("call", 2.0, 3.5, "discarded")]
     assert [(s.t_start, s.t_end) for s in scores] == [
         (0.0, 1.0),
         (0.5, 1.5),
         (1.0, 2.0),
-        (3.0, 4.0),
         (3.5, 4.5),
         (4.0, 5.0),
+        (4.5, 5.5),
     ]
 
 

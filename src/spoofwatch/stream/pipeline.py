@@ -155,7 +155,7 @@ class StreamHandle:
 
         The hook for every source with holes: AudioHook discarded/paused audio, a
         microphone overrun, RTP loss or a jitter-buffer under-run. Returns the gap event
-        published (None for a gap short enough to be spliced)."""
+        published (None for one too short to report, ``session.REPORTED_GAP_S``)."""
         seconds = check_gap_seconds(seconds, cause)
         if self.limit_error is not None:
             return None

@@ -5,9 +5,9 @@ no reference to the model; the shared engine scores its windows and hands them b
 order.
 
 Gaps (``gap``): no sample is invented for audio that never arrived. A gap up to
-``gap_tolerance_s`` is spliced (the audio either side joins, the clock skips it) and a
-window with more than that spliced out is not scored; a longer gap restarts windowing
-after it, so no window spans it. Scores and alarms keep the stream's clock (samples
+``gap_tolerance_s`` (1 s) is spliced (the audio either side joins, the clock skips it)
+and a window with more than that spliced out in total is not scored; a longer gap
+restarts windowing after it, so no window spans it. Scores and alarms keep the stream's clock (samples
 received plus gaps, see ``gaps.Timeline``); the smoother and the alarm simply see no
 window during a gap and so keep their state across it.
 """
@@ -25,6 +25,10 @@ from spoofwatch.stream.gaps import GAP_CAUSES, Timeline
 from spoofwatch.stream.smoothing import Hysteresis, LlrSmoother, p_spoof_from_llr
 from spoofwatch.stream.speech import EnergySpeechGate
 from spoofwatch.stream.windowing import Window, WindowConfig, Windower
+
+# Gaps longer than this are published as gap events; shorter ones (a lost packet or two)
+# are only counted, so packet loss cannot flood subscribers.
+REPORTED_GAP_S = 0.1
 
 
 @dataclass
@@ -58,6 +62,7 @@ class StreamSession:
         self.timeline = Timeline()
         self.gap_tolerance_samples = round(config.gap_tolerance_s * sample_rate)
         self.gap_cap_samples = round(config.gap_max_total_s * sample_rate)
+        self.report_samples = round(REPORTED_GAP_S * sample_rate)
         self._seq = 0
         self._smoothed_p = 0.5
 
@@ -73,8 +78,7 @@ class StreamSession:
 
     def gap(self, n_samples: int, cause: str) -> GapEvent | None:
         """``n_samples`` of the stream's clock passed with no audio; the event to publish
-        when the gap restarts windowing (longer than ``gap_tolerance_s``), else None (a
-        splice, counted only: packet loss would otherwise flood subscribers)."""
+        for a gap longer than ``REPORTED_GAP_S``, else None (counted only)."""
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 0:
             raise ValueError(f"gap: expected a number of samples >= 0, got {n_samples!r}")
         if cause not in GAP_CAUSES:
@@ -85,9 +89,10 @@ class StreamSession:
         self.counters.gaps += 1
         self.counters.gap_samples += credit
         self.counters.gap_samples_over_cap += n_samples - credit
-        if n_samples <= self.gap_tolerance_samples:
+        if n_samples > self.gap_tolerance_samples:
+            self.windower.restart()
+        if n_samples <= self.report_samples:
             return None
-        self.windower.restart()
         return GapEvent(self.stream_id, start / self.sample_rate, (start + credit) / self.sample_rate, cause)
 
     def _placed(self, windows: list[Window]) -> list[Window]:
