@@ -26,7 +26,7 @@ from spoofwatch.events import AlarmEvent, ErrorEvent, Event, GapEvent, ScoreEven
 from spoofwatch.stream.gaps import DigitalSilence, SilenceRun, Timeline, check_gap_seconds
 from spoofwatch.stream.pipeline import Pipeline
 from spoofwatch.stream.session import StreamSession
-from spoofwatch.stream.sources.mic import Block, CaptureClock, drop_oldest
+from spoofwatch.stream.sources.mic import Block, drop_oldest
 from spoofwatch.stream.windowing import WindowConfig, Windower
 
 SR = 8000
@@ -298,16 +298,6 @@ def run(body: object) -> list[Event]:
 # --- microphone overruns -----------------------------------------------------------------
 
 
-def test_capture_clock_measures_what_an_overflow_lost() -> None:
-    clock = CaptureClock(1000)
-    assert clock.lost_before(100, 10.0, overflow=False) == 0
-    assert clock.lost_before(100, 10.1, overflow=False) == 0
-    assert clock.lost_before(100, 10.45, overflow=True) == 250  # 0.25 s missing before it
-    untimed = CaptureClock(1000)
-    untimed.lost_before(100, 0.0, overflow=False)
-    assert untimed.lost_before(100, 0.0, overflow=True) == 100  # no ADC times: one block
-
-
 def test_a_dropped_block_becomes_a_gap_before_the_next_one() -> None:
     async def body() -> list[tuple[int, int]]:
         queue: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=3)
@@ -350,3 +340,13 @@ def test_ingest_clients_declare_gaps_between_frames() -> None:
     assert "gap message: gap duration: expected a finite number of seconds >= 0, got -1" in error.message
     scores = [e for e in events if isinstance(e, ScoreEvent)]
     assert [s.t_start for s in scores] == [0.0, 0.5, 1.0, 3.5, 4.0, 4.5]
+
+
+def test_capture_overruns_are_spliced_whatever_their_length() -> None:
+    session = StreamSession("s", SR, CFG)
+    windows = session.feed(noise(0.8, SR))
+    event = session.gap(3 * SR, "overrun")
+    windows += session.feed(noise(0.7, SR, seed=2))
+    assert event == GapEvent("s", 0.8, 3.8, "overrun")
+    assert [(w.t_start, w.t_end) for w in windows] == [(0.0, 4.0), (0.5, 4.5)]
+    assert session.counters.windows_skipped_gap == 0

@@ -23,7 +23,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["GAP_CAUSES", "DigitalSilence", "Timeline", "check_gap_seconds"]
+__all__ = ["GAP_CAUSES", "SPLICED_CAUSES", "DigitalSilence", "Timeline", "check_gap_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 # ran ahead of the audio, digital silence found in the audio, a device overrun, network
 # loss (RTP), a jitter-buffer under-run, a client-declared gap (ingest).
 GAP_CAUSES: Final = ("discarded", "paused", "position", "silence", "overrun", "loss", "underrun", "client")
+# Gaps inside one continuous capture: audio dropped because the host fell behind. The
+# audio either side is one take, so it is always spliced (never restarts windowing, never
+# stops a window from being scored); the clock still moves on and the gap is reported.
+SPLICED_CAUSES: Final = ("overrun",)
 
 
 def check_gap_seconds(seconds: float, cause: str) -> float:
@@ -56,8 +60,10 @@ class Timeline:
     def __init__(self) -> None:
         self.received = 0
         self.gap_samples = 0
+        self.counted_samples = 0  # the part of gap_samples that counts as spliced out
         self._indices: list[int] = []  # received index where a gap ends (sorted)
         self._offsets: list[int] = []  # gap samples before that index, cumulative
+        self._counted: list[int] = []  # the same, counting only gaps that limit a window
 
     @property
     def now(self) -> int:
@@ -71,25 +77,35 @@ class Timeline:
     def add_audio(self, n: int) -> None:
         self.received += n
 
-    def add_gap(self, n: int) -> None:
+    def add_gap(self, n: int, *, counted: bool = True) -> None:
+        """``counted``: the gap counts towards what a window may have spliced out."""
         if n <= 0:
             return
         self.gap_samples += n
+        self.counted_samples += n if counted else 0
         if self._indices and self._indices[-1] == self.received:
             self._offsets[-1] = self.gap_samples
+            self._counted[-1] = self.counted_samples
         else:
             self._indices.append(self.received)
             self._offsets.append(self.gap_samples)
+            self._counted.append(self.counted_samples)
 
     def offset(self, index: int) -> int:
         """Gap samples on the clock before received sample ``index``."""
         k = bisect.bisect_right(self._indices, index)
         return self._offsets[k - 1] if k else 0
 
+    def _counted_offset(self, index: int) -> int:
+        k = bisect.bisect_right(self._indices, index)
+        return self._counted[k - 1] if k else 0
+
     def span(self, start: int, end: int) -> tuple[int, int, int]:
-        """Received samples [start, end) -> (clock start, clock end, gap samples inside)."""
+        """Received samples [start, end) -> (clock start, clock end, counted gap samples
+        spliced out inside)."""
         first, last = self.offset(start), self.offset(end - 1)
-        return start + first, end + last, last - first
+        spliced = self._counted_offset(end - 1) - self._counted_offset(start)
+        return start + first, end + last, spliced
 
     def forget_before(self, index: int) -> None:
         """Drop marks no window starting at or after ``index`` needs."""
@@ -97,6 +113,7 @@ class Timeline:
         if k > 1:
             del self._indices[: k - 1]
             del self._offsets[: k - 1]
+            del self._counted[: k - 1]
 
 
 @dataclass

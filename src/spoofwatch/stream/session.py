@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from spoofwatch.config import StreamConfig
 from spoofwatch.events import AlarmEvent, Event, GapEvent, ScoreEvent
-from spoofwatch.stream.gaps import GAP_CAUSES, Timeline
+from spoofwatch.stream.gaps import GAP_CAUSES, SPLICED_CAUSES, Timeline
 from spoofwatch.stream.smoothing import Hysteresis, LlrSmoother, p_spoof_from_llr
 from spoofwatch.stream.speech import EnergySpeechGate
 from spoofwatch.stream.windowing import Window, WindowConfig, Windower
@@ -85,11 +85,12 @@ class StreamSession:
             raise ValueError(f"gap cause: expected one of {list(GAP_CAUSES)}, got {cause!r}")
         credit = min(n_samples, max(0, self.gap_cap_samples - self.counters.gap_samples))
         start = self.timeline.now
-        self.timeline.add_gap(credit)
+        spliced = cause in SPLICED_CAUSES
+        self.timeline.add_gap(credit, counted=not spliced)
         self.counters.gaps += 1
         self.counters.gap_samples += credit
         self.counters.gap_samples_over_cap += n_samples - credit
-        if n_samples > self.gap_tolerance_samples:
+        if n_samples > self.gap_tolerance_samples and not spliced:
             self.windower.restart()
         if n_samples <= self.report_samples:
             return None

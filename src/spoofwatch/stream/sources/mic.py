@@ -49,24 +49,6 @@ class Block:
     lost_before: int = 0
 
 
-class CaptureClock:
-    """How many samples an input overflow lost before a block, from PortAudio's ADC time
-    of each block's first sample (``time.inputBufferAdcTime``); one block when the host
-    API gives no times (0), as an overflow loses at least part of one."""
-
-    def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
-        self._expected: float | None = None  # ADC time the next block should start at
-
-    def lost_before(self, frames: int, adc_time: float, overflow: bool) -> int:
-        timed = adc_time > 0 and self._expected is not None
-        lost = round((adc_time - self._expected) * self.sample_rate) if timed and self._expected else 0
-        self._expected = adc_time + frames / self.sample_rate if adc_time > 0 else None
-        if overflow:
-            return max(lost, 0) if timed else frames
-        return 0
-
-
 def drop_oldest(queue: asyncio.Queue[Block | None]) -> int:
     """Make room in a full queue: drop the oldest block; its samples (and the loss before
     it) become loss before the block now oldest. Returns what is left to carry: the loss,
@@ -150,7 +132,6 @@ async def run_mic_source(
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=max(4, math.ceil(QUEUE_SECONDS / block_s)))
     counters = MicCounters()
-    clock = CaptureClock(rate)
 
     def offer(item: Block | None) -> None:  # on the loop thread
         if queue.full():
@@ -167,8 +148,10 @@ async def run_mic_source(
     def on_block(indata: NDArray[np.float32], frames: int, time: Any, status: Any) -> None:
         if status.input_overflow:
             counters.overflows += 1
-        adc = float(getattr(time, "inputBufferAdcTime", 0.0) or 0.0)
-        lost = clock.lost_before(frames, adc, bool(status.input_overflow))
+        # How much an overflow lost is unknown: PortAudio's ADC times cannot tell (through
+        # PulseAudio's ALSA plugin they jump by seconds with its buffering, not with loss),
+        # so one block is counted; the audio either side is spliced, never filled.
+        lost = frames if status.input_overflow else 0
         hand_over(Block(indata[:, 0].copy(), lost))  # PortAudio reuses indata after we return
 
     try:
