@@ -80,6 +80,25 @@ class FakeScorer:
         return (12.0 * (flatness - 0.2)).astype(np.float64)
 
 
+class FillerScorer(FakeScorer):
+    """FakeScorer, except that a window holding a run of at least ``filler_run`` exact
+    zeros scores spoof (LLR -6): what the real encoder does with zeros filled into a gap
+    (genuine speech with 1 s of zeros scored p_spoof 0.91-0.99)."""
+
+    filler_run = 40
+
+    def score_windows(self, windows: NDArray[np.float32]) -> NDArray[np.float64]:
+        scores = super().score_windows(windows)
+        filled = np.array([has_zero_run(w, self.filler_run) for w in windows])
+        return np.where(filled, -6.0, scores)
+
+
+def has_zero_run(samples: NDArray[np.float32], run: int) -> bool:
+    quiet = np.concatenate(([0], (samples == 0).astype(np.int8), [0]))
+    edges = np.flatnonzero(np.diff(quiet))
+    return bool(np.any(edges[1::2] - edges[::2] >= run))
+
+
 def noise(seconds: float, sample_rate: int = 16000, seed: int = 0, level: float = 0.1) -> NDArray[np.float32]:
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(round(seconds * sample_rate)) * level).astype(np.float32)

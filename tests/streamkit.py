@@ -21,6 +21,7 @@ from fakes import FakeScorer
 from spoofwatch.audio.pcm import mulaw_encode
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.events import Event, StreamEvent, parse_event
+from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.server import SpoofwatchServer
 from spoofwatch.stream.protocols.ws_ingest import IngestLimits
@@ -48,9 +49,11 @@ async def serving(
     sample_rate: int = 16000,
     stream_config: StreamConfig = CFG,
     limits: IngestLimits | None = None,
+    scorer: WindowScorer | None = None,
 ) -> AsyncIterator[tuple[SpoofwatchServer, Pipeline]]:
-    """A Pipeline (FakeScorer at ``sample_rate``) behind a started SpoofwatchServer."""
-    pipeline = Pipeline(FakeScorer(sample_rate=sample_rate, window_s=1.0), stream_config, engine)
+    """A Pipeline (``scorer``, else FakeScorer at ``sample_rate``) behind a started SpoofwatchServer."""
+    scorer = scorer or FakeScorer(sample_rate=sample_rate, window_s=1.0)
+    pipeline = Pipeline(scorer, stream_config, engine)
     worker = asyncio.create_task(pipeline.run(), name="worker")
     server = SpoofwatchServer(pipeline, replace(config, port=0), limits=limits)
     await server.start()

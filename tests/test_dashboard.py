@@ -372,3 +372,18 @@ def test_missing_browser_is_reported_with_the_install_command(monkeypatch: pytes
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     reason = chromium_missing_reason()
     assert reason is not None and "apt-get install chromium chromium-driver" in reason
+
+
+def test_dashboard_shows_a_gap_and_logs_it(browser: Any, served: ServerThread) -> None:
+    browser.get(served.url("/"))
+    wait_for(browser, "document.getElementById('conn').dataset.state === 'open'", "the WebSocket to open")
+    with open_ingest(served, "call-gap") as ws:
+        send_audio(ws, noise(2.0, seed=4))
+        ws.send(json.dumps({"type": "gap", "seconds": 3.0, "cause": "paused"}))
+        send_audio(ws, noise(2.0, seed=5))
+        wait_for(browser, f"{card('call-gap')}?.dataset.gaps === '1'", "the gap drawn for call-gap")
+        stop_ingest(ws, "call-gap")
+    log = browser.execute_script(
+        "return [...document.querySelectorAll('#log li[data-kind=\"gap\"]')].map(li => li.innerText)"
+    )
+    assert len(log) == 1 and "gap 2.0-5.0 s (paused): not scored" in log[0]

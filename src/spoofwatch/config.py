@@ -42,6 +42,28 @@ class StreamConfig:
     alarm_min_on_s: float = 2.0
     speech_threshold_dbfs: float = -50.0
     speech_min_fraction: float = 0.1
+    # Gaps (audio that never arrived; docs/protocol.md "Gaps and pauses"). A gap up to
+    # gap_tolerance_s is spliced out (the audio either side joins); a window with more than
+    # that spliced out is not scored; a longer gap restarts windowing after it. 1 s by
+    # measurement: as few false alarms as restarting at every gap, and spoofs with short
+    # holes still caught (research/gap_false_alarms.py). Each stream's clock
+    # takes at most gap_max_total_s of gaps over the whole call; beyond it gaps still
+    # restart windowing but the stream's clock falls behind the call's.
+    gap_tolerance_s: float = 1.0
+    gap_max_total_s: float = 3600.0
+    # Runs of exact digital silence (|x| <= one 16-bit step) at least this long inside
+    # received audio are treated as gaps (cause "silence"). 0 = never.
+    silence_gap_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("gap_tolerance_s", "gap_max_total_s", "silence_gap_s"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value >= 0)
+            ):
+                raise ConfigError(f"stream.{name}: expected a finite number of seconds >= 0, found {value!r}")
 
     def alarm_levels(self, detector_threshold: float = 0.5) -> tuple[float, float]:
         """(on, off) thresholds on the smoothed p_spoof; unset ones follow the detector."""
@@ -137,8 +159,9 @@ def detector_options(
 @dataclass(frozen=True)
 class ServerConfig:
     """The network front end. Secrets (``token``, ``mqtt_password``, a password inside
-    ``mqtt``) never appear in ``repr``; pass them as ``SPOOFWATCH_SERVER_TOKEN`` and
-    ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` rather than on the command line."""
+    ``mqtt``, ``audiohook_clients``) never appear in ``repr``; pass them as
+    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` and
+    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` rather than on the command line."""
 
     host: str = "127.0.0.1"  # loopback only; bind 0.0.0.0 deliberately, with a token and TLS
     port: int = 8765
@@ -167,6 +190,12 @@ class ServerConfig:
     max_message_burst: int = 1000  # messages a client may send at once above that rate
     max_streams_per_connection: int = 1000  # streams one connection may open over its life
     # (/v1/ingest runs them one after another); 0 = no limit
+    # Genesys AudioHook clients (docs/security.md, "AudioHook authentication"): entries
+    # "API_KEY:BASE64_CLIENT_SECRET"; when any is set, /audiohook requires a valid HTTP
+    # message signature (an empty secret lets that key connect unsigned). Pass them as
+    # SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS (comma-separated) or in a secrets file.
+    audiohook_clients: tuple[str, ...] = ()
+    audiohook_clients_file: str | None = None  # one "API_KEY:BASE64_SECRET" per line
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -189,7 +218,7 @@ class ServerConfig:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in _SECRET_FIELDS and value is not None:
+            if f.name in _SECRET_FIELDS and value not in (None, ()):
                 value = REDACTED
             elif f.name == "mqtt" and isinstance(value, str):
                 value = redact_url(value)
@@ -198,7 +227,7 @@ class ServerConfig:
 
 
 REDACTED: Final = "<redacted>"
-_SECRET_FIELDS: Final = ("token", "mqtt_password")
+_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients")
 
 
 def redact_url(url: str) -> str:

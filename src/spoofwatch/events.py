@@ -48,6 +48,19 @@ class AlarmEvent:
 
 
 @dataclass(frozen=True)
+class GapEvent:
+    """Stream time ``t_start``..``t_end`` held no audio (``cause``: ``discarded``, ``paused``,
+    ``position``, ``silence``, ``overrun``, ``loss``, ...): no window is scored over it and
+    the smoother and the alarm keep their state across it."""
+
+    stream: str
+    t_start: float
+    t_end: float
+    cause: str
+    type: Literal["gap"] = field(default="gap", init=False)
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     stream: str | None
     code: str
@@ -67,11 +80,12 @@ class StatusEvent:
     type: Literal["status"] = field(default="status", init=False)
 
 
-Event = StreamEvent | ScoreEvent | AlarmEvent | ErrorEvent | StatusEvent
+Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent
 _CLASSES: dict[str, type[Any]] = {
     "stream": StreamEvent,
     "score": ScoreEvent,
     "alarm": AlarmEvent,
+    "gap": GapEvent,
     "error": ErrorEvent,
     "status": StatusEvent,
 }

@@ -18,20 +18,31 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 import streamkit
-from fakes import noise, tone
+from fakes import FillerScorer, noise, tone
 from spoofwatch.audio.pcm import mulaw_decode, mulaw_encode
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import LimitExceededError, ProtocolError
-from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StatusEvent, StreamEvent, parse_event
+from spoofwatch.events import (
+    AlarmEvent,
+    ErrorEvent,
+    Event,
+    GapEvent,
+    ScoreEvent,
+    StatusEvent,
+    StreamEvent,
+    parse_event,
+)
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.server import SpoofwatchServer
 from spoofwatch.stream.protocols.audiohook import (
     NULL_UUID,
     AudioHookClose,
     AudioHookGap,
+    AudioHookIgnored,
     AudioHookOpen,
     AudioHookPing,
     AudioHookSession,
+    AudioHookTimelineGap,
     PartyAudio,
     format_duration,
     parse_duration,
@@ -178,7 +189,7 @@ def client_text(
 
 
 def opened_session(media: dict[str, object] = STEREO_PCMU) -> tuple[AudioHookSession, str]:
-    session, sid = AudioHookSession(max_gap_s=1.0), str(uuid.uuid4())
+    session, sid = AudioHookSession(), str(uuid.uuid4())
     items = session.receive_text(
         client_text(
             sid,
@@ -252,28 +263,42 @@ def test_stereo_frames_split_into_parties_in_channel_order() -> None:
         l16.receive_binary(b"\x00" * 6)
 
 
-def test_gaps_are_filled_with_bounded_silence_and_counted() -> None:
-    session, sid = opened_session()  # max_gap_s = 1.0
+def test_gaps_are_reported_never_filled() -> None:
+    session, sid = opened_session()
     session.receive_binary(bytes(2 * 8000))  # 1 s of stereo audio
     items = session.receive_text(
         client_text(sid, 2, "discarded", {"start": "PT1S", "discarded": "PT0.5S"}, 1.5, 1)
     )
-    fills, message = items[:-1], items[-1]
-    assert message == AudioHookGap("discarded", 1.0, 0.5)
-    assert [(f.party, len(f.samples), f.gap) for f in fills] == [
-        ("external", 4000, True),
-        ("internal", 4000, True),
-    ]
-    assert all(isinstance(f, PartyAudio) and not f.samples.any() for f in fills)
-    # a position 3 s ahead of the 1.5 s accounted for: only max_gap_s is filled
+    assert items == [AudioHookTimelineGap(1.0, 0.5, "discarded"), AudioHookGap("discarded", 1.0, 0.5)]
+    assert not any(isinstance(i, PartyAudio) for i in items)  # no filler
+    # a position 3 s ahead of the 1.5 s accounted for: a gap of 3 s (no cap per message)
     items = session.receive_text(client_text(sid, 3, "ping", {}, 4.5, 1))
-    assert [len(i.samples) for i in items if isinstance(i, PartyAudio)] == [8000, 8000]
-    assert isinstance(items[-1], AudioHookPing)
+    assert items == [AudioHookTimelineGap(1.5, 3.0, "position"), AudioHookPing(None)]
     # a position behind the audio received is counted, never "unfilled"
     assert session.receive_text(client_text(sid, 4, "ping", {}, 2.0, 1)) == [AudioHookPing(None)]
     counters = session.counters
-    assert (counters.gaps, counters.gap_samples_filled, counters.gap_samples_skipped) == (2, 12000, 16000)
-    assert counters.position_behind == 1 and session.position_samples == 4.5 * 8000
+    assert (counters.gaps, counters.gap_samples, counters.position_behind) == (2, 28000, 1)
+    assert session.position_samples == 4.5 * 8000
+
+
+def test_a_pause_with_an_advancing_position_is_one_gap() -> None:
+    """Genesys (and the reference client's tone source) keep the position running while
+    paused: every ping is ahead of the audio, yet the whole pause is one gap, at resumed."""
+    session, sid = opened_session()
+    session.receive_binary(bytes(2 * 8000 * 2))  # 2 s
+    assert session.receive_text(client_text(sid, 2, "paused", {}, 2.0, 1)) == [AudioHookIgnored("paused")]
+    assert session.state == "paused"
+    for seq, position in enumerate((5.0, 8.0, 11.0, 14.0), start=3):
+        assert session.receive_text(client_text(sid, seq, "ping", {}, position, 1)) == [AudioHookPing(None)]
+    items = session.receive_text(
+        client_text(sid, 7, "resumed", {"start": "PT2S", "discarded": "PT12S"}, 14.0, 1)
+    )
+    assert items == [AudioHookTimelineGap(2.0, 12.0, "paused"), AudioHookGap("resumed", 2.0, 12.0)]
+    assert session.state == "active" and session.counters.gaps == 1
+    session.receive_binary(bytes(2 * 8000))  # 1 s
+    session.receive_text(client_text(sid, 8, "paused", {}, 15.0, 1))
+    items = session.receive_text(client_text(sid, 9, "close", {"reason": "end"}, 20.0, 1))
+    assert items == [AudioHookTimelineGap(15.0, 5.0, "paused"), AudioHookClose("end")]
 
 
 def test_envelope_errors_name_what_was_expected() -> None:
@@ -505,3 +530,84 @@ def test_token_is_checked_in_the_protocol_and_accepted_as_x_api_key() -> None:
         and "X-API-KEY" in disconnect["parameters"]["info"]
     )
     assert code == 1008 and opened == "opened"
+
+
+# --- gaps over loopback ------------------------------------------------------------------
+
+
+def filler_inside(score: ScoreEvent, holes: list[tuple[float, float]], window_s: float) -> float:
+    """Seconds of the holes inside a scored window's audio: its overlap with them less what
+    was spliced out of its span (a window spans more than its length only by splices)."""
+    overlap = sum(max(0.0, min(score.t_end, b) - max(score.t_start, a)) for a, b in holes)
+    return round(max(0.0, overlap - (score.t_end - score.t_start - window_s)), 6)
+
+
+def gap_serving() -> contextlib.AbstractAsyncContextManager[tuple[SpoofwatchServer, Pipeline]]:
+    """A scorer that calls any window with digital silence spoof, as the real one does."""
+    return streamkit.serving(
+        streamkit.LOCAL, ENGINE, stream_config=CFG, scorer=FillerScorer(sample_rate=8000, window_s=1.0)
+    )
+
+
+async def call_with_gaps(port: int, external: NDArray[np.float32]) -> tuple[str, list[Event]]:
+    """3 s of audio, a 1 s ``discarded``, 2 s, a 12 s pause (a ping a second, the position
+    running on), the rest; the agent's channel is noise throughout."""
+    watcher = await watch(port)
+    async with connect(f"ws://127.0.0.1:{port}/audiohook") as ws:
+        client = AudioHookClient(ws)
+        await client.open()
+        await client.recv()
+        agent = noise(len(external) / 8000, 8000, seed=9)
+        await client.stereo_pcmu(external[:24000], agent[:24000])
+        await client.send("discarded", {"start": format_duration(client.position_s), "discarded": "PT1S"})
+        client.position_s += 1.0
+        await client.stereo_pcmu(external[24000:40000], agent[24000:40000])
+        await client.send("paused")
+        pause_start = client.position_s
+        for _ in range(12):
+            client.position_s += 1.0
+            await client.send("ping", {})
+            assert (await client.recv())["type"] == "pong"
+        await client.send(
+            "resumed", {"start": format_duration(pause_start), "discarded": format_duration(12.0)}
+        )
+        await client.stereo_pcmu(external[40000:], agent[40000:])
+        assert (await client.close())["type"] == "closed"
+        events = await events_until_ended(watcher, {f"{client.id}:external", f"{client.id}:internal"})
+    await watcher.close()
+    return client.id, events
+
+
+def test_discarded_and_paused_audio_raise_no_alarm_and_score_nothing_over_the_gaps() -> None:
+    """Bona fide (to the fake) noise with a 1 s discard and a 12 s Genesys pause: today's
+    zero filling scored the filler spoof and alarmed; now no window spans a gap."""
+
+    async def body() -> tuple[str, list[Event]]:
+        async with gap_serving() as (server, _):
+            return await call_with_gaps(server.port, noise(8.0, 8000, seed=1))
+
+    sid, events = run(body())
+    ext = f"{sid}:external"
+    assert not of_type(events, AlarmEvent)
+    gaps = [e for e in of_type(events, GapEvent) if e.stream == ext]
+    assert gaps == [GapEvent(ext, 3.0, 4.0, "discarded"), GapEvent(ext, 6.0, 18.0, "paused")]
+    scores = [e for e in of_type(events, ScoreEvent) if e.stream == ext]
+    # The 1 s discard is spliced (windows of received audio only, spanning it on the
+    # clock); the pause restarts windowing: no window spans it.
+    assert scores and all(filler_inside(e, [(3.0, 4.0), (6.0, 18.0)], 1.0) == 0.0 for e in scores)
+    assert any(e.t_start < 3.0 and e.t_end > 4.0 for e in scores)
+    assert all(e.t_end <= 6.0 or e.t_start >= 18.0 for e in scores)
+    assert scores[-1].t_end == 21.0  # the call's clock: 8 s of audio and 13 s of gaps
+    assert not of_type(events, ErrorEvent)
+
+
+def test_a_synthetic_party_with_the_same_gaps_still_alarms() -> None:
+    async def body() -> tuple[str, list[Event]]:
+        async with gap_serving() as (server, _):
+            return await call_with_gaps(server.port, tone(8.0, 8000))
+
+    sid, events = run(body())
+    alarms = of_type(events, AlarmEvent)
+    assert [a.stream for a in alarms if a.state == "on"] == [f"{sid}:external"]
+    assert alarms[0].t <= 3.0  # before the first gap
+    assert [a.state for a in alarms if a.stream == f"{sid}:external"][:1] == ["on"]

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError
-from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StreamEvent
+from spoofwatch.events import AlarmEvent, ErrorEvent, Event, GapEvent, ScoreEvent, StreamEvent
 from spoofwatch.stream.engine.pipeline import Pipeline
 from streamkit import (
     CFG,
@@ -119,12 +119,17 @@ def test_extreme_levels_score_finite_and_do_not_disturb_a_normal_stream() -> Non
 
     events, clipped = run(body())
     assert not of_type(events, ErrorEvent)
+    silent = ("silence", "denormal")  # digital silence is a gap, never scored (docs/protocol.md)
     for name in [*LEVELS, "normal"]:
         scores = [s for s in of_type(events, ScoreEvent) if s.stream == name]
-        assert [s.t_end for s in scores] == [1.0, 1.5, 2.0, 2.5, 3.0], name
+        assert [s.t_end for s in scores] == ([] if name in silent else [1.0, 1.5, 2.0, 2.5, 3.0]), name
         assert all(np.isfinite([s.score, s.p_spoof, s.smoothed]).all() for s in scores), name
+    for name in silent:
+        assert [e for e in of_type(events, GapEvent) if e.stream == name] == [
+            GapEvent(name, 0.0, 3.0, "silence")
+        ]
     speech = {s.stream: s.speech for s in of_type(events, ScoreEvent)}
-    assert speech["silence"] is False and speech["denormal"] is False and speech["normal"] is True
+    assert speech["normal"] is True
     assert clipped["absurd"] == 48000 and clipped["clipped"] == 0 and clipped["silence"] == 0
     # Clipped to full scale, the absurd stream scores as full-scale noise of that shape would.
     absurd = [s.score for s in of_type(events, ScoreEvent) if s.stream == "absurd"]

@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
-from spoofwatch.events import AlarmEvent, ErrorEvent, ScoreEvent, StreamEvent, parse_event
+from spoofwatch.events import AlarmEvent, ErrorEvent, GapEvent, ScoreEvent, StreamEvent, parse_event
 from spoofwatch.stream.engine.hub import EventHub
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.sinks.jsonl import JsonlSink
@@ -106,3 +106,24 @@ def test_unwritable_path_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"expected a writable JSON lines file.*missing-dir"):
         asyncio.run(body())
+
+
+def test_gap_events_are_written_too(tmp_path: Path) -> None:
+    path = tmp_path / "gaps.jsonl"
+
+    async def body() -> list[str]:
+        pipeline = Pipeline(FakeScorer(), CFG, EngineConfig(max_batch=4, max_wait_ms=5))
+        sink = JsonlSink(pipeline.hub, str(path))
+        tasks = [asyncio.create_task(t) for t in (pipeline.run(), sink.run())]
+        handle = pipeline.open_stream("call", source="test", sample_rate=16000)
+        await handle.feed_wait(noise(1.0))
+        handle.gap(2.5, "discarded")
+        await handle.close()
+        await until(lambda: any('"gap"' in line for line in path.read_text().splitlines()))
+        lines = path.read_text().splitlines()
+        for task in tasks:
+            await stop(task)
+        return lines
+
+    events = [parse_event(line) for line in asyncio.run(body(), debug=True)]
+    assert GapEvent("call", 1.0, 3.5, "discarded") in events

@@ -29,7 +29,7 @@ from mosquitto_broker import (  # noqa: F401 - the fixtures register by being im
 )
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
-from spoofwatch.events import AlarmEvent, ScoreEvent, StatusEvent, StreamEvent, parse_event
+from spoofwatch.events import AlarmEvent, GapEvent, ScoreEvent, StatusEvent, StreamEvent, parse_event
 from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
 from spoofwatch.stream.sinks.mqtt import (
     MqttSink,
@@ -403,5 +403,25 @@ def test_broker_restart_mid_stream_republishes_and_delivers_the_missed_alarm(
                 await handle.close()
                 await after.wait_for(lambda m: m.topic == state_topic and m.payload == b"")
             assert h.sink.counters.connects == 2
+
+    run(body())
+
+
+def test_gap_events_go_to_the_streams_event_topic_reliably(mosquitto: MosquittoBroker) -> None:
+    stream = "call-gap"
+
+    async def body() -> None:
+        async with Recorder(mosquitto.port) as live, running(mosquitto.url) as h:
+            await live.wait_for(is_online)
+            handle = h.pipeline.open_stream(stream, source="test", sample_rate=16000)
+            await feed(handle, noise(2.0))
+            handle.gap(12.0, "paused")
+            await feed(handle, noise(2.0, seed=1))
+            await handle.close()
+            message = await live.wait_for(
+                lambda m: m.topic == TOPICS.stream(stream, "event") and b'"gap"' in m.payload
+            )
+            assert parse_event(message.payload) == GapEvent(stream, 2.0, 14.0, "paused")
+            assert message.qos == 1
 
     run(body())

@@ -389,7 +389,7 @@ def test_malformed_input_gets_clear_errors_and_leaves_other_streams_alone() -> N
         ("odd", "protocol_error"),
     ]
     assert "multiple of 2, found 3" in errors[0].message
-    assert "expected type 'start' or 'stop', found 'pause'" in errors[1].message
+    assert "expected type 'start', 'stop' or 'gap', found 'pause'" in errors[1].message
     assert "expected at most 65536 bytes, found 65538" in errors[2].message
     assert "while stream 'odd' is live" in errors[3].message
     assert len(of_type(odd_events, ScoreEvent)) == 3

@@ -40,8 +40,8 @@ def test_parses_start_and_stop() -> None:
     [
         ("not json", "expected a JSON object, found invalid JSON"),
         ("[1, 2]", "expected a JSON object, found list"),
-        ('{"type":"pause"}', "expected type 'start' or 'stop', found 'pause'"),
-        ('{"stream":"x"}', "expected type 'start' or 'stop', found None"),
+        ('{"type":"pause"}', "expected type 'start', 'stop' or 'gap', found 'pause'"),
+        ('{"stream":"x"}', "expected type 'start', 'stop' or 'gap', found None"),
         (start_text(encoding="mp3"), "expected 'encoding' to be one of pcm_s16le, .*found 'mp3'"),
         (start_text(sample_rate=4000), r"expected 'sample_rate' in 8000..48000 Hz, found 4000"),
         (start_text(sample_rate=96000), r"found 96000"),

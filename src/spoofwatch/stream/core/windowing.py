@@ -92,7 +92,10 @@ class Window:
 
     ``samples`` is read-only. ``real_samples`` is how many samples of stream audio the
     window covers: ``len(samples)`` for an ordinary window (``None`` means that), fewer for
-    a ``tiled`` one. Equality compares every field, arrays bit for bit.
+    a ``tiled`` one. ``timeline`` is the window's [start, end) sample span on the stream's
+    clock when gaps (audio that never arrived, see ``stream.core.gaps``) moved it off the count
+    of samples received; ``None``: no gap came before it. Equality compares every field,
+    arrays bit for bit.
     """
 
     index: int
@@ -101,6 +104,7 @@ class Window:
     sample_rate: int
     tiled: bool
     real_samples: int | None = None
+    timeline: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.samples.ndim != 1 or self.samples.dtype != np.float32:
@@ -117,11 +121,14 @@ class Window:
     @property
     def t_start(self) -> float:
         """Stream time of the first sample, in seconds."""
-        return self.start_sample / self.sample_rate
+        start = self.start_sample if self.timeline is None else self.timeline[0]
+        return start / self.sample_rate
 
     @property
     def t_end(self) -> float:
         """Stream time just past the last real sample, in seconds."""
+        if self.timeline is not None:
+            return self.timeline[1] / self.sample_rate
         return (self.start_sample + self.covered_samples) / self.sample_rate
 
     def __eq__(self, other: object) -> bool:
@@ -133,6 +140,7 @@ class Window:
             and self.sample_rate == other.sample_rate
             and self.tiled == other.tiled
             and self.covered_samples == other.covered_samples
+            and self.timeline == other.timeline
             and self.samples.shape == other.samples.shape
             and self.samples.tobytes() == other.samples.tobytes()
         )
@@ -182,6 +190,11 @@ class Windower:
         return self._ring.end_index
 
     @property
+    def next_start(self) -> int:
+        """Absolute index (in samples fed) where the next window will start."""
+        return self._next_start
+
+    @property
     def windows_out(self) -> int:
         """Windows emitted, the tiled one included."""
         return self._windows_out
@@ -225,16 +238,25 @@ class Windower:
         self._windows_out += 1
         return window
 
+    def restart(self) -> None:
+        """A discontinuity (a gap in the stream): the next window starts with the next
+        sample fed; audio held for a window not yet complete is never scored."""
+        self._next_start = self._ring.end_index
+
     def flush(self) -> list[Window]:
-        """End the stream: a tiled window if it was too short for any window, else nothing."""
+        """End the stream: a tiled window if it was too short for any window, else nothing.
+
+        After a ``restart`` only the audio since the restart counts.
+        """
         self._flushed = True
-        n = self._ring.end_index
+        start = self._next_start
+        n = self._ring.end_index - start
         if self._windows_out > 0 or n < self._config.min_samples:
             return []
         # No window was emitted, so n < window <= ring capacity: all audio is still held.
-        audio = self._ring.read(0, n)
+        audio = self._ring.read(start, start + n)
         tiled = np.resize(audio, self._window)
-        return [self._make_window(0, tiled, tiled=True, real_samples=n)]
+        return [self._make_window(start, tiled, tiled=True, real_samples=n)]
 
     def reset(self) -> None:
         """Start a new stream: forget audio, position and counters."""

@@ -2,7 +2,10 @@
 
 Sources open a stream, push mono float32 audio at their own sample rate and close it;
 the pipeline resamples to the model rate, cuts windows, queues them for the shared
-worker and publishes stream, score, alarm and error events to the hub.
+worker and publishes stream, score, alarm, gap and error events to the hub. A source
+that knows audio is missing says so with ``StreamHandle.gap`` rather than sending
+filler; runs of digital silence inside the audio are treated as gaps as well
+(``stream.silence_gap_s``; docs/protocol.md, "Gaps and pauses").
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from spoofwatch.audio.pcm import validate_samples
 from spoofwatch.audio.resample import StreamResampler
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
-from spoofwatch.events import ErrorEvent, StatusEvent, StreamEvent
+from spoofwatch.events import ErrorEvent, GapEvent, StatusEvent, StreamEvent
 from spoofwatch.model.resynthesis.remake import RemadeBlocks
 from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
+from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
 from spoofwatch.stream.core.session import StreamSession
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.batcher import Batcher, WindowJob
@@ -47,6 +51,8 @@ class StreamHandle:
         model_rate = pipeline.scorer.sample_rate
         self.session = StreamSession(stream_id, model_rate, pipeline.stream_config)
         self.resampler = StreamResampler(sample_rate, model_rate) if sample_rate != model_rate else None
+        silence_s = pipeline.stream_config.silence_gap_s
+        self.silence = DigitalSilence(max(1, round(silence_s * sample_rate))) if silence_s > 0 else None
         # A detector that reads each window's streamed remake: windows wait for the audio
         # their remake needs; the worker vocodes each block once (model.remake).
         remake = remake_of_scorer(pipeline.scorer)
@@ -113,9 +119,58 @@ class StreamHandle:
         audio = self._accept(samples)
         if not len(audio):
             return []
+        if self.silence is None:
+            return self._sound(audio)
+        return self._split(self.silence.feed(audio))
+
+    def _split(self, parts: list[NDArray[np.float32] | SilenceRun]) -> list[WindowJob]:
+        jobs: list[WindowJob] = []
+        for part in parts:
+            if isinstance(part, SilenceRun):
+                jobs += self._gap_jobs(part.samples / self.input_rate, "silence")[0]
+            else:
+                jobs += self._sound(part)
+        return jobs
+
+    def _sound(self, audio: NDArray[np.float32]) -> list[WindowJob]:
         if self.resampler is not None:
             audio = self.resampler.feed(audio)
         return self._jobs(audio, self.session.feed(audio))
+
+    def _gap_jobs(self, seconds: float, cause: str) -> tuple[list[WindowJob], GapEvent | None]:
+        """The audio before the gap through the resampler (its filter tail), then the gap."""
+        jobs: list[WindowJob] = []
+        if self.resampler is not None:
+            tail = self.resampler.flush()
+            self.resampler.reset()
+            if len(tail):
+                jobs = self._jobs(tail, self.session.feed(tail))
+        event = self.session.gap(round(seconds * self.session.sample_rate), cause)
+        if event is not None:
+            self.pipeline.hub.publish(event)
+        return jobs, event
+
+    def gap(self, seconds: float, cause: str) -> GapEvent | None:
+        """``seconds`` of the call passed with no audio for this stream (``cause`` from
+        ``gaps.GAP_CAUSES``). No window is scored over it; the stream's clock moves on.
+
+        The hook for every source with holes: AudioHook discarded/paused audio, a
+        microphone overrun, RTP loss or a jitter-buffer under-run. Returns the gap event
+        published (None for one too short to report, ``session.REPORTED_GAP_S``)."""
+        seconds = check_gap_seconds(seconds, cause)
+        if self.limit_error is not None:
+            return None
+        if self.closed:
+            raise ProtocolError(f"stream {self.stream_id!r} is closed; expected no more gaps")
+        jobs: list[WindowJob] = []
+        if self.silence is not None:  # digital silence held back comes before the gap
+            jobs += self._split(self.silence.flush())
+        gap_jobs, event = self._gap_jobs(seconds, cause)
+        jobs += gap_jobs
+        self._track(jobs)
+        for job in jobs:
+            self.pipeline.batcher.submit_nowait(job)
+        return event
 
     def _jobs(self, audio: NDArray[np.float32], windows: list[Window], last: bool = False) -> list[WindowJob]:
         """Jobs for the windows ``audio`` (model rate) completed; ``last``: the stream ends."""
@@ -174,11 +229,14 @@ class StreamHandle:
             return
         if self.limit_error is not None:
             reason, code = str(self.limit_error), "limit_exceeded"
+        early: list[WindowJob] = []
+        if self.silence is not None:
+            early = self._split(self.silence.flush())
         tail = np.zeros(0, dtype=np.float32)
         if self.resampler is not None:
             tail = self.resampler.flush()
         windows = self.session.feed(tail) if len(tail) else []
-        jobs = self._jobs(tail, windows + self.session.finish(), last=True)
+        jobs = early + self._jobs(tail, windows + self.session.finish(), last=True)
         self.closed = True
         self._track(jobs)
         for job in jobs:

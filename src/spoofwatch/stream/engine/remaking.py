@@ -67,8 +67,8 @@ class WindowContexts:
         return ready
 
     def _span(self, window: Window) -> tuple[int, int]:
-        if window.tiled:  # the whole (short) stream
-            return 0, window.covered_samples
+        if window.tiled:  # the whole (short) stream, or all of it since a gap
+            return window.start_sample, window.start_sample + window.covered_samples
         return self.remake.context_span(window.start_sample, len(window.samples))
 
     def _context(self, window: Window) -> RemakeContext:

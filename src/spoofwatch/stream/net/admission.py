@@ -193,6 +193,17 @@ class CallStreams:
             self.pending_samples[stream_id] -= len(dropped)
             self.dropped_samples += len(dropped)
 
+    def gap(self, seconds: float, cause: str) -> None:
+        """Every party's audio is missing for ``seconds`` (``StreamHandle.gap``); a call
+        still waiting for admission has no timeline yet, so the gap is only logged."""
+        if self.closed:
+            return
+        if not self.admitted:
+            logger.info("call %s: %.3f s gap (%s) before admission", self.stream_ids[0], seconds, cause)
+            return
+        for handle in self.handles.values():
+            handle.gap(seconds, cause)
+
     async def close(self, reason: str | None, code: str = "stream_closed") -> None:
         self.closed = True
         handles = list(self.handles.values())

@@ -4,9 +4,12 @@
 AudioHook checks the token itself (also as ``X-API-KEY``). Refusals are a ``disconnect``
 with reason ``error`` (full, bad media) or ``unauthorized``, then ``closed`` once the
 client sends ``close``; the WebSocket then closes with 1013 (full), 1008 (unauthorized)
-or 1000. Connection limits (``limits.ConnectionGuard``: message rate, streams per
-connection) apply as on every other path: breaking one publishes a ``limit_exceeded``
-error event, ends the call's streams with that code and closes the WebSocket with 1008.
+or 1000. With AudioHook clients configured the upgrade request's message signature is
+verified (``net.audiohook_auth``) and the organization id header must match ``open``; an
+``unauthorized`` disconnect's info names the check that failed. Connection limits
+(``limits.ConnectionGuard``: message rate, streams per connection) apply as on every
+other path: breaking one publishes a ``limit_exceeded`` error event, ends the call's
+streams with that code and closes the WebSocket with 1008.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from websockets.frames import CloseCode
 
 from spoofwatch.errors import LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.stream.net.admission import CallStreams, StreamRequest
+from spoofwatch.stream.net.audiohook_auth import VerifyResult, check_organization
 from spoofwatch.stream.net.auth import UNAUTHORIZED_INFO
 from spoofwatch.stream.net.connection import (
     ConnectionHost,
@@ -41,6 +45,7 @@ from spoofwatch.stream.protocols.audiohook import (
     AudioHookOpen,
     AudioHookPing,
     AudioHookSession,
+    AudioHookTimelineGap,
     PartyAudio,
 )
 
@@ -50,6 +55,10 @@ DISCONNECT_GRACE_S: Final = 5.0  # how long a disconnected AudioHook client has 
 
 AUDIOHOOK_OPEN_WAIT_S: Final = 4.0  # Genesys gives up on an open after about 5 s
 
+# A refused signature is answered no sooner than this after the connection opened, as
+# the reference server does, so the time taken says nothing about what failed.
+SIGNATURE_FAILURE_DELAY_S: Final = 0.5
+
 
 class AudioHookConnection:
     """One Genesys AudioHook session over one WebSocket."""
@@ -57,8 +66,22 @@ class AudioHookConnection:
     def __init__(self, host: ConnectionHost, ws: ServerConnection, authorized: bool) -> None:
         self.host = host
         self.ws = ws
-        api_key = ws.request.headers.get("X-API-KEY") if ws.request is not None else None
-        self.authorized = authorized or host.token_matches(api_key)
+        self.started = asyncio.get_running_loop().time()
+        request = ws.request
+        self.verification: VerifyResult | None = None
+        self.organization_header: str | None = None
+        if host.audiohook_auth is None:
+            api_key = request.headers.get("X-API-KEY") if request is not None else None
+            self.authorized = authorized or host.token_matches(api_key)
+        else:  # signatures configured: the server token is no way in
+            headers: dict[str, list[str]] = {}
+            for name, value in request.headers.raw_items() if request is not None else []:
+                headers.setdefault(name.lower(), []).append(value)
+            target = request.path if request is not None else ""
+            self.verification = host.audiohook_auth.verify(headers, target)
+            self.authorized = self.verification.ok
+            organization = headers.get("audiohook-organization-id")
+            self.organization_header = ", ".join(v.strip() for v in organization) if organization else None
         self.session = AudioHookSession()
         self.guard = ConnectionGuard(host.connection_limits)
         self.streams: CallStreams | None = None
@@ -100,6 +123,9 @@ class AudioHookConnection:
         """Act on one item; False once the session is over."""
         if isinstance(item, PartyAudio):
             self._feed(item)
+        elif isinstance(item, AudioHookTimelineGap):
+            if self.streams is not None:
+                self.streams.gap(item.seconds, item.cause)
         elif isinstance(item, AudioHookOpen):
             await self._open(item)
         elif isinstance(item, AudioHookPing):
@@ -138,10 +164,14 @@ class AudioHookConnection:
         await close_over_limit(self.ws, exc)
 
     async def _open(self, opened: AudioHookOpen) -> None:
-        if not self.authorized:
-            logger.warning("refusing unauthorized AudioHook client %s", self.ws.remote_address)
-            self.refusal = ProtocolError(UNAUTHORIZED_INFO)
-            await self.ws.send(self.session.disconnect_message("unauthorized", UNAUTHORIZED_INFO))
+        refused = self._unauthorized(opened)
+        if refused is not None:
+            logger.warning("refusing unauthorized AudioHook client %s: %s", self.ws.remote_address, refused)
+            self.refusal = ProtocolError(refused)
+            if self.verification is not None:
+                delay = self.started + SIGNATURE_FAILURE_DELAY_S - asyncio.get_running_loop().time()
+                await asyncio.sleep(max(0.0, delay))
+            await self.ws.send(self.session.disconnect_message("unauthorized", refused))
             return
         if opened.probe:
             await self.ws.send(self.session.opened_message())
@@ -162,6 +192,15 @@ class AudioHookConnection:
             return
         self.streams = streams
         await self.ws.send(self.session.opened_message())
+
+    def _unauthorized(self, opened: AudioHookOpen) -> str | None:
+        """Why this client may not open a session (secrets never named), or None."""
+        if self.verification is None:
+            return None if self.authorized else UNAUTHORIZED_INFO
+        if not self.verification.ok:
+            return f"unauthorized: {self.verification}"
+        organization = check_organization(self.organization_header, opened.organization_id)
+        return None if organization.ok else f"unauthorized: {organization}"
 
     async def _fail(self, exc: SpoofwatchError) -> None:
         """A protocol error: report it and disconnect (once; later errors are only logged)."""

@@ -21,6 +21,7 @@ from websockets.frames import CloseCode
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.events import ErrorEvent, to_json
 from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
+from spoofwatch.stream.net.audiohook_auth import AudioHookAuthenticator
 from spoofwatch.stream.net.limits import ConnectionLimits
 from spoofwatch.stream.protocols.ws_ingest import IngestLimits
 
@@ -39,6 +40,7 @@ class ConnectionHost(Protocol):
     pipeline: Pipeline
     connection_limits: ConnectionLimits
     limits: IngestLimits
+    audiohook_auth: AudioHookAuthenticator | None
 
     def token_matches(self, candidate: str | None) -> bool: ...
 

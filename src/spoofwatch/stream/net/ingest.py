@@ -22,7 +22,7 @@ from spoofwatch.stream.net.connection import (
     send_error,
 )
 from spoofwatch.stream.net.limits import ConnectionGuard
-from spoofwatch.stream.protocols.ws_ingest import IngestProtocol, StartMessage, StopMessage
+from spoofwatch.stream.protocols.ws_ingest import GapMessage, IngestProtocol, StartMessage, StopMessage
 from spoofwatch.stream.sinks.websocket import forward_events
 
 logger = logging.getLogger(__name__)
@@ -63,8 +63,11 @@ class IngestConnection:
                 continue
             try:
                 if isinstance(message, str):
-                    if isinstance(self.protocol.receive_text(message), StopMessage):
+                    control = self.protocol.receive_text(message)
+                    if isinstance(control, StopMessage):
                         await self._stop()
+                    elif isinstance(control, GapMessage):
+                        self.handle.gap(control.seconds, control.cause)
                 else:
                     self.handle.feed(self.protocol.receive_binary(message))
             except SpoofwatchError as exc:

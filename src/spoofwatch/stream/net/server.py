@@ -37,6 +37,7 @@ before cancelling it, so that the streams of live connections can flush their la
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import http
 import json
@@ -57,6 +58,7 @@ from spoofwatch.errors import LimitExceededError
 from spoofwatch.events import to_json
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.audiohook import serve_audiohook
+from spoofwatch.stream.net.audiohook_auth import AudioHookAuthenticator, load_audiohook_clients
 from spoofwatch.stream.net.auth import refuse_unauthorized, request_authorized, token_matches
 from spoofwatch.stream.net.connection import close_reason, run_connection
 from spoofwatch.stream.net.ingest import IngestConnection
@@ -136,6 +138,9 @@ class SpoofwatchServer:
         self.limits = limits or IngestLimits(max_frame_bytes=config.max_message_bytes)
         self.connection_limits = ConnectionLimits.from_config(config)
         self.ssl_context = server_ssl_context(config.tls_cert, config.tls_key)
+        clients = load_audiohook_clients(config.audiohook_clients, config.audiohook_clients_file)
+        # With AudioHook clients configured, /audiohook checks Genesys' message signatures.
+        self.audiohook_auth = AudioHookAuthenticator(clients) if clients.secrets else None
         self._server: Server | None = None
         self._stopping = False
         self._routes: dict[str, Route] = {
@@ -187,6 +192,9 @@ class SpoofwatchServer:
     async def start(self) -> None:
         self._stopping = False
         secrets = [self.config.token] if self.config.token else []
+        if self.audiohook_auth is not None:
+            encoded = (base64.b64encode(s).decode() for s in self.audiohook_auth.clients.secrets.values())
+            secrets += [s for s in encoded if s]
         self._server = await serve(
             self._handle,
             self.config.host,

@@ -22,10 +22,14 @@ https://github.com/purecloudlabs/audiohook-reference-implementation, ``protocol/
   ``opened``, expect ``close``; no audio flows and no stream is opened here.
 
 Mapping to spoofwatch: each channel becomes a stream ``<session id>:external`` (the
-customer) or ``<session id>:internal`` (the agent), at 8000 Hz. ``discarded`` and
-``resumed`` messages (audio the client dropped or withheld) and any message whose
-``position`` runs ahead of the audio received are gaps: they are filled with silence up
-to ``max_gap_s`` per gap, so stream times stay on the call's timeline, and counted.
+customer) or ``<session id>:internal`` (the agent), at 8000 Hz. Audio that never
+arrives is a gap (``AudioHookTimelineGap``), never filler: a ``discarded`` message (audio
+the client dropped), a pause (``paused`` ... ``resumed``: while paused the client's
+``position`` keeps advancing on every ping, and the whole pause is one gap, reported
+when it ends), and any other message whose ``position`` runs ahead of the audio
+received. The connection hands each gap to the streams (``StreamHandle.gap``), which
+score no window over it and keep the call's timeline (docs/protocol.md, "Gaps and
+pauses").
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ AUDIOHOOK_CHANNELS: Final = ("external", "internal")
 NULL_UUID: Final = "00000000-0000-0000-0000-000000000000"
 MAX_TEXT_BYTES: Final = 65535  # the reference server's limit
 MAX_AUDIO_FRAME_BYTES: Final = 64 * 1024  # 2 s of stereo PCMU; Genesys sends far less
-DEFAULT_MAX_GAP_S: Final = 5.0
+# A position ahead of the audio by at most this is rounding (positions have 1 ms steps),
+# not lost audio: ignored (the next message's position is compared afresh).
+POSITION_SLACK_SAMPLES: Final = 8
 DISCONNECT_REASONS: Final = ("completed", "unauthorized", "error")
 CLOSE_REASONS: Final = ("end", "error", "disconnect", "reconnect")
 CLIENT_TYPES: Final = ("open", "ping", "close", "discarded", "paused", "resumed", "update", "error")
@@ -76,12 +82,21 @@ class AudioHookMedia:
 
 @dataclass(frozen=True)
 class PartyAudio:
-    """Mono audio of one party at 8000 Hz; ``gap`` marks silence that stands in for lost audio."""
+    """Mono audio of one party at 8000 Hz."""
 
     stream_id: str
     party: str
     samples: NDArray[np.float32]
-    gap: bool = False
+
+
+@dataclass(frozen=True)
+class AudioHookTimelineGap:
+    """``seconds`` of every party's audio from ``start_s`` on the call's timeline never
+    arrived; ``cause``: ``discarded``, ``paused`` or ``position`` (a jump ahead)."""
+
+    start_s: float
+    seconds: float
+    cause: str
 
 
 @dataclass(frozen=True)
@@ -128,7 +143,7 @@ class AudioHookIgnored:
 AudioHookMessage = (
     AudioHookOpen | AudioHookPing | AudioHookClose | AudioHookGap | AudioHookClientError | AudioHookIgnored
 )
-AudioHookItem = AudioHookMessage | PartyAudio
+AudioHookItem = AudioHookMessage | PartyAudio | AudioHookTimelineGap
 
 
 @dataclass
@@ -136,8 +151,7 @@ class AudioHookCounters:
     frames: int = 0
     samples: int = 0  # per channel
     gaps: int = 0
-    gap_samples_filled: int = 0
-    gap_samples_skipped: int = 0  # beyond max_gap_s: the stream's clock falls behind the call's
+    gap_samples: int = 0  # per channel
     position_behind: int = 0  # messages whose position lagged the audio received
 
 
@@ -208,20 +222,19 @@ class AudioHookSession:
     session must be ended with ``disconnect_message("error", ...)``.
     """
 
-    def __init__(self, max_gap_s: float = DEFAULT_MAX_GAP_S) -> None:
+    def __init__(self) -> None:
         self.state: State = "preparing"
         self.session_id: str | None = None
         self.open: AudioHookOpen | None = None
         self.client_seq = 0
         self.server_seq = 0
-        self.max_gap_samples = round(max_gap_s * AUDIOHOOK_SAMPLE_RATE)
         self.position_samples = 0  # per channel, audio received plus gaps accounted
         self.counters = AudioHookCounters()
 
     # --- client -> server -----------------------------------------------------------
 
     def receive_text(self, text: str | bytes) -> list[AudioHookItem]:
-        """One text message: silence for any gap it reveals, then the message itself."""
+        """One text message: any gap it reveals, then the message itself."""
         if len(text) > MAX_TEXT_BYTES:
             raise LimitExceededError(
                 f"AudioHook text message: expected at most {MAX_TEXT_BYTES} bytes, found {len(text)}"
@@ -249,15 +262,20 @@ class AudioHookSession:
                     f"AudioHook close.parameters.reason: expected one of {list(CLOSE_REASONS)}, "
                     f"found {reason!r}"
                 )
+            if self.state == "paused":  # a call that ends paused: the pause ran to the end
+                items += self._gap_to(round(position * AUDIOHOOK_SAMPLE_RATE), "paused")
             self.state = "closing"
             message = AudioHookClose(str(reason))
         elif kind in ("discarded", "resumed"):
             start = parse_duration(params.get("start"), f"AudioHook {kind}.start")
             discarded = parse_duration(params.get("discarded"), f"AudioHook {kind}.discarded")
             message = AudioHookGap(kind, start, discarded)
-            items += self._fill_to(round((start + discarded) * AUDIOHOOK_SAMPLE_RATE))
+            cause = "discarded" if kind == "discarded" else "paused"
             if kind == "resumed" and self.state == "paused":
                 self.state = "active"
+            # A pause ends where the client says; its pings' positions were the pause too.
+            end = max(start + discarded, position if kind == "resumed" else 0.0)
+            items += self._gap_to(round(end * AUDIOHOOK_SAMPLE_RATE), cause)
         elif kind == "paused":
             if self.state == "active":
                 self.state = "paused"
@@ -270,7 +288,8 @@ class AudioHookSession:
             )
         else:  # update: language changes do not matter here
             message = AudioHookIgnored(kind)
-        items += self._fill_to(round(position * AUDIOHOOK_SAMPLE_RATE))
+        if self.state != "paused":  # while paused the position runs on: the pause is one gap
+            items += self._gap_to(round(position * AUDIOHOOK_SAMPLE_RATE), "position")
         items.append(message)
         return items
 
@@ -350,30 +369,28 @@ class AudioHookSession:
         self.state = "opening"
         return self.open
 
-    def _fill_to(self, target_samples: int) -> list[PartyAudio]:
-        """Silence up to ``target_samples`` on the timeline, bounded per gap."""
+    def _gap_to(self, target_samples: int, cause: str) -> list[AudioHookTimelineGap]:
+        """The gap from the audio accounted for up to ``target_samples`` on the timeline."""
         if self.open is None or self.open.probe:
             return []
         missing = target_samples - self.position_samples
         if missing < 0:
             self.counters.position_behind += 1
             return []
-        if missing == 0:
+        if missing == 0 or (cause == "position" and missing <= POSITION_SLACK_SAMPLES):
             return []
-        filled = min(missing, self.max_gap_samples)
+        start = self.position_samples
         self.position_samples = target_samples
         self.counters.gaps += 1
-        self.counters.gap_samples_filled += filled
-        self.counters.gap_samples_skipped += missing - filled
+        self.counters.gap_samples += missing
         logger.info(
-            "AudioHook session %s: %.3f s of audio missing at %.3f s; filled %.3f s with silence",
+            "AudioHook session %s: %.3f s of audio missing at %.3f s (%s)",
             self.session_id,
             missing / AUDIOHOOK_SAMPLE_RATE,
-            (target_samples - missing) / AUDIOHOOK_SAMPLE_RATE,
-            filled / AUDIOHOOK_SAMPLE_RATE,
+            start / AUDIOHOOK_SAMPLE_RATE,
+            cause,
         )
-        silence = np.zeros(filled, dtype=np.float32)
-        return [PartyAudio(sid, channel, silence, gap=True) for channel, sid in self.open.stream_ids.items()]
+        return [AudioHookTimelineGap(start / AUDIOHOOK_SAMPLE_RATE, missing / AUDIOHOOK_SAMPLE_RATE, cause)]
 
     # --- server -> client -----------------------------------------------------------
 

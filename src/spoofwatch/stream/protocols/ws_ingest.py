@@ -3,7 +3,11 @@
 A client sends one text message ``{"type":"start","stream":ID,"encoding":ENC,
 "sample_rate":SR,"channels":1|2}``, then binary frames of interleaved audio in that
 encoding, then ``{"type":"stop"}``; after a stop the same connection may start another
-stream. ``IngestProtocol`` is the per-connection state machine; the server does the I/O.
+stream. Frames carry no timestamps, so a client that knows audio is missing (its own
+packet loss, a jitter-buffer under-run, a recording pause) says so between frames with
+``{"type":"gap","seconds":S,"cause":C}`` (``cause`` optional, default ``client``; one of
+``gaps.GAP_CAUSES``) instead of sending filler: no window is scored over it.
+``IngestProtocol`` is the per-connection state machine; the server does the I/O.
 
 Every input is untrusted: text messages and audio frames have size limits, sample rates
 and channel counts have ranges, and each error names what was expected and what was found.
@@ -24,6 +28,7 @@ from numpy.typing import NDArray
 
 from spoofwatch.audio.pcm import decode_pcm, to_mono
 from spoofwatch.errors import LimitExceededError, ProtocolError
+from spoofwatch.stream.core.gaps import check_gap_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +60,13 @@ class StopMessage:
     pass
 
 
-ControlMessage = StartMessage | StopMessage
+@dataclass(frozen=True)
+class GapMessage:
+    seconds: float
+    cause: str = "client"
+
+
+ControlMessage = StartMessage | StopMessage | GapMessage
 
 
 def _load_object(text: str | bytes, limits: IngestLimits) -> dict[str, object]:
@@ -116,7 +127,13 @@ def parse_control(text: str | bytes, limits: IngestLimits | None = None) -> Cont
         return _parse_start(data, limits)
     if kind == "stop":
         return StopMessage()
-    raise ProtocolError(f"text message: expected type 'start' or 'stop', found {kind!r}")
+    if kind == "gap":
+        seconds, cause = data.get("seconds"), data.get("cause", "client")
+        try:
+            return GapMessage(check_gap_seconds(seconds, str(cause)), str(cause))  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ProtocolError(f"gap message: {exc}") from None
+    raise ProtocolError(f"text message: expected type 'start', 'stop' or 'gap', found {kind!r}")
 
 
 def decode_frame(data: bytes, start: StartMessage, limits: IngestLimits | None = None) -> NDArray[np.float32]:
@@ -154,8 +171,9 @@ class IngestProtocol:
                 )
             self.current = message
         elif self.current is None:
-            raise ProtocolError("expected a start message before stop, found stop with no live stream")
-        else:
+            kind = "stop" if isinstance(message, StopMessage) else "gap"
+            raise ProtocolError(f"expected a start message before {kind}, found {kind} with no live stream")
+        elif isinstance(message, StopMessage):
             self.current = None
         return message
 

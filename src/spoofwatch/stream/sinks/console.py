@@ -12,7 +12,7 @@ import asyncio
 import sys
 from typing import Final, TextIO
 
-from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StreamEvent
+from spoofwatch.events import AlarmEvent, ErrorEvent, Event, GapEvent, ScoreEvent, StreamEvent
 from spoofwatch.stream.engine.hub import Subscription
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.sources.mic import run_mic_source
@@ -47,6 +47,8 @@ def format_event(event: Event, *, bar_width: int = 30, color: bool = False) -> s
         if event.state == "start":
             return f"listening on {event.source} ({event.sample_rate} Hz); Ctrl-C to stop"
         return f"stopped listening on {event.source}"
+    if isinstance(event, GapEvent):
+        return f"{event.t_end:8.1f} s  gap of {event.t_end - event.t_start:.2f} s ({event.cause}): not scored"
     if isinstance(event, ErrorEvent):
         return f"error ({event.code}): {event.message}"
     return None

@@ -38,6 +38,30 @@ class MicCounters:
     blocks: int = 0
     dropped_blocks: int = 0
     overflows: int = 0
+    lost_samples: int = 0  # overruns and dropped blocks, reported to the stream as gaps
+
+
+@dataclass
+class Block:
+    """A captured block and the samples lost just before it (an overrun, a dropped block)."""
+
+    samples: NDArray[np.float32]
+    lost_before: int = 0
+
+
+def drop_oldest(queue: asyncio.Queue[Block | None]) -> int:
+    """Make room in a full queue: drop the oldest block; its samples (and the loss before
+    it) become loss before the block now oldest. Returns what is left to carry: the loss,
+    when no block remains in the queue to take it."""
+    dropped = queue.get_nowait()
+    lost = 0 if dropped is None else dropped.lost_before + len(dropped.samples)
+    rest = [queue.get_nowait() for _ in range(queue.qsize())]
+    if rest and rest[0] is not None:
+        rest[0].lost_before += lost
+        lost = 0
+    for item in rest:
+        queue.put_nowait(item)
+    return lost
 
 
 @dataclass(frozen=True)
@@ -106,25 +130,29 @@ async def run_mic_source(
     )
     block = max(1, round(block_s * rate))
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[NDArray[np.float32] | None] = asyncio.Queue(
-        maxsize=max(4, math.ceil(QUEUE_SECONDS / block_s))
-    )
+    queue: asyncio.Queue[Block | None] = asyncio.Queue(maxsize=max(4, math.ceil(QUEUE_SECONDS / block_s)))
     counters = MicCounters()
 
-    def offer(item: NDArray[np.float32] | None) -> None:  # on the loop thread
+    def offer(item: Block | None) -> None:  # on the loop thread
         if queue.full():
-            queue.get_nowait()
+            lost = drop_oldest(queue)
             counters.dropped_blocks += 1
+            if item is not None:
+                item.lost_before += lost
         queue.put_nowait(item)
 
-    def hand_over(item: NDArray[np.float32] | None) -> None:  # on PortAudio's thread
+    def hand_over(item: Block | None) -> None:  # on PortAudio's thread
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody listens any more
             loop.call_soon_threadsafe(offer, item)
 
     def on_block(indata: NDArray[np.float32], frames: int, time: Any, status: Any) -> None:
         if status.input_overflow:
             counters.overflows += 1
-        hand_over(indata[:, 0].copy())  # PortAudio reuses indata after we return
+        # How much an overflow lost is unknown: PortAudio's ADC times cannot tell (through
+        # PulseAudio's ALSA plugin they jump by seconds with its buffering, not with loss),
+        # so one block is counted; the audio either side is spliced, never filled.
+        lost = frames if status.input_overflow else 0
+        hand_over(Block(indata[:, 0].copy(), lost))  # PortAudio reuses indata after we return
 
     try:
         stream = sd.InputStream(
@@ -150,19 +178,23 @@ async def run_mic_source(
             stream.start()
         except sd.PortAudioError as exc:
             raise AudioError(f"microphone {found.name!r}: expected capture to start, found: {exc}") from None
-        while (samples := await queue.get()) is not None:
+        while (captured := await queue.get()) is not None:
             counters.blocks += 1
-            handle.feed(samples)
+            if captured.lost_before:  # no window is scored across the hole (docs/protocol.md)
+                counters.lost_samples += captured.lost_before
+                handle.gap(captured.lost_before / rate, "overrun")
+            handle.feed(captured.samples)
         raise AudioError(f"microphone {found.name!r}: expected audio until stopped, found capture ended")
     except BaseException as exc:
         await _stop(stream, found.name)
         logger.info(
-            "microphone %r stopped: %d blocks, %d dropped (%s), %d input overflows",
+            "microphone %r stopped: %d blocks, %d dropped (%s), %d input overflows, %.2f s lost as gaps",
             found.name,
             counters.blocks,
             counters.dropped_blocks,
             DROP_OLDEST_BLOCK,
             counters.overflows,
+            counters.lost_samples / rate,
         )
         await close_interrupted(handle, exc)
         raise
