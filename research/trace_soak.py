@@ -29,6 +29,9 @@ class FreeScorer:
     window_samples = 64000
     threshold = 0.5
 
+    def stream_context(self) -> None:
+        return None
+
     def score_windows(self, windows: NDArray[np.float32]) -> NDArray[np.float64]:
         time.sleep(0.002)
         return np.zeros(len(windows))

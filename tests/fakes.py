@@ -70,6 +70,9 @@ class FakeScorer:
     def threshold(self) -> float:
         return self._threshold
 
+    def stream_context(self) -> None:
+        return None
+
     def score_windows(self, windows: NDArray[np.float32]) -> NDArray[np.float64]:
         self.calls.append(len(windows))
         self.thread_names.add(threading.current_thread().name)

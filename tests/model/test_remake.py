@@ -20,11 +20,11 @@ from spoofwatch.errors import DataError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent
 from spoofwatch.model.resynthesis import remake as remake_module
 from spoofwatch.model.resynthesis.remake import RemadeBlocks, RemakeContext, StreamedRemake, as_pcm16
+from spoofwatch.model.resynthesis.stream_context import RemakeStream, WindowContexts
 from spoofwatch.model.resynthesis.vocoder import VocoderError
 from spoofwatch.ops.bench import measure_one_stream
 from spoofwatch.stream.core.windowing import WindowConfig, Windower, cut_windows
 from spoofwatch.stream.engine.pipeline import Pipeline
-from spoofwatch.stream.engine.remaking import WindowContexts
 
 RATE = 16000
 
@@ -160,7 +160,8 @@ class RemakingScorer(FakeScorer):
     """Scores a window by how far its remake is from it (the streamed front end's idea),
     so a wrong remake changes the score."""
 
-    remake = REMAKE
+    def stream_context(self) -> RemakeStream:
+        return RemakeStream(REMAKE, self.window_samples)
 
     def score_windows(
         self, windows: NDArray[np.float32], remakes: NDArray[np.float32] | None = None

@@ -22,8 +22,9 @@ from spoofwatch.model.level import check_target, levelled_pair
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.quantize import quantization_of
 from spoofwatch.model.resynthesis.remake import StreamedRemake
+from spoofwatch.model.resynthesis.stream_context import RemakeStream
 from spoofwatch.model.runtime_modes import QUANTIZATION_MODES
-from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.model.scorer import StreamContext, WindowScorer
 from spoofwatch.model.spectral import front_end_states, remake_of, spectral_block, spectral_width
 
 __all__ = ["Detector", "DetectorSettings", "WindowScorer"]
@@ -128,6 +129,12 @@ class Detector:
     def remake(self) -> StreamedRemake | None:
         """The streamed remake the spectral front end reads beside each window, or None."""
         return remake_of(self.spectral)
+
+    def stream_context(self) -> StreamContext | None:
+        """A new stream's context: for a front end that reads each window's streamed remake,
+        the stream's remade blocks and the windows waiting for their context audio."""
+        remake = self.remake
+        return None if remake is None else RemakeStream(remake, self.window_samples)
 
     def _as_batch(self, windows: NDArray[np.float32], what: str = "windows") -> NDArray[np.float32]:
         batch = np.asarray(windows, dtype=np.float32)

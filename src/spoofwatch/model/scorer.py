@@ -1,14 +1,48 @@
 """The seam between streaming and the model, kept free of torch so streaming code and
-its tests import quickly."""
+its tests import quickly.
+
+A scorer may read, beside each window, a second input made from the stream's audio around
+it (the resynthesis detector reads the window's streamed remake). The streaming engine
+knows only the shape of that: each stream gets the scorer's ``stream_context()``, the
+windows wait in it until their input can be made, and an inference worker makes each
+window's ``WindowCompanion`` (each stream's in order) and hands it to ``score_windows``.
+A scorer that reads windows alone returns None and costs the engine nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from spoofwatch.model.resynthesis.remake import StreamedRemake
+from spoofwatch.stream.core.windowing import Window
+
+
+class WindowCompanion(Protocol):
+    """What a window's second input is made from; made in an inference worker, each
+    stream's in stream order, never two of one stream at once."""
+
+    def make(self) -> NDArray[np.float32]:
+        """The input, shaped like the window; raises SpoofwatchError saying what failed
+        (only this window then goes unscored)."""
+        ...
+
+
+class StreamContext(Protocol):
+    """One stream's state for a scorer that reads a second input beside each window."""
+
+    def add(
+        self, audio: NDArray[np.float32], windows: list[Window]
+    ) -> Sequence[tuple[Window, WindowCompanion]]:
+        """Stream audio (model rate) and the windows it completed; the windows whose
+        input can now be made come back, in order, each with its companion."""
+        ...
+
+    def finish(self, windows: list[Window]) -> Sequence[tuple[Window, WindowCompanion]]:
+        """End of stream: every window still held, and ``windows``, with their companions."""
+        ...
 
 
 class WindowScorer(Protocol):
@@ -23,17 +57,14 @@ class WindowScorer(Protocol):
     @property
     def threshold(self) -> float: ...
 
-    def score_windows(
-        self, windows: NDArray[np.float32], remakes: NDArray[np.float32] | None = None
-    ) -> NDArray[np.float64]:
-        """(batch, window_samples) → calibrated LLR per window (higher = bona fide).
-        ``remakes``, of the same shape: each window's streamed remake, given only to a
-        scorer with a ``remake`` (``remake_of_scorer``)."""
+    def stream_context(self) -> StreamContext | None:
+        """A new stream's context, or None for a scorer that reads windows alone."""
         ...
 
-
-def remake_of_scorer(scorer: WindowScorer) -> StreamedRemake | None:
-    """The streamed remake ``scorer`` reads beside each window, or None (most scorers,
-    test fakes included, have no ``remake`` at all)."""
-    remake = getattr(scorer, "remake", None)
-    return remake if isinstance(remake, StreamedRemake) else None
+    def score_windows(
+        self, windows: NDArray[np.float32], companions: NDArray[np.float32] | None = None, /
+    ) -> NDArray[np.float64]:
+        """(batch, window_samples) → calibrated LLR per window (higher = bona fide).
+        ``companions``, of the same shape: each window's companion made, given only to a
+        scorer whose ``stream_context`` is not None."""
+        ...

@@ -42,8 +42,8 @@ from numpy.typing import NDArray
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ScoreEvent
-from spoofwatch.model.resynthesis.remake import RemadeBlocks, RemakeContext, StreamedRemake
-from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
+from spoofwatch.model.scorer import StreamContext, WindowCompanion, WindowScorer
+from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.hub import Subscription
 from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
 
@@ -223,15 +223,16 @@ class OneStream:
 
 def measure_one_stream(scorer: WindowScorer, hop_s: float, windows: int = 8, seed: int = 0) -> OneStream:
     """Score ``windows`` windows one per call, as a lone stream sends them (one per hop;
-    with its new remade blocks vocoded in the call, for a scorer that reads remakes)."""
-    remake = remake_of_scorer(scorer)
+    with its companion made in the call, for a scorer that reads one: the streamed remake's
+    new blocks vocoded)."""
+    context = scorer.stream_context()
     calls: list[Callable[[], NDArray[np.float64]]]
-    if remake is None:
+    if context is None:
         batch = _windows(scorer, windows, seed)
         scorer.score_windows(batch[:1])
         calls = [functools.partial(scorer.score_windows, w[None, :]) for w in batch]
     else:
-        calls = _remaking_calls(scorer, remake, hop_s, windows, seed)
+        calls = _companion_calls(scorer, context, hop_s, windows, seed)
         calls.pop(0)()  # warm-up
     wall: list[float] = []
     cpu: list[float] = []
@@ -243,23 +244,21 @@ def measure_one_stream(scorer: WindowScorer, hop_s: float, windows: int = 8, see
     return OneStream(float(np.median(wall)) * 1000.0, float(np.median(cpu)) * 1000.0, hop_s)
 
 
-def _remaking_calls(
-    scorer: WindowScorer, remake: StreamedRemake, hop_s: float, windows: int, seed: int
+def _companion_calls(
+    scorer: WindowScorer, context: StreamContext, hop_s: float, windows: int, seed: int
 ) -> list[Callable[[], NDArray[np.float64]]]:
-    """One call per window of a lone stream, in order: remake the window (vocoding the
-    blocks no earlier window covered) and score it."""
+    """One call per window of a lone stream, in order: make the window's companion (for the
+    streamed remake, vocoding the blocks no earlier window covered) and score it."""
     n, rate = scorer.window_samples, scorer.sample_rate
     hop = round(hop_s * rate)
     audio = speech_like((n + windows * hop) / rate + 0.2, rate, seed)
-    blocks = RemadeBlocks(remake)
+    cut = [Window(i, i * hop, audio[i * hop : i * hop + n], rate, tiled=False) for i in range(windows + 1)]
+    pairs = [*context.add(audio, cut), *context.finish([])]
 
-    def score(start: int) -> NDArray[np.float64]:
-        first, last = remake.context_span(start, n)
-        context = RemakeContext(first, audio[first:last])
-        window = audio[start : start + n]
-        return scorer.score_windows(window[None, :], blocks.window(context, start, n)[None, :])
+    def score(window: Window, companion: WindowCompanion) -> NDArray[np.float64]:
+        return scorer.score_windows(window.samples[None, :], companion.make()[None, :])
 
-    return [functools.partial(score, i * hop) for i in range(windows + 1)]
+    return [functools.partial(score, window, companion) for window, companion in pairs]
 
 
 def estimate_capacity(
@@ -269,9 +268,9 @@ def estimate_capacity(
     that measured faster), ignoring all overhead: where the search starts."""
     windows = _windows(scorer, batch, seed)
     call = functools.partial(scorer.score_windows, windows)
-    if remake_of_scorer(scorer) is not None:
-        # The windows as their own remakes; the vocoder's time is left out of this estimate
-        # (the search measures it).
+    if scorer.stream_context() is not None:
+        # The windows as their own companions; the time to make them (the vocoder's) is
+        # left out of this estimate (the search measures it).
         call = functools.partial(scorer.score_windows, windows, windows)
     seconds, _ = _median_call_s(call, min_reps=3, min_seconds=0.0)
     per_window = seconds / batch

@@ -42,7 +42,7 @@ from websockets.exceptions import ConnectionClosed
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, Event, ScoreEvent, StreamEvent, parse_event
-from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
+from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.ops.bench import percentile, speech_like
 from spoofwatch.stream.engine.pipeline import Pipeline
 
@@ -352,9 +352,9 @@ class _Soak:
         one = np.resize(speech_like(2.0, scorer.sample_rate, self.options.seed), scorer.window_samples)
         windows = np.stack([one] * batch).astype(np.float32)
         for _ in range(2):
-            if remake_of_scorer(scorer) is None:
+            if scorer.stream_context() is None:
                 scorer.score_windows(windows)
-            else:  # the windows as their own remakes: the same allocations
+            else:  # the windows as their own companions: the same allocations
                 scorer.score_windows(windows, windows)
 
     async def _staggered(self, slot: Callable[[int, float], Any], index: int, stop_at: float) -> None:

@@ -26,8 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.errors import SpoofwatchError
-from spoofwatch.model.resynthesis.remake import RemadeBlocks, RemakeContext
-from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.model.scorer import WindowCompanion, WindowScorer
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.heap import can_release_free_heap, release_free_heap
 
@@ -39,22 +38,22 @@ DROP_OLDEST = "drop-oldest"
 @dataclass(eq=False)
 class WindowJob:
     """A window waiting to be scored; ``ready_at`` is when its last sample (or the last
-    sample its remake needs) arrived. ``remake``: for a detector that reads each window's
-    streamed remake, the stream's remade blocks and the window's context audio."""
+    sample its companion needs) arrived. ``companion``: for a scorer that reads a second
+    input beside each window (``model.scorer.StreamContext``), what it is made from."""
 
     stream: Any
     window: Window
     ready_at: float = field(default_factory=time.monotonic)
-    remake: tuple[RemadeBlocks, RemakeContext] | None = None
+    companion: WindowCompanion | None = None
 
 
-def remakes_of(
+def companions_of(
     batch: list[WindowJob], pool: ThreadPoolExecutor
 ) -> tuple[NDArray[np.float32], dict[int, str]]:
-    """Each job's remake window, and the reason for each job (by index) whose remake failed:
-    one stream's vocoder failure must not fail the other streams' windows in the batch.
-    Runs in a worker: each stream's jobs in order (they share its remade blocks), the
-    streams side by side on ``pool`` (the vocoder runs in its own processes)."""
+    """Each job's companion input, and the reason for each job (by index) whose companion
+    failed: one stream's failure must not fail the other streams' windows in the batch.
+    Runs in a worker: each stream's jobs in order (they may share its state), the
+    streams side by side on ``pool``."""
     by_stream: dict[int, list[int]] = collections.defaultdict(list)
     for i, job in enumerate(batch):
         by_stream[id(job.stream)].append(i)
@@ -63,16 +62,13 @@ def remakes_of(
 
     def one_stream(indices: list[int]) -> None:
         for i in indices:
-            job = batch[i]
-            if job.remake is None:
-                raise ValueError("a batch that needs remakes holds a window without its context")
-            blocks, context = job.remake
-            window = job.window
-            real = window.covered_samples if window.tiled else None
+            companion = batch[i].companion
+            if companion is None:
+                raise ValueError("a batch that needs companions holds a window without one")
             try:
-                out[i] = blocks.window(context, window.start_sample, len(window.samples), real)
-            except SpoofwatchError as exc:  # the vocoder failed on this stream's audio
-                failed[i] = f"remaking the window failed: {exc}"
+                out[i] = companion.make()
+            except SpoofwatchError as exc:
+                failed[i] = str(exc)
 
     groups = list(by_stream.values())
     if len(groups) == 1:
@@ -128,9 +124,10 @@ class Batcher:
         self._in_flight: set[int] = set()  # id() of streams with a batch being scored
         self._freed = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spoofwatch-infer")
-        # Streams' remakes side by side (remakes_of); its threads start only when used.
-        self._remake_pool = ThreadPoolExecutor(
-            max_workers=2 * (os.cpu_count() or 1), thread_name_prefix="spoofwatch-remake"
+        # Streams' companions side by side (companions_of; the resynthesis detector's
+        # vocoder runs in its own processes); its threads start only when used.
+        self._companion_pool = ThreadPoolExecutor(
+            max_workers=2 * (os.cpu_count() or 1), thread_name_prefix="spoofwatch-companion"
         )
         self._on_drop: list[Callable[[WindowJob], None]] = []
         # Free heap pages go back to the OS at most every trim_interval_s, after batches
@@ -190,7 +187,7 @@ class Batcher:
                     group.create_task(self._work(), name=f"spoofwatch-infer-{n}")
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)
-            self._remake_pool.shutdown(wait=False, cancel_futures=True)
+            self._companion_pool.shutdown(wait=False, cancel_futures=True)
 
     def _take_batch(self) -> list[WindowJob]:
         """Up to max_batch queued jobs in queue order, passing over streams that another
@@ -256,13 +253,13 @@ class Batcher:
     def _score_batch(self, batch: list[WindowJob]) -> tuple[NDArray[np.float64], dict[int, str]]:
         """Scores of the jobs that could be scored, in order, and why the others could not."""
         windows = np.stack([job.window.samples for job in batch])
-        if batch[0].remake is None:
+        if batch[0].companion is None:
             return self.scorer.score_windows(windows), {}
-        remakes, failed = remakes_of(batch, self._remake_pool)
+        companions, failed = companions_of(batch, self._companion_pool)
         ok = [i for i in range(len(batch)) if i not in failed]
         if not ok:
             return np.zeros(0, dtype=np.float64), failed
-        return self.scorer.score_windows(windows[ok], remakes[ok]), failed
+        return self.scorer.score_windows(windows[ok], companions[ok]), failed
 
     async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[WindowJob]) -> None:
         started = time.perf_counter()
@@ -281,7 +278,7 @@ class Batcher:
         self._scored_since_trim = True
         if failed:
             first = next(iter(failed.values()))
-            logger.warning("%d of %d windows could not be remade: %s", len(failed), len(batch), first)
+            logger.warning("%d of %d windows could not be scored: %s", len(failed), len(batch), first)
         scored = iter(scores)
         for i, job in enumerate(batch):
             if i in failed:

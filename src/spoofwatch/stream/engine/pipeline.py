@@ -23,14 +23,12 @@ from spoofwatch.audio.resample import StreamResampler
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, GapEvent, StatusEvent, StreamEvent
-from spoofwatch.model.resynthesis.remake import RemadeBlocks
-from spoofwatch.model.scorer import WindowScorer, remake_of_scorer
+from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
 from spoofwatch.stream.core.session import StreamSession
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.batcher import Batcher, WindowJob
 from spoofwatch.stream.engine.hub import EventHub
-from spoofwatch.stream.engine.remaking import WindowContexts
 from spoofwatch.stream.net.limits import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -53,11 +51,9 @@ class StreamHandle:
         self.resampler = StreamResampler(sample_rate, model_rate) if sample_rate != model_rate else None
         silence_s = pipeline.stream_config.silence_gap_s
         self.silence = DigitalSilence(max(1, round(silence_s * sample_rate))) if silence_s > 0 else None
-        # A detector that reads each window's streamed remake: windows wait for the audio
-        # their remake needs; the worker vocodes each block once (model.remake).
-        remake = remake_of_scorer(pipeline.scorer)
-        self.contexts = None if remake is None else WindowContexts(remake, pipeline.scorer.window_samples)
-        self.remade = None if remake is None else RemadeBlocks(remake)
+        # A scorer that reads a second input beside each window: windows wait in the
+        # stream's context until it can be made (model.scorer.StreamContext).
+        self.context = pipeline.scorer.stream_context()
         self.pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -175,12 +171,12 @@ class StreamHandle:
     def _jobs(self, audio: NDArray[np.float32], windows: list[Window], last: bool = False) -> list[WindowJob]:
         """Jobs for the windows ``audio`` (model rate) completed; ``last``: the stream ends."""
         ready_at = time.monotonic()
-        if self.contexts is None or self.remade is None:
+        if self.context is None:
             return [WindowJob(self, w, ready_at) for w in windows]
-        pairs = self.contexts.add(audio, windows)
+        pairs = list(self.context.add(audio, windows))
         if last:
-            pairs += self.contexts.finish([])
-        return [WindowJob(self, w, ready_at, remake=(self.remade, context)) for w, context in pairs]
+            pairs += self.context.finish([])
+        return [WindowJob(self, w, ready_at, companion=companion) for w, companion in pairs]
 
     def _end_if_over_limit(self) -> None:
         if self.limit_error is not None and not self.closed and not self._limit_close_scheduled:
