@@ -208,7 +208,7 @@ class _CardPass:
         if problem:
             self.skip(path, "bad labels", f"rules[{labels.rule}]: {problem}")
             return None
-        refusal = speaker_refusal(labels)
+        refusal = speaker_refusal(labels.label, labels.speaker, labels.corpus)
         if refusal:
             self.skip(path, reserved_reason(refusal), refusal)
             return None

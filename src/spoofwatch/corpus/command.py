@@ -180,7 +180,6 @@ def _rows(path: Path, needed: tuple[str, ...]) -> list[dict[str, str]]:
 
 
 def _check_lock(lock: Path, reserved: Reserved, out: TextIO) -> int:
-    from spoofwatch.corpus.cards import Labels
     from spoofwatch.corpus.reserved import speaker_refusal
 
     rows = _rows(lock, ("sha1_orig", "origin"))
@@ -190,27 +189,8 @@ def _check_lock(lock: Path, reserved: Reserved, out: TextIO) -> int:
         why = [
             reserved.file_refusal(sha1),
             None if sha1 in reserved.allowed else reserved.origin_key_refusal(row["origin"]),
+            speaker_refusal(row.get("label", ""), row.get("speaker", "")),
         ]
-        if row.get("label") == "bonafide" and row.get("speaker"):
-            labels = Labels(
-                "bonafide",
-                "",
-                "-",
-                "",
-                "",
-                "",
-                None,
-                False,
-                False,
-                row["speaker"],
-                "",
-                "",
-                (),
-                None,
-                False,
-                0,
-            )
-            why.append(speaker_refusal(labels))
         reasons = [w for w in why if w]
         if reasons:
             hits += 1

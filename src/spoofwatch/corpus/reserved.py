@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spoofwatch.corpus.cards import Card, Labels
+from spoofwatch.corpus.cards import Card
 from spoofwatch.corpus.nearcopy import Envelope, correlation, find_near_copies
 from spoofwatch.corpus.testother import TEST_OTHER_SPEAKERS
 from spoofwatch.errors import ConfigError
@@ -172,19 +172,20 @@ def asterisk_refusal(package: str, key: str) -> str | None:
     return None
 
 
-def speaker_refusal(labels: Labels) -> str | None:
-    """Rule 4: a bona fide clip of a LibriSpeech/LibriTTS test-other speaker."""
-    if labels.label != "bonafide":
+def speaker_refusal(label: str, speaker: str, corpus: str = "") -> str | None:
+    """Rule 4: a bona fide clip of a LibriSpeech/LibriTTS test-other speaker (``corpus``: the
+    real source the card names, empty where unknown, as in a lock file)."""
+    if label != "bonafide":
         return None
-    if "test-other" in labels.corpus.lower().replace("_", "-").replace(" ", "-"):
-        return RULE_TEST_OTHER.format(speaker=labels.speaker or "?")
-    speaker = labels.speaker.strip().lower()
-    found = _LIBRI_SPEAKER.match(speaker)
+    if "test-other" in corpus.lower().replace("_", "-").replace(" ", "-"):
+        return RULE_TEST_OTHER.format(speaker=speaker or "?")
+    key = speaker.strip().lower()
+    found = _LIBRI_SPEAKER.match(key)
     if found and int(found.group(1)) in TEST_OTHER_SPEAKERS:
-        return RULE_TEST_OTHER.format(speaker=labels.speaker)
+        return RULE_TEST_OTHER.format(speaker=speaker)
     # A LibriSpeech/LibriTTS clip under a page's own speaker key ("page:1688_142285"): reader ids
     # are unique across LibriSpeech's subsets, so the leading number identifies the reader.
-    leading = _LEADING_ID.match(speaker.rsplit(":", 1)[-1])
-    if "libri" in labels.corpus.lower() and leading and int(leading.group(1)) in TEST_OTHER_SPEAKERS:
-        return RULE_TEST_OTHER.format(speaker=labels.speaker)
+    leading = _LEADING_ID.match(key.rsplit(":", 1)[-1])
+    if "libri" in corpus.lower() and leading and int(leading.group(1)) in TEST_OTHER_SPEAKERS:
+        return RULE_TEST_OTHER.format(speaker=speaker)
     return None
