@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Final
+from typing import Final, cast
 
 from spoofwatch.errors import AudioError, ProtocolError, SpoofwatchError
 from spoofwatch.stream.engine.pipeline import StreamHandle
@@ -55,8 +55,7 @@ class RtpReceiver(asyncio.DatagramProtocol):
         return port
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if self.closed:

@@ -537,7 +537,9 @@ class SiprecServer:
     ) -> tuple[str, dict[str, str]]:
         participant = session.metadata.participant_for_label(media.label) if media.label else None
         info = participant_metadata(participant, media.label, session.call_id)
-        party = info.get("aor") or media.label or f"stream{media.index}"
+        aor = info.get("aor")
+        party = aor.split(":", 1)[1] if aor and aor.startswith(("sip:", "sips:", "tel:")) else aor
+        party = party or media.label or f"stream{media.index}"
         party = party[:MAX_PARTY_CHARS]
         name = f"{session.call_id}:{party}"
         if name in taken:
