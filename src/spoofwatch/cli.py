@@ -41,6 +41,7 @@ _EXTRA_OF = {
     "matplotlib": "train",
     "onnxruntime": "onnx",
     "onnx": "onnx",
+    "sipmessage": "siprec",
 }
 
 
