@@ -423,3 +423,19 @@ def test_sip_over_tcp_and_tls(tmp_path: Path) -> None:
         }
 
     run(body(), 30)
+
+
+def test_running_out_of_rtp_ports_refuses_the_call_and_frees_what_it_opened() -> None:
+    async def body() -> None:
+        async with recorder(rtp_ports=(33000, 33005)) as (server, _sub), peer() as client:
+            await open_call(client, server, "p-1")  # two of the three even ports
+            offer, kind = siprec_body(sdp())
+            reply = await client.ask(message("INVITE", "p-2", body=offer, content_type=kind), server.port)
+            assert reply.code == 503 and "free even port" in reply.headers["Warning"]
+            await asyncio.sleep(0.1)
+            assert set(server.pipeline.streams) == {"p-1:alice@example.com", "p-1:bob@example.com"}
+            assert list(server.sessions) == ["p-1"]
+            _, ports = await open_call(client, server, "p-3", sdp(("1",)))  # the freed port is usable
+            assert ports == [33004]
+
+    run(body(), 30)

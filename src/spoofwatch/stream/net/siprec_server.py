@@ -286,7 +286,7 @@ class SiprecServer:
                 try:
                     messages = framer.feed(data)
                 except sip.SipError as exc:
-                    reply = sip.error_response(bytes(framer._buffer), exc.status, str(exc))
+                    reply = sip.error_response(framer.buffered(), exc.status, str(exc))
                     self._count(exc.status)
                     if reply is not None:
                         send(reply)
@@ -442,8 +442,7 @@ class SiprecServer:
             else:
                 self._reply(request, send, 100)
             return
-        session = self.sessions.get(request.call_id)
-        if session is not None:
+        if request.call_id in self.sessions:
             raise sip.SipError(400, f"INVITE for Call-ID {request.call_id}: already a recording session")
         if self.authenticator is not None:
             self._authenticate(request)
@@ -454,6 +453,7 @@ class SiprecServer:
         offer, metadata = self._read_body(request, required=True)
         assert offer is not None
         pending = self.pending[key] = PendingInvite()
+        session: SiprecSession | None = None
         try:
             self._reply(request, send, 100)
             to_tag = sip.new_tag()
@@ -481,7 +481,11 @@ class SiprecServer:
                 session.retransmit = asyncio.create_task(
                     self._retransmit(session, pending.final), name=f"siprec-2xx {session.call_id}"
                 )
-        except sip.SipError as exc:
+        except BaseException as exc:
+            if session is not None and session.call_id not in self.sessions:
+                await self._close_streams(session, "call refused")  # what was opened before the refusal
+            if not isinstance(exc, sip.SipError):
+                raise
             pending.final = self._reply(
                 request, send, exc.status, warning=str(exc), to_tag=sip.new_tag(), headers=exc.headers
             )
@@ -591,7 +595,7 @@ class SiprecServer:
                 )
                 if answers[item.index].direction == "inactive":
                     receiver.hold()
-        except sip.SipError:
+        except BaseException:
             opened = {s.stream_id for s in session.streams.values()}
             await asyncio.gather(
                 *(close_stream(h, "call refused") for h in handles if h.stream_id not in opened)

@@ -191,6 +191,10 @@ class SipStreamFramer:
     def pending_bytes(self) -> int:
         return len(self._buffer)
 
+    def buffered(self) -> bytes:
+        """What is held of a message not yet complete (to answer a refused one)."""
+        return bytes(self._buffer)
+
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
         messages: list[bytes] = []
