@@ -223,13 +223,16 @@ def test_hostile_sip_beside_a_call_is_refused_and_the_call_is_recorded_whole() -
                 reply = await hostile.ask(data, server.port)
                 assert reply.code == status, (status, reply.headers.get("Warning"))
                 assert status not in (413, 415) or reply.headers.get("Warning") or reply.headers.get("Accept")
-            for i in range(400):  # ~800 messages/s, paced so the socket buffer keeps them
-                flood.transport.sendto(message("OPTIONS", f"f{i}"), ("127.0.0.1", server.port))  # type: ignore[union-attr]
-                if i % 8 == 7:
-                    await asyncio.sleep(0.01)
+            sent = 0
+            while server.dropped_messages == 0 and sent < 3000:  # far beyond 50/s, however loaded
+                for _ in range(20):
+                    flood.transport.sendto(message("OPTIONS", f"f{sent}"), ("127.0.0.1", server.port))  # type: ignore[union-attr]
+                    sent += 1
+                await asyncio.sleep(0.02)
             await recording
             await asyncio.sleep(0.2)
-            assert server.dropped_messages > 0 and hostile.inbox.empty()  # garbage: no answer
+            assert server.dropped_messages > 0 and flood.inbox.qsize() < sent
+            assert hostile.inbox.empty()  # garbage got no answer
             reply = await client.ask(message("BYE", "call-1", cseq=2, to_tag=to_tag), server.port)
             assert reply.code == 200
             await until_idle(server)
@@ -437,5 +440,28 @@ def test_running_out_of_rtp_ports_refuses_the_call_and_frees_what_it_opened() ->
             assert list(server.sessions) == ["p-1"]
             _, ports = await open_call(client, server, "p-3", sdp(("1",)))  # the freed port is usable
             assert ports == [33004]
+
+    run(body(), 30)
+
+
+def test_cancel_ends_an_invite_queued_for_admission() -> None:
+    async def body() -> None:
+        engine = EngineConfig(
+            max_batch=8, max_wait_ms=5, max_streams=2, admission="queue", queue_timeout_s=20
+        )
+        async with recorder(engine) as (server, _sub), peer() as client:
+            await open_call(client, server, "q-1")  # the pipeline is now full
+            offer, kind = siprec_body(sdp())
+            trying = await client.ask(
+                message("INVITE", "q-2", body=offer, content_type=kind), server.port, final=False
+            )
+            assert trying.code == 100
+            assert (await client.ask(message("CANCEL", "q-2"), server.port)).code == 200
+            final = sip.parse_message(await asyncio.wait_for(client.inbox.get(), 5.0))
+            assert not isinstance(final, sip.SipRequest)
+            assert final.code == 487 and final.headers["CSeq"] == "1 INVITE", final.headers.get("Warning")
+            assert list(server.sessions) == ["q-1"] and len(server.pipeline.streams) == 2
+            unknown = await client.ask(message("CANCEL", "q-9"), server.port)
+            assert unknown.code == 481
 
     run(body(), 30)

@@ -39,7 +39,7 @@ from sipmessage import Response
 
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import ConfigError, LimitExceededError, SpoofwatchError
-from spoofwatch.stream.engine.pipeline import MAX_STREAM_ID_LENGTH, Pipeline
+from spoofwatch.stream.engine.pipeline import MAX_STREAM_ID_LENGTH, Pipeline, StreamHandle
 from spoofwatch.stream.net.admission import Admission, StreamRequest
 from spoofwatch.stream.net.connection import close_stream
 from spoofwatch.stream.net.limits import TokenBucket
@@ -148,7 +148,7 @@ class SiprecSession:
 
 @dataclass
 class PendingInvite:
-    cancelled: bool = False
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     final: bytes | None = None
 
 
@@ -462,11 +462,9 @@ class SiprecServer:
                 request.call_id, request.from_tag, to_tag, peer, transport, send, request, local
             )
             session.metadata = metadata or RecordingMetadata()
-            answers = await self._open_streams(session, offer, list(offer.media), peer[0])
-            if pending.cancelled:
-                await self._close_streams(session, "call cancelled")
-                pending.final = self._reply(request, send, 487, to_tag=to_tag)
-                return
+            answers = await self._open_streams(session, offer, list(offer.media), peer[0], pending.cancelled)
+            if pending.cancelled.is_set():
+                raise sip.SipError(487, "INVITE cancelled by the client")
             self.sessions[session.call_id] = session
             pending.final = self._answer(session, request, answers)
             logger.info(
@@ -551,7 +549,12 @@ class SiprecServer:
         return name[:MAX_STREAM_ID_LENGTH], info
 
     async def _open_streams(
-        self, session: SiprecSession, offer: SessionOffer, media: list[MediaOffer], peer_host: str
+        self,
+        session: SiprecSession,
+        offer: SessionOffer,
+        media: list[MediaOffer],
+        peer_host: str,
+        cancelled: asyncio.Event | None = None,
     ) -> list[MediaAnswer]:
         """Admit a stream per usable m-line in ``media``; the answers to every one of them."""
         answers: dict[int, MediaAnswer] = {}
@@ -576,7 +579,9 @@ class SiprecServer:
             StreamRequest(name, "siprec", codec.sample_rate, info) for _, _, codec, name, info in chosen
         ]
         try:
-            handles = await Admission.of(self.pipeline).open(requests) if requests else []
+            handles = await self._admit(requests, cancelled) if requests else []
+        except sip.SipError:
+            raise
         except LimitExceededError as exc:
             raise sip.SipError(486, str(exc)) from None
         except SpoofwatchError as exc:
@@ -602,6 +607,25 @@ class SiprecServer:
             )
             raise
         return [answers[i] for i in sorted(answers)]
+
+    async def _admit(
+        self, requests: list[StreamRequest], cancelled: asyncio.Event | None
+    ) -> list[StreamHandle]:
+        """Admission (which may queue, ``[engine] admission``), cut short by a CANCEL."""
+        admitting = asyncio.ensure_future(Admission.of(self.pipeline).open(requests))
+        if cancelled is None:
+            return await admitting
+        waiting = asyncio.ensure_future(cancelled.wait())
+        try:
+            await asyncio.wait({admitting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            if not admitting.done():
+                admitting.cancel()
+            await asyncio.gather(admitting, waiting, return_exceptions=True)
+        if admitting.cancelled():
+            raise sip.SipError(487, "INVITE cancelled by the client while waiting for admission")
+        return admitting.result()
 
     def _codec_for(self, media: MediaOffer, sample_rate: int | None = None) -> tuple[int, Codec] | None:
         """The first offered codec we decode; G.722 only when its decoder is installed."""
@@ -738,7 +762,7 @@ class SiprecServer:
             raise sip.SipError(481, "CANCEL: expected a pending INVITE, found none")
         self._reply(request, send, 200, to_tag=sip.new_tag())
         if pending.final is None:
-            pending.cancelled = True
+            pending.cancelled.set()
 
     async def _end_session(
         self, session: SiprecSession, reason: str | None, *, send_bye: bool = False
