@@ -170,9 +170,10 @@ def detector_options(
 @dataclass(frozen=True)
 class ServerConfig:
     """The network front end. Secrets (``token``, ``mqtt_password``, a password inside
-    ``mqtt``, ``audiohook_clients``) never appear in ``repr``; pass them as
-    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` and
-    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` rather than on the command line."""
+    ``mqtt``, ``audiohook_clients``, ``siprec_users``) never appear in ``repr``; pass them as
+    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD``,
+    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` and ``SPOOFWATCH_SERVER_SIPREC_USERS`` rather
+    than on the command line."""
 
     host: str = "127.0.0.1"  # loopback only; bind 0.0.0.0 deliberately, with a token and TLS
     port: int = 8765
