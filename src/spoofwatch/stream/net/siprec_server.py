@@ -81,6 +81,7 @@ ALLOW: Final = ", ".join(sip.HANDLED_METHODS)
 ACCEPT: Final = "application/sdp, application/rs-metadata+xml, multipart/mixed"
 MAX_PARTY_CHARS: Final = 64
 RETRY_AFTER_S: Final = 5
+PORT_0_ATTEMPTS: Final = 20
 
 Send = Callable[[bytes], None]
 
@@ -215,11 +216,20 @@ class SiprecServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._udp, _ = await loop.create_datagram_endpoint(
-            lambda: _SipUdp(self), local_addr=(self.host, self.requested_port)
-        )
-        # TCP on the same port number as UDP (RFC 3261 18: both on 5060).
-        self._tcp = await asyncio.start_server(self._handle_tcp, self.host, self.port)
+        # TCP on the same port number as UDP (RFC 3261 18: both on 5060). With port 0 the
+        # number the OS gives UDP may be taken for TCP: then try another.
+        for attempt in range(PORT_0_ATTEMPTS):
+            self._udp, _ = await loop.create_datagram_endpoint(
+                lambda: _SipUdp(self), local_addr=(self.host, self.requested_port)
+            )
+            try:
+                self._tcp = await asyncio.start_server(self._handle_tcp, self.host, self.port)
+                break
+            except OSError:
+                self._udp.close()
+                self._udp = None
+                if self.requested_port != 0 or attempt == PORT_0_ATTEMPTS - 1:
+                    raise
         if self.requested_tls_port is not None:
             self._tls = await asyncio.start_server(
                 self._handle_tcp, self.host, self.requested_tls_port, ssl=self.ssl_context
