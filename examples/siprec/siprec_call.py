@@ -39,7 +39,7 @@ import soundfile as sf
 import soxr
 from numpy.typing import NDArray
 
-from spoofwatch.audio.pcm import mulaw_encode
+from spoofwatch import mulaw_encode
 
 HERE = Path(__file__).resolve().parent
 AUDIO = HERE.parent / "audio"
