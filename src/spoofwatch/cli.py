@@ -339,6 +339,23 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", help="node name in MQTT topics (default: node)")
     parser.add_argument("--mqtt-ca-file", metavar="PEM", help="CA bundle that signs an mqtts:// broker")
     parser.add_argument("--mqtt-username", help="MQTT user (password: $SPOOFWATCH_SERVER_MQTT_PASSWORD)")
+    parser.add_argument(
+        "--webhook",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="POST alarm events to this URL; repeatable",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        help="HMAC key that signs webhooks (prefer $SPOOFWATCH_SERVER_WEBHOOK_SECRET: argv is visible)",
+    )
+    parser.add_argument(
+        "--webhook-events",
+        metavar="TYPES",
+        help="event types to POST: all, or comma-separated from alarm,evidence,stream,gap,error,status "
+        "(default alarm)",
+    )
 
 
 def _server_settings(args: argparse.Namespace) -> Any:
@@ -359,6 +376,9 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "max_messages_per_s": getattr(args, "max_messages_per_s", None),
         "mqtt_ca_file": args.mqtt_ca_file,
         "mqtt_username": args.mqtt_username,
+        "webhooks": tuple(args.webhook) if args.webhook else None,
+        "webhook_secret": args.webhook_secret,
+        "webhook_events": args.webhook_events,
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {

@@ -108,6 +108,11 @@ def build_tasks(
 
         sink = mqtt_sink_from_config(pipeline.hub, server)  # a bad URL or CA file fails at start-up
         tasks["mqtt"] = sink.run
+    if server.webhooks:
+        from spoofwatch.stream.sinks.webhook import webhook_sink_from_config
+
+        hooks = webhook_sink_from_config(pipeline.hub, server)  # a bad URL fails at start-up
+        tasks["webhooks"] = hooks.run
     if server.jsonl:
         from spoofwatch.stream.sinks.jsonl import JsonlSink
 
