@@ -318,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (if not in the same file)")
     sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
+    sv.add_argument(
+        "--evidence-dir",
+        metavar="DIR",
+        help="save the audio and score timeline around each alarm here (recorded calls: docs/security.md)",
+    )
+    sv.add_argument(
+        "--evidence-days", type=float, help="delete evidence older than this many days (default 30)"
+    )
+    sv.add_argument(
+        "--evidence-seconds", type=float, help="seconds of audio per alarm clip, 5..300 (default 20)"
+    )
 
     from spoofwatch.corpus.command import add_corpus_parser
 
@@ -379,6 +390,9 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "webhooks": tuple(args.webhook) if args.webhook else None,
         "webhook_secret": args.webhook_secret,
         "webhook_events": args.webhook_events,
+        "evidence_dir": getattr(args, "evidence_dir", None),
+        "evidence_days": getattr(args, "evidence_days", None),
+        "evidence_seconds": getattr(args, "evidence_seconds", None),
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {

@@ -272,3 +272,25 @@ def test_evidence_routes_say_when_recording_is_off() -> None:
 
     status, message = asyncio.run(body())
     assert status == 404 and "--evidence-dir" in message
+
+
+def test_serve_wires_the_recorder_and_the_http_handlers_from_the_settings(tmp_path: Path) -> None:
+    from spoofwatch.cli import _server_settings, build_parser
+    from spoofwatch.stream.app import build_tasks, evidence_http
+
+    args = build_parser().parse_args(
+        ["serve", "--evidence-dir", str(tmp_path / "ev"), "--evidence-days", "7", "--evidence-seconds", "12"]
+    )
+    settings = _server_settings(args)
+    assert (settings.server.evidence_days, settings.server.evidence_seconds) == (7.0, 12.0)
+
+    async def body() -> tuple[list[str], int, list[str]]:
+        pipeline = Pipeline(FakeScorer(), CFG, ENGINE)
+        tasks = build_tasks(pipeline, settings, websocket=False)
+        routes = evidence_http(pipeline, settings, tasks)
+        return sorted(tasks), len(pipeline.audio_taps), sorted(r.path for r in routes)  # type: ignore[attr-defined]
+
+    names, taps, paths = asyncio.run(body())
+    assert names == ["evidence", "streams-snapshot"] and taps == 1
+    assert paths == ["/v1/evidence", "/v1/evidence/{name}", "/v1/streams"]
+    assert (tmp_path / "ev").is_dir()

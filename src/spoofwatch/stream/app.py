@@ -12,11 +12,14 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from spoofwatch.config import Settings
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +116,20 @@ def build_tasks(
 
         hooks = webhook_sink_from_config(pipeline.hub, server)  # a bad URL fails at start-up
         tasks["webhooks"] = hooks.run
+    if server.evidence_dir:
+        from spoofwatch.stream.evidence.recorder import EvidenceRecorder
+        from spoofwatch.stream.evidence.store import EvidenceStore
+
+        store = EvidenceStore(server.evidence_dir, server.evidence_days)  # unwritable: fails at start-up
+        recorder = EvidenceRecorder(
+            pipeline.hub,
+            store,
+            pipeline.scorer.sample_rate,
+            seconds=server.evidence_seconds,
+            node=server.node,
+        )
+        pipeline.audio_taps.append(recorder.on_audio)
+        tasks["evidence"] = recorder.run
     if server.jsonl:
         from spoofwatch.stream.sinks.jsonl import JsonlSink
 
@@ -122,6 +139,22 @@ def build_tasks(
         spec = parse_source_spec(spec_text)
         tasks[f"source:{spec_text}"] = lambda spec=spec: run_source(pipeline, spec)  # type: ignore[misc]
     return tasks
+
+
+def evidence_http(
+    pipeline: Pipeline, settings: Settings, tasks: dict[str, Callable[[], Awaitable[None]]]
+) -> list[web.RouteDef]:
+    """``/v1/streams`` and ``/v1/evidence`` handlers for the server's ``extra_routes``; adds
+    the live-stream tracker they read to ``tasks``."""
+    from spoofwatch.stream.engine.snapshot import StreamTracker
+    from spoofwatch.stream.evidence.store import EvidenceStore
+    from spoofwatch.stream.net.evidence_http import evidence_routes, streams_routes
+
+    server = settings.server
+    tracker = StreamTracker(pipeline.hub, node=server.node)
+    tasks["streams-snapshot"] = tracker.run
+    store = EvidenceStore(server.evidence_dir, server.evidence_days) if server.evidence_dir else None
+    return streams_routes(tracker) + evidence_routes(store)
 
 
 async def serve(
