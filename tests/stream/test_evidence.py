@@ -245,6 +245,7 @@ def test_an_alarm_saves_the_audio_around_it_per_party_and_serves_it(tmp_path: Pa
     doc = out["json"]
     assert doc["stream"] == "call-9:caller" and doc["sample_rate"] == SR
     assert doc["alarm"]["state"] == "on" and len(doc["alarm"]["evidence_scores"]) == 2
+    assert max(s["t_end"] for s in doc["scores"]) >= event.t_end  # scored up to the clip's end
     assert doc["scores"] and all(event.t_start - 1 <= s["t_start"] <= event.t_end for s in doc["scores"])
     assert [a["state"] for a in doc["alarms"]][:1] == ["on"]
     assert [e["id"] for e in out["listed"]["evidence"]] == [event.id]

@@ -3,7 +3,8 @@
 The recorder is an audio tap on the pipeline (each stream's latest audio, at the model
 rate, in a ring of ``seconds`` + ``SLACK_S`` per stream: bounded memory) and a hub
 subscriber (scores, gaps, alarms, stream ends). When an alarm turns on it waits until
-``after_s`` more seconds of that stream have arrived (or the stream ends), then writes
+``after_s`` more seconds of that stream have arrived and been scored (or the stream
+ends), then writes
 ``seconds`` of audio ending ``after_s`` after the alarm, with the scores, gaps and alarm
 transitions inside that span, and publishes an ``evidence`` event naming the id. Each
 party of a call is its own stream, so each gets its own clip. Writing runs in a thread;
@@ -54,6 +55,7 @@ class _Stream:
     source: str = ""
     timeline: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_TIMELINE))
     pending: list[_Capture] = field(default_factory=list)
+    scored_t: float = 0.0  # end of the latest scored window
 
 
 class EvidenceRecorder:
@@ -103,7 +105,15 @@ class EvidenceRecorder:
         self._write_due(stream_id, state, end_of_stream=False)
 
     def _write_due(self, stream_id: str, state: _Stream, *, end_of_stream: bool) -> None:
-        due = [c for c in state.pending if end_of_stream or state.ring.end_t >= c.due_t]
+        ring_t = state.ring.end_t
+        due = [
+            c
+            for c in state.pending
+            # the audio and its scores up to due_t are in (a window skipped over a gap may
+            # never come: then SLACK_S more audio will do)
+            if end_of_stream
+            or (ring_t >= c.due_t and (state.scored_t >= c.due_t or ring_t >= c.due_t + SLACK_S / 2))
+        ]
         if not due:
             return
         state.pending = [c for c in state.pending if c not in due]
@@ -172,9 +182,11 @@ class EvidenceRecorder:
             return
         state = self._stream(event.stream)
         entry = event_to_dict(event)
+        state.timeline.append(entry)
         if isinstance(event, ScoreEvent):
             entry.pop("lag_ms", None)
-        state.timeline.append(entry)
+            state.scored_t = max(state.scored_t, event.t_end)
+            self._write_due(event.stream, state, end_of_stream=False)
         if isinstance(event, AlarmEvent) and event.state == "on":
             state.pending.append(_Capture(event, event.t + self.after_s))
             self._write_due(event.stream, state, end_of_stream=False)
