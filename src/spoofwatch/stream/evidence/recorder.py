@@ -109,10 +109,10 @@ class EvidenceRecorder:
         due = [
             c
             for c in state.pending
-            # the audio and its scores up to due_t are in (a window skipped over a gap may
-            # never come: then SLACK_S more audio will do)
+            # the audio and its scores up to due_t are in; or the clip's start is about to
+            # leave the ring (scoring far behind, or windows skipped over a gap)
             if end_of_stream
-            or (ring_t >= c.due_t and (state.scored_t >= c.due_t or ring_t >= c.due_t + SLACK_S / 2))
+            or (ring_t >= c.due_t and (state.scored_t >= c.due_t or ring_t >= c.due_t + SLACK_S - 1.0))
         ]
         if not due:
             return
