@@ -8,7 +8,7 @@ Topics (``<p>`` = prefix, ``<n>`` = node, ``<s>`` = stream id made topic-safe):
 - ``<p>/<n>/event`` — error events that belong to no stream, QoS 1.
 - ``<p>/<n>/streams/<s>/score`` — score events, QoS 0, message expiry 10 s.
 - ``<p>/<n>/streams/<s>/alarm`` — alarm events, QoS 1.
-- ``<p>/<n>/streams/<s>/event`` — stream start/end, gap and error events, QoS 1.
+- ``<p>/<n>/streams/<s>/event`` — stream start/end, gap, evidence and error events, QoS 1.
 - ``<p>/<n>/streams/<s>/state`` — retained latest state (smoothed p_spoof, alarm, last t),
   cleared with an empty retained message when the stream ends.
 
