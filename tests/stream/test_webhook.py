@@ -12,15 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from aiohttp import web
 
 from fakes import FakeScorer, noise, tone
-from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig, load_settings
+from spoofwatch.config import EngineConfig, ServerConfig, Settings, StreamConfig, load_settings
 from spoofwatch.errors import ConfigError
-from spoofwatch.events import AlarmEvent, StreamEvent, parse_event
+from spoofwatch.events import AlarmEvent, EvidenceEvent, StreamEvent, parse_event
+from spoofwatch.stream.app import serve
 from spoofwatch.stream.engine.hub import EventHub
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.sinks.webhook import (
@@ -343,3 +346,36 @@ def test_cli_flags_reach_the_settings() -> None:
     )
     server = _server_settings(args).server
     assert server.webhooks == ("http://a/1", "http://b/2") and server.webhook_events == ("all",)
+
+
+def test_serve_posts_a_file_sources_alarms_and_evidence_to_the_webhook(tmp_path: Path) -> None:
+    """The composition root: ``serve`` with a local source, evidence on and a webhook."""
+    wav = tmp_path / "turns.wav"
+    sf.write(wav, np.concatenate([noise(3.0), tone(4.0), noise(4.0)]), 16000)
+
+    async def body() -> Receiver:
+        async with Receiver() as receiver:
+            server = ServerConfig(
+                port=0,
+                sources=(f"file+fast:{wav}",),
+                webhooks=(receiver.url,),
+                webhook_secret=SECRET,
+                webhook_events=("alarm", "evidence"),
+                evidence_dir=str(tmp_path / "evidence"),
+                evidence_seconds=6.0,
+            )
+            settings = Settings(stream=CFG, engine=EngineConfig(max_batch=4, max_wait_ms=5), server=server)
+            stop = asyncio.Event()
+            task = asyncio.create_task(serve(settings, FakeScorer(), stop=stop))
+            await until(lambda: len(receiver.received) >= 3)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            return receiver
+
+    receiver = asyncio.run(body())
+    assert all(r.verdict is None for r in receiver.received)
+    kinds = [(e.type, getattr(e, "state", None)) for e in receiver.events()]
+    assert sorted(kinds, key=str) == sorted([("alarm", "on"), ("alarm", "off"), ("evidence", None)], key=str)
+    assert kinds.index(("alarm", "on")) < kinds.index(("alarm", "off"))
+    evidence = next(e for e in receiver.events() if isinstance(e, EvidenceEvent))
+    assert (tmp_path / "evidence" / f"{evidence.id}.wav").is_file() and evidence.stream == "turns"
