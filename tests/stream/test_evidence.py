@@ -295,3 +295,31 @@ def test_serve_wires_the_recorder_and_the_http_handlers_from_the_settings(tmp_pa
     assert names == ["evidence", "streams-snapshot"] and taps == 1
     assert paths == ["/v1/evidence", "/v1/evidence/{name}", "/v1/streams"]
     assert (tmp_path / "ev").is_dir()
+
+
+def test_the_recorder_holds_bounded_history_and_a_failing_tap_never_fails_the_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body() -> tuple[int, int]:
+        pipeline = Pipeline(FakeScorer(), CFG, ENGINE)
+        recorder = EvidenceRecorder(pipeline.hub, EvidenceStore(tmp_path, 1), SR, seconds=5.0)
+        pipeline.audio_taps.append(recorder.on_audio)
+        tasks = [asyncio.create_task(pipeline.run()), asyncio.create_task(recorder.run())]
+        handle = pipeline.open_stream("long", source="test", sample_rate=SR)
+        audio = noise(60.0)
+        for start in range(0, len(audio), 1600):
+            await handle.feed_wait(audio[start : start + 1600])
+        await until(lambda: recorder._streams["long"].scored_t >= 59.0)
+        held = len(recorder._streams["long"].timeline), recorder._streams["long"].ring.filled
+        monkeypatch.setattr(AudioRing, "append", lambda *a: 1 / 0)
+        await handle.feed_wait(noise(1.0))  # the tap fails; the stream goes on
+        await handle.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return held
+
+    timeline, samples = asyncio.run(body())
+    assert samples == 15 * SR  # evidence_seconds + SLACK_S, never the whole minute
+    assert 15 / CFG.hop_s <= timeline <= 15 / CFG.hop_s + 4  # scores of those 15 s only
+    assert "evidence: recording long failed" in caplog.text

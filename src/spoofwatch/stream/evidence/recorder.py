@@ -97,6 +97,13 @@ class EvidenceRecorder:
         return state
 
     def on_audio(self, stream_id: str, samples: NDArray[np.float32], end_t: float) -> None:
+        try:
+            self._on_audio(stream_id, samples, end_t)
+        except Exception:  # the tap runs inside a source's feed: never fail the stream for it
+            logger.exception("evidence: recording %s failed; its evidence may be missing", stream_id)
+            self._drop(stream_id)
+
+    def _on_audio(self, stream_id: str, samples: NDArray[np.float32], end_t: float) -> None:
         state = self._stream(stream_id)
         if end_t < state.ring.end_t:  # the id was reused by a new stream
             self._drop(stream_id)
@@ -183,6 +190,9 @@ class EvidenceRecorder:
         state = self._stream(event.stream)
         entry = event_to_dict(event)
         state.timeline.append(entry)
+        horizon = state.ring.end_t - state.ring.capacity / self.sample_rate  # older is out of the ring
+        while state.timeline and _end_of(state.timeline[0]) < horizon:
+            state.timeline.popleft()
         if isinstance(event, ScoreEvent):
             entry.pop("lag_ms", None)
             state.scored_t = max(state.scored_t, event.t_end)
@@ -212,6 +222,11 @@ class EvidenceRecorder:
             self._hub.unsubscribe(self._sub)
             if self._writes:  # clips already cut still reach the disk
                 await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def _end_of(entry: dict[str, Any]) -> float:
+    end = entry.get("t_end", entry.get("t"))
+    return float(end) if end is not None else 0.0
 
 
 def _within(entry: dict[str, Any], start: float, end: float) -> bool:
