@@ -2,9 +2,9 @@
 from ``/v1/streams`` and lists each alarm's evidence with an audio player and a score
 timeline, for evidence saved before the page opened and for new evidence arriving live.
 
-The page is the packaged ``static/index.html``, served with the evidence handlers, a
-``/v1/scores`` WebSocket fed by the hub and the evidence recorder on a real pipeline
-(``FakeScorer``: noise is bona fide, a tone is spoof) on an aiohttp application.
+The page, the evidence handlers and ``/v1/scores`` come from the real ``SpoofwatchServer``
+with a token (the page passes it on to every fetch and to the audio player), beside the
+evidence recorder on a real pipeline (``FakeScorer``: noise is bona fide, a tone is spoof).
 """
 
 from __future__ import annotations
@@ -17,17 +17,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
-from aiohttp import WSMsgType, web
 
 from fakes import FakeScorer, noise, tone
-from spoofwatch.config import EngineConfig, StreamConfig
-from spoofwatch.events import to_json
+from spoofwatch.config import EngineConfig, ServerConfig, Settings, StreamConfig
+from spoofwatch.stream.app import build_tasks, evidence_http
 from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
-from spoofwatch.stream.engine.snapshot import StreamTracker
-from spoofwatch.stream.evidence.recorder import EvidenceRecorder
-from spoofwatch.stream.evidence.store import EvidenceStore
-from spoofwatch.stream.net.evidence_http import evidence_routes, streams_routes
-from spoofwatch.stream.net.server import index_html
+from spoofwatch.stream.net.server import SpoofwatchServer
 from test_dashboard import browser, save_screenshot, wait_for  # noqa: F401 - browser is a fixture
 
 pytestmark = pytest.mark.browser
@@ -37,18 +32,19 @@ CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)
 ENGINE = EngineConfig(max_batch=8, max_wait_ms=5)
 SR = 16000
 WAIT_S = 10.0
+TOKEN = "evidence-s3cret"
 
 
 class EvidenceSite:
-    """Pipeline, recorder, tracker and an aiohttp app on a loop in a background thread."""
+    """Pipeline, recorder and the real ``SpoofwatchServer`` (token on) with the evidence
+    handlers mounted, on a loop in a background thread."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="evidence-site", daemon=True)
         self.tasks: list[asyncio.Task[None]] = []
-        self.sockets: set[web.WebSocketResponse] = set()
-        self.runner: web.AppRunner | None = None
+        self.server: SpoofwatchServer | None = None
         self.port = 0
 
     def call(self, body: Coroutine[Any, Any, T]) -> T:
@@ -56,51 +52,23 @@ class EvidenceSite:
 
     async def _start(self) -> None:
         self.pipeline = Pipeline(FakeScorer(), CFG, ENGINE)
-        store = EvidenceStore(self.folder, retention_days=1)
-        self.recorder = EvidenceRecorder(self.pipeline.hub, store, SR, seconds=6.0, after_s=1.0)
-        self.pipeline.audio_taps.append(self.recorder.on_audio)
-        tracker = StreamTracker(self.pipeline.hub)
-        self.tasks = [
-            asyncio.create_task(c) for c in (self.pipeline.run(), self.recorder.run(), tracker.run())
-        ]
-        app = web.Application()
-        app.add_routes([web.get("/", self._index), web.get("/v1/scores", self._scores)])
-        app.add_routes(streams_routes(tracker) + evidence_routes(store))
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.port = self.runner.addresses[0][1]
-
-    async def _index(self, _request: web.Request) -> web.Response:
-        return web.Response(body=index_html(), content_type="text/html")
-
-    async def _scores(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        self.sockets.add(ws)
-        sub = self.pipeline.hub.subscribe(name="dashboard")
-        await ws.send_str(to_json(self.pipeline.status()))
-
-        async def forward() -> None:
-            while True:
-                await ws.send_str(to_json(await sub.get()))
-
-        sender = asyncio.create_task(forward())
-        try:
-            async for message in ws:
-                if message.type == WSMsgType.ERROR:
-                    break
-        finally:
-            sender.cancel()
-            self.pipeline.hub.unsubscribe(sub)
-            self.sockets.discard(ws)
-        return ws
+        settings = Settings(
+            stream=CFG,
+            engine=ENGINE,
+            server=ServerConfig(port=0, token=TOKEN, evidence_dir=str(self.folder), evidence_seconds=6.0),
+        )
+        tasks = build_tasks(self.pipeline, settings, websocket=False)  # the recorder
+        routes = evidence_http(self.pipeline, settings, tasks)  # and the live-stream tracker
+        self.recorder_written = lambda: len(list(self.folder.glob("*.json")))
+        self.tasks = [asyncio.create_task(self.pipeline.run())]
+        self.tasks += [asyncio.create_task(factory()) for factory in tasks.values()]
+        self.server = SpoofwatchServer(self.pipeline, settings.server, extra_routes=routes)
+        await self.server.start()
+        self.port = self.server.port
 
     async def _stop(self) -> None:
-        for ws in list(self.sockets):  # the page may still be open in the shared browser
-            await ws.close()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        if self.server is not None:
+            await self.server.stop()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -111,19 +79,19 @@ class EvidenceSite:
 
     async def call_with_alarm(self, name: str) -> dict[str, StreamHandle]:
         """Two parties; the caller turns synthetic and its evidence is written. Left open."""
-        before = self.recorder.written
+        before = self.recorder_written()
         handles = {
             party: self.pipeline.open_stream(f"{name}:{party}", source="test", sample_rate=SR)
             for party in ("caller", "agent")
         }
         await self.feed(handles["caller"], np.concatenate([noise(6.0, seed=1), tone(4.0)]))
         await self.feed(handles["agent"], noise(10.0, seed=2))
-        while self.recorder.written == before:
+        while self.recorder_written() == before:
             await asyncio.sleep(0.01)
         return handles
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://127.0.0.1:{self.port}{path}?token={TOKEN}"
 
 
 @pytest.fixture
@@ -168,7 +136,7 @@ def test_a_dashboard_opened_mid_call_shows_running_calls_and_plays_alarm_evidenc
         browser, f"Number({box}?.querySelector('canvas')?.dataset.drawn) > 0", "the evidence score timeline"
     )
     audio = browser.execute_script(f"return {box}.querySelector('audio')")
-    assert audio.get_attribute("src").endswith(".wav")
+    assert audio.get_attribute("src").endswith(f".wav?token={TOKEN}")
     assert browser.execute_script(f"return {box}.closest('li').dataset.stream") == "call-1:caller"
     browser.set_script_timeout(WAIT_S)
     duration = browser.execute_async_script(AUDIO_DURATION_JS, audio)

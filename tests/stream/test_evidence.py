@@ -323,3 +323,52 @@ def test_the_recorder_holds_bounded_history_and_a_failing_tap_never_fails_the_st
     assert samples == 15 * SR  # evidence_seconds + SLACK_S, never the whole minute
     assert 15 / CFG.hop_s <= timeline <= 15 / CFG.hop_s + 4  # scores of those 15 s only
     assert "evidence: recording long failed" in caplog.text
+
+
+def test_the_real_server_mounts_the_handlers_behind_its_token(tmp_path: Path) -> None:
+    import aiohttp
+
+    from spoofwatch.config import Settings
+    from spoofwatch.stream.app import evidence_http
+    from spoofwatch.stream.net.server import SpoofwatchServer
+
+    token = "ev-t0ken"
+    settings = Settings(server=ServerConfig(port=0, token=token, evidence_dir=str(tmp_path)))
+
+    async def body() -> dict[str, Any]:
+        pipeline = Pipeline(FakeScorer(), CFG, ENGINE)
+        tasks: dict[str, Any] = {}
+        routes = evidence_http(pipeline, settings, tasks)
+        running = [asyncio.create_task(factory()) for factory in tasks.values()]
+        server = SpoofwatchServer(pipeline, settings.server, extra_routes=routes)
+        await server.start()
+        pipeline.open_stream("live-1", source="test", sample_rate=SR)
+        base = f"http://127.0.0.1:{server.port}"
+        auth = {"Authorization": f"Bearer {token}"}
+        out: dict[str, Any] = {}
+        try:
+            async with aiohttp.ClientSession() as http:
+                for name, path, headers in [
+                    ("anonymous", "/v1/streams", {}),
+                    ("anonymous_wav", f"/v1/evidence/{new_id('x')}.wav", {}),
+                    ("streams", "/v1/streams", auth),
+                    ("listing", "/v1/evidence", auth),
+                    ("traversal", "/v1/evidence/..%2F..%2Fetc%2Fpasswd.wav", auth),
+                    ("missing", f"/v1/evidence/{new_id('x')}.wav", auth),
+                ]:
+                    async with http.get(base + path, headers=headers) as response:
+                        out[name] = (response.status, await response.text())
+        finally:
+            await server.stop()
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        return out
+
+    out = asyncio.run(body())
+    assert out["anonymous"][0] == 401 and out["anonymous_wav"][0] == 401
+    status, text = out["streams"]
+    assert status == 200 and [s["stream"] for s in json.loads(text)["streams"]] == ["live-1"]
+    assert out["listing"] == (200, '{"evidence": []}')
+    assert out["traversal"][0] == 400 and "expected an evidence id like" in out["traversal"][1]
+    assert out["missing"][0] == 404

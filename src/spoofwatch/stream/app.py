@@ -101,7 +101,8 @@ def build_tasks(
     if websocket:
         from spoofwatch.stream.net.server import run_server
 
-        tasks["websocket"] = lambda: run_server(pipeline, server, ready)
+        routes = evidence_http(pipeline, settings, tasks)  # /v1/streams, /v1/evidence
+        tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
