@@ -279,7 +279,6 @@ class WebhookEndpoint:
             async with session.post(
                 self.url, data=delivery.body, headers=headers, timeout=self._timeout, allow_redirects=False
             ) as response:
-                await response.read()
                 status = response.status
                 wait = retry_after_s(response.headers.get("Retry-After"))
         except TimeoutError:
