@@ -338,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (if not in the same file)")
     sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
+    sv.add_argument(
+        "--evidence-dir",
+        metavar="DIR",
+        help="save the audio and score timeline around each alarm here (recorded calls: docs/security.md)",
+    )
+    sv.add_argument(
+        "--evidence-days", type=float, help="delete evidence older than this many days (default 30)"
+    )
+    sv.add_argument(
+        "--evidence-seconds", type=float, help="seconds of audio per alarm clip, 5..300 (default 20)"
+    )
 
     from spoofwatch.corpus.command import add_corpus_parser
 
@@ -359,6 +370,23 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", help="node name in MQTT topics (default: node)")
     parser.add_argument("--mqtt-ca-file", metavar="PEM", help="CA bundle that signs an mqtts:// broker")
     parser.add_argument("--mqtt-username", help="MQTT user (password: $SPOOFWATCH_SERVER_MQTT_PASSWORD)")
+    parser.add_argument(
+        "--webhook",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="POST alarm events to this URL; repeatable",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        help="HMAC key that signs webhooks (prefer $SPOOFWATCH_SERVER_WEBHOOK_SECRET: argv is visible)",
+    )
+    parser.add_argument(
+        "--webhook-events",
+        metavar="TYPES",
+        help="event types to POST: all, or comma-separated from alarm,evidence,stream,gap,error,status "
+        "(default alarm)",
+    )
 
 
 def _server_settings(args: argparse.Namespace) -> Any:
@@ -384,6 +412,12 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "max_messages_per_s": getattr(args, "max_messages_per_s", None),
         "mqtt_ca_file": args.mqtt_ca_file,
         "mqtt_username": args.mqtt_username,
+        "webhooks": tuple(args.webhook) if args.webhook else None,
+        "webhook_secret": args.webhook_secret,
+        "webhook_events": args.webhook_events,
+        "evidence_dir": getattr(args, "evidence_dir", None),
+        "evidence_days": getattr(args, "evidence_days", None),
+        "evidence_seconds": getattr(args, "evidence_seconds", None),
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {

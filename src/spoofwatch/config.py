@@ -221,6 +221,17 @@ class ServerConfig:
     siprec_max_sessions: int = 32
     siprec_rtp_timeout_s: float = 20.0  # a session whose RTP stops this long is ended
     siprec_max_packets_per_s: float = 200.0  # per RTP stream; faster packets are dropped
+    # Webhooks (docs/protocol.md "Webhooks"): POST these event types to each URL, signed
+    # with webhook_secret (pass it as SPOOFWATCH_SERVER_WEBHOOK_SECRET).
+    webhooks: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    webhook_events: tuple[str, ...] = ("alarm",)  # or "all", or some of alarm,evidence,stream,...
+    webhook_queue: int = 1000  # events waiting per endpoint; beyond it the oldest is dropped
+    webhook_timeout_s: float = 5.0  # one attempt; then it is retried with backoff
+    # Alarm evidence (docs/protocol.md "Alarm evidence"): recorded audio around each alarm.
+    evidence_dir: str | None = None  # off unless set
+    evidence_days: float = 30.0  # files older than this are deleted
+    evidence_seconds: float = 20.0  # audio kept per stream, and so the length of a clip
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -245,6 +256,18 @@ class ServerConfig:
                 math.isfinite(self.siprec_max_packets_per_s) and self.siprec_max_packets_per_s > 0,
                 "a finite number > 0",
             ),
+            ("webhook_queue", self.webhook_queue >= 1, "an integer >= 1"),
+            (
+                "webhook_timeout_s",
+                math.isfinite(self.webhook_timeout_s) and self.webhook_timeout_s > 0,
+                "a finite number of seconds > 0",
+            ),
+            ("evidence_days", math.isfinite(self.evidence_days) and self.evidence_days > 0, "days > 0"),
+            (
+                "evidence_seconds",
+                math.isfinite(self.evidence_seconds) and 5.0 <= self.evidence_seconds <= 300.0,
+                "seconds in [5, 300]",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -258,12 +281,24 @@ class ServerConfig:
                 value = REDACTED
             elif f.name == "mqtt" and isinstance(value, str):
                 value = redact_url(value)
+            elif f.name == "webhooks":  # a webhook URL's path or query often holds a token
+                value = tuple(redact_webhook_url(u) for u in value)
             shown.append(f"{f.name}={value!r}")
         return f"ServerConfig({', '.join(shown)})"
 
 
 REDACTED: Final = "<redacted>"
-_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients", "siprec_users")
+_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients", "siprec_users", "webhook_secret")
+
+
+def redact_webhook_url(url: str) -> str:
+    """``url`` without its password, path and query (webhook URLs often carry a token there)."""
+    try:
+        parts = urlsplit(redact_url(url))
+    except ValueError:
+        return f"{url.partition(':')[0]}:{REDACTED}"
+    hidden = "/" + REDACTED if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{hidden}"
 
 
 def redact_url(url: str) -> str:

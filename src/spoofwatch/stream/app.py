@@ -12,11 +12,14 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from spoofwatch.config import Settings
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +101,8 @@ def build_tasks(
     if websocket:
         from spoofwatch.stream.net.server import run_server
 
-        tasks["websocket"] = lambda: run_server(pipeline, server, ready)
+        routes = evidence_http(pipeline, settings, tasks)  # /v1/streams, /v1/evidence
+        tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
@@ -113,6 +117,25 @@ def build_tasks(
 
         sink = mqtt_sink_from_config(pipeline.hub, server)  # a bad URL or CA file fails at start-up
         tasks["mqtt"] = sink.run
+    if server.webhooks:
+        from spoofwatch.stream.sinks.webhook import webhook_sink_from_config
+
+        hooks = webhook_sink_from_config(pipeline.hub, server)  # a bad URL fails at start-up
+        tasks["webhooks"] = hooks.run
+    if server.evidence_dir:
+        from spoofwatch.stream.evidence.recorder import EvidenceRecorder
+        from spoofwatch.stream.evidence.store import EvidenceStore
+
+        store = EvidenceStore(server.evidence_dir, server.evidence_days)  # unwritable: fails at start-up
+        recorder = EvidenceRecorder(
+            pipeline.hub,
+            store,
+            pipeline.scorer.sample_rate,
+            seconds=server.evidence_seconds,
+            node=server.node,
+        )
+        pipeline.audio_taps.append(recorder.on_audio)
+        tasks["evidence"] = recorder.run
     if server.jsonl:
         from spoofwatch.stream.sinks.jsonl import JsonlSink
 
@@ -122,6 +145,22 @@ def build_tasks(
         spec = parse_source_spec(spec_text)
         tasks[f"source:{spec_text}"] = lambda spec=spec: run_source(pipeline, spec)  # type: ignore[misc]
     return tasks
+
+
+def evidence_http(
+    pipeline: Pipeline, settings: Settings, tasks: dict[str, Callable[[], Awaitable[None]]]
+) -> list[web.RouteDef]:
+    """``/v1/streams`` and ``/v1/evidence`` handlers for the server's ``extra_routes``; adds
+    the live-stream tracker they read to ``tasks``."""
+    from spoofwatch.stream.engine.snapshot import StreamTracker
+    from spoofwatch.stream.evidence.store import EvidenceStore
+    from spoofwatch.stream.net.evidence_http import evidence_routes, streams_routes
+
+    server = settings.server
+    tracker = StreamTracker(pipeline.hub, node=server.node)
+    tasks["streams-snapshot"] = tracker.run
+    store = EvidenceStore(server.evidence_dir, server.evidence_days) if server.evidence_dir else None
+    return streams_routes(tracker) + evidence_routes(store)
 
 
 async def serve(

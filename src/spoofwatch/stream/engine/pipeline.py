@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,6 +36,10 @@ from spoofwatch.stream.net.limits import TokenBucket
 logger = logging.getLogger(__name__)
 
 MAX_STREAM_ID_LENGTH = 200
+
+# Sees each stream's audio at the model rate as it arrives: (stream id, samples, the
+# stream's clock just after them). Must not block or raise; the evidence recorder is one.
+AudioTap = Callable[[str, NDArray[np.float32], float], None]
 
 
 QUIET_FRAME_S = 0.02
@@ -145,7 +150,10 @@ class StreamHandle:
     def _sound(self, audio: NDArray[np.float32]) -> list[WindowJob]:
         if self.resampler is not None:
             audio = self.resampler.feed(audio)
-        return self._jobs(audio, self.session.feed(audio))
+        jobs = self._jobs(audio, self.session.feed(audio))
+        for tap in self.pipeline.audio_taps:
+            tap(self.stream_id, audio, self.session.duration_s)
+        return jobs
 
     def _gap_jobs(self, seconds: float, cause: str) -> tuple[list[WindowJob], GapEvent | None]:
         """The audio before the gap through the resampler (its filter tail), then the gap."""
@@ -311,6 +319,7 @@ class Pipeline:
         )
         self.batcher.on_drop(self._on_drop)
         self.streams: dict[str, StreamHandle] = {}
+        self.audio_taps: list[AudioTap] = []
         self._closing: set[asyncio.Task[None]] = set()
 
     def open_stream(
