@@ -41,6 +41,7 @@ _EXTRA_OF = {
     "matplotlib": "train",
     "onnxruntime": "onnx",
     "onnx": "onnx",
+    "ray": "pool",
 }
 
 
@@ -324,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_corpus_parser(sub)
 
     add_bench_parser(sub)
+    from spoofwatch.pool.cli import add_pool_parser
+
+    add_pool_parser(sub)
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
 
     ls = sub.add_parser("listen", help="live microphone alert in the terminal")
@@ -339,6 +343,7 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", help="node name in MQTT topics (default: node)")
     parser.add_argument("--mqtt-ca-file", metavar="PEM", help="CA bundle that signs an mqtts:// broker")
     parser.add_argument("--mqtt-username", help="MQTT user (password: $SPOOFWATCH_SERVER_MQTT_PASSWORD)")
+    _add_scorer_options(parser)
 
 
 def _server_settings(args: argparse.Namespace) -> Any:
@@ -362,7 +367,8 @@ def _server_settings(args: argparse.Namespace) -> Any:
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {
-        k: getattr(args, k, None) for k in ("max_streams", "admission", "queue_timeout_s", "max_stream_s")
+        k: getattr(args, k, None)
+        for k in ("max_streams", "admission", "queue_timeout_s", "max_stream_s", "scorer", "ray_address")
     }
     if any(v is not None for v in engine.values()):
         overrides["engine"] = {k: v for k, v in engine.items() if v is not None}
@@ -370,15 +376,41 @@ def _server_settings(args: argparse.Namespace) -> Any:
 
 
 def _load_scorer(settings: Any) -> Any:
+    """The local detector, or (``[engine] scorer``) the inference pool's scorer."""
     from spoofwatch.config import detector_options
     from spoofwatch.model.artifact import load_detector
 
-    stream = settings.stream
-    return load_detector(
-        settings.server.detector,
-        window_s=stream.window_s,
-        hop_s=stream.hop_s,
-        **detector_options(settings.engine),
+    stream, engine = settings.stream, settings.engine
+    local = None
+    if engine.scorer != "ray":
+        local = load_detector(
+            settings.server.detector, window_s=stream.window_s, hop_s=stream.hop_s, **detector_options(engine)
+        )
+    if engine.scorer == "local":
+        return local
+    from spoofwatch.pool.client import RayPoolHandle, RayScorer
+
+    scorer = RayScorer(
+        RayPoolHandle(engine.ray_address or None), fallback=local, timeout_s=engine.ray_timeout_s
+    )
+    window_samples = round(stream.window_s * scorer.sample_rate)
+    if window_samples != scorer.window_samples:
+        raise ConfigError(
+            f"stream.window_s: the pool's detector takes {scorer.window_samples / scorer.sample_rate:g} s "
+            f"windows, {stream.window_s:g} s configured; expected the same"
+        )
+    return scorer
+
+
+def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scorer",
+        choices=("local", "ray", "ray,local"),
+        help="who scores windows: local (default), ray (the inference pool, `spoofwatch pool up`), "
+        "ray,local (the pool; this process while the pool is unreachable)",
+    )
+    parser.add_argument(
+        "--ray-address", metavar="ADDR", help="Ray cluster of the pool, host:port (default: auto)"
     )
 
 
@@ -394,7 +426,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         "wss" if settings.server.tls_cert else "ws",
         settings.server.host,
         settings.server.port,
-        detector.card.get("name", detector.encoder.identity.name),
+        detector.card.get("name") or type(detector).__name__,
     )
     asyncio.run(serve(settings, detector))
     return 0
@@ -949,6 +981,12 @@ def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if report.memory_flat and not leaked else 1
 
 
+def cmd_pool(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.pool.cli import cmd_pool as run_pool
+
+    return run_pool(args, out)
+
+
 COMMANDS = {
     "bench": cmd_bench,
     "soak": cmd_soak,
@@ -960,6 +998,7 @@ COMMANDS = {
     "train": cmd_train,
     "serve": cmd_serve,
     "listen": cmd_listen,
+    "pool": cmd_pool,
 }
 
 

@@ -80,7 +80,20 @@ class StatusEvent:
     type: Literal["status"] = field(default="status", init=False)
 
 
-Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent
+@dataclass(frozen=True)
+class ScorerEvent:
+    """A remote scorer (the inference pool) became unreachable or answers again:
+    ``pool`` ``ok`` | ``unreachable``; ``scoring`` ``pool`` | ``local`` (the fallback) |
+    ``none`` (new calls are refused); ``message``: the last error, or empty."""
+
+    node: str
+    pool: str
+    scoring: str
+    message: str
+    type: Literal["scorer"] = field(default="scorer", init=False)
+
+
+Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent | ScorerEvent
 _CLASSES: dict[str, type[Any]] = {
     "stream": StreamEvent,
     "score": ScoreEvent,
@@ -88,6 +101,7 @@ _CLASSES: dict[str, type[Any]] = {
     "gap": GapEvent,
     "error": ErrorEvent,
     "status": StatusEvent,
+    "scorer": ScorerEvent,
 }
 
 

@@ -37,8 +37,9 @@ class DetectorReplica:
             )
         self.identity = card_identity(self.detector.card, self.detector.encoder.identity.name)
         self.replica = f"{os.uname().nodename}:{os.getpid()}"
-        self.score_batch.set_max_batch_size(spec.max_batch)
-        self.score_batch.set_batch_wait_timeout_s(spec.batch_wait_ms / 1000.0)
+        batched: Any = self.score_batch  # serve.batch's wrapper; its setters are untyped
+        batched.set_max_batch_size(spec.max_batch)
+        batched.set_batch_wait_timeout_s(spec.batch_wait_ms / 1000.0)
 
     def describe(self) -> dict[str, Any]:
         """What an ingest node checks before it sends windows: geometry and identity."""
@@ -82,5 +83,5 @@ class DetectorReplica:
 
 def build_app(spec: PoolSpec) -> Any:
     """The Serve application ``spoofwatch pool up`` runs."""
-    deployment = serve.deployment(DetectorReplica).options(**spec.deployment_options())
+    deployment = serve.deployment(DetectorReplica).options(**spec.deployment_options())  # type: ignore[attr-defined]
     return deployment.bind(spec)
