@@ -402,10 +402,12 @@ def _load_scorer(settings: Any) -> Any:
     return scorer
 
 
-def _add_scorer_options(parser: argparse.ArgumentParser) -> None:
+def _add_scorer_options(
+    parser: argparse.ArgumentParser, choices: tuple[str, ...] = ("local", "ray", "ray,local")
+) -> None:
     parser.add_argument(
         "--scorer",
-        choices=("local", "ray", "ray,local"),
+        choices=choices,
         help="who scores windows: local (default), ray (the inference pool, `spoofwatch pool up`), "
         "ray,local (the pool; this process while the pool is unreachable)",
     )
@@ -811,6 +813,17 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--encoder-only", action="store_true", help="time encoder forward passes by batch size"
     )
+    _add_scorer_options(parser, choices=("local", "ray"))
+    parser.add_argument(
+        "--compare-scorers",
+        action="store_true",
+        help="run local, then ray (the pool) in one process: the remote hop's cost as ratios",
+    )
+    parser.add_argument(
+        "--pool-replicas",
+        metavar="N,M",
+        help="with ray: redeploy the pool (`pool up --replicas N --num-cpus 1`) before each run",
+    )
     return parser
 
 
@@ -870,6 +883,8 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr if args.json else out, flush=True)
 
+    if args.compare_scorers or args.pool_replicas or args.scorer == "ray":
+        return _bench_scorers(args, detector, stream, engine, options, progress, out)
     if args.encoder_only:
         report = run_encoder_only(detector, stream, engine, options, progress=progress)
     else:
@@ -878,6 +893,54 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         print(json.dumps(report.to_dict()), file=out)
     else:
         print(_format_bench_report(report), file=out)
+    return 0
+
+
+def _bench_scorers(
+    args: argparse.Namespace,
+    detector: Any,
+    stream: Any,
+    engine: Any,
+    options: Any,
+    progress: Any,
+    out: TextIO,
+) -> int:
+    """``bench --scorer ray``, ``--compare-scorers``, ``--pool-replicas``: see ops.bench_scorers."""
+    from spoofwatch.ops.bench_scorers import compare, format_comparison, run_scorers
+    from spoofwatch.pool.client import RayPoolHandle, RayScorer
+    from spoofwatch.pool.control import pool_up
+    from spoofwatch.pool.spec import PoolSpec
+
+    if args.encoder_only:
+        raise ConfigError("bench: --encoder-only times the local encoder; expected no --scorer ray options")
+    address = args.ray_address or engine.ray_address or None
+    try:
+        replicas = [int(n) for n in args.pool_replicas.split(",")] if args.pool_replicas else [None]
+    except ValueError:
+        raise ConfigError(
+            f"--pool-replicas: expected counts like 1,2, found {args.pool_replicas!r}"
+        ) from None
+
+    def pool_scorer(count: int | None) -> Any:
+        if count is not None:
+            pool_up(PoolSpec(detector=args.detector, min_replicas=count, max_replicas=count), address)
+        return RayScorer(RayPoolHandle(address), timeout_s=engine.ray_timeout_s)
+
+    scorers: list[tuple[str, Any]] = []
+    if args.compare_scorers or args.scorer != "ray":
+        scorers.append(("local", lambda: detector))
+    for count in replicas:
+        label = "ray" if count is None else f"ray-{count}"
+        scorers.append((label, lambda count=count: pool_scorer(count)))
+    runs = run_scorers(scorers, stream, engine, options, progress)
+    table = compare(runs)
+    if args.json:
+        reports = {r.label: r.report.to_dict() for r in runs}
+        print(json.dumps({"scorers": table, "reports": reports}), file=out)
+    else:
+        for run in runs:
+            print(f"[{run.label}]\n{_format_bench_report(run.report)}", file=out)
+        print(format_comparison(table), file=out)
     return 0
 
 

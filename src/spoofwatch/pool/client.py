@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from spoofwatch.errors import ConfigError, ModelError, SpoofwatchError
 from spoofwatch.model.scorer import StreamContext, WindowScorer
 from spoofwatch.pool.control import PoolError
-from spoofwatch.pool.identity import describe_identity
+from spoofwatch.pool.identity import card_identity, describe_identity
 
 logger = logging.getLogger(__name__)
 
@@ -156,11 +156,15 @@ class RayScorer:
                 f"(sample rate, window samples: {pool} and {local}); expected the same detector on both"
             )
         card = getattr(self.fallback, "card", None)
-        if isinstance(card, dict) and card != self._described.get("card"):
-            raise ConfigError(
-                f"the pool holds detector {describe_identity(self.identity)} but the local fallback is "
-                f"{card.get('name')!r} with another card; expected the same detector on both"
-            )
+        if isinstance(card, dict):
+            identity = getattr(getattr(self.fallback, "encoder", None), "identity", None)
+            encoder = getattr(identity, "name", None)
+            mine = card_identity(card, encoder or self.identity.get("encoder", ""))
+            if mine != self.identity:
+                raise ConfigError(
+                    f"the pool holds detector {describe_identity(self.identity)} but the local fallback "
+                    f"is {describe_identity(mine)}; expected the same detector on both"
+                )
 
     # --- WindowScorer --------------------------------------------------------------------
 
