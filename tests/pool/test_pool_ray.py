@@ -6,12 +6,18 @@ cluster; the tests run in file order (the last one removes the pool)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from websockets.asyncio.client import connect
 
 import streamkit
 from fakes import EXAMPLE_SPEECH
@@ -25,6 +31,7 @@ from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.pool.client import RayPoolHandle, RayScorer
 from spoofwatch.pool.identity import card_identity
 from spoofwatch.stream.engine.pipeline import Pipeline
+from waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -48,9 +55,14 @@ def calls() -> dict[str, np.ndarray]:
     return {f"call-{i}": (real if i % 2 else fake)[: 9 * 16000] for i in range(4)}
 
 
-def run_calls(scorer: WindowScorer, during: Any = None) -> dict[str, list[tuple[float, float]]]:
+def run_calls(
+    scorer: WindowScorer, during: Any = None, audio: dict[str, np.ndarray] | None = None
+) -> dict[str, list[tuple[float, float]]]:
     """Each call through a real Pipeline (2 workers, batches of up to 4): its score events
     as (t_start, p_spoof). ``during(scored)`` runs after each score event."""
+
+    audio = audio or calls()
+    seconds = min(len(a) for a in audio.values()) // 16000
 
     async def body() -> dict[str, list[tuple[float, float]]]:
         engine = EngineConfig(max_batch=4, max_wait_ms=5, workers=2)
@@ -69,11 +81,11 @@ def run_calls(scorer: WindowScorer, during: Any = None) -> dict[str, list[tuple[
 
         reader = asyncio.create_task(drain())
         handles = [
-            pipeline.open_stream(name, source="test", sample_rate=16000, trusted=True) for name in calls()
+            pipeline.open_stream(name, source="test", sample_rate=16000, trusted=True) for name in audio
         ]
-        for start in range(0, 9 * 16000, 16000):
-            for handle, audio in zip(handles, calls().values(), strict=True):
-                await handle.feed_wait(audio[start : start + 16000])
+        for start in range(0, seconds * 16000, 16000):
+            for handle, samples in zip(handles, audio.values(), strict=True):
+                await handle.feed_wait(samples[start : start + 16000])
         await asyncio.gather(*(h.close() for h in handles))
         await asyncio.sleep(0.2)
         reader.cancel()
@@ -114,6 +126,58 @@ def test_killing_a_replica_mid_run_loses_no_window(pool: RayPool, local: Detecto
         assert [t for t, _ in got[call]] == [t for t, _ in want], call
         np.testing.assert_allclose([p for _, p in got[call]], [p for _, p in want], atol=1e-4)
     assert scorer.health()["pool"] == "ok"
+
+
+def test_serve_scores_on_the_pool(pool: RayPool, local: Detector) -> None:
+    """``spoofwatch serve --scorer ray`` in its own process (another Ray driver): a
+    WebSocket call's scores equal the local detector's; /healthz shows the pool."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "spoofwatch", "serve", "--scorer", "ray", "--ray-address", pool.address]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port), "--node", "ingest-1"],
+        env=pool.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _listening(port) or proc.poll() is not None, 180, "serve --scorer ray to listen")
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        audio = np.clip(np.rint(calls()["call-1"] * 32768), -32768, 32767) / 32768
+
+        async def call() -> tuple[list[Any], dict[str, Any]]:
+            async with connect(f"ws://127.0.0.1:{port}/v1/ingest") as ws:
+                await ws.send(streamkit.start_message("ws-call"))
+                await streamkit.send_audio(ws, audio.astype(np.float32))
+                await ws.send('{"type":"stop"}')
+                events = await streamkit.events_until_end(ws, "ws-call")
+            _, _, payload = await streamkit.http_get(port, "/healthz")
+            return events, json.loads(payload)
+
+        events, health = streamkit.run(call(), timeout_s=120)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    got = [(e.t_start, e.p_spoof) for e in streamkit.of_type(events, ScoreEvent)]
+    want = run_calls(local, audio={"ws-call": audio.astype(np.float32)})["ws-call"]
+    assert [t for t, _ in got] == [t for t, _ in want]
+    np.testing.assert_allclose([p for _, p in got], [p for _, p in want], atol=1e-4)
+    assert health["scorer"]["pool"] == "ok" and health["scorer"]["pool_batches"] >= 1
+    assert health["scorer"]["detector"] == card_identity(local.card, local.encoder.identity.name)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 def test_pool_down_falls_back_to_local_scoring(pool: RayPool, local: Detector) -> None:
