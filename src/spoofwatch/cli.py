@@ -896,6 +896,9 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+BENCH_RAY_TIMEOUT_S = 120.0
+
+
 def _bench_scorers(
     args: argparse.Namespace,
     detector: Any,
@@ -924,7 +927,8 @@ def _bench_scorers(
     def pool_scorer(count: int | None) -> Any:
         if count is not None:
             pool_up(PoolSpec(detector=args.detector, min_replicas=count, max_replicas=count), address)
-        return RayScorer(RayPoolHandle(address), timeout_s=engine.ray_timeout_s)
+        # A bench measures lag; it does not test failover: a slow pool is a result, not an outage.
+        return RayScorer(RayPoolHandle(address), timeout_s=max(engine.ray_timeout_s, BENCH_RAY_TIMEOUT_S))
 
     scorers: list[tuple[str, Any]] = []
     if args.compare_scorers or args.scorer != "ray":

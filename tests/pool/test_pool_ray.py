@@ -137,7 +137,7 @@ def test_serve_scores_on_the_pool(pool: RayPool, local: Detector) -> None:
     command = [sys.executable, "-m", "spoofwatch", "serve", "--scorer", "ray", "--ray-address", pool.address]
     proc = subprocess.Popen(
         [*command, "--port", str(port), "--node", "ingest-1"],
-        env=pool.env,
+        env={**pool.env, "SPOOFWATCH_ENGINE_RAY_TIMEOUT_S": "30"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
