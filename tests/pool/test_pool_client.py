@@ -280,3 +280,29 @@ def test_pool_spec() -> None:
         PoolSpec(min_replicas=3, max_replicas=2)
     with pytest.raises(ConfigError, match="num_gpus"):
         PoolSpec(num_gpus=-1)
+
+
+def test_bench_comparison_gives_ratios_to_the_first_run() -> None:
+    from spoofwatch.ops.bench import BenchReport
+    from spoofwatch.ops.bench_scorers import ScorerRun, compare, format_comparison
+
+    def report(streams: int, p99: float) -> BenchReport:
+        return BenchReport(
+            rtf=0.05,
+            cpu_rtf=0.05,
+            ms_per_window=50.0,
+            max_realtime_streams=streams,
+            p50_latency_ms=p99 / 2,
+            p99_latency_ms=p99,
+            windows_per_s=float(streams),
+            dropped_windows=0,
+            streams=streams,
+            peak_rss_mb=1.0,
+            setup={},
+        )
+
+    table = compare([ScorerRun("local", report(40, 400.0)), ScorerRun("ray-2", report(34, 600.0))])
+    assert "streams_vs_first" not in table["local"]
+    assert table["ray-2"]["streams_vs_first"] == pytest.approx(0.85)
+    assert table["ray-2"]["p99_vs_first"] == pytest.approx(1.5)
+    assert "streams x0.85 of the first, p99 x1.50" in format_comparison(table)
