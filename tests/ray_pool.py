@@ -72,7 +72,8 @@ def ray_pool(replicas: int = 2, num_cpus: int = 2) -> Iterator[RayPool]:
     ray = pytest.importorskip("ray")
     # Ray's workers are started by the raylet, which inherits this environment: they must
     # import this checkout's spoofwatch, not another installed one.
-    pythonpath = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+    before = os.environ.get("PYTHONPATH")
+    pythonpath = os.pathsep.join(p for p in (SRC, before) if p)
     os.environ["PYTHONPATH"] = pythonpath
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
@@ -95,4 +96,8 @@ def ray_pool(replicas: int = 2, num_cpus: int = 2) -> Iterator[RayPool]:
 
             serve.shutdown()
         ray.shutdown()
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
         sys.stderr.flush()
