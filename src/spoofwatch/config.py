@@ -182,9 +182,10 @@ def detector_options(
 @dataclass(frozen=True)
 class ServerConfig:
     """The network front end. Secrets (``token``, ``mqtt_password``, a password inside
-    ``mqtt``, ``audiohook_clients``) never appear in ``repr``; pass them as
-    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` and
-    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` rather than on the command line."""
+    ``mqtt``, ``audiohook_clients``, ``siprec_users``) never appear in ``repr``; pass them as
+    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD``,
+    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` and ``SPOOFWATCH_SERVER_SIPREC_USERS`` rather
+    than on the command line."""
 
     host: str = "127.0.0.1"  # loopback only; bind 0.0.0.0 deliberately, with a token and TLS
     port: int = 8765
@@ -219,6 +220,19 @@ class ServerConfig:
     # SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS (comma-separated) or in a secrets file.
     audiohook_clients: tuple[str, ...] = ()
     audiohook_clients_file: str | None = None  # one "API_KEY:BASE64_SECRET" per line
+    # SIPREC recording server (docs/telephony.md, "SIPREC"): SIP on UDP and TCP at
+    # siprec_port, SIP over TLS (tls_cert/tls_key) at siprec_tls_port, RTP on even ports
+    # of rtp_ports. siprec_allow: the addresses/networks a recording client may come from
+    # (empty: any); siprec_users: "USER:PASSWORD" entries that turn on digest authentication.
+    siprec_port: int | None = None
+    siprec_tls_port: int | None = None
+    rtp_ports: str = "20000-20999"
+    siprec_allow: tuple[str, ...] = ()
+    siprec_users: tuple[str, ...] = ()
+    siprec_realm: str = "spoofwatch"
+    siprec_max_sessions: int = 32
+    siprec_rtp_timeout_s: float = 20.0  # a session whose RTP stops this long is ended
+    siprec_max_packets_per_s: float = 200.0  # per RTP stream; faster packets are dropped
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -232,6 +246,17 @@ class ServerConfig:
             ),
             ("max_message_burst", self.max_message_burst >= 1, "an integer >= 1"),
             ("max_streams_per_connection", self.max_streams_per_connection >= 0, "an integer >= 0"),
+            ("siprec_max_sessions", self.siprec_max_sessions >= 1, "an integer >= 1"),
+            (
+                "siprec_rtp_timeout_s",
+                math.isfinite(self.siprec_rtp_timeout_s) and self.siprec_rtp_timeout_s > 0,
+                "a finite number of seconds > 0",
+            ),
+            (
+                "siprec_max_packets_per_s",
+                math.isfinite(self.siprec_max_packets_per_s) and self.siprec_max_packets_per_s > 0,
+                "a finite number > 0",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -250,7 +275,7 @@ class ServerConfig:
 
 
 REDACTED: Final = "<redacted>"
-_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients")
+_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients", "siprec_users")
 
 
 def redact_url(url: str) -> str:
