@@ -23,6 +23,7 @@ from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 
 T = TypeVar("T")
 ENV_PREFIX = "SPOOFWATCH_"
+SCORERS: Final = ("local", "ray", "ray,local")
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,19 @@ class EngineConfig:
     # about 30 ms): without it resident memory keeps the high-water mark of the largest
     # batches ever scored. 0 = never. See spoofwatch.stream.engine.heap.
     heap_trim_interval_s: float = 60.0
+    # Who scores the windows: "local" (this process), "ray" (the inference pool, see
+    # docs/pool.md) or "ray,local" (the pool, and this process while the pool is
+    # unreachable). ray_address: the Ray cluster ("" = auto: the one this machine joined);
+    # ray_timeout_s: longest wait for one batch before it is retried once.
+    scorer: str = "local"
+    ray_address: str = ""
+    ray_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.scorer not in SCORERS:
+            raise ConfigError(f"engine.scorer: expected one of {SCORERS}, found {self.scorer!r}")
+        if not (math.isfinite(self.ray_timeout_s) and self.ray_timeout_s > 0):
+            raise ConfigError(f"engine.ray_timeout_s: expected seconds > 0, found {self.ray_timeout_s!r}")
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"engine.workers: expected 1..64 inference workers, found {self.workers!r}")
         choices = {"quantization": QUANTIZATION_MODES, "backend": BACKENDS}

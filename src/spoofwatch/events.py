@@ -117,7 +117,22 @@ class StatusEvent:
     type: Literal["status"] = field(default="status", init=False)
 
 
-Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent | EvidenceEvent
+@dataclass(frozen=True)
+class ScorerEvent:
+    """A remote scorer (the inference pool) became unreachable or answers again:
+    ``pool`` ``ok`` | ``unreachable``; ``scoring`` ``pool`` | ``local`` (the fallback) |
+    ``none`` (new calls are refused); ``message``: the last error, or empty."""
+
+    node: str
+    pool: str
+    scoring: str
+    message: str
+    type: Literal["scorer"] = field(default="scorer", init=False)
+
+
+Event = (
+    StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent | EvidenceEvent | ScorerEvent
+)
 _CLASSES: dict[str, type[Any]] = {
     "stream": StreamEvent,
     "score": ScoreEvent,
@@ -126,6 +141,7 @@ _CLASSES: dict[str, type[Any]] = {
     "error": ErrorEvent,
     "status": StatusEvent,
     "evidence": EvidenceEvent,
+    "scorer": ScorerEvent,
 }
 
 

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from spoofwatch.config import Settings
+from spoofwatch.events import ScorerEvent
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
 
@@ -89,6 +90,26 @@ async def _logged(name: str, factory: Callable[[], Awaitable[None]]) -> None:
         raise
     except Exception as exc:
         logger.error("task %s stopped: %s", name, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+
+
+def publish_scorer_health(pipeline: Pipeline) -> None:
+    """A remote scorer's changes of health (the inference pool lost or back) as ``scorer``
+    events; the scorer reports them from an inference thread."""
+    on_change = getattr(pipeline.scorer, "on_health_change", None)
+    if on_change is None:
+        return
+    loop = asyncio.get_running_loop()
+
+    def publish(health: dict[str, Any]) -> None:
+        event = ScorerEvent(
+            node=pipeline.node,
+            pool=str(health.get("pool")),
+            scoring=str(health.get("scoring")),
+            message=str(health.get("last_error") or "") if health.get("pool") != "ok" else "",
+        )
+        loop.call_soon_threadsafe(pipeline.hub.publish, event)
+
+    on_change(publish)
 
 
 def build_tasks(
@@ -178,6 +199,7 @@ async def serve(
         from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
+        publish_scorer_health(pipeline)
         from spoofwatch.stream.net.tls import server_ssl_context
 
         if settings.server.tls_cert:

@@ -24,7 +24,7 @@ from spoofwatch.audio.resample import StreamResampler
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, GapEvent, StatusEvent, StreamEvent
-from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.model.scorer import WindowScorer, scorer_health
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
 from spoofwatch.stream.core.quiet import QuietFrames, SilenceSplitter
 from spoofwatch.stream.core.session import StreamSession
@@ -346,6 +346,12 @@ class Pipeline:
         limit = self.engine_config.max_streams
         if len(self.streams) >= limit:
             raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
+        health = scorer_health(self.scorer)
+        if health is not None and not health.get("accepting", True):  # shed load: pool unreachable
+            raise LimitExceededError(
+                f"this node cannot score new streams now (inference pool unreachable: "
+                f"{health.get('last_error')}); try another node"
+            )
         handle = StreamHandle(self, stream_id, source, sample_rate, trusted=trusted)
         self.streams[stream_id] = handle
         self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source, metadata=metadata))

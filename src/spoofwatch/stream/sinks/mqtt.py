@@ -51,6 +51,7 @@ from spoofwatch.events import (
     EvidenceEvent,
     GapEvent,
     ScoreEvent,
+    ScorerEvent,
     StatusEvent,
     StreamEvent,
     to_json,
@@ -340,6 +341,8 @@ class MqttSink:
             self._enqueue(_Outgoing(topic, to_json(event).encode(), True))
         elif isinstance(event, StatusEvent):
             self._status, self._status_dirty = event, True
+        elif isinstance(event, ScorerEvent):
+            self._enqueue(_Outgoing(topics.node_event, to_json(event).encode(), True))
         self._wake.set()
 
     def _state_for(self, stream: str) -> StreamState:
