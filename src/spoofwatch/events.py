@@ -35,6 +35,9 @@ class ScoreEvent:
     smoothed: float
     speech: bool
     lag_ms: float
+    # The card that scored it (additive): name and the first 12 hex digits of its sha256.
+    detector: str | None = None
+    detector_sha: str | None = None
     type: Literal["score"] = field(default="score", init=False)
 
 
@@ -44,6 +47,9 @@ class AlarmEvent:
     state: Literal["on", "off"]
     t: float
     p_spoof: float
+    # The card that scored it (additive): name and the first 12 hex digits of its sha256.
+    detector: str | None = None
+    detector_sha: str | None = None
     type: Literal["alarm"] = field(default="alarm", init=False)
 
 
@@ -77,10 +83,33 @@ class StatusEvent:
     max_streams: int
     queued_windows: int
     dropped_windows: int
+    # The card serving now (additive).
+    detector: str | None = None
+    detector_sha: str | None = None
     type: Literal["status"] = field(default="status", init=False)
 
 
-Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """An analyst's verdict on a stream was recorded (docs/protocol.md, "Feedback"):
+    ``label`` one of ``confirmed_synthetic``, ``false_alarm``, ``missed_synthetic``;
+    ``windows`` the kept windows it marked over ``t_start``..``t_end`` (stream clock);
+    ``id`` the row in the node's feedback store; ``via`` ``rest``, ``mqtt`` or ``dashboard``."""
+
+    stream: str
+    label: str
+    t_start: float | None
+    t_end: float | None
+    windows: int
+    id: int
+    via: str
+    note: str = ""
+    detector: str | None = None
+    detector_sha: str | None = None
+    type: Literal["feedback"] = field(default="feedback", init=False)
+
+
+Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent | FeedbackEvent
 _CLASSES: dict[str, type[Any]] = {
     "stream": StreamEvent,
     "score": ScoreEvent,
@@ -88,6 +117,7 @@ _CLASSES: dict[str, type[Any]] = {
     "gap": GapEvent,
     "error": ErrorEvent,
     "status": StatusEvent,
+    "feedback": FeedbackEvent,
 }
 
 
