@@ -15,8 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from spoofwatch.config import Settings
+from spoofwatch.model.identity import CardIdentity
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.engine.reload import CardLoader
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +127,20 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    card: CardIdentity | None = None,
+    loader: CardLoader | None = None,
 ) -> None:
-    """``spoofwatch serve``: WebSocket server, optional MQTT/JSONL sinks and local sources."""
+    """``spoofwatch serve``: WebSocket server, optional MQTT/JSONL sinks and local sources.
+    ``card`` names ``scorer`` on events; ``loader`` loads cards for hot reload
+    (stream.engine.reload; without it SIGHUP and the reload endpoint refuse)."""
+    from spoofwatch.stream.learning import install_sighup, learning_parts, remove_sighup
+
     stop = stop or asyncio.Event()
     installed = install_signal_handlers(stop)
     try:
-        pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
+        pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node, card=card)
+        learning = learning_parts(pipeline, settings, loader)
+        install_sighup(learning)
         from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
@@ -139,8 +149,10 @@ async def serve(
         if settings.server.tls_cert:
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
         tasks = build_tasks(pipeline, settings, ready=ready)
+        tasks.update(learning.tasks)
         await run_pipeline(pipeline, tasks, stop)
     finally:
+        remove_sighup()
         remove_signal_handlers(installed)
 
 

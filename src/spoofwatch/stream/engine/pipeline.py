@@ -23,7 +23,7 @@ from spoofwatch.audio.pcm import validate_samples
 from spoofwatch.audio.resample import StreamResampler
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
-from spoofwatch.events import ErrorEvent, GapEvent, ScoreEvent, StatusEvent, StreamEvent
+from spoofwatch.events import ErrorEvent, Event, GapEvent, StatusEvent, StreamEvent
 from spoofwatch.model.identity import CardIdentity, scorer_identity
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
@@ -302,8 +302,8 @@ class Pipeline:
         )
         self.batcher.swap(scorer, self.card)
         self.batcher.on_drop(self._on_drop)
-        # Called with each scored window's job and score event (feedback capture).
-        self.on_scored: list[Callable[[WindowJob, ScoreEvent], None]] = []
+        # Called with each scored window's job and the events it made (feedback capture).
+        self.on_scored: list[Callable[[WindowJob, list[Event]], None]] = []
         self.on_stream_end: list[Callable[[StreamHandle], None]] = []
         self.streams: dict[str, StreamHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -375,11 +375,11 @@ class Pipeline:
                 return
             lag_ms = (time.monotonic() - job.ready_at) * 1000.0
             speech = handle.session.is_speech(job.window)
-            for event in handle.session.on_score(job.window, score, speech, lag_ms, job.card):
+            events = handle.session.on_score(job.window, score, speech, lag_ms, job.card)
+            for event in events:
                 self.hub.publish(event)
-                if self.on_scored and isinstance(event, ScoreEvent):
-                    for callback in self.on_scored:
-                        callback(job, event)
+            for callback in self.on_scored:
+                callback(job, events)
         finally:
             handle.job_done()
 

@@ -48,6 +48,7 @@ from spoofwatch.events import (
     AlarmEvent,
     ErrorEvent,
     Event,
+    FeedbackEvent,
     GapEvent,
     ScoreEvent,
     StatusEvent,
@@ -332,7 +333,7 @@ class MqttSink:
                 self._states.pop(event.stream, None)
             self._dirty_states.add(event.stream)
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
-        elif isinstance(event, GapEvent):
+        elif isinstance(event, GapEvent | FeedbackEvent):
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
         elif isinstance(event, ErrorEvent):
             topic = topics.node_event if event.stream is None else topics.stream(event.stream, "event")
