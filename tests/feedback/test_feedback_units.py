@@ -1,0 +1,166 @@
+"""Feedback messages, the bounded feature ring and the SQLite store."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from spoofwatch.errors import ConfigError, DataError
+from spoofwatch.events import AlarmEvent, ScoreEvent
+from spoofwatch.feedback.capture import FeatureRing
+from spoofwatch.feedback.desk import FeedbackError, parse_feedback
+from spoofwatch.feedback.store import DB_FILE, FeedbackRow, FeedbackStore, WindowRow, read_feedback
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (["call"], "expected a JSON object with stream and label, found list"),
+        ({"stream": "c", "label": "fake"}, "label: expected one of ['confirmed_synthetic', 'false_alarm'"),
+        ({"label": "false_alarm"}, "stream: expected the id of a stream"),
+        ({"stream": "c", "label": "false_alarm", "colour": 1}, "unknown field(s) ['colour']"),
+        ({"stream": "c", "label": "false_alarm", "t_start": -1}, "t_start: expected seconds"),
+        ({"stream": "c", "label": "false_alarm", "t_end": True}, "t_end: expected seconds"),
+        ({"stream": "c", "label": "false_alarm", "t_start": 3, "t_end": 2}, "expected t_end > t_start"),
+        ({"stream": "c", "label": "false_alarm", "t_start": 1, "alarm_t": 2}, "either alarm_t or a t_start"),
+        ({"stream": "c", "label": "false_alarm", "note": "x" * 5000}, "note: expected a string of at most"),
+        ({"stream": "c", "label": "false_alarm", "via": "fax"}, "via: expected one of"),
+    ],
+)
+def test_bad_feedback_is_refused_saying_what_was_expected(message: Any, expected: str) -> None:
+    with pytest.raises(FeedbackError) as caught:
+        parse_feedback(message)
+    assert expected in str(caught.value)
+    assert caught.value.status == 400
+
+
+def test_good_feedback_parses() -> None:
+    parsed = parse_feedback({"stream": "c", "label": "missed_synthetic", "t_start": 1, "note": "tts"})
+    assert (parsed.stream, parsed.label, parsed.t_start, parsed.t_end, parsed.note) == (
+        "c",
+        "missed_synthetic",
+        1.0,
+        None,
+        "tts",
+    )
+
+
+def score(seq: int, stream: str = "s") -> ScoreEvent:
+    return ScoreEvent(stream, seq, seq * 1.0, seq + 4.0, 0.5, 0.4, 0.4, True, 1.0, "card", "abc")
+
+
+def features(value: float, dim: int = 100) -> np.ndarray:  # type: ignore[type-arg]
+    return np.full(dim, value, dtype=np.float32)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_ring_keeps_the_last_windows_per_stream_as_float16() -> None:
+    ring = FeatureRing(per_stream=3)
+    for seq in range(5):
+        ring.on_scored("s", "test", 8000, [score(seq)], features(seq + 0.1))
+    kept = ring.get("s")
+    assert kept is not None
+    assert [w.seq for w in kept.windows] == [2, 3, 4]
+    assert kept.windows[0].features.dtype == np.float16
+    assert float(kept.windows[-1].features[0]) == pytest.approx(4.1, abs=1e-2)
+    assert ring.nbytes == sum(w.nbytes for w in kept.windows) and ring.evicted_windows == 2
+
+
+def test_ring_byte_cap_evicts_ended_streams_first_then_the_largest() -> None:
+    one = score(0)
+    ring = FeatureRing(per_stream=100, max_bytes=3 * (200 + 200) + 10)  # three windows of 100 float16
+    ring.on_scored("ended", "test", 8000, [one], features(1))
+    ring.end("ended", 5.0)
+    ring.on_scored("live", "test", 8000, [score(0, "live")], features(2))
+    ring.on_scored("live", "test", 8000, [score(1, "live")], features(2))
+    assert ring.get("ended") is not None
+    ring.on_scored("live", "test", 8000, [score(2, "live")], features(2))
+    assert ring.get("ended") is None  # the ended stream went first
+    ring.on_scored("other", "test", 8000, [score(0, "other")], features(3))
+    live = ring.get("live")
+    assert live is not None and [w.seq for w in live.windows] == [1, 2]
+    assert ring.nbytes <= ring.max_bytes
+
+
+def test_ended_streams_stay_for_late_feedback_then_go_and_their_id_can_be_reused() -> None:
+    clock = Clock()
+    ring = FeatureRing(keep_s=60.0, clock=clock)
+    ring.on_scored("s", "test", 8000, [score(0), AlarmEvent("s", "on", 4.0, 0.9)], features(1))
+    ring.end("s", 9.0)
+    kept = ring.get("s")
+    assert kept is not None and kept.alarms == [[4.0, 9.0]]  # an alarm on at the end closes there
+    clock.now = 59.0
+    assert ring.get("s") is not None
+    ring.on_scored("s", "test", 16000, [score(0)], features(2))  # a new stream, same id
+    kept = ring.get("s")
+    assert kept is not None and kept.sample_rate == 16000 and kept.alarms == [] and len(kept.windows) == 1
+    ring.end("s", 5.0)
+    clock.now = 200.0
+    assert ring.get("s") is None and ring.nbytes == 0
+
+
+def row(n_windows: int = 2) -> FeedbackRow:
+    windows = tuple(
+        WindowRow(i, i * 1.0, i + 4.0, -1.5, True, "card", "abcdef123456", features(i + 0.5).astype(np.float16))
+        for i in range(n_windows)
+    )
+    return FeedbackRow(
+        via="rest",
+        node="n1",
+        stream="call",
+        stream_source="twilio",
+        stream_sample_rate=8000,
+        stream_live=True,
+        label="confirmed_synthetic",
+        t_start=0.0,
+        t_end=5.0,
+        alarm_t=None,
+        note="caller admitted TTS",
+        analyst="ana",
+        detector="card",
+        detector_version="3",
+        detector_sha256="f" * 64,
+        windows=windows,
+    )
+
+
+def test_store_round_trips_verdicts_and_float16_features_and_no_audio(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "fb")
+    first, second = store.add(row()), store.add(row(1))
+    assert (first, second) == (1, 2)
+    rows = read_feedback(tmp_path / "fb")
+    assert [r.id for r in rows] == [1, 2]
+    got = rows[0]
+    assert (got.label, got.note, got.detector_sha256, got.stream_source) == (
+        "confirmed_synthetic",
+        "caller admitted TTS",
+        "f" * 64,
+        "twilio",
+    )
+    assert [w.seq for w in got.windows] == [0, 1]
+    np.testing.assert_array_equal(got.windows[1].features, features(1.5).astype(np.float16))
+    with sqlite3.connect(tmp_path / "fb" / DB_FILE) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"feedback", "windows"}
+
+
+def test_store_refuses_another_schema_version_and_read_refuses_a_missing_store(tmp_path: Path) -> None:
+    (tmp_path / "fb").mkdir()
+    with sqlite3.connect(tmp_path / "fb" / DB_FILE) as db:
+        db.execute("PRAGMA user_version=7")
+    with pytest.raises(ConfigError, match="expected feedback schema version 1, found 7"):
+        FeedbackStore(tmp_path / "fb")
+    with pytest.raises(DataError, match="expected a feedback directory"):
+        read_feedback(tmp_path / "none")
