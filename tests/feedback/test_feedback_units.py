@@ -112,7 +112,9 @@ def test_ended_streams_stay_for_late_feedback_then_go_and_their_id_can_be_reused
 
 def row(n_windows: int = 2) -> FeedbackRow:
     windows = tuple(
-        WindowRow(i, i * 1.0, i + 4.0, -1.5, True, "card", "abcdef123456", features(i + 0.5).astype(np.float16))
+        WindowRow(
+            i, i * 1.0, i + 4.0, -1.5, True, "card", "abcdef123456", features(i + 0.5).astype(np.float16)
+        )
         for i in range(n_windows)
     )
     return FeedbackRow(

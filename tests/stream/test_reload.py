@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 import streamkit
 from fakes import FakeScorer, noise, tone
@@ -62,7 +62,9 @@ def check_stream(events: list[Event], stream: str, expected_windows: int) -> lis
     return scores
 
 
-async def live_streams_with_reload(reload_with: object, chunks: int = 12) -> tuple[list[Event], Pipeline, int]:
+async def live_streams_with_reload(
+    reload_with: object, chunks: int = 12
+) -> tuple[list[Event], Pipeline, int]:
     pipeline = Pipeline(OffsetScorer(), streamkit.CFG, streamkit.ENGINE, card=OLD)
     sub = pipeline.hub.subscribe(None, maxsize=100_000)
     worker = asyncio.create_task(pipeline.run())
