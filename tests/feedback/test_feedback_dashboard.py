@@ -1,0 +1,163 @@
+"""The dashboard's feedback buttons in headless Chromium (the browser machinery of
+tests/test_dashboard.py). Until the server serves HTTP through aiohttp, the page, the
+score WebSocket and ``POST /v1/feedback`` are served here by a bare aiohttp app over a
+real pipeline; the feedback lands in a real SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+from aiohttp import web
+
+from fakes import FeatureFakeScorer, noise, tone
+from spoofwatch.events import to_json
+from spoofwatch.feedback.capture import FeatureRing
+from spoofwatch.feedback.desk import FeedbackDesk
+from spoofwatch.feedback.routes import feedback_routes
+from spoofwatch.feedback.store import FeedbackStore, read_feedback
+from spoofwatch.model.identity import CardIdentity
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.net.server import index_html
+from test_dashboard import CFG, ENGINE, browser, card, wait_for  # noqa: F401 - browser is a fixture
+
+pytestmark = pytest.mark.browser
+T = TypeVar("T")
+
+
+class AppThread:
+    """A pipeline with a feedback desk behind a bare aiohttp app, on its own loop and thread."""
+
+    def __init__(self, feedback_dir: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="feedback-app")
+        self.feedback_dir = feedback_dir
+        self.port = 0
+        self.subscribers: set[asyncio.Task[Any]] = set()
+
+    def call(self, body: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(body, self.loop).result(timeout=30)
+
+    async def _start(self) -> None:
+        self.pipeline = Pipeline(
+            FeatureFakeScorer(), CFG, ENGINE, node="dash", card=CardIdentity("dash-card", "1", "d" * 64)
+        )
+        desk = FeedbackDesk(self.pipeline, FeatureRing(), FeedbackStore(self.feedback_dir))
+        self.worker = asyncio.create_task(self.pipeline.run())
+        app = web.Application()
+        app.add_routes(feedback_routes(desk))
+        app.add_routes(
+            [
+                web.get("/", self._index),
+                web.get("/healthz", self._health),
+                web.get("/v1/scores", self._scores),
+            ]
+        )
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(body=index_html(), content_type="text/html")
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "detector": "dash-card", "threshold": 0.5})
+
+    async def _scores(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sub = self.pipeline.hub.subscribe(None)
+        task = asyncio.current_task()
+        assert task is not None
+        self.subscribers.add(task)
+        try:
+            await ws.send_str(to_json(self.pipeline.status()))
+            while not ws.closed:
+                await ws.send_str(to_json(await sub.queue.get()))
+        except asyncio.CancelledError:
+            await ws.close()
+        finally:
+            self.pipeline.hub.unsubscribe(sub)
+            self.subscribers.discard(task)
+        return ws
+
+    async def _stop(self) -> None:
+        for task in list(self.subscribers):
+            task.cancel()
+        await self.runner.cleanup()
+        self.worker.cancel()
+        await asyncio.gather(self.worker, return_exceptions=True)
+
+    async def call_with_alarm(self, stream: str) -> None:
+        handle = self.pipeline.open_stream(stream, source="ingest", sample_rate=16000)
+        audio = np.concatenate([noise(2.0), tone(4.0)])
+        for start in range(0, len(audio), 1600):
+            handle.feed(audio[start : start + 1600])
+            await asyncio.sleep(0.005)
+
+    async def open_silent(self, stream: str) -> None:
+        self.pipeline.open_stream(stream, source="ingest", sample_rate=16000)
+
+    def __enter__(self) -> AppThread:
+        self.thread.start()
+        self.call(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.call(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[AppThread]:
+    with AppThread(tmp_path / "fb") as served:
+        yield served
+
+
+def test_dashboard_buttons_record_feedback_on_an_alarm_and_a_stream_and_show_refusals(
+    browser: Any,  # noqa: F811
+    app: AppThread,
+    tmp_path: Path,
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"http://127.0.0.1:{app.port}/")
+    wait_for(browser, "document.getElementById('node')?.textContent === 'dash'", "the status event")
+    app.call(app.call_with_alarm("call-a"))
+    alarm_button = "#alarms li[data-state='on'] .fb button[data-label='confirmed_synthetic']"
+    wait_for(browser, f'document.querySelector("{alarm_button}")', "an alarm with feedback buttons")
+    browser.find_element(By.CSS_SELECTOR, alarm_button).click()
+    wait_for(browser, f"{card('call-a')}?.dataset.feedback === 'confirmed_synthetic'", "the feedback event")
+    note = browser.find_element(By.CSS_SELECTOR, "section.stream[data-stream='call-a'] .fb input")
+    note.send_keys("agent's own voice")
+    bar = "section.stream[data-stream='call-a'] .fb button[data-label='false_alarm']"
+    browser.find_element(By.CSS_SELECTOR, bar).click()
+    wait_for(browser, f"{card('call-a')}?.dataset.feedback === 'false_alarm'", "the second feedback event")
+    app.call(app.open_silent("quiet"))  # no window scored yet: nothing to mark
+    wait_for(browser, card("quiet"), "the quiet stream's card")
+    quiet = "section.stream[data-stream='quiet'] .fb button[data-label='missed_synthetic']"
+    browser.find_element(By.CSS_SELECTOR, quiet).click()
+    refused = wait_for(
+        browser,
+        "[...document.querySelectorAll('#log li')].map(li => li.innerText)"
+        ".find(t => t.includes('feedback refused'))",
+        "the refusal in the log",
+    )
+    assert "(404)" in refused and "no recent windows kept" in refused
+    rows = read_feedback(tmp_path / "fb")
+    assert [(r.label, r.via, r.stream) for r in rows] == [
+        ("confirmed_synthetic", "dashboard", "call-a"),
+        ("false_alarm", "dashboard", "call-a"),
+    ]
+    assert rows[0].alarm_t is not None and rows[0].windows and rows[0].note == ""
+    assert rows[1].alarm_t is None and rows[1].note == "agent's own voice"
+    assert len(rows[1].windows) >= len(rows[0].windows)  # the whole kept stream vs the alarm's span
