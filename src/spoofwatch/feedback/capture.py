@@ -90,7 +90,7 @@ class FeatureRing:
                     event.speech,
                     event.detector,
                     event.detector_sha,
-                    features.astype(np.float16),
+                    np.asarray(features, dtype=np.float16),  # float16 already from the batcher
                 )
                 kept.windows.append(window)
                 kept.nbytes += window.nbytes
@@ -154,11 +154,14 @@ class FeatureRing:
             self._forget(stream)
 
     def _bound(self) -> None:
-        self._expire()
+        if self._ended:
+            self._expire()
         while self.nbytes > self.max_bytes and self._ended:
             self._forget(next(iter(self._ended)))
-        while self.nbytes > self.max_bytes:
-            largest = max(self.streams.values(), key=lambda k: len(k.windows))
-            if not largest.windows:
-                break
-            self._drop_oldest(largest)
+        if self.nbytes > self.max_bytes:
+            # Over the cap with live streams only: trim the longest ones to the same length.
+            by_length = sorted(self.streams.values(), key=lambda k: len(k.windows), reverse=True)
+            while self.nbytes > self.max_bytes and by_length[0].windows:
+                self._drop_oldest(by_length[0])
+                if len(by_length) > 1 and len(by_length[0].windows) < len(by_length[1].windows):
+                    by_length.sort(key=lambda k: len(k.windows), reverse=True)

@@ -46,9 +46,10 @@ class WindowJob:
     ready_at: float = field(default_factory=time.monotonic)
     companion: WindowCompanion | None = None
     # Set when scored: the card that scored it (the batcher's ``card`` when its batch
-    # started) and, with ``keep_features``, its pooled features (model.scorer.FeatureScorer).
+    # started) and, with ``keep_features``, its pooled features (model.scorer.FeatureScorer)
+    # as float16.
     card: Any = None
-    features: NDArray[np.float32] | None = None
+    features: NDArray[np.float16] | None = None
 
 
 def companions_of(
@@ -277,8 +278,10 @@ class Batcher:
             windows, companions = windows[ok], companions[ok]
         if self.keep_features and isinstance(scorer, FeatureScorer):
             scores, features = scorer.score_windows_with_features(windows, companions)
-            for i, row in zip(ok, features, strict=True):
-                batch[i].features = row
+            # float16 here, off the event loop (numpy's conversion is slow); a copy per
+            # row, so a kept row does not hold its whole batch's matrix.
+            for i, row in zip(ok, features.astype(np.float16), strict=True):
+                batch[i].features = row.copy()
             return scores, failed
         if companions is None:
             return scorer.score_windows(windows), failed
