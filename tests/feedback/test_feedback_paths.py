@@ -133,7 +133,7 @@ def test_rest_feedback_on_an_alarm_stores_its_windows_features_label_and_card(tm
         for window in stored.windows:
             assert window.detector_sha == CARD.short
             assert window.score == pytest.approx(scores_by_seq[window.seq].score)
-            assert float(window.features[3]) == pytest.approx(window.score, abs=0.02)
+            assert float(window.features[3]) == pytest.approx(window.score, abs=1e-5)
 
     streamkit.run(body())
 

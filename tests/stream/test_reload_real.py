@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
@@ -17,6 +18,9 @@ from fakes import EXAMPLE_SPEECH
 from spoofwatch.audio.files import load_audio
 from spoofwatch.config import Settings, StreamConfig
 from spoofwatch.events import Event, ScoreEvent, StatusEvent
+from spoofwatch.feedback.capture import FeatureRing
+from spoofwatch.feedback.desk import FeedbackDesk, parse_feedback
+from spoofwatch.feedback.store import FeedbackStore, read_feedback
 from spoofwatch.model.artifact import CARD_FILE, detector_dir
 from spoofwatch.model.identity import card_identity
 from spoofwatch.stream.engine.reload import CardReloader, detector_loader
@@ -50,6 +54,7 @@ def test_reload_mid_call_on_the_real_server_with_the_real_detector(tmp_path: Pat
             pipeline,
         ):
             pipeline.use_scorer(scorer, old_card)
+            desk = FeedbackDesk(pipeline, FeatureRing(), FeedbackStore(tmp_path / "fb"))
             pipeline.on_stream_end.append(lambda h: windows_out.append(h.session.counters.windows_out))
             reloader = CardReloader(pipeline, load)
             async with connect(f"ws://127.0.0.1:{server.port}/v1/ingest") as ws:
@@ -61,6 +66,7 @@ def test_reload_mid_call_on_the_real_server_with_the_real_detector(tmp_path: Pat
                 await streamkit.send_audio(ws, speech[half:])
                 await ws.send('{"type":"stop"}')
                 events = await streamkit.events_until_end(ws, "call")
+            await desk.record(parse_feedback({"stream": "call", "label": "false_alarm"}), "rest")
             return events
 
     events = asyncio.run(asyncio.wait_for(body(), 300))
@@ -72,5 +78,14 @@ def test_reload_mid_call_on_the_real_server_with_the_real_detector(tmp_path: Pat
     switch = cards.index(new_card.short)
     assert switch >= 2 and cards == [old_card.short] * switch + [new_card.short] * (len(cards) - switch)
     assert {s.detector for s in scores[switch:]} == {"default-recalibrated"}
+    # Feedback keeps the features the head read: the head gives each stored window's score back.
+    [stored] = read_feedback(tmp_path / "fb")
+    assert [w.seq for w in stored.windows] == [s.seq for s in scores]
+    new_scorer, _ = load(str(new_dir))
+    for window in stored.windows:
+        assert window.features.shape == (scorer.head.n_features_in_,)
+        card = scorer if window.detector_sha == old_card.short else new_scorer
+        again = card.score_features(window.features.astype(np.float32)[None, :])[0]
+        assert again == pytest.approx(window.score, abs=1e-4)
     statuses = [e for e in events if isinstance(e, StatusEvent)]
     assert not statuses or statuses[-1].detector_sha in (old_card.short, new_card.short)

@@ -47,9 +47,9 @@ class WindowJob:
     companion: WindowCompanion | None = None
     # Set when scored: the card that scored it (the batcher's ``card`` when its batch
     # started) and, with ``keep_features``, its pooled features (model.scorer.FeatureScorer)
-    # as float16.
+    # (a float32 copy of its row).
     card: Any = None
-    features: NDArray[np.float16] | None = None
+    features: NDArray[np.float32] | None = None
 
 
 def companions_of(
@@ -278,9 +278,9 @@ class Batcher:
             windows, companions = windows[ok], companions[ok]
         if self.keep_features and isinstance(scorer, FeatureScorer):
             scores, features = scorer.score_windows_with_features(windows, companions)
-            # float16 here, off the event loop (numpy's conversion is slow); a copy per
-            # row, so a kept row does not hold its whole batch's matrix.
-            for i, row in zip(ok, features.astype(np.float16), strict=True):
+            # A copy per row (in the worker, off the event loop), so a kept row does not
+            # hold its whole batch's matrix.
+            for i, row in zip(ok, np.asarray(features, dtype=np.float32), strict=True):
                 batch[i].features = row.copy()
             return scores, failed
         if companions is None:
