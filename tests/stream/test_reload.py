@@ -25,6 +25,7 @@ from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.engine.reload import CardReloader, ReloadError, watch_detector
 from spoofwatch.stream.learning import install_sighup, learning_parts, remove_sighup
 from spoofwatch.stream.net.reload_routes import reload_routes
+from waits import scaled
 
 OLD = CardIdentity("old-card", "1", "a" * 64)
 NEW = CardIdentity("new-card", "2", "b" * 64)
@@ -137,7 +138,7 @@ def test_a_card_that_fails_or_does_not_fit_leaves_the_old_one_serving(loader: ob
         scores = [e for e in events if isinstance(e, ScoreEvent)]
         assert scores and {s.detector for s in scores} == {OLD.name}
 
-    streamkit.run(body())
+    streamkit.run(body(), timeout_s=120)
 
 
 def write_card(directory: Path, offset: float) -> None:
@@ -173,7 +174,7 @@ def test_watching_the_detector_directory_reloads_a_changed_card_once(tmp_path: P
         assert pipeline.card == card_identity(card_dir) != first
         assert isinstance(pipeline.scorer, OffsetScorer) and pipeline.scorer.offset == 0.5
 
-    streamkit.run(body())
+    streamkit.run(body(), timeout_s=120)
 
 
 def test_sighup_reloads_the_current_card() -> None:
@@ -188,7 +189,7 @@ def test_sighup_reloads_the_current_card() -> None:
             remove_sighup()
         assert parts.reloader is not None and parts.reloader.reloads == 1
 
-    streamkit.run(body())
+    streamkit.run(body(), timeout_s=120)
 
 
 def test_reload_endpoint_swaps_refuses_bad_bodies_and_reports_failures(tmp_path: Path) -> None:
@@ -217,4 +218,50 @@ def test_reload_endpoint_swaps_refuses_bad_bodies_and_reports_failures(tmp_path:
             assert response.status == 200
         assert pipeline.card == card_identity(good)
 
-    streamkit.run(body())
+    streamkit.run(body(), timeout_s=120)
+
+
+def test_serve_watches_the_card_directory_and_announces_the_new_card(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from spoofwatch.config import ServerConfig
+    from spoofwatch.stream.app import serve
+
+    card_dir, events_file = tmp_path / "card", tmp_path / "events.jsonl"
+    write_card(card_dir, 0.0)
+    server = ServerConfig(
+        port=0,
+        detector=str(card_dir),
+        watch_detector=True,
+        watch_detector_interval_s=0.02,
+        feedback_dir=str(tmp_path / "fb"),
+        jsonl=str(events_file),
+    )
+    settings = replace(Settings(), server=server, stream=streamkit.CFG)
+
+    def statuses() -> list[dict[str, object]]:
+        lines = events_file.read_text().splitlines() if events_file.exists() else []
+        return [e for e in map(json.loads, lines) if e["type"] == "status"]
+
+    async def body() -> None:
+        ready, stop = asyncio.Event(), asyncio.Event()
+        scorer, first = card_dir_loader(str(card_dir))
+        task = asyncio.create_task(
+            serve(settings, scorer, ready=ready, stop=stop, card=first, loader=card_dir_loader)
+        )
+        try:
+            await asyncio.wait_for(ready.wait(), scaled(60))
+            await asyncio.sleep(0.1)
+            write_card(card_dir, 0.5)
+            new = card_identity(card_dir)
+            await streamkit.until(
+                lambda: any(s["detector_sha"] == new.short for s in statuses()),
+                10,
+                "a status naming the new card",
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, scaled(30))
+        assert (tmp_path / "fb" / "feedback.sqlite").is_file()  # the feedback store was opened at start-up
+
+    streamkit.run(body(), timeout_s=120)

@@ -19,7 +19,13 @@ from spoofwatch.feedback.desk import FeedbackDesk
 from spoofwatch.feedback.routes import feedback_routes
 from spoofwatch.feedback.store import FeedbackStore
 from spoofwatch.stream.engine.pipeline import Pipeline
-from spoofwatch.stream.engine.reload import CardLoader, CardReloader, ReloadError, watch_detector
+from spoofwatch.stream.engine.reload import (
+    CardLoader,
+    CardReloader,
+    ReloadError,
+    directory_fingerprint,
+    watch_detector,
+)
 from spoofwatch.stream.net.reload_routes import reload_routes
 
 logger = logging.getLogger(__name__)
@@ -67,7 +73,8 @@ def learning_parts(pipeline: Pipeline, settings: Settings, loader: CardLoader | 
 
             watched = detector_dir(server.detector)
             interval = server.watch_detector_interval_s
-            parts.tasks["watch-detector"] = lambda: watch_detector(reloader, watched, interval)
+            initial = directory_fingerprint(watched)  # now: a change before the first poll counts
+            parts.tasks["watch-detector"] = lambda: watch_detector(reloader, watched, interval, initial)
     elif server.watch_detector:
         logger.warning("--watch-detector: the detector was not loaded from a card directory; not watching")
     if server.mqtt and desk is not None:

@@ -132,12 +132,16 @@ def directory_fingerprint(directory: str | os.PathLike[str]) -> tuple[tuple[str,
 
 
 async def watch_detector(
-    reloader: CardReloader, directory: str | os.PathLike[str], interval_s: float = 2.0
+    reloader: CardReloader,
+    directory: str | os.PathLike[str],
+    interval_s: float = 2.0,
+    initial: tuple[tuple[str, int, int], ...] | None = None,
 ) -> None:
     """Reload when the files of ``directory`` change and then hold still for one poll (a
     card being copied in is not loaded half-written); a failed reload is not retried until
-    the files change again. Runs until cancelled."""
-    last = await asyncio.to_thread(directory_fingerprint, directory)
+    the files change again. ``initial``: the fingerprint of the card serving (taken when it
+    was loaded, so a change before the first poll is not missed). Runs until cancelled."""
+    last = initial if initial is not None else await asyncio.to_thread(directory_fingerprint, directory)
     seen = last
     while True:
         await asyncio.sleep(interval_s)
