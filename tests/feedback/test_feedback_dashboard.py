@@ -20,7 +20,7 @@ from spoofwatch.events import to_json
 from spoofwatch.feedback.capture import FeatureRing
 from spoofwatch.feedback.desk import FeedbackDesk
 from spoofwatch.feedback.routes import feedback_routes
-from spoofwatch.feedback.store import FeedbackStore, read_feedback
+from spoofwatch.learning.feedback_store import FeedbackStore, read_feedback
 from spoofwatch.model.identity import CardIdentity
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.server import index_html
@@ -45,7 +45,11 @@ class AppThread:
 
     async def _start(self) -> None:
         self.pipeline = Pipeline(
-            FeatureFakeScorer(), CFG, ENGINE, node="dash", card=CardIdentity("dash-card", "1", "d" * 64)
+            FeatureFakeScorer(),
+            CFG,
+            ENGINE,
+            node="dash",
+            card=CardIdentity(name="dash-card", sha256="d" * 64, version="1"),
         )
         desk = FeedbackDesk(self.pipeline, FeatureRing(), FeedbackStore(self.feedback_dir))
         self.worker = asyncio.create_task(self.pipeline.run())
@@ -154,10 +158,10 @@ def test_dashboard_buttons_record_feedback_on_an_alarm_and_a_stream_and_show_ref
     )
     assert "(404)" in refused and "no recent windows kept" in refused
     rows = read_feedback(tmp_path / "fb")
-    assert [(r.label, r.via, r.stream) for r in rows] == [
+    assert [(r.label, r.metadata["via"], r.stream_id) for r in rows] == [
         ("confirmed_synthetic", "dashboard", "call-a"),
         ("false_alarm", "dashboard", "call-a"),
     ]
-    assert rows[0].alarm_t is not None and rows[0].windows and rows[0].note == ""
-    assert rows[1].alarm_t is None and rows[1].note == "agent's own voice"
-    assert len(rows[1].windows) >= len(rows[0].windows)  # the whole kept stream vs the alarm's span
+    assert rows[0].metadata["alarm_t"] is not None and rows[0].window_count and rows[0].note == ""
+    assert rows[1].metadata["alarm_t"] is None and rows[1].note == "agent's own voice"
+    assert rows[1].window_count >= rows[0].window_count  # the whole kept stream vs the alarm's span

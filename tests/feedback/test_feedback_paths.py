@@ -26,12 +26,12 @@ from spoofwatch.feedback.capture import FeatureRing
 from spoofwatch.feedback.desk import FeedbackDesk
 from spoofwatch.feedback.mqtt_feedback import feedback_topic, mqtt_feedback_from_config
 from spoofwatch.feedback.routes import feedback_routes
-from spoofwatch.feedback.store import FeedbackStore, read_feedback
+from spoofwatch.learning.feedback_store import FeedbackStore, read_feedback
 from spoofwatch.model.identity import CardIdentity
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.sinks.mqtt import MqttSink
 
-CARD = CardIdentity("test-card", "7", "c" * 64)
+CARD = CardIdentity(name="test-card", sha256="c" * 64, version="7")
 
 
 @contextlib.asynccontextmanager
@@ -110,30 +110,35 @@ def test_rest_feedback_on_an_alarm_stores_its_windows_features_label_and_card(tm
         scores = [e for e in events if isinstance(e, ScoreEvent)]
         marked = [s for s in scores if s.t_end > alarm_on.t and s.t_start < alarm_off.t]
         [stored] = read_feedback(tmp_path / "fb")
-        assert [w.seq for w in stored.windows] == [s.seq for s in marked]
-        assert event.windows == len(marked) > 0
-        assert (stored.stream, stored.stream_source, stored.stream_sample_rate, stored.stream_live) == (
+        windows = stored.metadata["windows"]
+        assert [w["seq"] for w in windows] == [s.seq for s in marked]
+        assert event.windows == len(marked) == stored.window_count > 0
+        meta = stored.metadata
+        assert (stored.stream_id, meta["source"], meta["sample_rate"], meta["live"], meta["node"]) == (
             "call-1",
             "twilio",
             8000,
             False,
+            "n1",
         )
-        assert (stored.detector, stored.detector_version, stored.detector_sha256) == (
+        assert (stored.detector_name, meta["detector_version"], stored.detector_sha256) == (
             "test-card",
             "7",
             CARD.sha256,
         )
-        assert (stored.note, stored.analyst, stored.alarm_t) == (
+        assert (stored.label, stored.note, meta["analyst"], meta["alarm_t"], meta["via"]) == (
+            "confirmed_synthetic",
             "caller admitted a TTS app",
             "ana",
             alarm_on.t,
+            "rest",
         )
-        # The features stored are the ones the scorer computed for those windows.
+        # The features stored are the ones the scorer computed for those windows (the
+        # fake's fourth feature is the window's score; the store keeps float16).
         scores_by_seq = {s.seq: s for s in scores}
-        for window in stored.windows:
-            assert window.detector_sha == CARD.short
-            assert window.score == pytest.approx(scores_by_seq[window.seq].score)
-            assert float(window.features[3]) == pytest.approx(window.score, abs=1e-5)
+        for window, row in zip(windows, stored.features, strict=True):
+            assert window["score"] == pytest.approx(scores_by_seq[window["seq"]].score)
+            assert float(row[3]) == pytest.approx(window["score"], rel=2e-3, abs=2e-3)
 
     streamkit.run(body())
 
@@ -209,8 +214,9 @@ def test_mqtt_feedback_is_recorded_and_bad_messages_answered_with_an_error_event
             "agent",
         )
         [stored] = read_feedback(tmp_path / "fb")
-        assert stored.stream_live and stored.via == "mqtt" and stored.label == "false_alarm"
-        assert stored.windows and all(w.t_end > 2.0 and w.t_start < 6.0 for w in stored.windows)
+        assert stored.metadata["live"] and stored.metadata["via"] == "mqtt" and stored.label == "false_alarm"
+        windows = stored.metadata["windows"]
+        assert windows and all(w["t_end"] > 2.0 and w["t_start"] < 6.0 for w in windows)
         assert (listener.recorded, listener.refused) == (1, 2)
 
     streamkit.run(body())

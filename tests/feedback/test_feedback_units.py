@@ -1,19 +1,15 @@
-"""Feedback messages, the bounded feature ring and the SQLite store."""
+"""Feedback messages and the bounded feature ring (the store is learning.feedback_store's)."""
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from spoofwatch.errors import ConfigError, DataError
 from spoofwatch.events import AlarmEvent, ScoreEvent
 from spoofwatch.feedback.capture import FeatureRing
 from spoofwatch.feedback.desk import FeedbackError, parse_feedback
-from spoofwatch.feedback.store import DB_FILE, FeedbackRow, FeedbackStore, WindowRow, read_feedback
 
 
 @pytest.mark.parametrize(
@@ -68,7 +64,7 @@ class Clock:
 def test_ring_keeps_the_last_windows_per_stream() -> None:
     ring = FeatureRing(per_stream=3)
     for seq in range(5):
-        ring.on_scored("s", "test", 8000, [score(seq)], features(seq + 0.1))
+        ring.on_scored("s", "test", 8000, [score(seq)], features(seq + 0.1), None)
     kept = ring.get("s")
     assert kept is not None
     assert [w.seq for w in kept.windows] == [2, 3, 4]
@@ -108,59 +104,3 @@ def test_ended_streams_stay_for_late_feedback_then_go_and_their_id_can_be_reused
     ring.end("s", 5.0)
     clock.now = 200.0
     assert ring.get("s") is None and ring.nbytes == 0
-
-
-def row(n_windows: int = 2) -> FeedbackRow:
-    windows = tuple(
-        WindowRow(i, i * 1.0, i + 4.0, -1.5, True, "card", "abcdef123456", features(i + 0.5))
-        for i in range(n_windows)
-    )
-    return FeedbackRow(
-        via="rest",
-        node="n1",
-        stream="call",
-        stream_source="twilio",
-        stream_sample_rate=8000,
-        stream_live=True,
-        label="confirmed_synthetic",
-        t_start=0.0,
-        t_end=5.0,
-        alarm_t=None,
-        note="caller admitted TTS",
-        analyst="ana",
-        detector="card",
-        detector_version="3",
-        detector_sha256="f" * 64,
-        windows=windows,
-    )
-
-
-def test_store_round_trips_verdicts_and_exact_features_and_no_audio(tmp_path: Path) -> None:
-    store = FeedbackStore(tmp_path / "fb")
-    first, second = store.add(row()), store.add(row(1))
-    assert (first, second) == (1, 2)
-    rows = read_feedback(tmp_path / "fb")
-    assert [r.id for r in rows] == [1, 2]
-    got = rows[0]
-    assert (got.label, got.note, got.detector_sha256, got.stream_source) == (
-        "confirmed_synthetic",
-        "caller admitted TTS",
-        "f" * 64,
-        "twilio",
-    )
-    assert [w.seq for w in got.windows] == [0, 1]
-    np.testing.assert_array_equal(got.windows[1].features, features(1.5))
-    with sqlite3.connect(tmp_path / "fb" / DB_FILE) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"feedback", "windows"}
-
-
-def test_store_refuses_another_schema_version_and_read_refuses_a_missing_store(tmp_path: Path) -> None:
-    (tmp_path / "fb").mkdir()
-    with sqlite3.connect(tmp_path / "fb" / DB_FILE) as db:
-        db.execute("PRAGMA user_version=7")
-    with pytest.raises(ConfigError, match="expected feedback schema version 1, found 7"):
-        FeedbackStore(tmp_path / "fb")
-    with pytest.raises(DataError, match="expected a feedback directory"):
-        read_feedback(tmp_path / "none")

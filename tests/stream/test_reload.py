@@ -27,8 +27,8 @@ from spoofwatch.stream.learning import install_sighup, learning_parts, remove_si
 from spoofwatch.stream.net.reload_routes import reload_routes
 from waits import scaled
 
-OLD = CardIdentity("old-card", "1", "a" * 64)
-NEW = CardIdentity("new-card", "2", "b" * 64)
+OLD = CardIdentity(name="old-card", sha256="a" * 64, version="1")
+NEW = CardIdentity(name="new-card", sha256="b" * 64, version="2")
 
 
 class OffsetScorer(FakeScorer):
@@ -144,6 +144,7 @@ def test_a_card_that_fails_or_does_not_fit_leaves_the_old_one_serving(loader: ob
 def write_card(directory: Path, offset: float) -> None:
     directory.mkdir(exist_ok=True)
     (directory / "model_card.json").write_text(json.dumps({"name": "watched", "offset": offset}))
+    (directory / "head.safetensors").write_bytes(b"head")
 
 
 def card_dir_loader(directory: str | None) -> tuple[WindowScorer, CardIdentity]:
@@ -262,6 +263,6 @@ def test_serve_watches_the_card_directory_and_announces_the_new_card(tmp_path: P
         finally:
             stop.set()
             await asyncio.wait_for(task, scaled(30))
-        assert (tmp_path / "fb" / "feedback.sqlite").is_file()  # the feedback store was opened at start-up
+        assert (tmp_path / "fb" / "feedback.sqlite3").is_file()  # the feedback store was opened at start-up
 
     streamkit.run(body(), timeout_s=120)

@@ -9,7 +9,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
@@ -18,9 +17,9 @@ from fakes import EXAMPLE_SPEECH
 from spoofwatch.audio.files import load_audio
 from spoofwatch.config import Settings, StreamConfig
 from spoofwatch.events import Event, ScoreEvent, StatusEvent
-from spoofwatch.feedback.capture import FeatureRing
+from spoofwatch.feedback.capture import FeatureRing, KeptWindow
 from spoofwatch.feedback.desk import FeedbackDesk, parse_feedback
-from spoofwatch.feedback.store import FeedbackStore, read_feedback
+from spoofwatch.learning.feedback_store import FeedbackStore, read_feedback
 from spoofwatch.model.artifact import CARD_FILE, detector_dir
 from spoofwatch.model.identity import card_identity
 from spoofwatch.stream.engine.reload import CardReloader, detector_loader
@@ -47,6 +46,7 @@ def test_reload_mid_call_on_the_real_server_with_the_real_detector(tmp_path: Pat
     speech = load_audio(EXAMPLE_SPEECH, 16000).samples
 
     windows_out: list[int] = []
+    kept: list[KeptWindow] = []
 
     async def body() -> list[Event]:
         async with streamkit.serving(streamkit.LOCAL, stream_config=StreamConfig(), scorer=scorer) as (
@@ -67,6 +67,9 @@ def test_reload_mid_call_on_the_real_server_with_the_real_detector(tmp_path: Pat
                 await ws.send('{"type":"stop"}')
                 events = await streamkit.events_until_end(ws, "call")
             await desk.record(parse_feedback({"stream": "call", "label": "false_alarm"}), "rest")
+            stream = desk.ring.get("call")
+            assert stream is not None
+            kept.extend(stream.windows)
             return events
 
     events = asyncio.run(asyncio.wait_for(body(), 300))
@@ -78,14 +81,18 @@ def test_reload_mid_call_on_the_real_server_with_the_real_detector(tmp_path: Pat
     switch = cards.index(new_card.short)
     assert switch >= 2 and cards == [old_card.short] * switch + [new_card.short] * (len(cards) - switch)
     assert {s.detector for s in scores[switch:]} == {"default-recalibrated"}
-    # Feedback keeps the features the head read: the head gives each stored window's score back.
-    [stored] = read_feedback(tmp_path / "fb")
-    assert [w.seq for w in stored.windows] == [s.seq for s in scores]
+    # Feedback keeps the features the head read: from those kept in memory the head gives
+    # each window's score back exactly; the store (learning.feedback_store) keeps float16.
     new_scorer, _ = load(str(new_dir))
-    for window in stored.windows:
+    by_sha = {old_card.sha256: scorer, new_card.sha256: new_scorer}
+    assert [w.seq for w in kept] == [s.seq for s in scores]
+    for window in kept:
         assert window.features.shape == (scorer.head.n_features_in_,)
-        card = scorer if window.detector_sha == old_card.short else new_scorer
-        again = card.score_features(window.features.astype(np.float32)[None, :])[0]
+        assert window.card is not None
+        again = by_sha[window.card.sha256].score_features(window.features[None, :])[0]
         assert again == pytest.approx(window.score, abs=1e-4)
+    records = read_feedback(tmp_path / "fb")
+    assert [r.detector_sha256 for r in records] == [old_card.sha256, new_card.sha256]  # one per card
+    assert [w["seq"] for r in records for w in r.metadata["windows"]] == [s.seq for s in scores]
     statuses = [e for e in events if isinstance(e, StatusEvent)]
     assert not statuses or statuses[-1].detector_sha in (old_card.short, new_card.short)

@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.events import AlarmEvent, Event, ScoreEvent
+from spoofwatch.model.card_label import CardLabel
 
 _OVERHEAD_BYTES = 200  # per kept window, beside its features
 
@@ -31,8 +32,7 @@ class KeptWindow:
     t_end: float
     score: float
     speech: bool
-    detector: str | None
-    detector_sha: str | None
+    card: CardLabel | None  # the card that scored it
     features: NDArray[np.float32]
 
     @property
@@ -75,9 +75,15 @@ class FeatureRing:
         self.evicted_windows = 0
 
     def on_scored(
-        self, stream: str, source: str, sample_rate: int, events: list[Event], features: object
+        self,
+        stream: str,
+        source: str,
+        sample_rate: int,
+        events: list[Event],
+        features: object,
+        card: CardLabel | None = None,
     ) -> None:
-        """A scored window's events (its score event, any alarm transition) and features."""
+        """A scored window's events (its score event, any alarm transition), features and card."""
         kept = self._live(stream, source, sample_rate)
         for event in events:
             if isinstance(event, AlarmEvent):
@@ -89,8 +95,7 @@ class FeatureRing:
                     event.t_end,
                     event.score,
                     event.speech,
-                    event.detector,
-                    event.detector_sha,
+                    card,
                     np.asarray(features, dtype=np.float32),  # a copy already, from the batcher
                 )
                 kept.windows.append(window)

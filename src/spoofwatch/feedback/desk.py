@@ -20,16 +20,21 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from spoofwatch.errors import ProtocolError
 from spoofwatch.events import FeedbackEvent
 from spoofwatch.feedback.capture import FeatureRing, KeptStream, KeptWindow
-from spoofwatch.feedback.store import FeedbackRow, FeedbackStore, WindowRow
+from spoofwatch.learning.feedback_store import LABELS as FEEDBACK_LABELS
+from spoofwatch.learning.feedback_store import FeedbackRecord, FeedbackStore
+from spoofwatch.model.card_label import CardLabel
+from spoofwatch.model.identity import feature_space
 from spoofwatch.stream.engine.batcher import WindowJob
 from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
 
 logger = logging.getLogger(__name__)
 
-LABELS = ("confirmed_synthetic", "false_alarm", "missed_synthetic")
+LABELS = FEEDBACK_LABELS  # confirmed_synthetic, false_alarm, missed_synthetic
 VIAS = ("rest", "mqtt", "dashboard")
 MAX_NOTE_CHARS = 4000
 _FIELDS = {"stream", "label", "t_start", "t_end", "alarm_t", "note", "analyst", "via"}
@@ -126,7 +131,8 @@ def _selected(kept: KeptStream, start: float | None, end: float | None) -> list[
 
 
 class FeedbackDesk:
-    """Records feedback for one pipeline: keeps its streams' features and stores verdicts."""
+    """Records feedback for one pipeline: keeps its streams' features and stores verdicts
+    in the feedback store ``spoofwatch retrain`` reads (``learning.feedback_store``)."""
 
     def __init__(self, pipeline: Pipeline, ring: FeatureRing, store: FeedbackStore) -> None:
         self.pipeline = pipeline
@@ -138,10 +144,68 @@ class FeedbackDesk:
 
     def _on_scored(self, job: WindowJob, events: list[Any]) -> None:
         handle: StreamHandle = job.stream
-        self.ring.on_scored(handle.stream_id, handle.source, handle.input_rate, events, job.features)
+        self.ring.on_scored(
+            handle.stream_id, handle.source, handle.input_rate, events, job.features, job.card
+        )
 
     def _on_end(self, handle: StreamHandle) -> None:
         self.ring.end(handle.stream_id, handle.session.duration_s)
+
+    def _feature_space(self, card: CardLabel | None) -> str | None:
+        """The feature space of the serving card (what a head fitted on these rows fits)."""
+        scorer_card = getattr(self.pipeline.scorer, "card", None)
+        if card is not self.pipeline.card or not isinstance(scorer_card, dict):
+            return None
+        return feature_space(scorer_card)
+
+    def _records(
+        self, request: FeedbackRequest, via: str, kept: KeptStream, windows: list[KeptWindow]
+    ) -> list[FeedbackRecord]:
+        """One record per card that scored the windows (two only across a hot reload)."""
+        groups: dict[int, list[KeptWindow]] = {}
+        for window in windows:
+            groups.setdefault(id(window.card), []).append(window)
+        records = []
+        for group in groups.values():
+            card = group[0].card or self.pipeline.card
+            metadata = {
+                "node": self.pipeline.node,
+                "source": kept.source,
+                "sample_rate": kept.sample_rate,
+                "live": kept.ended_at is None,
+                "via": via,
+                "analyst": request.analyst,
+                "alarm_t": request.alarm_t,
+                "detector_version": card.version,
+                "windows": [
+                    {
+                        "seq": w.seq,
+                        "t_start": w.t_start,
+                        "t_end": w.t_end,
+                        "score": w.score,
+                        "speech": w.speech,
+                    }
+                    for w in group
+                ],
+            }
+            records.append(
+                FeedbackRecord(
+                    stream_id=kept.stream,
+                    label=request.label,
+                    features=np.stack([w.features for w in group]),
+                    detector_name=card.name,
+                    detector_sha256=card.sha256,
+                    t_start=group[0].t_start,
+                    t_end=group[-1].t_end,
+                    note=request.note,
+                    metadata=metadata,
+                    feature_space=self._feature_space(group[0].card),
+                )
+            )
+        return records
+
+    def _add(self, records: list[FeedbackRecord]) -> list[int]:
+        return [self.store.add(record) for record in records]
 
     async def record(self, request: FeedbackRequest, via: str) -> FeedbackEvent:
         """Store the verdict and publish its event; FeedbackError (404) when the stream has
@@ -165,38 +229,15 @@ class FeedbackDesk:
                 status=404,
             )
         via = request.via or via
+        ids = await asyncio.to_thread(self._add, self._records(request, via, kept, windows))
         card = self.pipeline.card
-        row = FeedbackRow(
-            via=via,
-            node=self.pipeline.node,
-            stream=kept.stream,
-            stream_source=kept.source,
-            stream_sample_rate=kept.sample_rate,
-            stream_live=kept.ended_at is None,
-            label=request.label,
-            t_start=windows[0].t_start,
-            t_end=windows[-1].t_end,
-            alarm_t=request.alarm_t,
-            note=request.note,
-            analyst=request.analyst,
-            detector=card.name,
-            detector_version=card.version,
-            detector_sha256=card.sha256,
-            windows=tuple(
-                WindowRow(
-                    w.seq, w.t_start, w.t_end, w.score, w.speech, w.detector, w.detector_sha, w.features
-                )
-                for w in windows
-            ),
-        )
-        feedback_id = await asyncio.to_thread(self.store.add, row)
         event = FeedbackEvent(
             stream=kept.stream,
             label=request.label,
-            t_start=row.t_start,
-            t_end=row.t_end,
+            t_start=windows[0].t_start,
+            t_end=windows[-1].t_end,
             windows=len(windows),
-            id=feedback_id,
+            id=ids[0],
             via=via,
             note=request.note,
             detector=card.name,
@@ -205,7 +246,7 @@ class FeedbackDesk:
         self.pipeline.hub.publish(event)
         logger.info(
             "feedback %d on stream %s: %s, %d windows (%s)",
-            feedback_id,
+            ids[0],
             kept.stream,
             request.label,
             len(windows),

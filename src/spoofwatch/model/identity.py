@@ -1,10 +1,9 @@
-"""Which detector card scored a window: name, version and a content hash.
+"""A detector card's identity: its name and a sha256 over the files that decide its scores.
 
-A card that records its own ``content_hash`` (``spoofwatch retrain`` writes one) is named
-by it; otherwise the hash is a sha256 over the card directory's files, in sorted order
-(each file's relative path, a NUL, its size, a NUL, its bytes), so two directories with
-the same files have the same identity wherever they live. A card known only as its
-``model_card.json`` content (no directory) is hashed as canonical JSON. Pure stdlib.
+The hash covers ``model_card.json`` and ``head.safetensors`` (name, length and bytes of
+each, in that order), so two directories holding the same card have the same identity
+wherever they live, and files kept beside a card (a canary record, a recipe) do not
+change it.
 """
 
 from __future__ import annotations
@@ -16,84 +15,83 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CARD_FILE = "model_card.json"
-SHORT_SHA = 12  # hex digits on events
-_SHA_PREFIX = "sha256:"
+from spoofwatch.errors import ModelError
+from spoofwatch.model.artifact import CARD_FILE, TENSORS_FILE, detector_dir
+
+# The files of a card that its identity hashes, in hashing order.
+IDENTITY_FILES = (CARD_FILE, TENSORS_FILE)
 
 
 @dataclass(frozen=True)
 class CardIdentity:
+    """``name`` from the card (its directory's name when the card has none), ``sha256`` of
+    its files, ``version`` from the card's ``version`` field (None when absent)."""
+
     name: str
-    version: str | None
     sha256: str
+    version: str | None = None
 
     @property
     def short(self) -> str:
-        """The first ``SHORT_SHA`` hex digits of the hash, as events carry it."""
-        return self.sha256[:SHORT_SHA]
+        """The first 12 hex digits, for file names and log lines."""
+        return self.sha256[:12]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+        return {"name": self.name, "sha256": self.sha256, "version": self.version}
 
 
-def directory_sha256(directory: str | os.PathLike[str], *, exclude: tuple[str, ...] = ()) -> str:
-    """sha256 over the directory's regular files (recursively) in sorted relative-path order;
-    ``exclude``: relative paths left out. Hidden files and ``__pycache__`` are skipped."""
+def card_sha256(directory: str | os.PathLike[str]) -> str:
+    """sha256 over the card's identity files (``IDENTITY_FILES``)."""
     root = Path(directory)
     digest = hashlib.sha256()
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and not any(part.startswith(".") or part == "__pycache__" for part in p.relative_to(root).parts)
-    )
-    for path in files:
-        relative = path.relative_to(root).as_posix()
-        if relative in exclude:
-            continue
-        data = path.read_bytes()
-        digest.update(relative.encode() + b"\0" + str(len(data)).encode() + b"\0")
+    for name in IDENTITY_FILES:
+        path = root / name
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"{root}: expected a detector directory with {name} ({exc.strerror})") from None
+        digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
 
 
-def _recorded_hash(card: dict[str, Any]) -> str | None:
-    value = card.get("content_hash")
-    if isinstance(value, dict):  # {"algorithm": "sha256", "value": "..."} is accepted too
-        value = value.get("value") or value.get("sha256")
-    if not isinstance(value, str) or not value:
-        return None
-    return value.removeprefix(_SHA_PREFIX).lower()
-
-
-def _version(card: dict[str, Any]) -> str | None:
-    value = card.get("version")
-    return None if value is None else str(value)
-
-
-def card_identity(card_dir_or_card: str | os.PathLike[str] | dict[str, Any]) -> CardIdentity:
-    """The identity of a card directory, or of a card's parsed ``model_card.json``.
-
-    Raises OSError / ValueError when a directory has no readable, valid card."""
-    if isinstance(card_dir_or_card, dict):
-        card = card_dir_or_card
-        sha = (
-            _recorded_hash(card)
-            or hashlib.sha256(json.dumps(card, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        )
-        return CardIdentity(str(card.get("name") or "unnamed"), _version(card), sha)
-    root = Path(card_dir_or_card)
-    card = json.loads((root / CARD_FILE).read_text())
+def card_identity(directory: str | os.PathLike[str] | None = None) -> CardIdentity:
+    """The identity of the card in ``directory`` (a folder or a packaged detector's name,
+    as ``load_detector`` takes it; None = ``$SPOOFWATCH_DETECTOR`` or ``default``)."""
+    root = detector_dir(directory)
+    sha = card_sha256(root)
+    try:
+        card = json.loads((root / CARD_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{root / CARD_FILE}: expected a JSON model card ({exc})") from None
     if not isinstance(card, dict):
-        raise ValueError(f"{root / CARD_FILE}: expected a JSON object, found {type(card).__name__}")
-    sha = _recorded_hash(card) or directory_sha256(root)
-    return CardIdentity(str(card.get("name") or root.resolve().name), _version(card), sha)
+        raise ModelError(f"{root / CARD_FILE}: expected a JSON object, found {type(card).__name__}")
+    version = card.get("version")
+    return CardIdentity(
+        name=str(card.get("name") or root.resolve().name),
+        sha256=sha,
+        version=None if version is None else str(version),
+    )
 
 
-def scorer_identity(scorer: object) -> CardIdentity:
-    """Best identity of a scorer loaded without its directory: its ``card`` dict, else its
-    class name (a hash of nothing)."""
-    card = getattr(scorer, "card", None)
-    if isinstance(card, dict) and card:
-        return card_identity(card)
-    return CardIdentity(type(scorer).__name__, None, hashlib.sha256(b"").hexdigest())
+def feature_space(card: dict[str, Any]) -> str:
+    """sha256 of what decides a card's head input (the features a window gives): encoder
+    identity and spec, window, layers, spectral front end, level normalisation and the
+    runtime (quantisation and backend shift the encoder's states). Two cards with the same
+    feature space can score each other's features; a head fitted on one fits the other's."""
+    inference = card.get("inference") or {}
+    encoder = card.get("encoder") or {}
+    window = card.get("window") or {}
+    spectral = card.get("spectral") or {}
+    key = {
+        "encoder": encoder.get("identity"),
+        "encoder_spec": encoder.get("spec"),
+        "window_s": window.get("window_s"),
+        "sample_rate": window.get("sample_rate"),
+        "layers": card.get("layers"),
+        "spectral": spectral.get("identity"),
+        "level_dbfs": (card.get("level") or {}).get("target_dbfs"),
+        "quantization": inference.get("quantization", "none"),
+        "backend": inference.get("backend", "torch"),
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()

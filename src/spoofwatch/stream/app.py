@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from spoofwatch.config import Settings
-from spoofwatch.model.identity import CardIdentity
+from spoofwatch.model.card_label import CardLabel
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.engine.reload import CardLoader
@@ -127,7 +127,7 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
-    card: CardIdentity | None = None,
+    card: CardLabel | None = None,
     loader: CardLoader | None = None,
 ) -> None:
     """``spoofwatch serve``: WebSocket server, optional MQTT/JSONL sinks and local sources.

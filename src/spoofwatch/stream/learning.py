@@ -17,7 +17,7 @@ from spoofwatch.config import Settings
 from spoofwatch.feedback.capture import FeatureRing
 from spoofwatch.feedback.desk import FeedbackDesk
 from spoofwatch.feedback.routes import feedback_routes
-from spoofwatch.feedback.store import FeedbackStore
+from spoofwatch.learning.feedback_store import FeedbackStore
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.engine.reload import (
     CardLoader,

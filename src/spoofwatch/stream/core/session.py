@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from spoofwatch.config import StreamConfig
 from spoofwatch.events import AlarmEvent, Event, GapEvent, ScoreEvent
-from spoofwatch.model.identity import CardIdentity
+from spoofwatch.model.card_label import CardLabel
 from spoofwatch.stream.core.gaps import GAP_CAUSES, SPLICED_CAUSES, Timeline
 from spoofwatch.stream.core.smoothing import Hysteresis, LlrSmoother, p_spoof_from_llr
 from spoofwatch.stream.core.speech import EnergySpeechGate
@@ -117,7 +117,7 @@ class StreamSession:
         return self.gate.is_speech(window.samples, window.sample_rate)
 
     def on_score(
-        self, window: Window, llr: float, speech: bool, lag_ms: float, card: CardIdentity | None = None
+        self, window: Window, llr: float, speech: bool, lag_ms: float, card: CardLabel | None = None
     ) -> list[Event]:
         """A scored window in; its score event and any alarm transition out, naming
         ``card``, the card that scored it.
@@ -163,7 +163,7 @@ class StreamSession:
             )
         return events
 
-    def close_alarm(self, t: float, card: CardIdentity | None = None) -> list[Event]:
+    def close_alarm(self, t: float, card: CardLabel | None = None) -> list[Event]:
         """At stream end an alarm that is on is reported off (naming the card serving)."""
         if self.alarm.state == "on":
             name, sha = (None, None) if card is None else (card.name, card.short)

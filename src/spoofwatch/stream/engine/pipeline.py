@@ -24,7 +24,7 @@ from spoofwatch.audio.resample import StreamResampler
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, Event, GapEvent, StatusEvent, StreamEvent
-from spoofwatch.model.identity import CardIdentity, scorer_identity
+from spoofwatch.model.card_label import CardLabel, scorer_label
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
 from spoofwatch.stream.core.session import StreamSession
@@ -281,10 +281,10 @@ class Pipeline:
         stream_config: StreamConfig | None = None,
         engine_config: EngineConfig | None = None,
         node: str = "node",
-        card: CardIdentity | None = None,
+        card: CardLabel | None = None,
     ) -> None:
         self.scorer = scorer
-        self.card = card or scorer_identity(scorer)  # names the scorer on events
+        self.card: CardLabel = card or scorer_label(scorer)  # names the scorer on events
         # Alarm thresholds left unset follow the detector's threshold policy.
         self._given_stream_config = stream_config or StreamConfig()
         self.stream_config = self._given_stream_config.with_alarm_levels(scorer.threshold)
@@ -332,7 +332,7 @@ class Pipeline:
         logger.info("stream %s started (%s, %d Hz)", stream_id, source, sample_rate)
         return handle
 
-    def use_scorer(self, scorer: WindowScorer, card: CardIdentity) -> None:
+    def use_scorer(self, scorer: WindowScorer, card: CardLabel) -> None:
         """Hot reload (stream.engine.reload): batches that start from now on are scored by
         ``scorer``; streams opened from now on take its threshold (live ones keep the
         alarm levels they started with)."""

@@ -29,14 +29,14 @@ from pathlib import Path
 
 from spoofwatch.errors import SpoofwatchError
 from spoofwatch.events import ErrorEvent
-from spoofwatch.model.identity import CardIdentity
+from spoofwatch.model.card_label import CardLabel
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
 # Loads the card in a directory (None: the one configured) and names it; runs in a thread.
-CardLoader = Callable[[str | None], tuple[WindowScorer, CardIdentity]]
+CardLoader = Callable[[str | None], tuple[WindowScorer, CardLabel]]
 
 
 class ReloadError(SpoofwatchError):
@@ -77,7 +77,7 @@ class CardReloader:
         self.failures = 0
         self._lock = asyncio.Lock()
 
-    async def reload(self, directory: str | None = None, *, why: str = "request") -> CardIdentity:
+    async def reload(self, directory: str | None = None, *, why: str = "request") -> CardLabel:
         """Load ``directory`` (default: the current one) and swap to it; ReloadError says
         why not, after it was logged and published."""
         target = directory if directory is not None else self.directory
@@ -164,8 +164,8 @@ def detector_loader(settings: object) -> CardLoader:
     if not isinstance(settings, Settings):
         raise TypeError(f"detector_loader: expected Settings, found {type(settings).__name__}")
 
-    def load(directory: str | None) -> tuple[WindowScorer, CardIdentity]:
-        from spoofwatch.model.artifact import detector_dir, load_detector
+    def load(directory: str | None) -> tuple[WindowScorer, CardLabel]:
+        from spoofwatch.model.artifact import load_detector
         from spoofwatch.model.identity import card_identity
 
         chosen = directory if directory is not None else settings.server.detector
@@ -175,6 +175,6 @@ def detector_loader(settings: object) -> CardLoader:
             hop_s=settings.stream.hop_s,
             **detector_options(settings.engine),
         )
-        return detector, card_identity(detector_dir(chosen))
+        return detector, card_identity(chosen)
 
     return load
