@@ -28,7 +28,6 @@ from spoofwatch.feedback.capture import FeatureRing, KeptStream, KeptWindow
 from spoofwatch.learning.feedback_store import LABELS as FEEDBACK_LABELS
 from spoofwatch.learning.feedback_store import FeedbackRecord, FeedbackStore
 from spoofwatch.model.card_label import CardLabel
-from spoofwatch.model.identity import feature_space
 from spoofwatch.stream.engine.batcher import WindowJob
 from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
 
@@ -156,6 +155,8 @@ class FeedbackDesk:
         scorer_card = getattr(self.pipeline.scorer, "card", None)
         if card is not self.pipeline.card or not isinstance(scorer_card, dict):
             return None
+        from spoofwatch.model.identity import feature_space  # torch: only once feedback comes
+
         return feature_space(scorer_card)
 
     def _records(
