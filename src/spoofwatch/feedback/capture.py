@@ -3,10 +3,9 @@
 Bounded three ways: ``per_stream`` windows per stream (oldest first out), ``max_bytes``
 for all streams together (ended streams go first, oldest ended first; then the oldest
 window of the stream holding the most), and ``keep_s``: an ended stream's windows stay
-that long for late feedback. Features are kept as float32: float16 rounding moves the
-packaged card's scores by up to 0.45 LLR (some of its features vary by 1e-5 around 0.7),
-too much to retrain on. A stream id used again after its stream ended starts afresh.
-Runs on the event loop; no locks.
+that long for late feedback. Features are kept as the scorer gave them (float32; the store
+rounds them to float16 like the training cache, docs/learning.md). A stream id used again
+after its stream ended starts afresh. Runs on the event loop; no locks.
 """
 
 from __future__ import annotations
