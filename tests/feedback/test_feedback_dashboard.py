@@ -1,7 +1,6 @@
 """The dashboard's feedback buttons in headless Chromium (the browser machinery of
-tests/test_dashboard.py). Until the server serves HTTP through aiohttp, the page, the
-score WebSocket and ``POST /v1/feedback`` are served here by a bare aiohttp app over a
-real pipeline; the feedback lands in a real SQLite store."""
+tests/test_dashboard.py) against the real server with a token, ``POST /v1/feedback``
+mounted through ``extra_routes``; the feedback lands in the real feedback store."""
 
 from __future__ import annotations
 
@@ -13,89 +12,47 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
-from aiohttp import web
 
 from fakes import FeatureFakeScorer, noise, tone
-from spoofwatch.events import to_json
+from spoofwatch.config import ServerConfig
 from spoofwatch.feedback.capture import FeatureRing
 from spoofwatch.feedback.desk import FeedbackDesk
 from spoofwatch.feedback.routes import feedback_routes
 from spoofwatch.learning.feedback_store import FeedbackStore, read_feedback
 from spoofwatch.model.identity import CardIdentity
 from spoofwatch.stream.engine.pipeline import Pipeline
-from spoofwatch.stream.net.server import index_html
-from test_dashboard import CFG, ENGINE, browser, card, wait_for  # noqa: F401 - browser is a fixture
+from spoofwatch.stream.net.server import SpoofwatchServer
+from test_dashboard import CFG, ENGINE, TOKEN, browser, card, wait_for  # noqa: F401 - browser is a fixture
 
 pytestmark = pytest.mark.browser
 T = TypeVar("T")
 
 
 class AppThread:
-    """A pipeline with a feedback desk behind a bare aiohttp app, on its own loop and thread."""
+    """A pipeline with a feedback desk behind the real server (token required, the
+    feedback route mounted through ``extra_routes``), on its own loop and thread."""
 
     def __init__(self, feedback_dir: Path) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="feedback-app")
         self.feedback_dir = feedback_dir
         self.port = 0
-        self.subscribers: set[asyncio.Task[Any]] = set()
 
     def call(self, body: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(body, self.loop).result(timeout=30)
 
     async def _start(self) -> None:
-        self.pipeline = Pipeline(
-            FeatureFakeScorer(),
-            CFG,
-            ENGINE,
-            node="dash",
-            card=CardIdentity(name="dash-card", sha256="d" * 64, version="1"),
-        )
+        card = CardIdentity(name="dash-card", sha256="d" * 64, version="1")
+        self.pipeline = Pipeline(FeatureFakeScorer(), CFG, ENGINE, node="dash", card=card)
         desk = FeedbackDesk(self.pipeline, FeatureRing(), FeedbackStore(self.feedback_dir))
         self.worker = asyncio.create_task(self.pipeline.run())
-        app = web.Application()
-        app.add_routes(feedback_routes(desk))
-        app.add_routes(
-            [
-                web.get("/", self._index),
-                web.get("/healthz", self._health),
-                web.get("/v1/scores", self._scores),
-            ]
-        )
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self.runner.addresses[0][1]
-
-    async def _index(self, request: web.Request) -> web.Response:
-        return web.Response(body=index_html(), content_type="text/html")
-
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "detector": "dash-card", "threshold": 0.5})
-
-    async def _scores(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        sub = self.pipeline.hub.subscribe(None)
-        task = asyncio.current_task()
-        assert task is not None
-        self.subscribers.add(task)
-        try:
-            await ws.send_str(to_json(self.pipeline.status()))
-            while not ws.closed:
-                await ws.send_str(to_json(await sub.queue.get()))
-        except asyncio.CancelledError:
-            await ws.close()
-        finally:
-            self.pipeline.hub.unsubscribe(sub)
-            self.subscribers.discard(task)
-        return ws
+        config = ServerConfig(host="127.0.0.1", port=0, token=TOKEN)
+        self.server = SpoofwatchServer(self.pipeline, config, extra_routes=feedback_routes(desk))
+        await self.server.start()
+        self.port = self.server.port
 
     async def _stop(self) -> None:
-        for task in list(self.subscribers):
-            task.cancel()
-        await self.runner.cleanup()
+        await self.server.stop()
         self.worker.cancel()
         await asyncio.gather(self.worker, return_exceptions=True)
 
@@ -134,7 +91,7 @@ def test_dashboard_buttons_record_feedback_on_an_alarm_and_a_stream_and_show_ref
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    browser.get(f"http://127.0.0.1:{app.port}/")
+    browser.get(f"http://127.0.0.1:{app.port}/?token={TOKEN}")
     wait_for(browser, "document.getElementById('node')?.textContent === 'dash'", "the status event")
     app.call(app.call_with_alarm("call-a"))
     alarm_button = "#alarms li[data-state='on'] .fb button[data-label='confirmed_synthetic']"

@@ -266,3 +266,68 @@ def test_serve_watches_the_card_directory_and_announces_the_new_card(tmp_path: P
         assert (tmp_path / "fb" / "feedback.sqlite3").is_file()  # the feedback store was opened at start-up
 
     streamkit.run(body(), timeout_s=120)
+
+
+def test_real_server_reloads_over_http_mid_call_and_takes_feedback_with_the_token(tmp_path: Path) -> None:
+    import aiohttp
+    from websockets.asyncio.client import connect
+
+    from fakes import FeatureFakeScorer
+    from spoofwatch.config import ServerConfig
+    from spoofwatch.feedback.capture import FeatureRing
+    from spoofwatch.feedback.desk import FeedbackDesk
+    from spoofwatch.feedback.routes import feedback_routes
+    from spoofwatch.learning.feedback_store import FeedbackStore, read_feedback
+    from spoofwatch.stream.net.server import SpoofwatchServer
+
+    token = "reload-s3cret"
+    windows_out: list[int] = []
+    new = FeatureFakeScorer(delay_s=0.002)
+
+    async def body() -> list[Event]:
+        old = FeatureFakeScorer(delay_s=0.002)
+        pipeline = Pipeline(old, streamkit.CFG, streamkit.ENGINE, card=OLD)
+        desk = FeedbackDesk(pipeline, FeatureRing(), FeedbackStore(tmp_path / "fb"))
+        pipeline.on_stream_end.append(lambda h: windows_out.append(h.session.counters.windows_out))
+        reloader = CardReloader(pipeline, new_card_loader(new))  # type: ignore[arg-type]
+        routes = feedback_routes(desk) + reload_routes(reloader)
+        server = SpoofwatchServer(pipeline, ServerConfig(port=0, token=token), extra_routes=routes)
+        worker = asyncio.create_task(pipeline.run())
+        await server.start()
+        base = f"http://127.0.0.1:{server.port}"
+        auth = {"Authorization": f"Bearer {token}"}
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                connect(f"ws://127.0.0.1:{server.port}/v1/ingest?token={token}") as ws,
+            ):
+                await ws.send(streamkit.start_message("call"))
+                audio = np.concatenate([noise(3.0), tone(3.0)])
+                await streamkit.send_audio(ws, audio[: len(audio) // 2])
+                await streamkit.until(lambda: pipeline.batcher.counters.scored >= 2, what="old-card scores")
+                async with http.post(f"{base}/v1/admin/reload") as refused:
+                    assert refused.status == 401  # no token
+                async with http.post(f"{base}/v1/admin/reload", headers=auth) as response:
+                    assert response.status == 200, await response.text()
+                    assert (await response.json())["detector"]["name"] == NEW.name
+                await streamkit.send_audio(ws, audio[len(audio) // 2 :])
+                await ws.send('{"type":"stop"}')
+                events = await streamkit.events_until_end(ws, "call")
+                message = {"stream": "call", "label": "missed_synthetic", "t_start": 3.0}
+                async with http.post(f"{base}/v1/feedback", json=message) as refused:
+                    assert refused.status == 401
+                async with http.post(f"{base}/v1/feedback", json=message, headers=auth) as response:
+                    assert response.status == 201, await response.text()
+        finally:
+            await server.stop()
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+        records = read_feedback(tmp_path / "fb")
+        assert records and {r.label for r in records} == {"missed_synthetic"}
+        assert records[-1].detector_sha256 == NEW.sha256  # the later windows: the new card's
+        return events
+
+    events = streamkit.run(body(), timeout_s=60)
+    assert len(windows_out) == 1
+    check_stream(events, "call", windows_out[0])  # every window cut was scored, in order
+    assert new.calls

@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
+
+from aiohttp.web import AbstractRouteDef
 
 from spoofwatch.config import Settings
 from spoofwatch.model.card_label import CardLabel
@@ -91,7 +93,12 @@ async def _logged(name: str, factory: Callable[[], Awaitable[None]]) -> None:
 
 
 def build_tasks(
-    pipeline: Pipeline, settings: Settings, *, websocket: bool = True, ready: asyncio.Event | None = None
+    pipeline: Pipeline,
+    settings: Settings,
+    *,
+    websocket: bool = True,
+    ready: asyncio.Event | None = None,
+    extra_routes: Sequence[AbstractRouteDef] = (),
 ) -> dict[str, Callable[[], Awaitable[None]]]:
     from spoofwatch.stream.sources.spec import parse_source_spec, run_source
 
@@ -100,7 +107,7 @@ def build_tasks(
     if websocket:
         from spoofwatch.stream.net.server import run_server
 
-        tasks["websocket"] = lambda: run_server(pipeline, server, ready)
+        tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=extra_routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
@@ -148,7 +155,7 @@ async def serve(
 
         if settings.server.tls_cert:
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
-        tasks = build_tasks(pipeline, settings, ready=ready)
+        tasks = build_tasks(pipeline, settings, ready=ready, extra_routes=learning.routes)
         tasks.update(learning.tasks)
         await run_pipeline(pipeline, tasks, stop)
     finally:
