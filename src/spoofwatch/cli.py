@@ -42,6 +42,7 @@ _EXTRA_OF = {
     "matplotlib": "train",
     "onnxruntime": "onnx",
     "onnx": "onnx",
+    "sipmessage": "siprec",
 }
 
 
@@ -310,6 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also accept Asterisk AudioSocket calls (TCP) on this port",
     )
     sv.add_argument(
+        "--siprec-port",
+        type=int,
+        metavar="P",
+        help="also record SIPREC sessions (SIP on UDP and TCP) on this port",
+    )
+    sv.add_argument(
+        "--siprec-tls-port", type=int, metavar="P", help="SIPREC over TLS on this port (needs --tls-cert)"
+    )
+    sv.add_argument("--rtp-ports", metavar="LOW-HIGH", help="SIPREC RTP port range (default 20000-20999)")
+    sv.add_argument(
+        "--siprec-allow",
+        action="append",
+        default=None,
+        metavar="ADDR",
+        help="SIPREC clients allowed: an address or network (10.0.0.0/8); repeatable (default: any)",
+    )
+    sv.add_argument("--siprec-max-sessions", type=int, help="concurrent SIPREC sessions (default 32)")
+    sv.add_argument(
         "--admission",
         choices=("refuse", "queue"),
         help="beyond --max-streams: refuse new calls (default) or queue",
@@ -368,6 +387,11 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "jsonl": getattr(args, "jsonl", None),
         "detector": args.detector,
         "audiosocket_port": getattr(args, "audiosocket_port", None),
+        "siprec_port": getattr(args, "siprec_port", None),
+        "siprec_tls_port": getattr(args, "siprec_tls_port", None),
+        "rtp_ports": getattr(args, "rtp_ports", None),
+        "siprec_allow": tuple(args.siprec_allow) if getattr(args, "siprec_allow", None) else None,
+        "siprec_max_sessions": getattr(args, "siprec_max_sessions", None),
         "tls_cert": getattr(args, "tls_cert", None),
         "tls_key": getattr(args, "tls_key", None),
         "max_messages_per_s": getattr(args, "max_messages_per_s", None),

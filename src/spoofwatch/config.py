@@ -170,9 +170,10 @@ def detector_options(
 @dataclass(frozen=True)
 class ServerConfig:
     """The network front end. Secrets (``token``, ``mqtt_password``, a password inside
-    ``mqtt``, ``audiohook_clients``) never appear in ``repr``; pass them as
-    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` and
-    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` rather than on the command line."""
+    ``mqtt``, ``audiohook_clients``, ``siprec_users``) never appear in ``repr``; pass them as
+    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD``,
+    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` and ``SPOOFWATCH_SERVER_SIPREC_USERS`` rather
+    than on the command line."""
 
     host: str = "127.0.0.1"  # loopback only; bind 0.0.0.0 deliberately, with a token and TLS
     port: int = 8765
@@ -216,6 +217,19 @@ class ServerConfig:
     feedback_windows: int = 120  # recent windows kept per stream
     feedback_max_mb: float = 64.0  # all streams' kept features together
     feedback_keep_s: float = 900.0  # how long an ended stream's windows stay for late feedback
+    # SIPREC recording server (docs/telephony.md, "SIPREC"): SIP on UDP and TCP at
+    # siprec_port, SIP over TLS (tls_cert/tls_key) at siprec_tls_port, RTP on even ports
+    # of rtp_ports. siprec_allow: the addresses/networks a recording client may come from
+    # (empty: any); siprec_users: "USER:PASSWORD" entries that turn on digest authentication.
+    siprec_port: int | None = None
+    siprec_tls_port: int | None = None
+    rtp_ports: str = "20000-20999"
+    siprec_allow: tuple[str, ...] = ()
+    siprec_users: tuple[str, ...] = ()
+    siprec_realm: str = "spoofwatch"
+    siprec_max_sessions: int = 32
+    siprec_rtp_timeout_s: float = 20.0  # a session whose RTP stops this long is ended
+    siprec_max_packets_per_s: float = 200.0  # per RTP stream; faster packets are dropped
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -245,6 +259,17 @@ class ServerConfig:
                 math.isfinite(self.feedback_keep_s) and self.feedback_keep_s >= 0,
                 "a finite number of seconds >= 0",
             ),
+            ("siprec_max_sessions", self.siprec_max_sessions >= 1, "an integer >= 1"),
+            (
+                "siprec_rtp_timeout_s",
+                math.isfinite(self.siprec_rtp_timeout_s) and self.siprec_rtp_timeout_s > 0,
+                "a finite number of seconds > 0",
+            ),
+            (
+                "siprec_max_packets_per_s",
+                math.isfinite(self.siprec_max_packets_per_s) and self.siprec_max_packets_per_s > 0,
+                "a finite number > 0",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -263,7 +288,7 @@ class ServerConfig:
 
 
 REDACTED: Final = "<redacted>"
-_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients")
+_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients", "siprec_users")
 
 
 def redact_url(url: str) -> str:

@@ -22,6 +22,9 @@ class StreamEvent:
     sample_rate: int
     source: str
     type: Literal["stream"] = field(default="stream", init=False)
+    # What the source knows about the stream's party (SIPREC: names and numbers from the
+    # recording metadata); only on start events, and left out of the JSON when None.
+    metadata: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,8 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     """Field order: ``type``, ``v``, then the event's fields; floats rounded for the wire."""
     body = asdict(event)
     body.pop("type")
+    if body.get("metadata", 0) is None:
+        del body["metadata"]
     for key, value in body.items():
         if isinstance(value, float):
             rounded = _finite(value)

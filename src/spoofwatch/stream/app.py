@@ -112,6 +112,11 @@ def build_tasks(
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
             tasks["audiosocket"] = lambda: run_audiosocket_server(pipeline, server)
+        if server.siprec_port is not None:
+            from spoofwatch.stream.net.siprec_server import run_siprec_server, server_from_config
+
+            server_from_config(pipeline, server)  # a bad range, allow-list or TLS file fails at start-up
+            tasks["siprec"] = lambda: run_siprec_server(pipeline, server)
     if server.mqtt:
         from spoofwatch.stream.sinks.mqtt import mqtt_sink_from_config
 

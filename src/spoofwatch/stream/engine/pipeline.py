@@ -323,12 +323,19 @@ class Pipeline:
         self._closing: set[asyncio.Task[None]] = set()
 
     def open_stream(
-        self, stream_id: str, *, source: str, sample_rate: int, trusted: bool = False
+        self,
+        stream_id: str,
+        *,
+        source: str,
+        sample_rate: int,
+        trusted: bool = False,
+        metadata: dict[str, str] | None = None,
     ) -> StreamHandle:
         """Admit a new stream or raise LimitExceededError / ProtocolError with the reason.
 
         ``trusted`` (local microphones and files) exempts the stream from
-        ``engine.max_stream_s``, a bound meant for network clients.
+        ``engine.max_stream_s``, a bound meant for network clients. ``metadata`` (the
+        party's names and numbers, as a source knows them) goes into the start event.
         """
         if not stream_id or len(stream_id) > MAX_STREAM_ID_LENGTH:
             raise ProtocolError(
@@ -341,7 +348,7 @@ class Pipeline:
             raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
         handle = StreamHandle(self, stream_id, source, sample_rate, trusted=trusted)
         self.streams[stream_id] = handle
-        self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source))
+        self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source, metadata=metadata))
         self.hub.publish(self.status())
         logger.info("stream %s started (%s, %d Hz)", stream_id, source, sample_rate)
         return handle
