@@ -350,6 +350,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--evidence-seconds", type=float, help="seconds of audio per alarm clip, 5..300 (default 20)"
     )
+    sv.add_argument(
+        "--watch-detector",
+        action="store_true",
+        default=None,
+        help="hot-reload the detector card when its directory's files change (also: SIGHUP)",
+    )
+    sv.add_argument("--watch-detector-interval-s", type=float, help="how often to poll it (default 2)")
+    sv.add_argument(
+        "--feedback-dir", metavar="DIR", help="store analyst feedback (marked windows' features) in DIR"
+    )
+    sv.add_argument("--feedback-windows", type=int, help="recent windows kept per stream (default 120)")
+    sv.add_argument("--feedback-max-mb", type=float, help="memory for kept features, all streams (64)")
+    sv.add_argument("--feedback-keep-s", type=float, help="keep an ended stream's windows this long (900)")
 
     from spoofwatch.corpus.command import add_corpus_parser
 
@@ -423,6 +436,17 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "evidence_dir": getattr(args, "evidence_dir", None),
         "evidence_days": getattr(args, "evidence_days", None),
         "evidence_seconds": getattr(args, "evidence_seconds", None),
+        **{
+            k: getattr(args, k, None)
+            for k in (
+                "watch_detector",
+                "watch_detector_interval_s",
+                "feedback_dir",
+                "feedback_windows",
+                "feedback_max_mb",
+                "feedback_keep_s",
+            )
+        },
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {
@@ -479,17 +503,20 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     import asyncio
 
     from spoofwatch.stream.app import serve
+    from spoofwatch.stream.engine.reload import detector_loader
 
     settings = _server_settings(args)
-    detector = _load_scorer(settings)
+    loader = detector_loader(settings)  # hot reload loads cards the same way
+    detector, card = loader(None)
     logger.info(
-        "serving on %s://%s:%s (detector %s)",
+        "serving on %s://%s:%s (detector %s, sha256 %s)",
         "wss" if settings.server.tls_cert else "ws",
         settings.server.host,
         settings.server.port,
-        detector.card.get("name") or type(detector).__name__,
+        card.name,
+        card.short,
     )
-    asyncio.run(serve(settings, detector))
+    asyncio.run(serve(settings, detector, card=card, loader=loader))
     return 0
 
 

@@ -220,6 +220,15 @@ class ServerConfig:
     # SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS (comma-separated) or in a secrets file.
     audiohook_clients: tuple[str, ...] = ()
     audiohook_clients_file: str | None = None  # one "API_KEY:BASE64_SECRET" per line
+    # Hot reload (docs/learning.md): reload the card when its directory's files change.
+    watch_detector: bool = False
+    watch_detector_interval_s: float = 2.0
+    # Analyst feedback (docs/learning.md): where marked windows' features are stored
+    # (SQLite; None = feedback is refused), and the bounds on the features kept per node.
+    feedback_dir: str | None = None
+    feedback_windows: int = 120  # recent windows kept per stream
+    feedback_max_mb: float = 64.0  # all streams' kept features together
+    feedback_keep_s: float = 900.0  # how long an ended stream's windows stay for late feedback
     # SIPREC recording server (docs/telephony.md, "SIPREC"): SIP on UDP and TCP at
     # siprec_port, SIP over TLS (tls_cert/tls_key) at siprec_tls_port, RTP on even ports
     # of rtp_ports. siprec_allow: the addresses/networks a recording client may come from
@@ -257,6 +266,22 @@ class ServerConfig:
             ),
             ("max_message_burst", self.max_message_burst >= 1, "an integer >= 1"),
             ("max_streams_per_connection", self.max_streams_per_connection >= 0, "an integer >= 0"),
+            (
+                "watch_detector_interval_s",
+                math.isfinite(self.watch_detector_interval_s) and self.watch_detector_interval_s > 0,
+                "a finite number of seconds > 0",
+            ),
+            ("feedback_windows", self.feedback_windows >= 1, "an integer >= 1"),
+            (
+                "feedback_max_mb",
+                math.isfinite(self.feedback_max_mb) and self.feedback_max_mb > 0,
+                "a finite number of MB > 0",
+            ),
+            (
+                "feedback_keep_s",
+                math.isfinite(self.feedback_keep_s) and self.feedback_keep_s >= 0,
+                "a finite number of seconds >= 0",
+            ),
             ("siprec_max_sessions", self.siprec_max_sessions >= 1, "an integer >= 1"),
             (
                 "siprec_rtp_timeout_s",

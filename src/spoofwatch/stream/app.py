@@ -11,13 +11,17 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
+
+from aiohttp.web import AbstractRouteDef
 
 from spoofwatch.config import Settings
 from spoofwatch.events import ScorerEvent
+from spoofwatch.model.card_label import CardLabel
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.engine.reload import CardLoader
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -113,7 +117,12 @@ def publish_scorer_health(pipeline: Pipeline) -> None:
 
 
 def build_tasks(
-    pipeline: Pipeline, settings: Settings, *, websocket: bool = True, ready: asyncio.Event | None = None
+    pipeline: Pipeline,
+    settings: Settings,
+    *,
+    websocket: bool = True,
+    ready: asyncio.Event | None = None,
+    extra_routes: Sequence[AbstractRouteDef] = (),
 ) -> dict[str, Callable[[], Awaitable[None]]]:
     from spoofwatch.stream.sources.spec import parse_source_spec, run_source
 
@@ -122,7 +131,7 @@ def build_tasks(
     if websocket:
         from spoofwatch.stream.net.server import run_server
 
-        routes = evidence_http(pipeline, settings, tasks)  # /v1/streams, /v1/evidence
+        routes = [*evidence_http(pipeline, settings, tasks), *extra_routes]  # + /v1/streams, /v1/evidence
         tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
@@ -190,12 +199,20 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    card: CardLabel | None = None,
+    loader: CardLoader | None = None,
 ) -> None:
-    """``spoofwatch serve``: WebSocket server, optional MQTT/JSONL sinks and local sources."""
+    """``spoofwatch serve``: WebSocket server, optional MQTT/JSONL sinks and local sources.
+    ``card`` names ``scorer`` on events; ``loader`` loads cards for hot reload
+    (stream.engine.reload; without it SIGHUP and the reload endpoint refuse)."""
+    from spoofwatch.stream.learning import install_sighup, learning_parts, remove_sighup
+
     stop = stop or asyncio.Event()
     installed = install_signal_handlers(stop)
     try:
-        pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
+        pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node, card=card)
+        learning = learning_parts(pipeline, settings, loader)
+        install_sighup(learning)
         from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
@@ -204,9 +221,11 @@ async def serve(
 
         if settings.server.tls_cert:
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
-        tasks = build_tasks(pipeline, settings, ready=ready)
+        tasks = build_tasks(pipeline, settings, ready=ready, extra_routes=learning.routes)
+        tasks.update(learning.tasks)
         await run_pipeline(pipeline, tasks, stop)
     finally:
+        remove_sighup()
         remove_signal_handlers(installed)
 
 

@@ -49,6 +49,7 @@ from spoofwatch.events import (
     ErrorEvent,
     Event,
     EvidenceEvent,
+    FeedbackEvent,
     GapEvent,
     ScoreEvent,
     ScorerEvent,
@@ -334,7 +335,7 @@ class MqttSink:
                 self._states.pop(event.stream, None)
             self._dirty_states.add(event.stream)
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
-        elif isinstance(event, GapEvent | EvidenceEvent):
+        elif isinstance(event, GapEvent | EvidenceEvent | FeedbackEvent):
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
         elif isinstance(event, ErrorEvent):
             topic = topics.node_event if event.stream is None else topics.stream(event.stream, "event")
