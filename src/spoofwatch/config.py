@@ -196,6 +196,10 @@ class ServerConfig:
     # SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS (comma-separated) or in a secrets file.
     audiohook_clients: tuple[str, ...] = ()
     audiohook_clients_file: str | None = None  # one "API_KEY:BASE64_SECRET" per line
+    # SIGTERM drains (docs/deploy.md): new calls are refused, live calls get this long to end.
+    drain_timeout_s: float = 30.0
+    # Relay every node's events from the shared MQTT broker to this node's dashboard.
+    cluster_view: bool = False
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -209,6 +213,11 @@ class ServerConfig:
             ),
             ("max_message_burst", self.max_message_burst >= 1, "an integer >= 1"),
             ("max_streams_per_connection", self.max_streams_per_connection >= 0, "an integer >= 0"),
+            (
+                "drain_timeout_s",
+                math.isfinite(self.drain_timeout_s) and self.drain_timeout_s >= 0,
+                "a non-negative number of seconds",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:

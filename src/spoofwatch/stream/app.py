@@ -3,6 +3,11 @@
 One ``asyncio.TaskGroup`` holds named tasks (inference worker, WebSocket server, sinks,
 local sources); SIGINT/SIGTERM (or the ``stop`` event) close every live stream so its
 last windows are scored and its end event published, then the tasks are cancelled.
+
+``serve`` treats SIGTERM (what systemd, Kubernetes and ``docker stop`` send) as a drain
+(``net.drain``): new calls are refused, live calls run to their end or until
+``server.drain_timeout_s``, then the node stops as above. SIGINT (Ctrl-C) and a second
+SIGTERM stop at once.
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 0.5
 
 
-def install_signal_handlers(stop: asyncio.Event) -> list[signal.Signals]:
+def install_signal_handlers(
+    stop: asyncio.Event, *, on_term: Callable[[], None] | None = None
+) -> list[signal.Signals]:
+    """SIGINT sets ``stop``; SIGTERM calls ``on_term`` when given (a drain), else sets ``stop``."""
     loop = asyncio.get_running_loop()
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handlers = {signal.SIGINT: stop.set, signal.SIGTERM: on_term or stop.set}
+    for sig, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
     return installed
 
@@ -127,10 +136,19 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """``spoofwatch serve``: WebSocket server, optional MQTT/JSONL sinks and local sources."""
+    from spoofwatch.stream.net.drain import Drain
+
     stop = stop or asyncio.Event()
-    installed = install_signal_handlers(stop)
+    drain = Drain(settings.server.drain_timeout_s)
+
+    def on_term() -> None:
+        if not drain.begin():  # a second SIGTERM: stop now
+            stop.set()
+
+    installed = install_signal_handlers(stop, on_term=on_term)
     try:
         pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
+        pipeline.drain = drain
         from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
@@ -139,6 +157,7 @@ async def serve(
         if settings.server.tls_cert:
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
         tasks = build_tasks(pipeline, settings, ready=ready)
+        tasks["drain"] = lambda: drain.run(pipeline, stop.set)
         await run_pipeline(pipeline, tasks, stop)
     finally:
         remove_signal_handlers(installed)

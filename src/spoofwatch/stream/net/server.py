@@ -250,8 +250,9 @@ class SpoofwatchServer:
 
     def _healthz(self) -> Response:
         status = self.pipeline.status()
+        draining = self.pipeline.drain.draining
         body = {
-            "status": "ok",
+            "status": "draining" if draining else "ok",
             "node": status.node,
             "streams": status.streams,
             "max_streams": status.max_streams,
@@ -264,7 +265,9 @@ class SpoofwatchServer:
             "alarm_on": self.pipeline.stream_config.alarm_on,
             "alarm_off": self.pipeline.stream_config.alarm_off,
         }
-        return _http_response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
+        # 503 while draining, so a load balancer's health check sends new calls elsewhere.
+        code = http.HTTPStatus.SERVICE_UNAVAILABLE if draining else http.HTTPStatus.OK
+        return _http_response(code, json.dumps(body).encode(), "application/json")
 
     # --- WebSocket ----------------------------------------------------------------------
 
