@@ -107,7 +107,13 @@ def build_tasks(
     if websocket:
         from spoofwatch.stream.net.server import run_server
 
-        tasks["websocket"] = lambda: run_server(pipeline, server, ready)
+        cluster = None
+        if server.cluster_view:
+            from spoofwatch.stream.net.cluster import cluster_relay_from_config
+
+            cluster = cluster_relay_from_config(server)  # no broker configured fails at start-up
+            tasks["cluster-view"] = cluster.run
+        tasks["websocket"] = lambda: run_server(pipeline, server, ready, cluster)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
@@ -117,6 +123,11 @@ def build_tasks(
 
         sink = mqtt_sink_from_config(pipeline.hub, server)  # a bad URL or CA file fails at start-up
         tasks["mqtt"] = sink.run
+        from spoofwatch.stream.net.cluster import publish_status_every
+
+        tasks["status"] = lambda: publish_status_every(
+            pipeline.hub, pipeline.status
+        )  # load, for cluster views
     if server.jsonl:
         from spoofwatch.stream.sinks.jsonl import JsonlSink
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import http
 import json
@@ -60,6 +61,7 @@ from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.audiohook import serve_audiohook
 from spoofwatch.stream.net.audiohook_auth import AudioHookAuthenticator, load_audiohook_clients
 from spoofwatch.stream.net.auth import refuse_unauthorized, request_authorized, token_matches
+from spoofwatch.stream.net.cluster import ClusterRelay, serve_cluster_websocket
 from spoofwatch.stream.net.connection import close_reason, run_connection
 from spoofwatch.stream.net.ingest import IngestConnection
 from spoofwatch.stream.net.jambonz import select_subprotocol, serve_jambonz
@@ -131,9 +133,15 @@ class SpoofwatchServer:
     """
 
     def __init__(
-        self, pipeline: Pipeline, config: ServerConfig, *, limits: IngestLimits | None = None
+        self,
+        pipeline: Pipeline,
+        config: ServerConfig,
+        *,
+        limits: IngestLimits | None = None,
+        cluster: ClusterRelay | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.cluster = cluster  # serves /v1/cluster when given (net.cluster)
         self.config = config
         self.limits = limits or IngestLimits(max_frame_bytes=config.max_message_bytes)
         self.connection_limits = ConnectionLimits.from_config(config)
@@ -150,6 +158,8 @@ class SpoofwatchServer:
             "/audiohook": self._serve_audiohook,
             "/jambonz": self._serve_jambonz,
         }
+        if cluster is not None:
+            self._routes["/v1/cluster"] = self._serve_cluster
         self._http_routes: dict[str, Callable[[], Response]] = {
             "/healthz": self._healthz,
             "/": lambda: _http_response(http.HTTPStatus.OK, index_html(), "text/html; charset=utf-8"),
@@ -264,6 +274,7 @@ class SpoofwatchServer:
             "threshold": self.pipeline.scorer.threshold,
             "alarm_on": self.pipeline.stream_config.alarm_on,
             "alarm_off": self.pipeline.stream_config.alarm_off,
+            "cluster_view": self.cluster is not None,
         }
         # 503 while draining, so a load balancer's health check sends new calls elsewhere.
         code = http.HTTPStatus.SERVICE_UNAVAILABLE if draining else http.HTTPStatus.OK
@@ -307,6 +318,11 @@ class SpoofwatchServer:
         finally:
             hub.unsubscribe(sub)
 
+    async def _serve_cluster(self, ws: ServerConnection, query: dict[str, list[str]], _: bool) -> None:
+        assert self.cluster is not None
+        with contextlib.suppress(ConnectionClosed):
+            await serve_cluster_websocket(ws, self.cluster, self.pipeline.status, self._ignore_incoming)
+
     async def _serve_ingest(self, ws: ServerConnection, query: dict[str, list[str]], _: bool) -> None:
         await run_connection(IngestConnection(self, ws))
 
@@ -332,9 +348,14 @@ def _detector_name(scorer: object) -> str | None:
     return None
 
 
-async def run_server(pipeline: Pipeline, config: ServerConfig, ready: asyncio.Event | None = None) -> None:
+async def run_server(
+    pipeline: Pipeline,
+    config: ServerConfig,
+    ready: asyncio.Event | None = None,
+    cluster: ClusterRelay | None = None,
+) -> None:
     """Serve until cancelled, then close every connection and its streams."""
-    server = SpoofwatchServer(pipeline, config)
+    server = SpoofwatchServer(pipeline, config, cluster=cluster)
     await server.start()
     try:
         if ready is not None:
