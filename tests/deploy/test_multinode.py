@@ -1,0 +1,180 @@
+"""Two ingest nodes (``spoofwatch serve`` subprocesses) behind a real HAProxy, one real
+Mosquitto, and ``examples/callcenter_sim.py`` placing calls of every protocol through
+HAProxy while watching one node's cluster view: every call is scored on one of the two
+nodes, every synthetic turn raises its alarm, and draining a node (SIGTERM) sends new
+calls to the other while its own calls run to their end; then it goes offline and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile as sf
+from cluster_kit import ROOT, HAProxy, Node, load_script
+
+from fakes import noise, tone
+from mosquitto_broker import (  # noqa: F401 - the fixtures register by being imported
+    MosquittoBroker,
+    mosquitto_factory_fixture,
+    mosquitto_fixture,
+)
+from waits import scaled, wait_until
+
+pytestmark = [pytest.mark.slow]
+
+sim = load_script(ROOT / "examples" / "callcenter_sim.py", "callcenter_sim_multinode")
+
+STREAMS_PER_CALL = 2 + 2 + 1 + 2  # AudioHook, jambonz (stereo), AudioSocket, Twilio (both tracks)
+
+FAST_STREAM = """
+[stream]
+window_s = 1.0
+hop_s = 0.5
+alarm_min_on_s = 0.5
+smoothing_n = 2
+"""
+
+
+def simulate(argv: list[str], timeout_s: float = 90.0) -> dict[str, Any]:
+    async def bounded() -> dict[str, Any]:
+        async with asyncio.timeout(scaled(timeout_s)):
+            summary: dict[str, Any] = await sim.simulate([*argv, "--json"], io.StringIO())
+            return summary
+
+    return asyncio.run(bounded())
+
+
+class Cluster:
+    def __init__(self, nodes: list[Node], haproxy: HAProxy, broker: MosquittoBroker) -> None:
+        self.nodes = nodes
+        self.haproxy = haproxy
+        self.broker = broker
+
+    def sim_args(self, watch: Node, clips: tuple[str, str], *extra: str) -> list[str]:
+        return [
+            "--url",
+            self.haproxy.url,
+            "--audiosocket",
+            f"127.0.0.1:{self.haproxy.audiosocket_port}",
+            "--watch",
+            f"{watch.url}/v1/cluster",
+            "--bona-fide",
+            clips[0],
+            "--synthetic",
+            clips[1],
+            *extra,
+        ]
+
+
+@pytest.fixture
+def fake_cluster(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Cluster]:
+    config = tmp_path / "spoofwatch.toml"
+    config.write_text(FAST_STREAM)
+    nodes = [Node(name, mosquitto.url, config) for name in ("n1", "n2")]
+    haproxy: HAProxy | None = None
+    try:
+        for node in nodes:
+            node.wait_ready()
+        haproxy = HAProxy(nodes, tmp_path)
+        haproxy.wait_states({"node1": "UP", "node2": "UP"})
+        yield Cluster(nodes, haproxy, mosquitto)
+    finally:
+        if haproxy is not None:
+            haproxy.stop()
+        for node in nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("multinode-audio")
+    bona_fide, synthetic = folder / "noise.wav", folder / "tone.wav"
+    sf.write(bona_fide, noise(4.0, 16000, seed=7), 16000)
+    sf.write(synthetic, tone(3.0, 16000), 16000)
+    return str(bona_fide), str(synthetic)
+
+
+def availability_watch(broker: MosquittoBroker, node: str) -> tuple[threading.Event, threading.Thread]:
+    """Set the event when ``node`` publishes availability ``offline`` (retained messages
+    at subscribe time are skipped: the node is online then)."""
+    import paho.mqtt.subscribe as subscribe
+
+    offline = threading.Event()
+
+    def watch() -> None:
+        def on_message(client: Any, userdata: Any, message: Any) -> None:
+            if message.payload == b"offline" and not message.retain:
+                offline.set()
+                client.disconnect()
+
+        subscribe.callback(
+            on_message, f"spoofwatch/{node}/availability", hostname="127.0.0.1", port=broker.port
+        )
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return offline, thread
+
+
+def check_every_call(summary: dict[str, Any]) -> None:
+    assert summary["failed"] == 0 and summary["refused"] == 0, summary["per_call"]
+    assert summary["answered"] == summary["calls"]
+    for call in summary["per_call"]:
+        assert call["scores"] > 0, call  # every call scored
+        assert call["node"] in ("n1", "n2"), call
+        if call["synthetic_from_s"] is not None:
+            assert call["flagged"], call  # every synthetic turn raises its alarm
+        else:
+            assert not call["false_alarm"], call
+    assert summary["detected"] == summary["synthetic_calls"] > 0
+
+
+def test_calls_spread_over_two_nodes_and_a_draining_node_hands_new_calls_to_the_other(
+    fake_cluster: Cluster, clips: tuple[str, str]
+) -> None:
+    n1, n2 = fake_cluster.nodes
+    haproxy = fake_cluster.haproxy
+    offline, watcher = availability_watch(fake_cluster.broker, "n1")
+    first: dict[str, Any] = {}
+
+    def first_wave() -> None:
+        args = fake_cluster.sim_args(n2, clips, "--calls", "12", "--speed", "1", "--stagger-s", "0.05")
+        first.update(simulate(args))
+
+    wave = threading.Thread(target=first_wave)
+    wave.start()
+    # SIGTERM n1 once every call of the first wave is live (some of them on n1).
+    streams = STREAMS_PER_CALL * 3  # 12 calls: three of each protocol
+    wait_until(
+        lambda: sum(n.health()[1].get("streams", 0) for n in (n1, n2)) == streams, 20, "all calls live"
+    )
+    assert n1.health()[1]["streams"] > 0
+    n1.terminate()
+    wait_until(lambda: n1.health()[0] == 503, 10, "n1's /healthz to say draining")
+    assert n1.health()[1]["status"] == "draining"
+    haproxy.wait_states({"node1": "DOWN", "node2": "UP"})
+    second = simulate(
+        fake_cluster.sim_args(n2, clips, "--calls", "6", "--speed", "4", "--seed", "1", "--stagger-s", "0.02")
+    )
+    wave.join(scaled(90))
+    assert not wave.is_alive()
+    assert n1.wait_exit(40) == 0, n1.log.text()[-3000:]
+    assert offline.wait(scaled(10)), "n1 did not publish availability offline"
+    watcher.join(scaled(5))
+
+    check_every_call(first)
+    check_every_call(second)
+    assert {c["node"] for c in first["per_call"]} == {"n1", "n2"}  # spread over both
+    assert {c["node"] for c in second["per_call"]} == {"n2"}  # the draining node took none
+    protocols = {c["protocol"] for c in first["per_call"] + second["per_call"] if c["node"] == "n1"}
+    assert len(protocols) >= 2  # WebSocket and AudioSocket calls both reached n1 through HAProxy
+    log = n1.log.text()
+    assert "draining: refusing new calls" in log and "drain timeout" not in log
+    assert n2.health()[1]["status"] == "ok"
+    assert json.loads(json.dumps(second))  # the summary is plain JSON
