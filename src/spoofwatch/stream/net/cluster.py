@@ -21,10 +21,9 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiomqtt
-from aiohttp import WSMsgType, web
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -35,6 +34,9 @@ from spoofwatch.events import SCHEMA_VERSION, StatusEvent, event_to_dict, parse_
 from spoofwatch.stream.engine.hub import EventHub
 from spoofwatch.stream.net.tls import client_ssl_context
 from spoofwatch.stream.sinks.mqtt import BrokerAddress, backoff_delay, parse_broker_url
+
+if TYPE_CHECKING:  # aiohttp serves /v1/cluster once the server runs on it (cluster_routes)
+    from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +264,7 @@ async def serve_cluster_websocket(
 
 def cluster_routes(relay: ClusterRelay, status: Callable[[], StatusEvent]) -> list[web.RouteDef]:
     """``GET /v1/cluster`` (WebSocket) for an aiohttp application."""
+    from aiohttp import WSMsgType, web
 
     async def handle(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=30.0)

@@ -45,7 +45,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -61,7 +61,6 @@ from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.audiohook import serve_audiohook
 from spoofwatch.stream.net.audiohook_auth import AudioHookAuthenticator, load_audiohook_clients
 from spoofwatch.stream.net.auth import refuse_unauthorized, request_authorized, token_matches
-from spoofwatch.stream.net.cluster import ClusterRelay, serve_cluster_websocket
 from spoofwatch.stream.net.connection import close_reason, run_connection
 from spoofwatch.stream.net.ingest import IngestConnection
 from spoofwatch.stream.net.jambonz import select_subprotocol, serve_jambonz
@@ -71,6 +70,9 @@ from spoofwatch.stream.net.tls import server_ssl_context
 from spoofwatch.stream.net.twilio import TwilioConnection
 from spoofwatch.stream.protocols.ws_ingest import IngestLimits
 from spoofwatch.stream.sinks.websocket import forward_events
+
+if TYPE_CHECKING:  # the cluster view needs the MQTT extra; imported when used
+    from spoofwatch.stream.net.cluster import ClusterRelay
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +321,8 @@ class SpoofwatchServer:
             hub.unsubscribe(sub)
 
     async def _serve_cluster(self, ws: ServerConnection, query: dict[str, list[str]], _: bool) -> None:
+        from spoofwatch.stream.net.cluster import serve_cluster_websocket
+
         assert self.cluster is not None
         with contextlib.suppress(ConnectionClosed):
             await serve_cluster_websocket(ws, self.cluster, self.pipeline.status, self._ignore_incoming)
