@@ -22,8 +22,12 @@ from mosquitto_broker import (  # noqa: F401 - the fixtures register by being im
     mosquitto_factory_fixture,
     mosquitto_fixture,
 )
-from test_dashboard import browser as browser_fixture  # noqa: F401 - registers the fixture browser
-from test_dashboard import card, save_screenshot, wait_for
+from test_dashboard import (
+    browser,  # noqa: F401 - the fixture registers by being imported
+    card,
+    save_screenshot,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -55,7 +59,9 @@ def place_calls(node: Node, bona_fide: Path, synthetic: Path, fraction: str) -> 
 
 
 def test_one_dashboard_shows_the_calls_alarms_and_load_of_every_node(
-    browser: Any, two_nodes: list[Node], tmp_path: Path
+    browser: Any,  # noqa: F811 - the imported fixture
+    two_nodes: list[Node],
+    tmp_path: Path,
 ) -> None:
     n1, n2 = two_nodes
     bona_fide, synthetic = tmp_path / "noise.wav", tmp_path / "tone.wav"
