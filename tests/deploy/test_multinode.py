@@ -7,6 +7,7 @@ calls to the other while its own calls run to their end; then it goes offline an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import threading
@@ -72,23 +73,30 @@ class Cluster:
         ]
 
 
-@pytest.fixture
-def fake_cluster(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Cluster]:
-    config = tmp_path / "spoofwatch.toml"
+@contextlib.contextmanager
+def cluster_of(broker: MosquittoBroker, workdir: Path, *, fake: bool) -> Iterator[Cluster]:
+    """Two nodes n1, n2 behind HAProxy: FakeScorer with a 1 s window, or the real default detector."""
+    config = workdir / "spoofwatch.toml"
     config.write_text(FAST_STREAM)
-    nodes = [Node(name, mosquitto.url, config) for name in ("n1", "n2")]
+    nodes = [Node(name, broker.url, config if fake else None, fake=fake) for name in ("n1", "n2")]
     haproxy: HAProxy | None = None
     try:
         for node in nodes:
-            node.wait_ready()
-        haproxy = HAProxy(nodes, tmp_path)
+            node.wait_ready(timeout_s=60 if fake else 240)
+        haproxy = HAProxy(nodes, workdir)
         haproxy.wait_states({"node1": "UP", "node2": "UP"})
-        yield Cluster(nodes, haproxy, mosquitto)
+        yield Cluster(nodes, haproxy, broker)
     finally:
         if haproxy is not None:
             haproxy.stop()
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture
+def fake_cluster(mosquitto: MosquittoBroker, tmp_path: Path) -> Iterator[Cluster]:
+    with cluster_of(mosquitto, tmp_path, fake=True) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +130,7 @@ def availability_watch(broker: MosquittoBroker, node: str) -> tuple[threading.Ev
     return offline, thread
 
 
-def check_every_call(summary: dict[str, Any]) -> None:
+def check_every_call(summary: dict[str, Any], *, false_alarms: bool = False) -> None:
     assert summary["failed"] == 0 and summary["refused"] == 0, summary["per_call"]
     assert summary["answered"] == summary["calls"]
     for call in summary["per_call"]:
@@ -130,7 +138,7 @@ def check_every_call(summary: dict[str, Any]) -> None:
         assert call["node"] in ("n1", "n2"), call
         if call["synthetic_from_s"] is not None:
             assert call["flagged"], call  # every synthetic turn raises its alarm
-        else:
+        elif not false_alarms:
             assert not call["false_alarm"], call
     assert summary["detected"] == summary["synthetic_calls"] > 0
 
@@ -178,3 +186,38 @@ def test_calls_spread_over_two_nodes_and_a_draining_node_hands_new_calls_to_the_
     assert "draining: refusing new calls" in log and "drain timeout" not in log
     assert n2.health()[1]["status"] == "ok"
     assert json.loads(json.dumps(second))  # the summary is plain JSON
+
+
+@pytest.fixture(scope="module")
+def real_clips(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """Shorter cuts of the sim's own clips: 4 s of LibriSpeech, 5 s of eSpeak."""
+    from spoofwatch.audio.files import load_audio
+
+    folder = tmp_path_factory.mktemp("multinode-real-audio")
+    paths = []
+    for name, clip, seconds in (
+        ("real.wav", sim.DEFAULT_BONA_FIDE[0], 4.0),
+        ("espeak.wav", sim.DEFAULT_SYNTHETIC[0], 5.0),
+    ):
+        samples = load_audio(clip, 16000).samples[: int(seconds * 16000)]
+        sf.write(folder / name, samples, 16000)
+        paths.append(str(folder / name))
+    return paths[0], paths[1]
+
+
+@pytest.mark.real_weights
+def test_two_nodes_with_the_real_default_detector_flag_every_synthetic_turn(
+    mosquitto: MosquittoBroker, tmp_path: Path, real_clips: tuple[str, str]
+) -> None:
+    """The shipped detector on both nodes, LibriSpeech turning to eSpeak through G.711 and
+    HAProxy: every call is scored by one of the nodes and every turn to synthetic speech
+    is flagged. (False alarms on bona fide speech are the detector's business, measured in
+    docs/accuracy.md, not this deployment's.)"""
+    with cluster_of(mosquitto, tmp_path, fake=False) as cluster:
+        watch = cluster.nodes[1]
+        args = cluster.sim_args(watch, real_clips, "--calls", "4", "--speed", "1", "--stagger-s", "0.2")
+        summary = simulate(args, timeout_s=120)
+    assert summary["dropped_windows"] == 0, summary
+    check_every_call(summary, false_alarms=True)
+    assert summary["synthetic_calls"] == 2
+    assert {c["node"] for c in summary["per_call"]} == {"n1", "n2"}
