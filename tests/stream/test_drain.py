@@ -12,6 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
+from websockets.typing import Subprotocol
 
 from fakes import noise
 from spoofwatch.errors import ConfigError, LimitExceededError
@@ -25,7 +26,19 @@ from spoofwatch.stream.protocols.audiosocket import (
     audio_frame,
     uuid_frame,
 )
-from streamkit import AudioHookClient, http_get, recv_event, run, s16, send_audio, serving, start_message
+from streamkit import (
+    TWILIO_CONNECTED,
+    AudioHookClient,
+    http_get,
+    jambonz_metadata,
+    recv_event,
+    run,
+    s16,
+    send_audio,
+    serving,
+    start_message,
+    twilio_start,
+)
 
 
 def test_drain_state_machine() -> None:
@@ -74,6 +87,20 @@ def test_draining_node_refuses_new_calls_in_each_protocol_and_lets_live_calls_fi
                     hook = AudioHookClient(ws)
                     await hook.open()
                     disconnect = await hook.recv()
+                # Twilio and jambonz: close 1013 with the reason.
+                async with connect(f"{url}/twilio") as ws:
+                    await ws.send(TWILIO_CONNECTED)
+                    await ws.send(twilio_start("MZlate"))
+                    with pytest.raises(ConnectionClosed):
+                        await ws.recv()
+                    twilio_close = (ws.close_code, ws.close_reason)
+                async with connect(f"{url}/jambonz", subprotocols=[Subprotocol("audio.jambonz.org")]) as ws:
+                    await ws.send(jambonz_metadata("CAlate"))
+                    await ws.send(s16(noise(0.2, 8000)))
+                    jambonz_error = json.loads(await ws.recv())
+                    with pytest.raises(ConnectionClosed):
+                        await ws.recv()
+                    jambonz_close = ws.close_code
                 # AudioSocket: an error frame with the reason, then hangup.
                 reader, writer = await asyncio.open_connection("127.0.0.1", audiosocket.port)
                 writer.write(uuid_frame(str(uuid.uuid4())))
@@ -95,6 +122,8 @@ def test_draining_node_refuses_new_calls_in_each_protocol_and_lets_live_calls_fi
                     "error": error,
                     "ingest_close": ingest_close,
                     "disconnect": disconnect,
+                    "twilio": twilio_close,
+                    "jambonz": (jambonz_error, jambonz_close),
                     "frames": frames,
                     "events": events,
                     "phase": drain.phase,
@@ -113,6 +142,13 @@ def test_draining_node_refuses_new_calls_in_each_protocol_and_lets_live_calls_fi
     assert isinstance(disconnect, dict) and disconnect["type"] == "disconnect"
     assert disconnect["parameters"]["reason"] == "error"
     assert "node is draining" in disconnect["parameters"]["info"]
+    twilio_code, twilio_reason = got["twilio"]  # type: ignore[misc]
+    assert twilio_code == CloseCode.TRY_AGAIN_LATER and "node is draining" in twilio_reason
+    jambonz_error, jambonz_code = got["jambonz"]  # type: ignore[misc]
+    assert jambonz_code == CloseCode.TRY_AGAIN_LATER
+    assert (
+        jambonz_error["data"]["code"] == "limit_exceeded" and "draining" in jambonz_error["data"]["message"]
+    )
     frames = got["frames"]
     assert isinstance(frames, list) and [f.kind for f in frames] == [KIND_ERROR, KIND_HANGUP]
     assert b"node is draining" in frames[0].payload
