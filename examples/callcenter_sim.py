@@ -77,6 +77,7 @@ class Call:
     alarms: list[float] = field(default_factory=list)  # customer alarm-on times (stream seconds)
     node: str | None = None  # the node that scored it (from a /v1/cluster watch)
     scores: int = 0  # score events of the customer stream
+    windows: list[tuple[float, float]] = field(default_factory=list)  # (t_end, score), --keep-scores
     agent_alarms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -114,6 +115,7 @@ class Call:
             "errors": self.errors,
             "node": self.node,
             "scores": self.scores,
+            **({"windows": self.windows} if self.windows else {}),
         }
 
 
@@ -427,6 +429,7 @@ class Watcher:
         self.ended: set[str] = set()
         self.nodes: dict[str, str] = {}  # stream -> node, where events carry one (/v1/cluster)
         self.scores: dict[str, int] = {}
+        self.windows: dict[str, list[tuple[float, float]]] = {}
         self.max_dropped = 0
         self.changed = asyncio.Event()
 
@@ -438,6 +441,7 @@ class Watcher:
                 self.nodes.setdefault(stream, event["node"])
             if event["type"] == "score":
                 self.scores[stream] = self.scores.get(stream, 0) + 1
+                self.windows.setdefault(stream, []).append((event["t_end"], event["score"]))
             elif event["type"] == "alarm" and event["state"] == "on":
                 self.alarms.setdefault(stream, []).append(event["t"])
             elif event["type"] == "error" and stream is not None:
@@ -562,6 +566,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="URL",
         help="events to watch (default: URL/v1/scores); a node's ws://HOST:PORT/v1/cluster sees every node",
     )
+    parser.add_argument(
+        "--keep-scores", action="store_true", help="the summary lists each call's (t_end, score) windows"
+    )
     args = parser.parse_args(argv)
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     unknown = sorted(set(protocols) - set(PROTOCOLS))
@@ -608,6 +615,8 @@ async def simulate(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) 
         call.errors = watcher.errors.get(call.customer_stream, [])
         call.node = watcher.nodes.get(call.customer_stream)
         call.scores = watcher.scores.get(call.customer_stream, 0)
+        if args.keep_scores:
+            call.windows = sorted(watcher.windows.get(call.customer_stream, []))
         if call.customer_stream in missing:
             call.failed = "the server never ended the customer stream"
     summary = report(calls, time.monotonic() - started, watcher.max_dropped, out)

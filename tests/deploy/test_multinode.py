@@ -216,8 +216,51 @@ def test_two_nodes_with_the_real_default_detector_flag_every_synthetic_turn(
     with cluster_of(mosquitto, tmp_path, fake=False) as cluster:
         watch = cluster.nodes[1]
         args = cluster.sim_args(watch, real_clips, "--calls", "4", "--speed", "1", "--stagger-s", "0.2")
-        summary = simulate(args, timeout_s=120)
+        summary = simulate([*args, "--keep-scores"], timeout_s=120)
     assert summary["dropped_windows"] == 0, summary
     check_every_call(summary, false_alarms=True)
     assert summary["synthetic_calls"] == 2
     assert {c["node"] for c in summary["per_call"]} == {"n1", "n2"}
+    check_scores_equal_local(summary, real_clips)
+
+
+def local_windows(clips: tuple[str, str], calls: int) -> list[list[tuple[float, float]]]:
+    """Each call's customer audio, as the sim plans it, scored by the local default
+    detector in this process: (t_end, score) per window."""
+    from spoofwatch.events import ScoreEvent
+    from spoofwatch.model.artifact import load_detector
+    from spoofwatch.stream.engine.pipeline import Pipeline
+
+    planned = sim.plan_calls(
+        calls, sim.PROTOCOLS, sim.load_clips([clips[0]]), sim.load_clips([clips[1]]), 0.5, 0
+    )
+
+    async def score() -> list[list[tuple[float, float]]]:
+        pipeline = Pipeline(load_detector())
+        sub = pipeline.hub.subscribe(maxsize=100_000)
+        worker = asyncio.create_task(pipeline.run())
+        for call in planned:
+            handle = pipeline.open_stream(f"call-{call.index}", source="test", sample_rate=sim.RATE)
+            handle.feed(call.customer)
+            await handle.close()
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        found: dict[str, list[tuple[float, float]]] = {}
+        while not sub.queue.empty():
+            event = sub.queue.get_nowait()
+            if isinstance(event, ScoreEvent):
+                found.setdefault(event.stream, []).append((event.t_end, event.score))
+        return [found.get(f"call-{call.index}", []) for call in planned]
+
+    return asyncio.run(score())
+
+
+def check_scores_equal_local(summary: dict[str, Any], clips: tuple[str, str]) -> None:
+    """Every window each node scored equals the local detector's score of it (to 1e-4)."""
+    expected = local_windows(clips, len(summary["per_call"]))
+    for call, local in zip(summary["per_call"], expected, strict=True):
+        served = {round(t, 3): score for t, score in call["windows"]}
+        offline = {round(t, 3): score for t, score in local}
+        assert served.keys() == offline.keys(), (call["call"], sorted(served), sorted(offline))
+        for t_end, score in served.items():
+            assert score == pytest.approx(offline[t_end], abs=1e-4), (call["call"], t_end)
