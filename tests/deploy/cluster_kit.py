@@ -14,6 +14,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -49,7 +50,16 @@ def get_json(url: str, timeout_s: float = 2.0) -> tuple[int, dict[str, Any]]:
 class Node:
     """One ``spoofwatch serve`` subprocess on free WebSocket and AudioSocket ports."""
 
-    def __init__(self, name: str, broker_url: str, config: Path | None, *, fake: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        broker_url: str,
+        config: Path | None,
+        *,
+        fake: bool = True,
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.audiosocket_port = free_port()
@@ -73,8 +83,14 @@ class Node:
         ]
         if config is not None:
             argv += ["--config", str(config)]
+        argv += extra
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            argv,
+            cwd=ROOT,
+            env=None if env is None else dict(env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.proc.stderr is not None
         self.log = LineReader(self.proc.stderr)

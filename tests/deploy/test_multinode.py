@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import io
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +76,22 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster_of(broker: MosquittoBroker, workdir: Path, *, fake: bool) -> Iterator[Cluster]:
-    """Two nodes n1, n2 behind HAProxy: FakeScorer with a 1 s window, or the real default detector."""
+def cluster_of(
+    broker: MosquittoBroker,
+    workdir: Path,
+    *,
+    fake: bool,
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[Cluster]:
+    """Two nodes n1, n2 behind HAProxy: FakeScorer with a 1 s window, or the real default
+    detector (``extra``: more ``serve`` arguments, e.g. the scorer)."""
     config = workdir / "spoofwatch.toml"
     config.write_text(FAST_STREAM)
-    nodes = [Node(name, broker.url, config if fake else None, fake=fake) for name in ("n1", "n2")]
+    nodes = [
+        Node(name, broker.url, config if fake else None, fake=fake, extra=extra, env=env)
+        for name in ("n1", "n2")
+    ]
     haproxy: HAProxy | None = None
     try:
         for node in nodes:
@@ -264,3 +277,35 @@ def check_scores_equal_local(summary: dict[str, Any], clips: tuple[str, str]) ->
         assert served.keys() == offline.keys(), (call["call"], sorted(served), sorted(offline))
         for t_end, score in served.items():
             assert score == pytest.approx(offline[t_end], abs=1e-4), (call["call"], t_end)
+
+
+@pytest.mark.real_weights
+def test_two_nodes_on_the_ray_pool_lose_no_call_when_a_replica_dies_and_score_as_local(
+    mosquitto: MosquittoBroker, tmp_path: Path, real_clips: tuple[str, str]
+) -> None:
+    """``--scorer ray``: both nodes send their windows to a local Ray Serve pool of two
+    replicas of the default detector; one replica is killed while the calls run. Every
+    call is scored, every synthetic turn flagged, and every window's score equals the local
+    detector's (so no window was lost to the dead replica)."""
+    pytest.importorskip("ray")
+    if importlib.util.find_spec("spoofwatch.pool") is None:
+        pytest.skip("the Ray Serve pool (spoofwatch.pool) is not in this checkout")
+    from ray_pool import ray_pool
+
+    result: dict[str, Any] = {}
+    with ray_pool(replicas=2) as pool:
+        extra = ["--scorer", "ray", "--ray-address", pool.address]
+        with cluster_of(mosquitto, tmp_path, fake=False, extra=extra, env=pool.env) as cluster:
+            args = cluster.sim_args(cluster.nodes[1], real_clips, "--calls", "4", "--speed", "1")
+            wave = threading.Thread(target=lambda: result.update(simulate([*args, "--keep-scores"], 150)))
+            wave.start()
+            live = 2 + 2 + 1 + 2  # 4 calls, one per protocol
+            wait_until(
+                lambda: sum(n.health()[1].get("streams", 0) for n in cluster.nodes) == live, 60, "calls"
+            )
+            time.sleep(1.0)  # a few windows on each replica first
+            pool.kill_replica()
+            wave.join(scaled(180))
+    assert pool.killed and result, "the run did not finish"
+    check_every_call(result, false_alarms=True)
+    check_scores_equal_local(result, real_clips)
