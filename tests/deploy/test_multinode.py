@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import io
 import json
@@ -237,11 +238,18 @@ def test_two_nodes_with_the_real_default_detector_flag_every_synthetic_turn(
     check_scores_equal_local(summary, real_clips)
 
 
+@functools.cache
+def local_detector() -> Any:
+    """The default detector, loaded once for the tests of this module."""
+    from spoofwatch.model.artifact import load_detector
+
+    return load_detector()
+
+
 def local_windows(clips: tuple[str, str], calls: int) -> list[list[tuple[float, float]]]:
     """Each call's customer audio, as the sim plans it, scored by the local default
     detector in this process: (t_end, score) per window."""
     from spoofwatch.events import ScoreEvent
-    from spoofwatch.model.artifact import load_detector
     from spoofwatch.stream.engine.pipeline import Pipeline
 
     planned = sim.plan_calls(
@@ -249,7 +257,7 @@ def local_windows(clips: tuple[str, str], calls: int) -> list[list[tuple[float, 
     )
 
     async def score() -> list[list[tuple[float, float]]]:
-        pipeline = Pipeline(load_detector())
+        pipeline = Pipeline(local_detector())
         sub = pipeline.hub.subscribe(maxsize=100_000)
         worker = asyncio.create_task(pipeline.run())
         for call in planned:
