@@ -123,7 +123,8 @@ def test_one_nodes_cluster_view_shows_every_nodes_calls_alarms_and_load(mosquitt
         async with node(mosquitto, "a") as a, node(mosquitto, "b") as b:
             relay = ClusterRelay(mosquitto.url, prefix="sw", node="a")
             relaying = asyncio.create_task(relay.run())
-            server = SpoofwatchServer(a, ServerConfig(host="127.0.0.1", port=0), cluster=relay)
+            config = ServerConfig(host="127.0.0.1", port=0, cluster_view=True)
+            server = SpoofwatchServer(a, config, extra_routes=cluster_routes(relay, a.status))
             await server.start()
             try:
                 while not relay.connected:

@@ -107,13 +107,14 @@ def build_tasks(
     if websocket:
         from spoofwatch.stream.net.server import run_server
 
-        cluster = None
+        routes = []
         if server.cluster_view:
-            from spoofwatch.stream.net.cluster import cluster_relay_from_config
+            from spoofwatch.stream.net.cluster import cluster_relay_from_config, cluster_routes
 
             cluster = cluster_relay_from_config(server)  # no broker configured fails at start-up
             tasks["cluster-view"] = cluster.run
-        tasks["websocket"] = lambda: run_server(pipeline, server, ready, cluster)
+            routes += cluster_routes(cluster, pipeline.status)
+        tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 

@@ -17,16 +17,14 @@ ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import aiomqtt
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
 
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import ConfigError, ProtocolError
@@ -46,6 +44,7 @@ RECONNECT_MIN_S: Final = 0.5
 RECONNECT_MAX_S: Final = 30.0
 EVENT_LEAVES: Final = ("score", "alarm", "event")
 TOO_SLOW: Final = "too slow: the cluster view subscriber fell behind"
+SHUTTING_DOWN: Final = "server shutting down"
 
 
 def cluster_message(prefix: str, topic: str, payload: bytes) -> dict[str, Any] | None:
@@ -74,11 +73,21 @@ def cluster_message(prefix: str, topic: str, payload: bytes) -> dict[str, Any] |
 
 
 class ClusterSubscription:
-    """One ``/v1/cluster`` subscriber: a bounded queue of JSON texts; ``None`` = overflowed."""
+    """One ``/v1/cluster`` subscriber: a bounded queue of JSON texts; ``None`` = the end
+    (``reason`` says why: it overflowed, or the relay stopped)."""
 
     def __init__(self, maxsize: int) -> None:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.reason = TOO_SLOW
+
+    def end(self, reason: str) -> None:
+        """No more messages: the subscriber's next ``get`` after those queued is None."""
+        if self.overflowed:
+            return
+        self.overflowed, self.reason = True, reason
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
 
     def put(self, text: str) -> None:
         if self.overflowed:
@@ -164,7 +173,15 @@ class ClusterRelay:
             sub.put(text)
 
     async def run(self) -> None:
-        """Keep a broker subscription until cancelled, reconnecting with backoff."""
+        """Keep a broker subscription until cancelled, reconnecting with backoff; on
+        cancellation every subscriber is ended (its WebSocket closed with 1001)."""
+        try:
+            await self._subscribe_forever()
+        finally:
+            for sub in list(self._subscribers):
+                sub.end(SHUTTING_DOWN)
+
+    async def _subscribe_forever(self) -> None:
         attempt = 0
         while True:
             try:
@@ -213,8 +230,8 @@ def cluster_relay_from_config(config: ServerConfig) -> ClusterRelay:
 
 
 async def forward_cluster(relay: ClusterRelay, first: str, send: Callable[[str], Awaitable[None]]) -> str:
-    """Send ``first``, the snapshot, then every relayed message; returns (as the reason to
-    close with 1013) once the subscriber's queue overflowed."""
+    """Send ``first``, the snapshot, then every relayed message; returns the reason to
+    close with once the subscription ended (``TOO_SLOW``: 1013, else 1001)."""
     sub = relay.subscribe()
     try:
         await send(first)
@@ -223,7 +240,7 @@ async def forward_cluster(relay: ClusterRelay, first: str, send: Callable[[str],
         while True:
             text = await sub.get()
             if text is None:
-                return TOO_SLOW
+                return sub.reason
             await send(text)
     finally:
         relay.unsubscribe(sub)
@@ -236,30 +253,6 @@ async def publish_status_every(
     while True:
         await asyncio.sleep(interval_s)
         hub.publish(status())
-
-
-async def serve_cluster_websocket(
-    ws: ServerConnection,
-    relay: ClusterRelay,
-    status: Callable[[], StatusEvent],
-    ignore_incoming: Callable[[ServerConnection], Coroutine[Any, Any, None]],
-) -> None:
-    """``/v1/cluster`` on the ``websockets`` server (``net.server``)."""
-    reader = asyncio.create_task(ignore_incoming(ws), name="cluster-read")
-    forwarder = asyncio.create_task(
-        forward_cluster(relay, to_json(status()), ws.send), name="cluster-forward"
-    )
-    try:
-        await asyncio.wait({reader, forwarder}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        reader.cancel()
-        forwarder.cancel()
-        results = await asyncio.gather(reader, forwarder, return_exceptions=True)
-    for result in results:
-        if isinstance(result, Exception) and not isinstance(result, ConnectionClosed):
-            raise result
-    if isinstance(results[1], str):  # overflowed
-        await ws.close(CloseCode.TRY_AGAIN_LATER, results[1])
 
 
 def cluster_routes(relay: ClusterRelay, status: Callable[[], StatusEvent]) -> list[web.RouteDef]:
@@ -283,8 +276,9 @@ def cluster_routes(relay: ClusterRelay, status: Callable[[], StatusEvent]) -> li
             reader.cancel()
             forwarder.cancel()
             results = await asyncio.gather(reader, forwarder, return_exceptions=True)
-        if isinstance(results[1], str):  # overflowed
-            await ws.close(code=1013, message=results[1].encode())
+        if isinstance(results[1], str):  # overflowed (1013) or shutting down (1001)
+            code = 1013 if results[1] == TOO_SLOW else 1001
+            await ws.close(code=code, message=results[1].encode())
         return ws
 
     return [web.get("/v1/cluster", handle)]
