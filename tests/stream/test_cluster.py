@@ -205,3 +205,23 @@ def test_a_slow_subscriber_is_told_why() -> None:
         return await forwarding
 
     assert "too slow" in run(body())
+
+
+def test_subscribers_are_ended_when_the_relay_stops() -> None:
+    async def body() -> str:
+        relay = ClusterRelay("mqtt://127.0.0.1:1", prefix="sw")  # no broker there: it keeps retrying
+        running = asyncio.create_task(relay.run())
+        sent: list[str] = []
+
+        async def send(text: str) -> None:
+            sent.append(text)
+
+        forwarding = asyncio.create_task(forward_cluster(relay, "first", send))
+        await asyncio.sleep(0.1)
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        reason = await forwarding
+        assert sent == ["first"] and not relay.connected
+        return reason
+
+    assert run(body()) == "server shutting down"
