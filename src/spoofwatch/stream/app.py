@@ -17,11 +17,15 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from spoofwatch.config import Settings
+from spoofwatch.events import ScorerEvent
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +101,26 @@ async def _logged(name: str, factory: Callable[[], Awaitable[None]]) -> None:
         logger.error("task %s stopped: %s", name, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
 
 
+def publish_scorer_health(pipeline: Pipeline) -> None:
+    """A remote scorer's changes of health (the inference pool lost or back) as ``scorer``
+    events; the scorer reports them from an inference thread."""
+    on_change = getattr(pipeline.scorer, "on_health_change", None)
+    if on_change is None:
+        return
+    loop = asyncio.get_running_loop()
+
+    def publish(health: dict[str, Any]) -> None:
+        event = ScorerEvent(
+            node=pipeline.node,
+            pool=str(health.get("pool")),
+            scoring=str(health.get("scoring")),
+            message=str(health.get("last_error") or "") if health.get("pool") != "ok" else "",
+        )
+        loop.call_soon_threadsafe(pipeline.hub.publish, event)
+
+    on_change(publish)
+
+
 def build_tasks(
     pipeline: Pipeline, settings: Settings, *, websocket: bool = True, ready: asyncio.Event | None = None
 ) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -107,7 +131,7 @@ def build_tasks(
     if websocket:
         from spoofwatch.stream.net.server import run_server
 
-        routes = []
+        routes = evidence_http(pipeline, settings, tasks)  # /v1/streams, /v1/evidence
         if server.cluster_view:
             from spoofwatch.stream.net.cluster import cluster_relay_from_config, cluster_routes
 
@@ -119,6 +143,11 @@ def build_tasks(
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
             tasks["audiosocket"] = lambda: run_audiosocket_server(pipeline, server)
+        if server.siprec_port is not None:
+            from spoofwatch.stream.net.siprec_server import run_siprec_server, server_from_config
+
+            server_from_config(pipeline, server)  # a bad range, allow-list or TLS file fails at start-up
+            tasks["siprec"] = lambda: run_siprec_server(pipeline, server)
     if server.mqtt:
         from spoofwatch.stream.sinks.mqtt import mqtt_sink_from_config
 
@@ -129,6 +158,25 @@ def build_tasks(
         tasks["status"] = lambda: publish_status_every(
             pipeline.hub, pipeline.status
         )  # load, for cluster views
+    if server.webhooks:
+        from spoofwatch.stream.sinks.webhook import webhook_sink_from_config
+
+        hooks = webhook_sink_from_config(pipeline.hub, server)  # a bad URL fails at start-up
+        tasks["webhooks"] = hooks.run
+    if server.evidence_dir:
+        from spoofwatch.stream.evidence.recorder import EvidenceRecorder
+        from spoofwatch.stream.evidence.store import EvidenceStore
+
+        store = EvidenceStore(server.evidence_dir, server.evidence_days)  # unwritable: fails at start-up
+        recorder = EvidenceRecorder(
+            pipeline.hub,
+            store,
+            pipeline.scorer.sample_rate,
+            seconds=server.evidence_seconds,
+            node=server.node,
+        )
+        pipeline.audio_taps.append(recorder.on_audio)
+        tasks["evidence"] = recorder.run
     if server.jsonl:
         from spoofwatch.stream.sinks.jsonl import JsonlSink
 
@@ -138,6 +186,22 @@ def build_tasks(
         spec = parse_source_spec(spec_text)
         tasks[f"source:{spec_text}"] = lambda spec=spec: run_source(pipeline, spec)  # type: ignore[misc]
     return tasks
+
+
+def evidence_http(
+    pipeline: Pipeline, settings: Settings, tasks: dict[str, Callable[[], Awaitable[None]]]
+) -> list[web.RouteDef]:
+    """``/v1/streams`` and ``/v1/evidence`` handlers for the server's ``extra_routes``; adds
+    the live-stream tracker they read to ``tasks``."""
+    from spoofwatch.stream.engine.snapshot import StreamTracker
+    from spoofwatch.stream.evidence.store import EvidenceStore
+    from spoofwatch.stream.net.evidence_http import evidence_routes, streams_routes
+
+    server = settings.server
+    tracker = StreamTracker(pipeline.hub, node=server.node)
+    tasks["streams-snapshot"] = tracker.run
+    store = EvidenceStore(server.evidence_dir, server.evidence_days) if server.evidence_dir else None
+    return streams_routes(tracker) + evidence_routes(store)
 
 
 async def serve(
@@ -164,6 +228,7 @@ async def serve(
         from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
+        publish_scorer_health(pipeline)
         from spoofwatch.stream.net.tls import server_ssl_context
 
         if settings.server.tls_cert:

@@ -46,7 +46,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
@@ -55,6 +55,7 @@ from aiohttp.typedefs import Handler
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import LimitExceededError
 from spoofwatch.events import to_json
+from spoofwatch.model.scorer import scorer_health
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.audiohook import serve_audiohook
 from spoofwatch.stream.net.audiohook_auth import AudioHookAuthenticator, load_audiohook_clients
@@ -323,7 +324,7 @@ class SpoofwatchServer:
     def _healthz(self) -> web.Response:
         status = self.pipeline.status()
         draining = self.pipeline.drain.draining
-        body = {
+        body: dict[str, Any] = {
             "status": "draining" if draining else "ok",
             "node": status.node,
             "streams": status.streams,
@@ -338,6 +339,9 @@ class SpoofwatchServer:
             "alarm_off": self.pipeline.stream_config.alarm_off,
             "cluster_view": self.config.cluster_view,
         }
+        scorer = scorer_health(self.pipeline.scorer)
+        if scorer is not None:  # a remote scorer (the inference pool): is it reachable?
+            body["scorer"] = scorer
         # 503 while draining, so a load balancer's health check sends new calls elsewhere.
         code = http.HTTPStatus.SERVICE_UNAVAILABLE if draining else http.HTTPStatus.OK
         return http_response(code, json.dumps(body).encode(), "application/json")
