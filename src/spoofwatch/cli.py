@@ -340,6 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
     sv.add_argument(
+        "--drain-timeout",
+        type=float,
+        dest="drain_timeout_s",
+        metavar="S",
+        help="on SIGTERM refuse new calls and give live ones this long to end (default 30)",
+    )
+    sv.add_argument(
+        "--cluster-view",
+        action="store_const",
+        const=True,
+        default=None,
+        help="relay every node's events from the MQTT broker (--mqtt) to this node's dashboard",
+    )
+    sv.add_argument(
         "--evidence-dir",
         metavar="DIR",
         help="save the audio and score timeline around each alarm here (recorded calls: docs/security.md)",
@@ -428,6 +442,8 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "tls_cert": getattr(args, "tls_cert", None),
         "tls_key": getattr(args, "tls_key", None),
         "max_messages_per_s": getattr(args, "max_messages_per_s", None),
+        "drain_timeout_s": getattr(args, "drain_timeout_s", None),
+        "cluster_view": getattr(args, "cluster_view", None),
         "mqtt_ca_file": args.mqtt_ca_file,
         "mqtt_username": args.mqtt_username,
         "webhooks": tuple(args.webhook) if args.webhook else None,

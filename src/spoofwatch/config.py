@@ -229,6 +229,10 @@ class ServerConfig:
     feedback_windows: int = 120  # recent windows kept per stream
     feedback_max_mb: float = 64.0  # all streams' kept features together
     feedback_keep_s: float = 900.0  # how long an ended stream's windows stay for late feedback
+    # SIGTERM drains (docs/deploy.md): new calls are refused, live calls get this long to end.
+    drain_timeout_s: float = 30.0
+    # Relay every node's events from the shared MQTT broker to this node's dashboard.
+    cluster_view: bool = False
     # SIPREC recording server (docs/telephony.md, "SIPREC"): SIP on UDP and TCP at
     # siprec_port, SIP over TLS (tls_cert/tls_key) at siprec_tls_port, RTP on even ports
     # of rtp_ports. siprec_allow: the addresses/networks a recording client may come from
@@ -281,6 +285,11 @@ class ServerConfig:
                 "feedback_keep_s",
                 math.isfinite(self.feedback_keep_s) and self.feedback_keep_s >= 0,
                 "a finite number of seconds >= 0",
+            ),
+            (
+                "drain_timeout_s",
+                math.isfinite(self.drain_timeout_s) and self.drain_timeout_s >= 0,
+                "a non-negative number of seconds",
             ),
             ("siprec_max_sessions", self.siprec_max_sessions >= 1, "an integer >= 1"),
             (

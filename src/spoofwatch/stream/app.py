@@ -3,6 +3,11 @@
 One ``asyncio.TaskGroup`` holds named tasks (inference worker, WebSocket server, sinks,
 local sources); SIGINT/SIGTERM (or the ``stop`` event) close every live stream so its
 last windows are scored and its end event published, then the tasks are cancelled.
+
+``serve`` treats SIGTERM (what systemd, Kubernetes and ``docker stop`` send) as a drain
+(``net.drain``): new calls are refused, live calls run to their end or until
+``server.drain_timeout_s``, then the node stops as above. SIGINT (Ctrl-C) and a second
+SIGTERM stop at once.
 """
 
 from __future__ import annotations
@@ -31,12 +36,16 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 0.5
 
 
-def install_signal_handlers(stop: asyncio.Event) -> list[signal.Signals]:
+def install_signal_handlers(
+    stop: asyncio.Event, *, on_term: Callable[[], None] | None = None
+) -> list[signal.Signals]:
+    """SIGINT sets ``stop``; SIGTERM calls ``on_term`` when given (a drain), else sets ``stop``."""
     loop = asyncio.get_running_loop()
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handlers = {signal.SIGINT: stop.set, signal.SIGTERM: on_term or stop.set}
+    for sig, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
     return installed
 
@@ -132,6 +141,12 @@ def build_tasks(
         from spoofwatch.stream.net.server import run_server
 
         routes = [*evidence_http(pipeline, settings, tasks), *extra_routes]  # + /v1/streams, /v1/evidence
+        if server.cluster_view:
+            from spoofwatch.stream.net.cluster import cluster_relay_from_config, cluster_routes
+
+            cluster = cluster_relay_from_config(server)  # no broker configured fails at start-up
+            tasks["cluster-view"] = cluster.run
+            routes += cluster_routes(cluster, pipeline.status)
         tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
@@ -147,6 +162,11 @@ def build_tasks(
 
         sink = mqtt_sink_from_config(pipeline.hub, server)  # a bad URL or CA file fails at start-up
         tasks["mqtt"] = sink.run
+        from spoofwatch.stream.net.cluster import publish_status_every
+
+        tasks["status"] = lambda: publish_status_every(
+            pipeline.hub, pipeline.status
+        )  # load, for cluster views
     if server.webhooks:
         from spoofwatch.stream.sinks.webhook import webhook_sink_from_config
 
@@ -206,13 +226,21 @@ async def serve(
     ``card`` names ``scorer`` on events; ``loader`` loads cards for hot reload
     (stream.engine.reload; without it SIGHUP and the reload endpoint refuse)."""
     from spoofwatch.stream.learning import install_sighup, learning_parts, remove_sighup
+    from spoofwatch.stream.net.drain import Drain
 
     stop = stop or asyncio.Event()
-    installed = install_signal_handlers(stop)
+    drain = Drain(settings.server.drain_timeout_s)
+
+    def on_term() -> None:
+        if not drain.begin():  # a second SIGTERM: stop now
+            stop.set()
+
+    installed = install_signal_handlers(stop, on_term=on_term)
     try:
         pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node, card=card)
         learning = learning_parts(pipeline, settings, loader)
         install_sighup(learning)
+        pipeline.drain = drain
         from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
@@ -223,6 +251,7 @@ async def serve(
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
         tasks = build_tasks(pipeline, settings, ready=ready, extra_routes=learning.routes)
         tasks.update(learning.tasks)
+        tasks["drain"] = lambda: drain.run(pipeline, stop.set)
         await run_pipeline(pipeline, tasks, stop)
     finally:
         remove_sighup()

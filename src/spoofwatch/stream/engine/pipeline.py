@@ -32,6 +32,7 @@ from spoofwatch.stream.core.session import StreamSession
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.batcher import Batcher, WindowJob
 from spoofwatch.stream.engine.hub import EventHub
+from spoofwatch.stream.net.drain import Drain
 from spoofwatch.stream.net.limits import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -327,6 +328,7 @@ class Pipeline:
         self.on_scored: list[Callable[[WindowJob, list[Event]], None]] = []
         self.on_stream_end: list[Callable[[StreamHandle], None]] = []
         self.streams: dict[str, StreamHandle] = {}
+        self.drain = Drain()  # while draining, network streams are refused (net.drain)
         self.audio_taps: list[AudioTap] = []
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -351,6 +353,8 @@ class Pipeline:
             )
         if stream_id in self.streams:
             raise ProtocolError(f"stream id {stream_id!r} is already live; expected a unique id")
+        if not trusted:
+            self.drain.check()
         limit = self.engine_config.max_streams
         if len(self.streams) >= limit:
             raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
