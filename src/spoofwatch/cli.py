@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from spoofwatch import __version__
 from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
+from spoofwatch.learning.commands import LEARNING_COMMANDS, add_learning_parsers
 from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 
 if TYPE_CHECKING:
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
+    _SUBPARSERS.update(add_learning_parsers(sub))
 
     ls = sub.add_parser("listen", help="live microphone alert in the terminal")
     _add_server_options(ls)
@@ -960,6 +962,7 @@ COMMANDS = {
     "train": cmd_train,
     "serve": cmd_serve,
     "listen": cmd_listen,
+    **LEARNING_COMMANDS,
 }
 
 

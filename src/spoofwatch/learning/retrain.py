@@ -195,7 +195,16 @@ def retrain(
     )
     dx, dy = stack(dev_sets, layers)
     raw = head.decision_function(dx)
-    fitted = FittedHead(head, AffineCalibration.fit(raw[dy == 1], raw[dy == 0]), tuple(layers), {})
+    calibration = AffineCalibration.fit(raw[dy == 1], raw[dy == 0])
+    if calibration.scale <= 0:
+        # A negative scale would hide the inversion: the card would score right only
+        # because its calibration turned a backwards head round.
+        raise DataError(
+            f"the refitted head ranks the base's dev windows backwards (calibration scale "
+            f"{calibration.scale:.3g}): the feedback contradicts the base's training data; "
+            "check its labels or lower --feedback-weight"
+        )
+    fitted = FittedHead(head, calibration, tuple(layers), {})
     pooled = [clip_scores(fitted, dev_set) for dev_set in dev_sets]
     threshold = choose_threshold(
         policy, np.concatenate([b for b, _ in pooled]), np.concatenate([s for _, s in pooled])

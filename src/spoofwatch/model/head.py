@@ -102,7 +102,9 @@ class LinearHead:
             raise ModelError(f"expected labels 0 (spoof) and 1 (bona fide), found {np.unique(y)}")
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=np.float64)
-            if sample_weight.shape != (n,) or not (np.isfinite(sample_weight).all() and (sample_weight > 0).all()):
+            if sample_weight.shape != (n,) or not (
+                np.isfinite(sample_weight).all() and (sample_weight > 0).all()
+            ):
                 raise ModelError(f"sample_weight: expected {n} positive finite values")
         total = np.zeros(d)
         for chunk in rows.chunks():
