@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from learning_kit import RATE, clip, give_feedback, train_base
 
+from learning_kit import RATE, clip, give_feedback, train_base
 from spoofwatch.cli import main
 from spoofwatch.learning.feedback_store import read_feedback
 from spoofwatch.learning.holdout import is_held_out
