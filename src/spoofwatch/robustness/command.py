@@ -22,16 +22,16 @@ def add_robustness_parser(sub: Any) -> argparse.ArgumentParser:
     rb.add_argument(
         "--transforms", help="comma-separated families or names (default: all; see docs/robustness.md)"
     )
-    rb.add_argument("--per-class", type=int, default=16, help="clips per class, drawn with --seed (0 = all)")
+    rb.add_argument("--per-class", type=int, default=32, help="clips per class, drawn with --seed (0 = all)")
     rb.add_argument("--seed", type=int, default=0, help="subsample and random transforms (default 0)")
     rb.add_argument("--windows", type=int, default=1, help="first windows of each clip scored (default 1)")
-    rb.add_argument("--attack-clips", type=int, default=4, help="spoof windows attacked (0 = no attack)")
+    rb.add_argument("--attack-clips", type=int, default=8, help="spoof windows attacked (0 = no attack)")
     rb.add_argument(
         "--attack-snrs", default="60,50,40", help="perturbation budgets as SNR dB (default 60,50,40)"
     )
     rb.add_argument("--attack-steps", type=int, default=4, help="PGD steps per window and budget (default 4)")
     rb.add_argument(
-        "--defence-snr", type=float, default=30.0, help="SNR of the randomisation noise (default 30)"
+        "--defence-snr", type=float, default=40.0, help="SNR of the randomisation noise (default 40)"
     )
     rb.add_argument("--json", action="store_true", help="last line of stdout is the report JSON")
     return rb

@@ -49,14 +49,14 @@ STOP_MARGIN = 1.0
 
 @dataclass(frozen=True)
 class RobustnessOptions:
-    per_class: int = 16  # clips per class drawn with ``seed``; 0 = every clip
+    per_class: int = 32  # clips per class drawn with ``seed``; 0 = every clip
     seed: int = 0
     windows: int = 1  # first windows of each clip scored (clip score = their mean LLR)
     transforms: tuple[str, ...] | None = None  # families or names; None = all
-    attack_clips: int = 4
+    attack_clips: int = 8
     attack_snrs: tuple[float, ...] = (60.0, 50.0, 40.0)
     attack_steps: int = DEFAULT_STEPS
-    defence_snr: float = 30.0
+    defence_snr: float = 40.0
 
 
 def subsample(items: Sequence[LabelledItem], per_class: int, seed: int) -> list[LabelledItem]:
