@@ -13,7 +13,7 @@ windows are scored by the card as deployed too. It stops on a window once its LL
 The defence tried is input randomisation: white noise at ``defence_snr`` dB added to each
 window before scoring. It is measured on the clean subsample (its cost) and on the
 attacked windows (its benefit against an attacker who does not model it), and kept only
-when it lowers the attacked pass rate without raising the clean EER.
+when it lowers the attacked pass rate without raising the clean EER, minDCF or actDCF.
 """
 
 from __future__ import annotations
@@ -185,7 +185,8 @@ def _transform_row(
     return {
         **row,
         **_metrics(scorer.clip_llrs(changed), labels, threshold),
-        "snr_db": _measured_snr(clips, changed),
+        # A level change adds no noise: its "SNR" against the clean clip would restate the gain.
+        "snr_db": None if transform.family == "level" else _measured_snr(clips, changed),
     }
 
 
@@ -271,7 +272,8 @@ def _defence(
         and all(a["pass_rate_defended"] <= a["pass_rate_deployed"] for a in against)
         and any(a["pass_rate_defended"] < a["pass_rate_deployed"] for a in against)
     )
-    costs = clean["eer"] > clean_row["eer"] + 1e-12
+    # Any of EER, minDCF or actDCF worse on the clean clips counts as a cost.
+    costs = any(clean[k] > clean_row[k] + 1e-12 for k in ("eer", "min_dcf", "act_dcf"))
     return {
         "tried": name,
         "clean_with_defence": clean,
