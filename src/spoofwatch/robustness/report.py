@@ -332,7 +332,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Defence tried: {d['tried']} ({d['attacker']}). Clean EER {_pct(d['clean_without']['eer'])} % → "
-        f"{_pct(d['clean_with_defence']['eer'])} %; attacked pass rate (deployed → defended): "
+        f"{_pct(d['clean_with_defence']['eer'])} %, minDCF {d['clean_without']['min_dcf']:.3f} → "
+        f"{d['clean_with_defence']['min_dcf']:.3f}, actDCF {d['clean_without']['act_dcf']:.3f} → "
+        f"{d['clean_with_defence']['act_dcf']:.3f}; attacked pass rate (deployed → defended): "
         + ", ".join(
             f"{a['snr_db']:g} dB {_pct(a['pass_rate_deployed'])} → {_pct(a['pass_rate_defended'])} %"
             for a in d["against_attack"]
