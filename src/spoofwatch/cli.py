@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from spoofwatch import __version__
 from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
+from spoofwatch.learning.commands import LEARNING_COMMANDS, add_learning_parsers
 from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
+from spoofwatch.robustness.command import add_robustness_parser, cmd_robustness
 
 if TYPE_CHECKING:
     from spoofwatch.config import EngineConfig
@@ -387,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pool_parser(sub)
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
+    _SUBPARSERS.update(add_learning_parsers(sub))
+    _SUBPARSERS["robustness"] = add_robustness_parser(sub)
 
     ls = sub.add_parser("listen", help="live microphone alert in the terminal")
     _add_server_options(ls)
@@ -1168,6 +1172,8 @@ COMMANDS = {
     "serve": cmd_serve,
     "listen": cmd_listen,
     "pool": cmd_pool,
+    **LEARNING_COMMANDS,
+    "robustness": cmd_robustness,
 }
 
 

@@ -179,3 +179,16 @@ def test_column_weights_must_fit_the_features(weights: NDArray[np.float64]) -> N
     x = np.random.default_rng(0).standard_normal((20, 4))
     with pytest.raises(ModelError, match="column_weights"):
         LinearHead().fit(x, np.arange(20) % 2, column_weights=weights)
+
+
+def test_sample_weights_pull_the_fit_towards_heavy_rows_and_bad_ones_are_refused() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    y = (x[:, 0] > 0).astype(np.int64)
+    odd = np.array([[2.0, 0.0, 0.0]])  # a bona-fide-looking row labelled spoof
+    xs, ys = np.concatenate([x, odd]), np.concatenate([y, [0]])
+    light = LinearHead(C=1.0).fit(xs, ys)
+    heavy = LinearHead(C=1.0).fit(xs, ys, sample_weight=np.concatenate([np.ones(200), [500.0]]))
+    assert heavy.decision_function(odd)[0] < light.decision_function(odd)[0] - 1.0
+    with pytest.raises(ModelError, match="sample_weight"):
+        LinearHead().fit(xs, ys, sample_weight=np.zeros(len(ys)))

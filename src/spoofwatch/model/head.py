@@ -79,6 +79,7 @@ class LinearHead:
         X: NDArray[np.floating] | RowChunks,
         y: NDArray[np.integer],
         column_weights: NDArray[np.floating] | None = None,
+        sample_weight: NDArray[np.floating] | None = None,
     ) -> Self:
         """``column_weights`` multiply the standardised features before the fit, so a block
         weighted w pays 1/w^2 of the L2 penalty per unit of effect; they fold into the
@@ -88,7 +89,10 @@ class LinearHead:
         read chunk by chunk, and only the standardised matrix the solver needs is held in
         memory, at ``fit_dtype`` (scikit-learn's solver needs it whole). The column means and
         deviations are summed row after row as numpy sums a float64 matrix along its rows, so
-        the fit is the same whether X comes whole or in chunks."""
+        the fit is the same whether X comes whole or in chunks.
+
+        ``sample_weight`` (one positive weight per row) multiplies each row's loss, on top of
+        the balanced class weights (retraining weights analysts' feedback so)."""
         rows = X if isinstance(X, RowChunks) else _WholeRows(np.asarray(X))
         y = np.asarray(y)
         n, d = rows.shape
@@ -96,6 +100,12 @@ class LinearHead:
             raise ModelError(f"expected X (n, d) and y (n,), found {rows.shape} and {y.shape}")
         if set(np.unique(y).tolist()) != {0, 1}:
             raise ModelError(f"expected labels 0 (spoof) and 1 (bona fide), found {np.unique(y)}")
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if sample_weight.shape != (n,) or not (
+                np.isfinite(sample_weight).all() and (sample_weight > 0).all()
+            ):
+                raise ModelError(f"sample_weight: expected {n} positive finite values")
         total = np.zeros(d)
         for chunk in rows.chunks():
             total = _sum_after(total, np.asarray(chunk, dtype=np.float64))
@@ -118,7 +128,7 @@ class LinearHead:
         for start in range(0, n, _CHUNK_ROWS):
             centred[start : start + _CHUNK_ROWS] /= scale
         model = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)
-        model.fit(centred, y)
+        model.fit(centred, y, sample_weight=sample_weight)
         self.mean_ = mean.astype(np.float32)
         self.scale_ = scale.astype(np.float32)
         self.coef_ = model.coef_[0].astype(np.float32)

@@ -1,0 +1,1 @@
+"""spoofwatch.robustness: laundering transforms, a white-box attack and the robustness report."""
