@@ -80,7 +80,26 @@ class StatusEvent:
     type: Literal["status"] = field(default="status", init=False)
 
 
-Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent
+@dataclass(frozen=True)
+class DriftEvent:
+    """The node's recent windows moved away from (``on``) or back to (``off``) the
+    detector card's reference distribution: ``statistic`` (Jensen-Shannon divergence in
+    bits, the largest of the per-feature ones) against ``threshold``, over the last
+    ``window_s`` seconds holding ``windows`` windows."""
+
+    node: str
+    state: Literal["on", "off"]
+    statistic: float
+    threshold: float
+    windows: int
+    window_s: float
+    score_divergence: float
+    level_divergence: float
+    speech_divergence: float
+    type: Literal["drift"] = field(default="drift", init=False)
+
+
+Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent | DriftEvent
 _CLASSES: dict[str, type[Any]] = {
     "stream": StreamEvent,
     "score": ScoreEvent,
@@ -88,6 +107,7 @@ _CLASSES: dict[str, type[Any]] = {
     "gap": GapEvent,
     "error": ErrorEvent,
     "status": StatusEvent,
+    "drift": DriftEvent,
 }
 
 

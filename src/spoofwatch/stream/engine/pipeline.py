@@ -14,6 +14,8 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -298,6 +300,10 @@ class Pipeline:
         self.batcher.on_drop(self._on_drop)
         self.streams: dict[str, StreamHandle] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # Called with each scored window's stream, the window, its score and speech flag
+        # (drift monitoring); quick, on the event loop.
+        self.window_observers: list[Callable[[StreamHandle, Window, float, bool], None]] = []
+        self.refused: Counter[str] = Counter()  # streams and calls refused, by reason
 
     def open_stream(
         self, stream_id: str, *, source: str, sample_rate: int, trusted: bool = False
@@ -312,9 +318,11 @@ class Pipeline:
                 f"stream id must be 1..{MAX_STREAM_ID_LENGTH} characters, found {len(stream_id)}"
             )
         if stream_id in self.streams:
+            self.refused["duplicate_stream"] += 1
             raise ProtocolError(f"stream id {stream_id!r} is already live; expected a unique id")
         limit = self.engine_config.max_streams
         if len(self.streams) >= limit:
+            self.refused["max_streams"] += 1
             raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
         handle = StreamHandle(self, stream_id, source, sample_rate, trusted=trusted)
         self.streams[stream_id] = handle
@@ -358,6 +366,8 @@ class Pipeline:
             speech = handle.session.is_speech(job.window)
             for event in handle.session.on_score(job.window, score, speech, lag_ms):
                 self.hub.publish(event)
+            for observe in self.window_observers:
+                observe(handle, job.window, score, speech)
         finally:
             handle.job_done()
 
