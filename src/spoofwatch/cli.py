@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (if not in the same file)")
     sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
+    _add_drift_options(sv)
 
     from spoofwatch.corpus.command import add_corpus_parser
 
@@ -341,6 +342,30 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt-username", help="MQTT user (password: $SPOOFWATCH_SERVER_MQTT_PASSWORD)")
 
 
+def _add_drift_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--drift-window-s", type=float, metavar="S", help="drift alarms: sliding period of windows (900)"
+    )
+    parser.add_argument(
+        "--drift-threshold",
+        type=float,
+        metavar="BITS",
+        help="drift alarms: Jensen-Shannon divergence from the card's reference that fires (0.1; 0 = off)",
+    )
+    parser.add_argument(
+        "--drift-min-windows",
+        type=int,
+        metavar="N",
+        help="drift alarms: windows needed before one fires (300)",
+    )
+    parser.add_argument(
+        "--drift-spoof-share",
+        type=float,
+        metavar="F",
+        help="drift alarms: share of the reference's spoof windows mixed in (0)",
+    )
+
+
 def _server_settings(args: argparse.Namespace) -> Any:
     from spoofwatch.config import load_settings
 
@@ -362,7 +387,17 @@ def _server_settings(args: argparse.Namespace) -> Any:
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {
-        k: getattr(args, k, None) for k in ("max_streams", "admission", "queue_timeout_s", "max_stream_s")
+        k: getattr(args, k, None)
+        for k in (
+            "max_streams",
+            "admission",
+            "queue_timeout_s",
+            "max_stream_s",
+            "drift_window_s",
+            "drift_threshold",
+            "drift_min_windows",
+            "drift_spoof_share",
+        )
     }
     if any(v is not None for v in engine.values()):
         overrides["engine"] = {k: v for k, v in engine.items() if v is not None}

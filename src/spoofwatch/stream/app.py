@@ -134,6 +134,9 @@ async def serve(
         from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
+        from spoofwatch.ops.drift import drift_monitor_for
+
+        drift_monitor_for(pipeline, settings.engine)  # a malformed card reference fails at start-up
         from spoofwatch.stream.net.tls import server_ssl_context
 
         if settings.server.tls_cert:
@@ -159,6 +162,9 @@ async def listen(
     installed = install_signal_handlers(stop)
     try:
         pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
+        from spoofwatch.ops.drift import drift_monitor_for
+
+        drift_monitor_for(pipeline, settings.engine)
         tasks = build_tasks(pipeline, settings, websocket=False)
         mic = device if device is not None else None
         tasks["listen"] = lambda: run_listen(pipeline, mic, out=out, run_worker=False)
