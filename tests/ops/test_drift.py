@@ -233,3 +233,24 @@ def test_pipeline_publishes_drift_through_the_hub_when_the_input_shifts() -> Non
     assert [e.state for e in drift] == ["on"] and drift[0].node == "n9"
     assert drift_monitor_for(Pipeline(FakeScorer(), cfg), EngineConfig()) is None  # no card: off
     assert drift_monitor_for(Pipeline(CardScorer(card), cfg), EngineConfig(drift_threshold=0)) is None
+
+
+@pytest.mark.parametrize("name", ["default", "resynth"])
+def test_the_packaged_cards_hold_a_reference_from_their_dev_clips(name: str) -> None:
+    import json
+    from importlib import resources
+
+    card = json.loads((resources.files("spoofwatch.model") / name / "model_card.json").read_text())
+    ref = DriftReference.from_card(card)
+    assert ref is not None and ref.windows > 1000
+    section = card[CARD_KEY]
+    assert section["source"]["channels"] == card["training"]["options"]["calibration_channels"]
+    assert section["source"]["clips"] == {"bonafide": 66, "spoof": 117}
+    assert section["source"]["split"] == "dev"
+    for feature in section["features"].values():
+        assert sum(feature["spoof"]) > 0 and sum(feature["bonafide"]) > 0
+    # Genuine dev windows score higher (LLR, bona fide up) than spoof ones.
+    edges = np.asarray(section["features"]["score"]["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    bona, spoof = (np.asarray(section["features"]["score"][k], dtype=float) for k in ("bonafide", "spoof"))
+    assert centres @ bona / bona.sum() > centres @ spoof / spoof.sum()
