@@ -201,3 +201,28 @@ def test_detector_identity_hash_ignores_how_the_detector_runs() -> None:
     assert detector_identity(one)["sha256"] == detector_identity(two)["sha256"]
     assert detector_identity(one)["sha256"] != detector_identity(other)["sha256"]
     assert detector_identity(FakeScorer())["name"] == "FakeScorer"
+
+
+def test_admission_refusals_are_counted_by_reason() -> None:
+    from spoofwatch.stream.net.admission import Admission, StreamRequest
+
+    async def body() -> None:
+        engine = EngineConfig(max_streams=2, admission="queue", queue_timeout_s=0.05)
+        pipeline = Pipeline(FakeScorer(), CFG, engine)
+        metrics = ServerMetrics(pipeline)
+        admission = Admission.of(pipeline)
+        first = await admission.open(
+            [StreamRequest("a", "audiohook", 8000), StreamRequest("b", "audiohook", 8000)]
+        )
+        with pytest.raises(LimitExceededError, match="after waiting"):
+            await admission.open([StreamRequest("c", "audiohook", 8000)])
+        with pytest.raises(LimitExceededError, match="call needs 3 streams"):
+            await admission.open([StreamRequest(s, "audiohook", 8000) for s in "xyz"])
+        refused = metrics.registry.get_sample_value
+        assert refused("spoofwatch_refused_total", {"reason": "queue_timeout"}) == 1
+        assert refused("spoofwatch_refused_total", {"reason": "call_too_large"}) == 1
+        assert refused("spoofwatch_streams_open", {"source": "audiohook"}) == 2
+        for handle in first:
+            await handle.close()
+
+    asyncio.run(body())
