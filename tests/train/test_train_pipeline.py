@@ -315,6 +315,7 @@ def test_a_streamed_resynthesis_card_reads_the_clips_remake_in_training_and_scor
     out = tmp_path / "detector"
     report = train_detector(items, None, out, options, progress=False)
     assert read_card(out)["spectral"]["spec"] == {"kind": kind, "name": kind, "layers": None}
+    assert "drift_reference" not in read_card(out)  # left to scripts/drift_reference.py
     detector = load_detector(out)
     assert detector.remake is not None and detector.head.n_features_in_ == 2 * 2 * 32 + 200
     samples = clip("bonafide", 7, seconds=3.5)
