@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -23,8 +22,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pytest
+from aiohttp import web
 from numpy.typing import NDArray
-from websockets.http11 import Response
 from websockets.sync.client import ClientConnection, connect
 
 from fakes import FakeScorer, noise, tone
@@ -326,18 +325,17 @@ def stream_noise_then_tone(browser: Any, synthetic: ClientConnection, genuine: C
 
 
 def healthz_with_detector(
-    original: Callable[[SpoofwatchServer], Response],
-) -> Callable[[SpoofwatchServer], Response]:
+    original: Callable[[SpoofwatchServer], web.Response],
+) -> Callable[[SpoofwatchServer], web.Response]:
     """/healthz naming the detector, as the dashboard expects when the server reports it."""
 
-    def healthz(self: SpoofwatchServer) -> Response:
+    def healthz(self: SpoofwatchServer) -> web.Response:
         response = original(self)
+        assert isinstance(response.body, bytes)
         body = json.loads(response.body)
         body["detector"] = body.get("detector") or "whisper-base-test"
-        encoded = json.dumps(body).encode()
-        del response.headers["Content-Length"]  # Headers: item assignment would add a second one
-        response.headers["Content-Length"] = str(len(encoded))
-        return dataclasses.replace(response, body=encoded)
+        response.body = json.dumps(body).encode()
+        return response
 
     return healthz
 

@@ -36,6 +36,7 @@ _SUBPARSERS: dict[str, argparse.ArgumentParser] = {}  # filled by build_parser
 # The optional packages, by the pyproject extra that installs them.
 _EXTRA_OF = {
     "websockets": "serve",
+    "aiohttp": "serve",
     "sounddevice": "mic",
     "aiomqtt": "mqtt",
     "matplotlib": "train",

@@ -54,6 +54,12 @@ class StreamConfig:
     # Runs of exact digital silence (|x| <= one 16-bit step) at least this long inside
     # received audio are treated as gaps (cause "silence"). 0 = never.
     silence_gap_s: float = 0.1
+    # With a level above -120 dBFS, so are runs as long of 20 ms frames whose RMS is at or
+    # below it (comfort noise, a muted leg's hiss). Off by default: measured, it removes
+    # the false alarms of comfort noise replacing speech on G.711 but splices out natural
+    # pauses too, so fewer windows are scored and more spoofs are missed (docs/protocol.md
+    # "Gaps and pauses").
+    quiet_level_dbfs: float = -120.0
 
     def __post_init__(self) -> None:
         for name in ("gap_tolerance_s", "gap_max_total_s", "silence_gap_s"):
@@ -64,6 +70,11 @@ class StreamConfig:
                 or not (math.isfinite(value) and value >= 0)
             ):
                 raise ConfigError(f"stream.{name}: expected a finite number of seconds >= 0, found {value!r}")
+        level = self.quiet_level_dbfs
+        if isinstance(level, bool) or not isinstance(level, int | float) or not -120.0 <= level <= -20.0:
+            raise ConfigError(
+                f"stream.quiet_level_dbfs: expected a level in dBFS from -120 (off) to -20, found {level!r}"
+            )
 
     def alarm_levels(self, detector_threshold: float = 0.5) -> tuple[float, float]:
         """(on, off) thresholds on the smoothed p_spoof; unset ones follow the detector."""

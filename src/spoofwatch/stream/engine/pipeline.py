@@ -27,6 +27,7 @@ from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, GapEvent, StatusEvent, StreamEvent
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
+from spoofwatch.stream.core.quiet import QuietFrames, SilenceSplitter
 from spoofwatch.stream.core.session import StreamSession
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.batcher import Batcher, WindowJob
@@ -36,6 +37,19 @@ from spoofwatch.stream.net.limits import TokenBucket
 logger = logging.getLogger(__name__)
 
 MAX_STREAM_ID_LENGTH = 200
+
+
+QUIET_FRAME_S = 0.02
+QUIET_OFF_DBFS = -120.0  # at or below it, only digital silence makes a gap
+
+
+def _silence_splitter(config: StreamConfig, sample_rate: int) -> SilenceSplitter:
+    min_samples = max(1, round(config.silence_gap_s * sample_rate))
+    quiet = None
+    if config.quiet_level_dbfs > QUIET_OFF_DBFS:
+        level = 10.0 ** (config.quiet_level_dbfs / 20.0)
+        quiet = QuietFrames(max(1, round(QUIET_FRAME_S * sample_rate)), min_samples, level)
+    return SilenceSplitter(DigitalSilence(min_samples), quiet)
 
 
 class StreamHandle:
@@ -52,7 +66,7 @@ class StreamHandle:
         self.session = StreamSession(stream_id, model_rate, pipeline.stream_config)
         self.resampler = StreamResampler(sample_rate, model_rate) if sample_rate != model_rate else None
         silence_s = pipeline.stream_config.silence_gap_s
-        self.silence = DigitalSilence(max(1, round(silence_s * sample_rate))) if silence_s > 0 else None
+        self.silence = _silence_splitter(pipeline.stream_config, sample_rate) if silence_s > 0 else None
         # A scorer that reads a second input beside each window: windows wait in the
         # stream's context until it can be made (model.scorer.StreamContext).
         self.context = pipeline.scorer.stream_context()

@@ -19,10 +19,6 @@ import contextlib
 import logging
 from typing import Final
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-
 from spoofwatch.errors import LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.stream.net.admission import CallStreams, StreamRequest
 from spoofwatch.stream.net.audiohook_auth import VerifyResult, check_organization
@@ -36,6 +32,7 @@ from spoofwatch.stream.net.connection import (
     run_connection,
 )
 from spoofwatch.stream.net.limits import ConnectionGuard
+from spoofwatch.stream.net.ws_connection import CloseCode, ConnectionClosed, WebSocketConnection
 from spoofwatch.stream.protocols.audiohook import (
     AUDIOHOOK_SAMPLE_RATE,
     AudioHookClientError,
@@ -63,7 +60,7 @@ SIGNATURE_FAILURE_DELAY_S: Final = 0.5
 class AudioHookConnection:
     """One Genesys AudioHook session over one WebSocket."""
 
-    def __init__(self, host: ConnectionHost, ws: ServerConnection, authorized: bool) -> None:
+    def __init__(self, host: ConnectionHost, ws: WebSocketConnection, authorized: bool) -> None:
         self.host = host
         self.ws = ws
         self.started = asyncio.get_running_loop().time()
@@ -71,14 +68,12 @@ class AudioHookConnection:
         self.verification: VerifyResult | None = None
         self.organization_header: str | None = None
         if host.audiohook_auth is None:
-            api_key = request.headers.get("X-API-KEY") if request is not None else None
-            self.authorized = authorized or host.token_matches(api_key)
+            self.authorized = authorized or host.token_matches(request.headers.get("X-API-KEY"))
         else:  # signatures configured: the server token is no way in
             headers: dict[str, list[str]] = {}
-            for name, value in request.headers.raw_items() if request is not None else []:
+            for name, value in request.header_items():
                 headers.setdefault(name.lower(), []).append(value)
-            target = request.path if request is not None else ""
-            self.verification = host.audiohook_auth.verify(headers, target)
+            self.verification = host.audiohook_auth.verify(headers, request.path)
             self.authorized = self.verification.ok
             organization = headers.get("audiohook-organization-id")
             self.organization_header = ", ".join(v.strip() for v in organization) if organization else None
@@ -246,5 +241,5 @@ class AudioHookConnection:
             await self.streams.close(*self.host.ended_reason(self.ws))
 
 
-async def serve_audiohook(host: ConnectionHost, ws: ServerConnection, authorized: bool) -> None:
+async def serve_audiohook(host: ConnectionHost, ws: WebSocketConnection, authorized: bool) -> None:
     await run_connection(AudioHookConnection(host, ws, authorized))

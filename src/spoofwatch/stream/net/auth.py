@@ -8,12 +8,11 @@ import base64
 import binascii
 import hmac
 import logging
+from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import ServerConnection
-from websockets.frames import CloseCode
-from websockets.http11 import Request
+from spoofwatch.stream.net.ws_connection import CloseCode, WebSocketConnection
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def basic_auth_password(credentials: str) -> str | None:
     return password if sep else None
 
 
-async def refuse_unauthorized(ws: ServerConnection, path: str) -> None:
+async def refuse_unauthorized(ws: WebSocketConnection, path: str) -> None:
     logger.warning("refusing unauthorized WebSocket client %s on %s", ws.remote_address, path)
     await ws.close(CloseCode.POLICY_VIOLATION, UNAUTHORIZED_REASON)
 
@@ -46,9 +45,10 @@ def token_matches(token: str | None, candidate: str | None) -> bool:
     return candidate is not None and hmac.compare_digest(candidate.encode(), token.encode())
 
 
-def request_authorized(request: Request, token: str | None) -> bool:
-    """True when the handshake or HTTP request carries ``token`` (or none is configured)."""
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+def request_authorized(headers: Mapping[str, str], target: str, token: str | None) -> bool:
+    """True when a request (``headers``; ``target``: path and query) carries ``token``, or
+    none is configured."""
+    scheme, _, credentials = headers.get("Authorization", "").partition(" ")
     scheme, credentials = scheme.lower(), credentials.strip()
     candidate = None
     if scheme == "bearer":
@@ -57,4 +57,4 @@ def request_authorized(request: Request, token: str | None) -> bool:
         candidate = basic_auth_password(credentials)
     if token_matches(token, candidate):
         return True
-    return any(token_matches(token, t) for t in parse_qs(urlsplit(request.path).query).get("token", []))
+    return any(token_matches(token, t) for t in parse_qs(urlsplit(target).query).get("token", []))

@@ -14,15 +14,12 @@ import contextlib
 import logging
 from typing import Final, Protocol
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.events import ErrorEvent, to_json
 from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
 from spoofwatch.stream.net.audiohook_auth import AudioHookAuthenticator
 from spoofwatch.stream.net.limits import ConnectionLimits
+from spoofwatch.stream.net.ws_connection import CloseCode, ConnectionClosed, WebSocketConnection
 from spoofwatch.stream.protocols.ws_ingest import IngestLimits
 
 logger = logging.getLogger(__name__)
@@ -44,7 +41,7 @@ class ConnectionHost(Protocol):
 
     def token_matches(self, candidate: str | None) -> bool: ...
 
-    def ended_reason(self, ws: ServerConnection) -> tuple[str, str]:
+    def ended_reason(self, ws: WebSocketConnection) -> tuple[str, str]:
         """Why the streams of a connection that ended without a proper end end: (reason, code)."""
         ...
 
@@ -67,7 +64,7 @@ def close_reason(text: str) -> str:
     return encoded[: MAX_CLOSE_REASON_BYTES - 3].decode(errors="ignore") + "..."
 
 
-def refusal_close_code(exc: SpoofwatchError) -> CloseCode:
+def refusal_close_code(exc: SpoofwatchError) -> int:
     return CloseCode.TRY_AGAIN_LATER if isinstance(exc, LimitExceededError) else CloseCode.POLICY_VIOLATION
 
 
@@ -83,49 +80,30 @@ def publish_error(pipeline: Pipeline, stream: str | None, exc: SpoofwatchError) 
     pipeline.hub.publish(ErrorEvent(stream=stream, code=error_code(exc), message=str(exc)))
 
 
-async def send_error(ws: ServerConnection, stream: str | None, exc: SpoofwatchError) -> None:
+async def send_error(ws: WebSocketConnection, stream: str | None, exc: SpoofwatchError) -> None:
     await ws.send(to_json(ErrorEvent(stream=stream, code=error_code(exc), message=str(exc))))
 
 
-async def close_refused(ws: ServerConnection, exc: SpoofwatchError) -> None:
+async def close_refused(ws: WebSocketConnection, exc: SpoofwatchError) -> None:
     """1013 (try again later) when the server is full, 1008 (policy) for bad requests."""
     await close_draining(ws, refusal_close_code(exc), close_reason(str(exc)))
 
 
-async def close_draining(ws: ServerConnection, code: int, reason: str) -> None:
-    """Close while reading (and discarding) what the client still sends: with reading
-    paused, a client that already queued audio frames would never get to our close frame
-    and the close would wait out its whole timeout."""
-
-    async def drain() -> None:
-        with contextlib.suppress(Exception):
-            async for _ in ws:
-                pass
-
-    drainer = asyncio.create_task(drain(), name="drain-refused")
-    try:
-        await ws.close(code, reason)
-    finally:
-        drainer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await drainer
+async def close_draining(ws: WebSocketConnection, code: int, reason: str) -> None:
+    """Close while discarding what the client still sends: a client that already queued
+    audio frames gets to our close frame (aiohttp's close reads until the client's)."""
+    await ws.close(code, reason)
 
 
-async def close_over_limit(ws: ServerConnection, exc: LimitExceededError) -> None:
+async def close_over_limit(ws: WebSocketConnection, exc: LimitExceededError) -> None:
     """Close (1008) while discarding what a too-fast client still sends."""
     with contextlib.suppress(ConnectionClosed):
         await close_draining(ws, CloseCode.POLICY_VIOLATION, close_reason(str(exc)))
 
 
-def clean_client_close(ws: ServerConnection) -> bool:
+def clean_client_close(ws: WebSocketConnection) -> bool:
     """True when the client closed the WebSocket normally (1000/1001) on its own initiative."""
-    protocol = ws.protocol
-    rcvd = protocol.close_rcvd
-    return (
-        rcvd is not None
-        and rcvd.code in (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY)
-        and bool(protocol.close_rcvd_then_sent)
-    )
+    return ws.close_received in (CloseCode.OK, CloseCode.GOING_AWAY)
 
 
 class SourceConnection(Protocol):

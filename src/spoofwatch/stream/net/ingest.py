@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from websockets.asyncio.server import ServerConnection
-from websockets.frames import CloseCode
-
 from spoofwatch.errors import LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.stream.engine.hub import Subscription
 from spoofwatch.stream.engine.pipeline import StreamHandle
@@ -22,6 +19,7 @@ from spoofwatch.stream.net.connection import (
     send_error,
 )
 from spoofwatch.stream.net.limits import ConnectionGuard
+from spoofwatch.stream.net.ws_connection import CloseCode, WebSocketConnection
 from spoofwatch.stream.protocols.ws_ingest import GapMessage, IngestProtocol, StartMessage, StopMessage
 from spoofwatch.stream.sinks.websocket import forward_events
 
@@ -31,7 +29,7 @@ logger = logging.getLogger(__name__)
 class IngestConnection:
     """One ``/v1/ingest`` client: at most one live stream at a time, several in sequence."""
 
-    def __init__(self, server: ConnectionHost, ws: ServerConnection) -> None:
+    def __init__(self, server: ConnectionHost, ws: WebSocketConnection) -> None:
         self.server = server
         self.ws = ws
         self.protocol = IngestProtocol(server.limits)

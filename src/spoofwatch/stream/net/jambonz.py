@@ -13,11 +13,6 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-from websockets.typing import Subprotocol
-
 from spoofwatch.errors import LimitExceededError, SpoofwatchError
 from spoofwatch.stream.net.admission import CallStreams, StreamRequest, settle_admission
 from spoofwatch.stream.net.connection import (
@@ -32,22 +27,22 @@ from spoofwatch.stream.net.connection import (
     run_connection,
 )
 from spoofwatch.stream.net.limits import ConnectionGuard
+from spoofwatch.stream.net.ws_connection import CloseCode, ConnectionClosed, WebSocketConnection
 from spoofwatch.stream.protocols.jambonz import JAMBONZ_SUBPROTOCOLS, JambonzStart, JambonzStream
 
 logger = logging.getLogger(__name__)
 
 
-def select_subprotocol(
-    connection: ServerConnection, subprotocols: Sequence[Subprotocol]
-) -> Subprotocol | None:
-    """Accept jambonz's and mod_audio_fork's subprotocols; never refuse a handshake over one."""
-    return next((Subprotocol(name) for name in JAMBONZ_SUBPROTOCOLS if name in subprotocols), None)
+def select_subprotocol(offered: Sequence[str]) -> str | None:
+    """Accept jambonz's and mod_audio_fork's subprotocols (ours in our order of preference);
+    never refuse a handshake over one."""
+    return next((name for name in JAMBONZ_SUBPROTOCOLS if name in offered), None)
 
 
 class JambonzConnection:
     """One jambonz ``listen`` (or mod_audio_fork) WebSocket: one call, one or two parties."""
 
-    def __init__(self, host: ConnectionHost, ws: ServerConnection, query: dict[str, list[str]]) -> None:
+    def __init__(self, host: ConnectionHost, ws: WebSocketConnection, query: dict[str, list[str]]) -> None:
         self.host = host
         self.ws = ws
         flat = {key: values[0] for key, values in query.items() if values}
@@ -155,5 +150,5 @@ class JambonzConnection:
             await self.streams.close(*self.host.ended_reason(self.ws))
 
 
-async def serve_jambonz(host: ConnectionHost, ws: ServerConnection, query: dict[str, list[str]]) -> None:
+async def serve_jambonz(host: ConnectionHost, ws: WebSocketConnection, query: dict[str, list[str]]) -> None:
     await run_connection(JambonzConnection(host, ws, query))

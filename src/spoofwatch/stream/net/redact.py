@@ -1,23 +1,23 @@
-"""Keep credentials out of logs, including the ``websockets`` library's DEBUG lines.
+"""Keep credentials out of logs, including the HTTP library's.
 
-At DEBUG, ``websockets`` logs each request line (``?token=`` included), every header
-(``Authorization``, ``X-API-KEY``) and the first bytes of every frame (a Twilio start
-message carries its token). ``RedactingLogger`` wraps the logger the server hands to
-``websockets``: it formats each record itself, masks credentials in headers, query
-strings and JSON fields, shows data frames as their type and length only, and masks
-every configured secret wherever it still appears, tracebacks included.
+The server's request lines carry ``?token=``, its headers ``Authorization`` and
+``X-API-KEY``, a Twilio start message its token. aiohttp's own access log would print
+each request line, so the server replaces it with ``RedactingAccessLogger`` (DEBUG, the
+query's credentials masked), and ``RedactingFilter`` on aiohttp's loggers masks
+credentials in headers, query strings and JSON fields and every configured secret
+wherever it still appears in a record, tracebacks included.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import sys
 import traceback
-from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any, Final
+from collections.abc import Iterable
+from typing import Final
 
-from websockets.frames import Frame, Opcode
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from spoofwatch.config import REDACTED
 
@@ -29,7 +29,6 @@ _QUERY_SECRET: Final = re.compile(r"([?&](?:token|access_token|api_key|apikey|pa
 _JSON_SECRET: Final = re.compile(
     r'("(?:token|password|api_key|apikey|apiKey|secret)"\s*:\s*")(?:[^"\\]|\\.)*', re.I
 )
-_DATA_OPCODES: Final = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
@@ -45,44 +44,43 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     return text
 
 
-def _safe_arg(arg: object) -> object:
-    if isinstance(arg, Frame) and arg.opcode in _DATA_OPCODES:
-        return f"{arg.opcode.name} frame [{len(arg.data)} bytes]"
-    return arg
+class RedactingFilter(logging.Filter):
+    """A logger filter that rewrites each record so it carries none of the secrets it was
+    given nor anything that looks like a credential."""
 
-
-class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A logger adapter whose records never carry the secrets it was given."""
-
-    def __init__(self, logger: logging.Logger, secrets: Iterable[str] = ()) -> None:
-        super().__init__(logger, {})
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
         self.secrets = tuple(s for s in secrets if s)
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        return msg, kwargs
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
-            return
-        safe_args = tuple(_safe_arg(a) for a in args)
+    def filter(self, record: logging.LogRecord) -> bool:
         try:
-            text = str(msg) % safe_args if safe_args else str(msg)
+            text = record.getMessage()
         except (TypeError, ValueError):
-            text = " ".join(str(part) for part in (msg, *safe_args))
-        exc_info = kwargs.pop("exc_info", None)
-        if exc_info:
-            if exc_info is True:
-                exc_info = sys.exc_info()
-            if isinstance(exc_info, BaseException):
-                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-            if isinstance(exc_info, tuple) and exc_info[0] is not None:
-                text += "\n" + "".join(traceback.format_exception(*exc_info)).rstrip()
-        kwargs.pop("stack_info", None)
-        extra = kwargs.pop("extra", None)
-        self.logger.log(
-            level,
-            "%s",
-            redact_text(text, self.secrets),
-            extra=extra if isinstance(extra, Mapping) else None,
-            stacklevel=kwargs.pop("stacklevel", 1) + 1,
+            text = " ".join(str(part) for part in (record.msg, *(record.args or ())))
+        if record.exc_info and record.exc_info[0] is not None:
+            text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        record.msg, record.args = redact_text(text, self.secrets), ()
+        return True
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log at DEBUG, with the query's credentials masked."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if not self.logger.isEnabledFor(logging.DEBUG):
+            return
+        self.logger.debug(
+            "%s %s %s %d %.3fs",
+            request.remote,
+            request.method,
+            redact_text(request.raw_path),
+            response.status,
+            time,
         )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.DEBUG)

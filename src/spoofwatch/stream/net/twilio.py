@@ -9,9 +9,6 @@ import asyncio
 import logging
 from typing import Final
 
-from websockets.asyncio.server import ServerConnection
-from websockets.frames import CloseCode
-
 from spoofwatch.errors import LimitExceededError, ProtocolError, SpoofwatchError
 from spoofwatch.events import ErrorEvent
 from spoofwatch.stream.engine.pipeline import StreamHandle
@@ -26,6 +23,7 @@ from spoofwatch.stream.net.connection import (
     error_code,
 )
 from spoofwatch.stream.net.limits import ConnectionGuard
+from spoofwatch.stream.net.ws_connection import CloseCode, WebSocketConnection
 from spoofwatch.stream.protocols.twilio import (
     TWILIO_SAMPLE_RATE,
     TwilioMedia,
@@ -42,7 +40,7 @@ MAX_MESSAGES_BEFORE_AUTH: Final = 4  # Twilio sends "connected", then "start" wi
 class TwilioConnection:
     """One Twilio Media Stream: one pipeline stream per announced track."""
 
-    def __init__(self, server: ConnectionHost, ws: ServerConnection, authorized: bool) -> None:
+    def __init__(self, server: ConnectionHost, ws: WebSocketConnection, authorized: bool) -> None:
         self.server = server
         self.ws = ws
         self.authorized = authorized

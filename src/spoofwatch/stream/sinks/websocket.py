@@ -7,19 +7,16 @@ import asyncio
 import logging
 from typing import Final
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-
 from spoofwatch.events import StreamEvent, to_json
 from spoofwatch.stream.engine.hub import EventHub, Subscription
+from spoofwatch.stream.net.ws_connection import CloseCode, ConnectionClosed, WebSocketConnection
 
 logger = logging.getLogger(__name__)
 
 SEND_POLL_S: Final = 0.1  # how often a blocked send re-checks its subscription for overflow
 
 
-async def _send_all(ws: ServerConnection, sub: Subscription, until_end_of: str | None) -> bool:
+async def _send_all(ws: WebSocketConnection, sub: Subscription, until_end_of: str | None) -> bool:
     """Send queued events until ``until_end_of``'s end event; True when the queue overflowed."""
     while True:
         if sub.overflowed:
@@ -46,7 +43,7 @@ async def _send_all(ws: ServerConnection, sub: Subscription, until_end_of: str |
 
 
 async def forward_events(
-    ws: ServerConnection, hub: EventHub, sub: Subscription, *, until_end_of: str | None = None
+    ws: WebSocketConnection, hub: EventHub, sub: Subscription, *, until_end_of: str | None = None
 ) -> None:
     """Forward a subscription to a client; drop the client with 1013 "too slow" on overflow."""
     try:
