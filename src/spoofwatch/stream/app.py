@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
-from typing import TextIO
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from spoofwatch.config import Settings
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +92,12 @@ async def _logged(name: str, factory: Callable[[], Awaitable[None]]) -> None:
 
 
 def build_tasks(
-    pipeline: Pipeline, settings: Settings, *, websocket: bool = True, ready: asyncio.Event | None = None
+    pipeline: Pipeline,
+    settings: Settings,
+    *,
+    websocket: bool = True,
+    ready: asyncio.Event | None = None,
+    extra_routes: Sequence[web.AbstractRouteDef] = (),
 ) -> dict[str, Callable[[], Awaitable[None]]]:
     from spoofwatch.stream.sources.spec import parse_source_spec, run_source
 
@@ -98,7 +106,7 @@ def build_tasks(
     if websocket:
         from spoofwatch.stream.net.server import run_server
 
-        tasks["websocket"] = lambda: run_server(pipeline, server, ready)
+        tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=extra_routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
@@ -135,13 +143,16 @@ async def serve(
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
         from spoofwatch.ops.drift import drift_monitor_for
+        from spoofwatch.ops.metrics import ServerMetrics
+        from spoofwatch.stream.net.metrics_http import metrics_routes
 
-        drift_monitor_for(pipeline, settings.engine)  # a malformed card reference fails at start-up
+        drift = drift_monitor_for(pipeline, settings.engine)  # a malformed card reference fails here
+        metrics = ServerMetrics(pipeline, drift=drift)
         from spoofwatch.stream.net.tls import server_ssl_context
 
         if settings.server.tls_cert:
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
-        tasks = build_tasks(pipeline, settings, ready=ready)
+        tasks = build_tasks(pipeline, settings, ready=ready, extra_routes=metrics_routes(metrics))
         await run_pipeline(pipeline, tasks, stop)
     finally:
         remove_signal_handlers(installed)
