@@ -19,6 +19,7 @@ from spoofwatch.audio.files import load_audio
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.events import DriftEvent
 from spoofwatch.model.artifact import detector_dir, load_detector
+from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.ops.drift import DriftMonitor, drift_monitor_for
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.train.channel import get_channel
@@ -58,12 +59,14 @@ def codec(audio: NDArray[np.float32], args: list[str], work: Path) -> NDArray[np
     return get_channel("telephone")(out, 16000)
 
 
-def drift_over(detector: object, streams: list[NDArray[np.float32]]) -> tuple[list[DriftEvent], DriftMonitor]:
+def drift_over(
+    detector: WindowScorer, streams: list[NDArray[np.float32]]
+) -> tuple[list[DriftEvent], DriftMonitor]:
     """Stream each clip through a real pipeline with the card's drift monitor attached."""
 
     async def run() -> tuple[list[DriftEvent], DriftMonitor]:
         engine = EngineConfig(drift_min_windows=MIN_WINDOWS, max_speed=0.0)
-        pipeline = Pipeline(detector, StreamConfig(), engine)  # type: ignore[arg-type]
+        pipeline = Pipeline(detector, StreamConfig(), engine)
         monitor = drift_monitor_for(pipeline, engine)
         assert monitor is not None, "the default card should hold a drift reference"
         sub = pipeline.hub.subscribe(maxsize=100_000)
