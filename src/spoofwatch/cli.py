@@ -42,6 +42,8 @@ _EXTRA_OF = {
     "matplotlib": "train",
     "onnxruntime": "onnx",
     "onnx": "onnx",
+    "ray": "pool",
+    "sipmessage": "siprec",
 }
 
 
@@ -310,6 +312,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also accept Asterisk AudioSocket calls (TCP) on this port",
     )
     sv.add_argument(
+        "--siprec-port",
+        type=int,
+        metavar="P",
+        help="also record SIPREC sessions (SIP on UDP and TCP) on this port",
+    )
+    sv.add_argument(
+        "--siprec-tls-port", type=int, metavar="P", help="SIPREC over TLS on this port (needs --tls-cert)"
+    )
+    sv.add_argument("--rtp-ports", metavar="LOW-HIGH", help="SIPREC RTP port range (default 20000-20999)")
+    sv.add_argument(
+        "--siprec-allow",
+        action="append",
+        default=None,
+        metavar="ADDR",
+        help="SIPREC clients allowed: an address or network (10.0.0.0/8); repeatable (default: any)",
+    )
+    sv.add_argument("--siprec-max-sessions", type=int, help="concurrent SIPREC sessions (default 32)")
+    sv.add_argument(
         "--admission",
         choices=("refuse", "queue"),
         help="beyond --max-streams: refuse new calls (default) or queue",
@@ -319,6 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (if not in the same file)")
     sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
+    sv.add_argument(
+        "--evidence-dir",
+        metavar="DIR",
+        help="save the audio and score timeline around each alarm here (recorded calls: docs/security.md)",
+    )
+    sv.add_argument(
+        "--evidence-days", type=float, help="delete evidence older than this many days (default 30)"
+    )
+    sv.add_argument(
+        "--evidence-seconds", type=float, help="seconds of audio per alarm clip, 5..300 (default 20)"
+    )
     _add_drift_options(sv)
 
     from spoofwatch.corpus.command import add_corpus_parser
@@ -326,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_corpus_parser(sub)
 
     add_bench_parser(sub)
+    from spoofwatch.pool.cli import add_pool_parser
+
+    add_pool_parser(sub)
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
 
     ls = sub.add_parser("listen", help="live microphone alert in the terminal")
@@ -341,6 +375,24 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", help="node name in MQTT topics (default: node)")
     parser.add_argument("--mqtt-ca-file", metavar="PEM", help="CA bundle that signs an mqtts:// broker")
     parser.add_argument("--mqtt-username", help="MQTT user (password: $SPOOFWATCH_SERVER_MQTT_PASSWORD)")
+    parser.add_argument(
+        "--webhook",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="POST alarm events to this URL; repeatable",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        help="HMAC key that signs webhooks (prefer $SPOOFWATCH_SERVER_WEBHOOK_SECRET: argv is visible)",
+    )
+    parser.add_argument(
+        "--webhook-events",
+        metavar="TYPES",
+        help="event types to POST: all, or comma-separated from alarm,evidence,stream,gap,error,status "
+        "(default alarm)",
+    )
+    _add_scorer_options(parser)
 
 
 def _add_drift_options(parser: argparse.ArgumentParser) -> None:
@@ -380,11 +432,22 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "jsonl": getattr(args, "jsonl", None),
         "detector": args.detector,
         "audiosocket_port": getattr(args, "audiosocket_port", None),
+        "siprec_port": getattr(args, "siprec_port", None),
+        "siprec_tls_port": getattr(args, "siprec_tls_port", None),
+        "rtp_ports": getattr(args, "rtp_ports", None),
+        "siprec_allow": tuple(args.siprec_allow) if getattr(args, "siprec_allow", None) else None,
+        "siprec_max_sessions": getattr(args, "siprec_max_sessions", None),
         "tls_cert": getattr(args, "tls_cert", None),
         "tls_key": getattr(args, "tls_key", None),
         "max_messages_per_s": getattr(args, "max_messages_per_s", None),
         "mqtt_ca_file": args.mqtt_ca_file,
         "mqtt_username": args.mqtt_username,
+        "webhooks": tuple(args.webhook) if args.webhook else None,
+        "webhook_secret": args.webhook_secret,
+        "webhook_events": args.webhook_events,
+        "evidence_dir": getattr(args, "evidence_dir", None),
+        "evidence_days": getattr(args, "evidence_days", None),
+        "evidence_seconds": getattr(args, "evidence_seconds", None),
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {
@@ -394,6 +457,8 @@ def _server_settings(args: argparse.Namespace) -> Any:
             "admission",
             "queue_timeout_s",
             "max_stream_s",
+            "scorer",
+            "ray_address",
             "drift_window_s",
             "drift_threshold",
             "drift_min_windows",
@@ -406,15 +471,43 @@ def _server_settings(args: argparse.Namespace) -> Any:
 
 
 def _load_scorer(settings: Any) -> Any:
+    """The local detector, or (``[engine] scorer``) the inference pool's scorer."""
     from spoofwatch.config import detector_options
     from spoofwatch.model.artifact import load_detector
 
-    stream = settings.stream
-    return load_detector(
-        settings.server.detector,
-        window_s=stream.window_s,
-        hop_s=stream.hop_s,
-        **detector_options(settings.engine),
+    stream, engine = settings.stream, settings.engine
+    local = None
+    if engine.scorer != "ray":
+        local = load_detector(
+            settings.server.detector, window_s=stream.window_s, hop_s=stream.hop_s, **detector_options(engine)
+        )
+    if engine.scorer == "local":
+        return local
+    from spoofwatch.pool.client import RayPoolHandle, RayScorer
+
+    scorer = RayScorer(
+        RayPoolHandle(engine.ray_address or None), fallback=local, timeout_s=engine.ray_timeout_s
+    )
+    window_samples = round(stream.window_s * scorer.sample_rate)
+    if window_samples != scorer.window_samples:
+        raise ConfigError(
+            f"stream.window_s: the pool's detector takes {scorer.window_samples / scorer.sample_rate:g} s "
+            f"windows, {stream.window_s:g} s configured; expected the same"
+        )
+    return scorer
+
+
+def _add_scorer_options(
+    parser: argparse.ArgumentParser, choices: tuple[str, ...] = ("local", "ray", "ray,local")
+) -> None:
+    parser.add_argument(
+        "--scorer",
+        choices=choices,
+        help="who scores windows: local (default), ray (the inference pool, `spoofwatch pool up`), "
+        "ray,local (the pool; this process while the pool is unreachable)",
+    )
+    parser.add_argument(
+        "--ray-address", metavar="ADDR", help="Ray cluster of the pool, host:port (default: auto)"
     )
 
 
@@ -430,7 +523,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         "wss" if settings.server.tls_cert else "ws",
         settings.server.host,
         settings.server.port,
-        detector.card.get("name", detector.encoder.identity.name),
+        detector.card.get("name") or type(detector).__name__,
     )
     asyncio.run(serve(settings, detector))
     return 0
@@ -815,6 +908,17 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--encoder-only", action="store_true", help="time encoder forward passes by batch size"
     )
+    _add_scorer_options(parser, choices=("local", "ray"))
+    parser.add_argument(
+        "--compare-scorers",
+        action="store_true",
+        help="run local, then ray (the pool) in one process: the remote hop's cost as ratios",
+    )
+    parser.add_argument(
+        "--pool-replicas",
+        metavar="N,M",
+        help="with ray: redeploy the pool (`pool up --replicas N --num-cpus 1`) before each run",
+    )
     return parser
 
 
@@ -874,6 +978,8 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr if args.json else out, flush=True)
 
+    if args.compare_scorers or args.pool_replicas or args.scorer == "ray":
+        return _bench_scorers(args, detector, stream, engine, options, progress, out)
     if args.encoder_only:
         report = run_encoder_only(detector, stream, engine, options, progress=progress)
     else:
@@ -882,6 +988,58 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         print(json.dumps(report.to_dict()), file=out)
     else:
         print(_format_bench_report(report), file=out)
+    return 0
+
+
+BENCH_RAY_TIMEOUT_S = 120.0
+
+
+def _bench_scorers(
+    args: argparse.Namespace,
+    detector: Any,
+    stream: Any,
+    engine: Any,
+    options: Any,
+    progress: Any,
+    out: TextIO,
+) -> int:
+    """``bench --scorer ray``, ``--compare-scorers``, ``--pool-replicas``: see ops.bench_scorers."""
+    from spoofwatch.ops.bench_scorers import compare, format_comparison, run_scorers
+    from spoofwatch.pool.client import RayPoolHandle, RayScorer
+    from spoofwatch.pool.control import pool_up
+    from spoofwatch.pool.spec import PoolSpec
+
+    if args.encoder_only:
+        raise ConfigError("bench: --encoder-only times the local encoder; expected no --scorer ray options")
+    address = args.ray_address or engine.ray_address or None
+    try:
+        replicas = [int(n) for n in args.pool_replicas.split(",")] if args.pool_replicas else [None]
+    except ValueError:
+        raise ConfigError(
+            f"--pool-replicas: expected counts like 1,2, found {args.pool_replicas!r}"
+        ) from None
+
+    def pool_scorer(count: int | None) -> Any:
+        if count is not None:
+            pool_up(PoolSpec(detector=args.detector, min_replicas=count, max_replicas=count), address)
+        # A bench measures lag; it does not test failover: a slow pool is a result, not an outage.
+        return RayScorer(RayPoolHandle(address), timeout_s=max(engine.ray_timeout_s, BENCH_RAY_TIMEOUT_S))
+
+    scorers: list[tuple[str, Any]] = []
+    if args.compare_scorers or args.scorer != "ray":
+        scorers.append(("local", lambda: detector))
+    for count in replicas:
+        label = "ray" if count is None else f"ray-{count}"
+        scorers.append((label, lambda count=count: pool_scorer(count)))
+    runs = run_scorers(scorers, stream, engine, options, progress)
+    table = compare(runs)
+    if args.json:
+        reports = {r.label: r.report.to_dict() for r in runs}
+        print(json.dumps({"scorers": table, "reports": reports}), file=out)
+    else:
+        for run in runs:
+            print(f"[{run.label}]\n{_format_bench_report(run.report)}", file=out)
+        print(format_comparison(table), file=out)
     return 0
 
 
@@ -985,6 +1143,12 @@ def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if report.memory_flat and not leaked else 1
 
 
+def cmd_pool(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.pool.cli import cmd_pool as run_pool
+
+    return run_pool(args, out)
+
+
 COMMANDS = {
     "bench": cmd_bench,
     "soak": cmd_soak,
@@ -996,6 +1160,7 @@ COMMANDS = {
     "train": cmd_train,
     "serve": cmd_serve,
     "listen": cmd_listen,
+    "pool": cmd_pool,
 }
 
 

@@ -23,6 +23,7 @@ from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 
 T = TypeVar("T")
 ENV_PREFIX = "SPOOFWATCH_"
+SCORERS: Final = ("local", "ray", "ray,local")
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,13 @@ class EngineConfig:
     # about 30 ms): without it resident memory keeps the high-water mark of the largest
     # batches ever scored. 0 = never. See spoofwatch.stream.engine.heap.
     heap_trim_interval_s: float = 60.0
+    # Who scores the windows: "local" (this process), "ray" (the inference pool, see
+    # docs/pool.md) or "ray,local" (the pool, and this process while the pool is
+    # unreachable). ray_address: the Ray cluster ("" = auto: the one this machine joined);
+    # ray_timeout_s: longest wait for one batch before it is retried once.
+    scorer: str = "local"
+    ray_address: str = ""
+    ray_timeout_s: float = 5.0
     # Drift alarms (spoofwatch.ops.drift): Jensen-Shannon divergence (bits) of the last
     # drift_window_s seconds of window scores, levels and speech shares from the detector
     # card's reference; a drift event beyond drift_threshold once drift_min_windows windows
@@ -133,6 +141,10 @@ class EngineConfig:
     drift_spoof_share: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.scorer not in SCORERS:
+            raise ConfigError(f"engine.scorer: expected one of {SCORERS}, found {self.scorer!r}")
+        if not (math.isfinite(self.ray_timeout_s) and self.ray_timeout_s > 0):
+            raise ConfigError(f"engine.ray_timeout_s: expected seconds > 0, found {self.ray_timeout_s!r}")
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"engine.workers: expected 1..64 inference workers, found {self.workers!r}")
         choices = {"quantization": QUANTIZATION_MODES, "backend": BACKENDS}
@@ -188,9 +200,10 @@ def detector_options(
 @dataclass(frozen=True)
 class ServerConfig:
     """The network front end. Secrets (``token``, ``mqtt_password``, a password inside
-    ``mqtt``, ``audiohook_clients``) never appear in ``repr``; pass them as
-    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` and
-    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` rather than on the command line."""
+    ``mqtt``, ``audiohook_clients``, ``siprec_users``) never appear in ``repr``; pass them as
+    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD``,
+    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` and ``SPOOFWATCH_SERVER_SIPREC_USERS`` rather
+    than on the command line."""
 
     host: str = "127.0.0.1"  # loopback only; bind 0.0.0.0 deliberately, with a token and TLS
     port: int = 8765
@@ -225,6 +238,30 @@ class ServerConfig:
     # SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS (comma-separated) or in a secrets file.
     audiohook_clients: tuple[str, ...] = ()
     audiohook_clients_file: str | None = None  # one "API_KEY:BASE64_SECRET" per line
+    # SIPREC recording server (docs/telephony.md, "SIPREC"): SIP on UDP and TCP at
+    # siprec_port, SIP over TLS (tls_cert/tls_key) at siprec_tls_port, RTP on even ports
+    # of rtp_ports. siprec_allow: the addresses/networks a recording client may come from
+    # (empty: any); siprec_users: "USER:PASSWORD" entries that turn on digest authentication.
+    siprec_port: int | None = None
+    siprec_tls_port: int | None = None
+    rtp_ports: str = "20000-20999"
+    siprec_allow: tuple[str, ...] = ()
+    siprec_users: tuple[str, ...] = ()
+    siprec_realm: str = "spoofwatch"
+    siprec_max_sessions: int = 32
+    siprec_rtp_timeout_s: float = 20.0  # a session whose RTP stops this long is ended
+    siprec_max_packets_per_s: float = 200.0  # per RTP stream; faster packets are dropped
+    # Webhooks (docs/protocol.md "Webhooks"): POST these event types to each URL, signed
+    # with webhook_secret (pass it as SPOOFWATCH_SERVER_WEBHOOK_SECRET).
+    webhooks: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    webhook_events: tuple[str, ...] = ("alarm",)  # or "all", or some of alarm,evidence,stream,...
+    webhook_queue: int = 1000  # events waiting per endpoint; beyond it the oldest is dropped
+    webhook_timeout_s: float = 5.0  # one attempt; then it is retried with backoff
+    # Alarm evidence (docs/protocol.md "Alarm evidence"): recorded audio around each alarm.
+    evidence_dir: str | None = None  # off unless set
+    evidence_days: float = 30.0  # files older than this are deleted
+    evidence_seconds: float = 20.0  # audio kept per stream, and so the length of a clip
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -238,6 +275,29 @@ class ServerConfig:
             ),
             ("max_message_burst", self.max_message_burst >= 1, "an integer >= 1"),
             ("max_streams_per_connection", self.max_streams_per_connection >= 0, "an integer >= 0"),
+            ("siprec_max_sessions", self.siprec_max_sessions >= 1, "an integer >= 1"),
+            (
+                "siprec_rtp_timeout_s",
+                math.isfinite(self.siprec_rtp_timeout_s) and self.siprec_rtp_timeout_s > 0,
+                "a finite number of seconds > 0",
+            ),
+            (
+                "siprec_max_packets_per_s",
+                math.isfinite(self.siprec_max_packets_per_s) and self.siprec_max_packets_per_s > 0,
+                "a finite number > 0",
+            ),
+            ("webhook_queue", self.webhook_queue >= 1, "an integer >= 1"),
+            (
+                "webhook_timeout_s",
+                math.isfinite(self.webhook_timeout_s) and self.webhook_timeout_s > 0,
+                "a finite number of seconds > 0",
+            ),
+            ("evidence_days", math.isfinite(self.evidence_days) and self.evidence_days > 0, "days > 0"),
+            (
+                "evidence_seconds",
+                math.isfinite(self.evidence_seconds) and 5.0 <= self.evidence_seconds <= 300.0,
+                "seconds in [5, 300]",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -251,12 +311,24 @@ class ServerConfig:
                 value = REDACTED
             elif f.name == "mqtt" and isinstance(value, str):
                 value = redact_url(value)
+            elif f.name == "webhooks":  # a webhook URL's path or query often holds a token
+                value = tuple(redact_webhook_url(u) for u in value)
             shown.append(f"{f.name}={value!r}")
         return f"ServerConfig({', '.join(shown)})"
 
 
 REDACTED: Final = "<redacted>"
-_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients")
+_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients", "siprec_users", "webhook_secret")
+
+
+def redact_webhook_url(url: str) -> str:
+    """``url`` without its password, path and query (webhook URLs often carry a token there)."""
+    try:
+        parts = urlsplit(redact_url(url))
+    except ValueError:
+        return f"{url.partition(':')[0]}:{REDACTED}"
+    hidden = "/" + REDACTED if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{hidden}"
 
 
 def redact_url(url: str) -> str:

@@ -12,7 +12,7 @@ A scorer that reads windows alone returns None and costs the engine nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,3 +68,13 @@ class WindowScorer(Protocol):
         ``companions``, of the same shape: each window's companion made, given only to a
         scorer whose ``stream_context`` is not None."""
         ...
+
+
+def scorer_health(scorer: object) -> dict[str, Any] | None:
+    """A remote scorer's ``health()`` (the pool's state: ``pool``, ``accepting``, ...), or
+    None for one that scores in this process. ``accepting`` False: new calls are refused."""
+    health = getattr(scorer, "health", None)
+    if not callable(health):
+        return None
+    report = health()
+    return report if isinstance(report, dict) else None

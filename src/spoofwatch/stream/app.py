@@ -12,14 +12,17 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from spoofwatch.config import Settings
+from spoofwatch.events import ScorerEvent
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from spoofwatch.ops.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +94,26 @@ async def _logged(name: str, factory: Callable[[], Awaitable[None]]) -> None:
         logger.error("task %s stopped: %s", name, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
 
 
+def publish_scorer_health(pipeline: Pipeline) -> None:
+    """A remote scorer's changes of health (the inference pool lost or back) as ``scorer``
+    events; the scorer reports them from an inference thread."""
+    on_change = getattr(pipeline.scorer, "on_health_change", None)
+    if on_change is None:
+        return
+    loop = asyncio.get_running_loop()
+
+    def publish(health: dict[str, Any]) -> None:
+        event = ScorerEvent(
+            node=pipeline.node,
+            pool=str(health.get("pool")),
+            scoring=str(health.get("scoring")),
+            message=str(health.get("last_error") or "") if health.get("pool") != "ok" else "",
+        )
+        loop.call_soon_threadsafe(pipeline.hub.publish, event)
+
+    on_change(publish)
+
+
 def build_tasks(
     pipeline: Pipeline,
     settings: Settings,
@@ -98,6 +121,7 @@ def build_tasks(
     websocket: bool = True,
     ready: asyncio.Event | None = None,
     extra_routes: Sequence[web.AbstractRouteDef] = (),
+    metrics: ServerMetrics | None = None,
 ) -> dict[str, Callable[[], Awaitable[None]]]:
     from spoofwatch.stream.sources.spec import parse_source_spec, run_source
 
@@ -106,16 +130,43 @@ def build_tasks(
     if websocket:
         from spoofwatch.stream.net.server import run_server
 
-        tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=extra_routes)
+        routes = [*evidence_http(pipeline, settings, tasks), *extra_routes]  # /v1/streams, /v1/evidence, ...
+        tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
             tasks["audiosocket"] = lambda: run_audiosocket_server(pipeline, server)
+        if server.siprec_port is not None:
+            from spoofwatch.stream.net.siprec_server import run_siprec_server, server_from_config
+
+            server_from_config(pipeline, server)  # a bad range, allow-list or TLS file fails at start-up
+            tasks["siprec"] = lambda: run_siprec_server(pipeline, server)
     if server.mqtt:
         from spoofwatch.stream.sinks.mqtt import mqtt_sink_from_config
 
         sink = mqtt_sink_from_config(pipeline.hub, server)  # a bad URL or CA file fails at start-up
         tasks["mqtt"] = sink.run
+    if server.webhooks:
+        from spoofwatch.stream.sinks.webhook import webhook_sink_from_config
+
+        hooks = webhook_sink_from_config(pipeline.hub, server)  # a bad URL fails at start-up
+        tasks["webhooks"] = hooks.run
+        if metrics is not None:
+            metrics.add_webhooks(hooks)
+    if server.evidence_dir:
+        from spoofwatch.stream.evidence.recorder import EvidenceRecorder
+        from spoofwatch.stream.evidence.store import EvidenceStore
+
+        store = EvidenceStore(server.evidence_dir, server.evidence_days)  # unwritable: fails at start-up
+        recorder = EvidenceRecorder(
+            pipeline.hub,
+            store,
+            pipeline.scorer.sample_rate,
+            seconds=server.evidence_seconds,
+            node=server.node,
+        )
+        pipeline.audio_taps.append(recorder.on_audio)
+        tasks["evidence"] = recorder.run
     if server.jsonl:
         from spoofwatch.stream.sinks.jsonl import JsonlSink
 
@@ -125,6 +176,22 @@ def build_tasks(
         spec = parse_source_spec(spec_text)
         tasks[f"source:{spec_text}"] = lambda spec=spec: run_source(pipeline, spec)  # type: ignore[misc]
     return tasks
+
+
+def evidence_http(
+    pipeline: Pipeline, settings: Settings, tasks: dict[str, Callable[[], Awaitable[None]]]
+) -> list[web.RouteDef]:
+    """``/v1/streams`` and ``/v1/evidence`` handlers for the server's ``extra_routes``; adds
+    the live-stream tracker they read to ``tasks``."""
+    from spoofwatch.stream.engine.snapshot import StreamTracker
+    from spoofwatch.stream.evidence.store import EvidenceStore
+    from spoofwatch.stream.net.evidence_http import evidence_routes, streams_routes
+
+    server = settings.server
+    tracker = StreamTracker(pipeline.hub, node=server.node)
+    tasks["streams-snapshot"] = tracker.run
+    store = EvidenceStore(server.evidence_dir, server.evidence_days) if server.evidence_dir else None
+    return streams_routes(tracker) + evidence_routes(store)
 
 
 async def serve(
@@ -142,6 +209,7 @@ async def serve(
         from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
+        publish_scorer_health(pipeline)
         from spoofwatch.ops.drift import drift_monitor_for
         from spoofwatch.ops.metrics import ServerMetrics
         from spoofwatch.stream.net.metrics_http import metrics_routes
@@ -152,7 +220,9 @@ async def serve(
 
         if settings.server.tls_cert:
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
-        tasks = build_tasks(pipeline, settings, ready=ready, extra_routes=metrics_routes(metrics))
+        tasks = build_tasks(
+            pipeline, settings, ready=ready, extra_routes=metrics_routes(metrics), metrics=metrics
+        )
         await run_pipeline(pipeline, tasks, stop)
     finally:
         remove_signal_handlers(installed)

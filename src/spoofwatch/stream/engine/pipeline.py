@@ -25,7 +25,7 @@ from spoofwatch.audio.resample import StreamResampler
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, GapEvent, StatusEvent, StreamEvent
-from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.model.scorer import WindowScorer, scorer_health
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
 from spoofwatch.stream.core.quiet import QuietFrames, SilenceSplitter
 from spoofwatch.stream.core.session import StreamSession
@@ -37,6 +37,10 @@ from spoofwatch.stream.net.limits import TokenBucket
 logger = logging.getLogger(__name__)
 
 MAX_STREAM_ID_LENGTH = 200
+
+# Sees each stream's audio at the model rate as it arrives: (stream id, samples, the
+# stream's clock just after them). Must not block or raise; the evidence recorder is one.
+AudioTap = Callable[[str, NDArray[np.float32], float], None]
 
 
 QUIET_FRAME_S = 0.02
@@ -147,7 +151,10 @@ class StreamHandle:
     def _sound(self, audio: NDArray[np.float32]) -> list[WindowJob]:
         if self.resampler is not None:
             audio = self.resampler.feed(audio)
-        return self._jobs(audio, self.session.feed(audio))
+        jobs = self._jobs(audio, self.session.feed(audio))
+        for tap in self.pipeline.audio_taps:
+            tap(self.stream_id, audio, self.session.duration_s)
+        return jobs
 
     def _gap_jobs(self, seconds: float, cause: str) -> tuple[list[WindowJob], GapEvent | None]:
         """The audio before the gap through the resampler (its filter tail), then the gap."""
@@ -313,6 +320,7 @@ class Pipeline:
         )
         self.batcher.on_drop(self._on_drop)
         self.streams: dict[str, StreamHandle] = {}
+        self.audio_taps: list[AudioTap] = []
         self._closing: set[asyncio.Task[None]] = set()
         # Called with each scored window's stream, the window, its score and speech flag
         # (drift monitoring); quick, on the event loop.
@@ -320,12 +328,19 @@ class Pipeline:
         self.refused: Counter[str] = Counter()  # streams and calls refused, by reason
 
     def open_stream(
-        self, stream_id: str, *, source: str, sample_rate: int, trusted: bool = False
+        self,
+        stream_id: str,
+        *,
+        source: str,
+        sample_rate: int,
+        trusted: bool = False,
+        metadata: dict[str, str] | None = None,
     ) -> StreamHandle:
         """Admit a new stream or raise LimitExceededError / ProtocolError with the reason.
 
         ``trusted`` (local microphones and files) exempts the stream from
-        ``engine.max_stream_s``, a bound meant for network clients.
+        ``engine.max_stream_s``, a bound meant for network clients. ``metadata`` (the
+        party's names and numbers, as a source knows them) goes into the start event.
         """
         if not stream_id or len(stream_id) > MAX_STREAM_ID_LENGTH:
             raise ProtocolError(
@@ -338,9 +353,15 @@ class Pipeline:
         if len(self.streams) >= limit:
             self.refused["max_streams"] += 1
             raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
+        health = scorer_health(self.scorer)
+        if health is not None and not health.get("accepting", True):  # shed load: pool unreachable
+            raise LimitExceededError(
+                f"this node cannot score new streams now (inference pool unreachable: "
+                f"{health.get('last_error')}); try another node"
+            )
         handle = StreamHandle(self, stream_id, source, sample_rate, trusted=trusted)
         self.streams[stream_id] = handle
-        self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source))
+        self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source, metadata=metadata))
         self.hub.publish(self.status())
         logger.info("stream %s started (%s, %d Hz)", stream_id, source, sample_rate)
         return handle

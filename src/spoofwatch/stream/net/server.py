@@ -55,6 +55,7 @@ from aiohttp.typedefs import Handler
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import LimitExceededError
 from spoofwatch.events import to_json
+from spoofwatch.model.scorer import scorer_health
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.audiohook import serve_audiohook
 from spoofwatch.stream.net.audiohook_auth import AudioHookAuthenticator, load_audiohook_clients
@@ -336,6 +337,9 @@ class SpoofwatchServer:
             "alarm_on": self.pipeline.stream_config.alarm_on,
             "alarm_off": self.pipeline.stream_config.alarm_off,
         }
+        scorer = scorer_health(self.pipeline.scorer)
+        if scorer is not None:  # a remote scorer (the inference pool): is it reachable?
+            body["scorer"] = scorer
         return http_response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
 
     # --- WebSocket ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ Topics (``<p>`` = prefix, ``<n>`` = node, ``<s>`` = stream id made topic-safe):
 - ``<p>/<n>/event`` — error events that belong to no stream and drift events, QoS 1.
 - ``<p>/<n>/streams/<s>/score`` — score events, QoS 0, message expiry 10 s.
 - ``<p>/<n>/streams/<s>/alarm`` — alarm events, QoS 1.
-- ``<p>/<n>/streams/<s>/event`` — stream start/end, gap and error events, QoS 1.
+- ``<p>/<n>/streams/<s>/event`` — stream start/end, gap, evidence and error events, QoS 1.
 - ``<p>/<n>/streams/<s>/state`` — retained latest state (smoothed p_spoof, alarm, last t),
   cleared with an empty retained message when the stream ends.
 
@@ -49,8 +49,10 @@ from spoofwatch.events import (
     DriftEvent,
     ErrorEvent,
     Event,
+    EvidenceEvent,
     GapEvent,
     ScoreEvent,
+    ScorerEvent,
     StatusEvent,
     StreamEvent,
     to_json,
@@ -333,7 +335,7 @@ class MqttSink:
                 self._states.pop(event.stream, None)
             self._dirty_states.add(event.stream)
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
-        elif isinstance(event, GapEvent):
+        elif isinstance(event, GapEvent | EvidenceEvent):
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
         elif isinstance(event, ErrorEvent):
             topic = topics.node_event if event.stream is None else topics.stream(event.stream, "event")
@@ -342,6 +344,8 @@ class MqttSink:
             self._enqueue(_Outgoing(topics.node_event, to_json(event).encode(), True))
         elif isinstance(event, StatusEvent):
             self._status, self._status_dirty = event, True
+        elif isinstance(event, ScorerEvent):
+            self._enqueue(_Outgoing(topics.node_event, to_json(event).encode(), True))
         self._wake.set()
 
     def _state_for(self, stream: str) -> StreamState:
