@@ -379,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--feedback-windows", type=int, help="recent windows kept per stream (default 120)")
     sv.add_argument("--feedback-max-mb", type=float, help="memory for kept features, all streams (64)")
     sv.add_argument("--feedback-keep-s", type=float, help="keep an ended stream's windows this long (900)")
+    _add_drift_options(sv)
 
     from spoofwatch.corpus.command import add_corpus_parser
 
@@ -423,6 +424,30 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         "(default alarm)",
     )
     _add_scorer_options(parser)
+
+
+def _add_drift_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--drift-window-s", type=float, metavar="S", help="drift alarms: sliding period of windows (900)"
+    )
+    parser.add_argument(
+        "--drift-threshold",
+        type=float,
+        metavar="BITS",
+        help="drift alarms: Jensen-Shannon divergence from the card's reference that fires (0.1; 0 = off)",
+    )
+    parser.add_argument(
+        "--drift-min-windows",
+        type=int,
+        metavar="N",
+        help="drift alarms: windows needed before one fires (300)",
+    )
+    parser.add_argument(
+        "--drift-spoof-share",
+        type=float,
+        metavar="F",
+        help="drift alarms: share of the reference's spoof windows mixed in (0)",
+    )
 
 
 def _server_settings(args: argparse.Namespace) -> Any:
@@ -471,7 +496,18 @@ def _server_settings(args: argparse.Namespace) -> Any:
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {
         k: getattr(args, k, None)
-        for k in ("max_streams", "admission", "queue_timeout_s", "max_stream_s", "scorer", "ray_address")
+        for k in (
+            "max_streams",
+            "admission",
+            "queue_timeout_s",
+            "max_stream_s",
+            "scorer",
+            "ray_address",
+            "drift_window_s",
+            "drift_threshold",
+            "drift_min_windows",
+            "drift_spoof_share",
+        )
     }
     if any(v is not None for v in engine.values()):
         overrides["engine"] = {k: v for k, v in engine.items() if v is not None}

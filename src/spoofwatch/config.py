@@ -131,6 +131,14 @@ class EngineConfig:
     scorer: str = "local"
     ray_address: str = ""
     ray_timeout_s: float = 5.0
+    # Drift alarms (spoofwatch.ops.drift): Jensen-Shannon divergence (bits) of the last
+    # drift_window_s seconds of window scores, levels and speech shares from the detector
+    # card's reference; a drift event beyond drift_threshold once drift_min_windows windows
+    # were seen (0 = off). drift_spoof_share: share of synthetic calls the reference mixes in.
+    drift_window_s: float = 900.0
+    drift_threshold: float = 0.1
+    drift_min_windows: int = 300
+    drift_spoof_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.scorer not in SCORERS:
@@ -146,6 +154,16 @@ class EngineConfig:
                 raise ConfigError(
                     f"engine.{name}: expected one of {allowed} (or unset: the card's), found {value!r}"
                 )
+        if not (0.0 <= self.drift_threshold <= 1.0 and 0.0 <= self.drift_spoof_share <= 1.0):
+            raise ConfigError(
+                "engine.drift_threshold and engine.drift_spoof_share: expected numbers in [0, 1], found "
+                f"{self.drift_threshold!r} and {self.drift_spoof_share!r}"
+            )
+        if not (math.isfinite(self.drift_window_s) and self.drift_window_s > 0) or self.drift_min_windows < 1:
+            raise ConfigError(
+                "engine.drift_window_s and engine.drift_min_windows: expected seconds > 0 and at least "
+                f"1 window, found {self.drift_window_s!r} and {self.drift_min_windows!r}"
+            )
         for name in ("max_stream_s", "max_speed", "max_speed_burst_s", "heap_trim_interval_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

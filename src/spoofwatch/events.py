@@ -127,6 +127,25 @@ class StatusEvent:
 
 
 @dataclass(frozen=True)
+class DriftEvent:
+    """The node's recent windows moved away from (``on``) or back to (``off``) the
+    detector card's reference distribution: ``statistic`` (Jensen-Shannon divergence in
+    bits, the largest of the per-feature ones) against ``threshold``, over the last
+    ``window_s`` seconds holding ``windows`` windows."""
+
+    node: str
+    state: Literal["on", "off"]
+    statistic: float
+    threshold: float
+    windows: int
+    window_s: float
+    score_divergence: float
+    level_divergence: float
+    speech_divergence: float
+    type: Literal["drift"] = field(default="drift", init=False)
+
+
+@dataclass(frozen=True)
 class ScorerEvent:
     """A remote scorer (the inference pool) became unreachable or answers again:
     ``pool`` ``ok`` | ``unreachable``; ``scoring`` ``pool`` | ``local`` (the fallback) |
@@ -169,6 +188,7 @@ Event = (
     | EvidenceEvent
     | ScorerEvent
     | FeedbackEvent
+    | DriftEvent
 )
 _CLASSES: dict[str, type[Any]] = {
     "stream": StreamEvent,
@@ -180,6 +200,7 @@ _CLASSES: dict[str, type[Any]] = {
     "evidence": EvidenceEvent,
     "scorer": ScorerEvent,
     "feedback": FeedbackEvent,
+    "drift": DriftEvent,
 }
 
 

@@ -425,3 +425,18 @@ def test_gap_events_go_to_the_streams_event_topic_reliably(mosquitto: MosquittoB
             assert message.qos == 1
 
     run(body())
+
+
+def test_drift_events_go_to_the_nodes_event_topic_reliably(mosquitto: MosquittoBroker) -> None:
+    from spoofwatch.events import DriftEvent
+
+    async def body() -> None:
+        async with Recorder(mosquitto.port) as live, running(mosquitto.url) as h:
+            await live.wait_for(is_online)
+            drift = DriftEvent("n", "on", 0.4, 0.1, 500, 900.0, 0.4, 0.05, 0.01)
+            h.pipeline.hub.publish(drift)
+            message = await live.wait_for(lambda m: m.topic == TOPICS.node_event and b'"drift"' in m.payload)
+            assert parse_event(message.payload) == drift
+            assert message.qos == 1
+
+    run(body())

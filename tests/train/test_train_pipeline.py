@@ -24,6 +24,7 @@ from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.model.level import normalise_level
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.resynthesis.vocoder import VOCODER_ENV
+from spoofwatch.ops.drift import DriftReference
 from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.clip_scoring import score_file
 from spoofwatch.train.corpus import LabelledItem
@@ -133,6 +134,13 @@ def test_train_writes_a_loadable_detector_with_its_threshold_policy(
     assert card["metrics"]["dev"]["clean"]["false_alarm_rate"] == 0.0
     assert card["metrics"]["dev"]["clean"]["miss_rate"] == pytest.approx(threshold["dev_miss_rate"])
     assert card["training"]["options"]["threshold"] == "false-alarm:0"
+    # The drift reference: every dev clip under each calibration channel, as served.
+    drift = card["drift_reference"]
+    assert drift["source"]["clips"] == {"bonafide": 6, "spoof": 6}
+    assert drift["source"]["channels"] == card["training"]["options"]["channels"]
+    assert drift["windows"]["bonafide"] > 0 and drift["windows"]["spoof"] > 0
+    assert sum(drift["features"]["speech_share"]["spoof"]) == drift["windows"]["spoof"]
+    assert DriftReference.from_card(card) is not None
     detector = load_detector(out)
     assert detector.threshold == pytest.approx(threshold["p_spoof"])
     assert detector.settings.window_s == 2.0
@@ -307,6 +315,7 @@ def test_a_streamed_resynthesis_card_reads_the_clips_remake_in_training_and_scor
     out = tmp_path / "detector"
     report = train_detector(items, None, out, options, progress=False)
     assert read_card(out)["spectral"]["spec"] == {"kind": kind, "name": kind, "layers": None}
+    assert "drift_reference" not in read_card(out)  # left to scripts/drift_reference.py
     detector = load_detector(out)
     assert detector.remake is not None and detector.head.n_features_in_ == 2 * 2 * 32 + 200
     samples = clip("bonafide", 7, seconds=3.5)

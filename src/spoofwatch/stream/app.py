@@ -31,6 +31,8 @@ from spoofwatch.stream.engine.reload import CardLoader
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from spoofwatch.ops.metrics import ServerMetrics
+
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 0.5
@@ -132,6 +134,7 @@ def build_tasks(
     websocket: bool = True,
     ready: asyncio.Event | None = None,
     extra_routes: Sequence[AbstractRouteDef] = (),
+    metrics: ServerMetrics | None = None,
 ) -> dict[str, Callable[[], Awaitable[None]]]:
     from spoofwatch.stream.sources.spec import parse_source_spec, run_source
 
@@ -172,6 +175,8 @@ def build_tasks(
 
         hooks = webhook_sink_from_config(pipeline.hub, server)  # a bad URL fails at start-up
         tasks["webhooks"] = hooks.run
+        if metrics is not None:
+            metrics.add_webhooks(hooks)
     if server.evidence_dir:
         from spoofwatch.stream.evidence.recorder import EvidenceRecorder
         from spoofwatch.stream.evidence.store import EvidenceStore
@@ -245,11 +250,23 @@ async def serve(
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
         publish_scorer_health(pipeline)
+        from spoofwatch.ops.drift import drift_monitor_for
+        from spoofwatch.ops.metrics import ServerMetrics
+        from spoofwatch.stream.net.metrics_http import metrics_routes
+
+        drift = drift_monitor_for(pipeline, settings.engine)  # a malformed card reference fails here
+        metrics = ServerMetrics(pipeline, drift=drift)
         from spoofwatch.stream.net.tls import server_ssl_context
 
         if settings.server.tls_cert:
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
-        tasks = build_tasks(pipeline, settings, ready=ready, extra_routes=learning.routes)
+        tasks = build_tasks(
+            pipeline,
+            settings,
+            ready=ready,
+            extra_routes=[*learning.routes, *metrics_routes(metrics)],
+            metrics=metrics,
+        )
         tasks.update(learning.tasks)
         tasks["drain"] = lambda: drain.run(pipeline, stop.set)
         await run_pipeline(pipeline, tasks, stop)
@@ -273,6 +290,9 @@ async def listen(
     installed = install_signal_handlers(stop)
     try:
         pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
+        from spoofwatch.ops.drift import drift_monitor_for
+
+        drift_monitor_for(pipeline, settings.engine)
         tasks = build_tasks(pipeline, settings, websocket=False)
         mic = device if device is not None else None
         tasks["listen"] = lambda: run_listen(pipeline, mic, out=out, run_worker=False)

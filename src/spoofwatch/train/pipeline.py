@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -305,9 +306,35 @@ def train_detector(
         card_extra=card_extra,
         spectral=None if spectral is None or spectral_spec is None else (spectral_spec, spectral.identity),
     )
+    add_drift_reference(out, dev, dev_channels, options.hop_s)
     return {
         "out": str(out),
         "layers": list(fitted.layers),
         "threshold": threshold.to_card(),
         "dev": dev_metrics,
     }
+
+
+def add_drift_reference(
+    out: Path, dev: Sequence[LabelledItem], channels: Sequence[str], hop_s: float
+) -> None:
+    """The saved detector's ``drift_reference`` (spoofwatch.ops.drift): its dev clips under
+    the calibration channels, streamed through the pipeline as the node will see them."""
+    from spoofwatch.model.artifact import CARD_FILE, load_detector
+    from spoofwatch.ops.drift import CARD_KEY
+    from spoofwatch.ops.drift_reference import drift_reference
+
+    detector = load_detector(out)
+    if detector.remake is not None:
+        # Streaming every dev clip's remake again costs as much as the dev extraction did;
+        # scripts/drift_reference.py adds the section when wanted (the packaged resynth card's).
+        logger.info("no drift reference for a streamed-remake card: see scripts/drift_reference.py")
+        return
+    clips = [(item.utt_id, item.label, item.path) for item in dev]
+    section = drift_reference(
+        detector, clips, channels, {"made_by": "spoofwatch train", "split": "dev"}, hop_s=hop_s
+    )
+    card_path = out / CARD_FILE
+    card = json.loads(card_path.read_text())
+    card[CARD_KEY] = section
+    card_path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")

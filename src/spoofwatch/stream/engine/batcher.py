@@ -91,6 +91,7 @@ class BatcherCounters:
     submitted: int = 0
     scored: int = 0
     dropped: int = 0
+    discarded: int = 0  # of ``dropped``: queued windows of streams that ended (``discard``)
     batches: int = 0
     failed: int = 0
     busy_s: float = 0.0
@@ -172,6 +173,7 @@ class Batcher:
             return 0
         self._queue = collections.deque(job for job in self._queue if job.stream is not stream)
         self.counters.dropped += len(dropped)
+        self.counters.discarded += len(dropped)
         for job in dropped:
             for callback in self._on_drop:
                 callback(job)

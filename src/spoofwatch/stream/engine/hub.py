@@ -78,6 +78,12 @@ class EventHub:
         self.default_maxsize = default_maxsize
         self._subs: set[Subscription] = set()
         self.published = 0
+        self._listeners: list[Callable[[Event], None]] = []
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener`` with every event, synchronously and before the subscribers
+        (counters, e.g. metrics): it must be quick and must not raise."""
+        self._listeners.append(listener)
 
     def subscribe(
         self,
@@ -104,6 +110,11 @@ class EventHub:
 
     def publish(self, event: Event) -> None:
         self.published += 1
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a broken counter must not stop the events
+                logger.exception("event listener %r failed", listener)
         for sub in list(self._subs):
             if sub.wants(event):
                 sub.offer(event)

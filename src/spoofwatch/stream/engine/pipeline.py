@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -331,6 +332,10 @@ class Pipeline:
         self.drain = Drain()  # while draining, network streams are refused (net.drain)
         self.audio_taps: list[AudioTap] = []
         self._closing: set[asyncio.Task[None]] = set()
+        # Called with each scored window's stream, the window, its score and speech flag
+        # (drift monitoring); quick, on the event loop.
+        self.window_observers: list[Callable[[StreamHandle, Window, float, bool], None]] = []
+        self.refused: Counter[str] = Counter()  # streams and calls refused, by reason
 
     def open_stream(
         self,
@@ -352,11 +357,13 @@ class Pipeline:
                 f"stream id must be 1..{MAX_STREAM_ID_LENGTH} characters, found {len(stream_id)}"
             )
         if stream_id in self.streams:
+            self.refused["duplicate_stream"] += 1
             raise ProtocolError(f"stream id {stream_id!r} is already live; expected a unique id")
         if not trusted:
             self.drain.check()
         limit = self.engine_config.max_streams
         if len(self.streams) >= limit:
+            self.refused["max_streams"] += 1
             raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
         health = scorer_health(self.scorer)
         if health is not None and not health.get("accepting", True):  # shed load: pool unreachable
@@ -419,6 +426,8 @@ class Pipeline:
                 self.hub.publish(event)
             for callback in self.on_scored:
                 callback(job, events)
+            for observe in self.window_observers:
+                observe(handle, job.window, score, speech)
         finally:
             handle.job_done()
 

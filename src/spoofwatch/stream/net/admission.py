@@ -86,6 +86,7 @@ class Admission:
 
     def _full_error(self, needed: int, waited_s: float | None = None) -> LimitExceededError:
         waited = f", after waiting {waited_s:g} s in the admission queue" if waited_s is not None else ""
+        self.pipeline.refused["max_streams" if waited_s is None else "queue_timeout"] += 1
         return LimitExceededError(
             f"server is at its limit of {self.limit} concurrent streams ({len(self.pipeline.streams)} live, "
             f"this call needs {needed}){waited}; try again later"
@@ -97,6 +98,7 @@ class Admission:
         """Open every requested stream, or raise LimitExceededError / ProtocolError with the reason."""
         needed = len(requests)
         if needed > self.limit:
+            self.pipeline.refused["call_too_large"] += 1
             raise LimitExceededError(
                 f"call needs {needed} streams; expected at most the server's limit of {self.limit}"
             )
@@ -122,6 +124,7 @@ class Admission:
         ids = [r.stream_id for r in requests]
         taken = [i for i in ids if i in self.pipeline.streams]
         if taken or len(set(ids)) != len(ids):
+            self.pipeline.refused["duplicate_stream"] += 1
             raise ProtocolError(f"stream id(s) {taken or ids} already live; expected unique ids")
 
     async def _open_now(self, requests: Sequence[StreamRequest]) -> list[StreamHandle]:

@@ -5,7 +5,7 @@ Topics (``<p>`` = prefix, ``<n>`` = node, ``<s>`` = stream id made topic-safe):
 - ``<p>/<n>/availability`` — retained ``online`` on every (re)connect; the Last Will is
   a retained ``offline``, also published on a clean shutdown.
 - ``<p>/<n>/status`` — retained latest StatusEvent, QoS 1.
-- ``<p>/<n>/event`` — error events that belong to no stream, QoS 1.
+- ``<p>/<n>/event`` — error events that belong to no stream and drift events, QoS 1.
 - ``<p>/<n>/streams/<s>/score`` — score events, QoS 0, message expiry 10 s.
 - ``<p>/<n>/streams/<s>/alarm`` — alarm events, QoS 1.
 - ``<p>/<n>/streams/<s>/event`` — stream start/end, gap, evidence and error events, QoS 1.
@@ -46,6 +46,7 @@ from spoofwatch.errors import ConfigError
 from spoofwatch.events import (
     SCHEMA_VERSION,
     AlarmEvent,
+    DriftEvent,
     ErrorEvent,
     Event,
     EvidenceEvent,
@@ -340,6 +341,8 @@ class MqttSink:
         elif isinstance(event, ErrorEvent):
             topic = topics.node_event if event.stream is None else topics.stream(event.stream, "event")
             self._enqueue(_Outgoing(topic, to_json(event).encode(), True))
+        elif isinstance(event, DriftEvent):
+            self._enqueue(_Outgoing(topics.node_event, to_json(event).encode(), True))
         elif isinstance(event, StatusEvent):
             self._status, self._status_dirty = event, True
         elif isinstance(event, ScorerEvent):

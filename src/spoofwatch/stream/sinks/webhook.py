@@ -51,7 +51,7 @@ EVENT_HEADER: Final = "X-Spoofwatch-Event"
 NODE_HEADER: Final = "X-Spoofwatch-Node"
 # Event types a webhook may carry; "all" is every one of them. Score events (one per
 # window per stream) are for the WebSocket and MQTT, not one HTTP request each.
-WEBHOOK_EVENT_TYPES: Final = ("alarm", "evidence", "stream", "gap", "error", "status")
+WEBHOOK_EVENT_TYPES: Final = ("alarm", "evidence", "stream", "gap", "error", "status", "drift")
 RETRIED_STATUSES: Final = frozenset({408, 429})
 
 

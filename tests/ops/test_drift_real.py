@@ -1,0 +1,105 @@
+"""Drift alarms end to end on the real default detector and the real pipeline: genuine
+speech through a low-bitrate codec and G.711 fires drift; the same genuine clips drawn like
+the card's reference (its dev clips under its calibration channels) do not."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import random
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from numpy.typing import NDArray
+
+from spoofwatch.audio.files import load_audio
+from spoofwatch.config import EngineConfig, StreamConfig
+from spoofwatch.events import DriftEvent
+from spoofwatch.model.artifact import detector_dir, load_detector
+from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.ops.drift import DriftMonitor, drift_monitor_for
+from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.train.channel import get_channel
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+CLIPS = 24  # bona fide dev clips, about 80 windows
+MIN_WINDOWS = 60
+
+pytestmark = [
+    pytest.mark.real_weights,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CORPUS / "manifest.csv").is_file(), reason=f"shared corpus not found at {CORPUS}"
+    ),
+]
+
+# Two speech codecs at telephone rates, each followed by the G.711 call path.
+CODECS = (["-c:a", "libopus", "-b:a", "6k", "-f", "ogg"], ["-c:a", "g723_1", "-b:a", "6300", "-f", "wav"])
+
+
+def bona_fide_dev_clips() -> list[NDArray[np.float32]]:
+    with (CORPUS / "manifest.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "dev" and r["label"] == "bonafide"]
+    rows.sort(key=lambda r: r["utt_id"])
+    chosen = random.Random(7).sample(rows, CLIPS)
+    return [load_audio(CORPUS / r["path"]).samples for r in chosen]
+
+
+def codec(audio: NDArray[np.float32], args: list[str], work: Path) -> NDArray[np.float32]:
+    """``audio`` (16 kHz) through ffmpeg's encoder at 8 kHz and back, then G.711."""
+    source, coded, decoded = work / "in.wav", work / "coded", work / "out.wav"
+    sf.write(source, audio, 16000)
+    run = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i"]
+    subprocess.run([*run, str(source), "-ar", "8000", "-ac", "1", *args, str(coded)], check=True)
+    subprocess.run([*run, str(coded), "-ar", "16000", "-ac", "1", str(decoded)], check=True)
+    out = load_audio(decoded).samples
+    return get_channel("telephone")(out, 16000)
+
+
+def drift_over(
+    detector: WindowScorer, streams: list[NDArray[np.float32]]
+) -> tuple[list[DriftEvent], DriftMonitor]:
+    """Stream each clip through a real pipeline with the card's drift monitor attached."""
+
+    async def run() -> tuple[list[DriftEvent], DriftMonitor]:
+        engine = EngineConfig(drift_min_windows=MIN_WINDOWS, max_speed=0.0)
+        pipeline = Pipeline(detector, StreamConfig(), engine)
+        monitor = drift_monitor_for(pipeline, engine)
+        assert monitor is not None, "the default card should hold a drift reference"
+        sub = pipeline.hub.subscribe(maxsize=100_000)
+        worker = asyncio.create_task(pipeline.run())
+        for n, audio in enumerate(streams):
+            handle = pipeline.open_stream(f"call-{n}", source="test", sample_rate=16000)
+            for start in range(0, len(audio), 16000):
+                await handle.feed_wait(audio[start : start + 16000])
+            await handle.close()
+        worker.cancel()
+        events = []
+        while not sub.queue.empty():
+            event = sub.queue.get_nowait()
+            if isinstance(event, DriftEvent):
+                events.append(event)
+        return events, monitor
+
+    return asyncio.run(run())
+
+
+def test_codec_degraded_genuine_speech_fires_drift_and_the_reference_mix_does_not(tmp_path: Path) -> None:
+    detector = load_detector(detector_dir())
+    clips = bona_fide_dev_clips()
+    channels = ["clean", "telephone", "telephone-level"]  # the card's calibration channels
+    like_reference = [get_channel(channels[n % 3])(clip, 16000) for n, clip in enumerate(clips)]
+    degraded = [codec(clip, CODECS[n % 2], tmp_path) for n, clip in enumerate(clips)]
+
+    calm, calm_monitor = drift_over(detector, like_reference)
+    assert calm_monitor.windows >= MIN_WINDOWS
+    assert calm == [], f"drift on the reference mix: {calm_monitor.divergence}"
+
+    shifted, shifted_monitor = drift_over(detector, degraded)
+    assert shifted_monitor.windows >= MIN_WINDOWS
+    assert [e.state for e in shifted] == ["on"], f"no drift on codec audio: {shifted_monitor.divergence}"
+    assert shifted[0].statistic > shifted[0].threshold == EngineConfig().drift_threshold
+    print(f"reference mix: {calm_monitor.divergence}; codec: {shifted_monitor.divergence}")
