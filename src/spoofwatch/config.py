@@ -196,6 +196,9 @@ class ServerConfig:
     # SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS (comma-separated) or in a secrets file.
     audiohook_clients: tuple[str, ...] = ()
     audiohook_clients_file: str | None = None  # one "API_KEY:BASE64_SECRET" per line
+    # POST /v1/score: the largest request body and the longest audio it may hold.
+    score_max_bytes: int = 64 << 20
+    score_max_duration_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -209,6 +212,12 @@ class ServerConfig:
             ),
             ("max_message_burst", self.max_message_burst >= 1, "an integer >= 1"),
             ("max_streams_per_connection", self.max_streams_per_connection >= 0, "an integer >= 0"),
+            ("score_max_bytes", self.score_max_bytes >= 1024, "an integer >= 1024"),
+            (
+                "score_max_duration_s",
+                math.isfinite(self.score_max_duration_s) and self.score_max_duration_s > 0,
+                "a finite number of seconds > 0",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -96,9 +96,7 @@ def build_tasks(
     server = settings.server
     tasks: dict[str, Callable[[], Awaitable[None]]] = {}
     if websocket:
-        from spoofwatch.stream.net.server import run_server
-
-        tasks["websocket"] = lambda: run_server(pipeline, server, ready)
+        tasks["websocket"] = lambda: run_http_server(pipeline, settings, ready)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
@@ -117,6 +115,25 @@ def build_tasks(
         spec = parse_source_spec(spec_text)
         tasks[f"source:{spec_text}"] = lambda spec=spec: run_source(pipeline, spec)  # type: ignore[misc]
     return tasks
+
+
+async def run_http_server(pipeline: Pipeline, settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """The HTTP + WebSocket server with the HTTP routes of the features that have them."""
+    from spoofwatch.model.detector import Detector
+    from spoofwatch.stream.net.rest_score import RestScorer, ScoreLimits
+    from spoofwatch.stream.net.server import run_server
+
+    server = settings.server
+    routes = []
+    scorer = None
+    if isinstance(pipeline.scorer, Detector):  # POST /v1/score shares the pipeline's detector
+        scorer = RestScorer(pipeline.scorer, ScoreLimits.from_config(server))
+        routes += scorer.routes()
+    try:
+        await run_server(pipeline, server, ready, extra_routes=routes)
+    finally:
+        if scorer is not None:
+            scorer.close()
 
 
 async def serve(
