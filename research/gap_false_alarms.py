@@ -14,6 +14,9 @@ network or gateway makes them), with one of these holes:
 - ``plc``: packet-loss concealment, bursts of 60 ms lost once a second, each filled by
   repeating the last 20 ms frame with a fade to silence (the G.711 Appendix I shape);
 - ``comfort-noise``: two 1 s stretches replaced by comfort noise at -60 dBFS.
+- ``dtx``: discontinuous transmission: every pause (runs of at least 60 ms more than
+  30 dB below the loudest 20 ms frame) replaced by comfort noise at -60 dBFS, as a
+  sender's VAD and the receiver's CN generator (RFC 3389) make it.
 
 Stream policies: ``before`` is the old behaviour (every hole arrives as audio: zeros for
 a known gap, as the AudioHook source filled them; ``silence_gap_s`` = 0); ``after`` is
@@ -21,7 +24,9 @@ the shipped default (known gaps go through ``StreamHandle.gap``, digital silence
 are gaps, gaps up to ``gap_tolerance_s`` = 1 s are spliced, longer ones restart
 windowing); ``restart`` restarts windowing after every gap over 0.1 s (the alternative
 measured, and rejected: as few false alarms, but short holes cost so many windows that
-spoofs are missed). A
+spoofs are missed); ``quiet-55`` is ``after`` plus runs of 20 ms frames at or below
+-55 dBFS RMS treated as gaps (``stream.quiet_level_dbfs``; measured, and left off by
+default: it removes comfort noise but splices out natural pauses too). A
 clip alarms when its stream raises any alarm; ``filler win`` counts scored windows with
 more than 0.1 s of a hole's content (zeros, concealment, comfort noise) inside their
 audio.
@@ -54,12 +59,13 @@ from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
 
 FILLER_TOLERANCE_S = 0.1  # a window with more hole content than this counts as scored over filler
-HOLES = ("none", "discarded-1s", "paused-12s", "zeros-200ms", "plc", "comfort-noise")
+HOLES = ("none", "discarded-1s", "paused-12s", "zeros-200ms", "plc", "comfort-noise", "dtx")
 CHANNELS = ("clean", "g711")
 # name -> (stream settings, whether known gaps go through StreamHandle.gap)
 POLICIES: dict[str, tuple[StreamConfig, bool]] = {
     "before": (StreamConfig(silence_gap_s=0.0), False),
     "after": (StreamConfig(), True),
+    "quiet-55": (StreamConfig(quiet_level_dbfs=-55.0), True),
     "restart": (StreamConfig(gap_tolerance_s=0.1), True),
 }
 
@@ -138,7 +144,28 @@ def make_call(audio: NDArray[np.float32], sr: int, hole: str) -> Call:
     if hole == "comfort-noise":
         spans = [(dur * f, dur * f + 1.0) for f in (0.3, 0.6)]
         return _replaced(audio, sr, spans, _comfort_noise)
+    if hole == "dtx":
+        return _replaced(audio, sr, _pauses(audio, sr), _comfort_noise)
     raise ValueError(f"hole: expected one of {HOLES}, got {hole!r}")
+
+
+def _pauses(audio: NDArray[np.float32], sr: int) -> list[tuple[float, float]]:
+    """Where a DTX sender's VAD stops sending: runs of at least 60 ms of 20 ms frames more
+    than 30 dB below the clip's loudest frame."""
+    frame = round(0.02 * sr)
+    n = len(audio) // frame
+    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1)) + 1e-10
+    quiet = 20 * np.log10(rms) < 20 * np.log10(rms.max()) - 30
+    spans: list[tuple[float, float]] = []
+    start = None
+    for k, q in enumerate([*quiet.tolist(), False]):
+        if q and start is None:
+            start = k
+        elif not q and start is not None:
+            if k - start >= 3:
+                spans.append((start * frame / sr, k * frame / sr))
+            start = None
+    return spans
 
 
 @dataclass
@@ -202,12 +229,15 @@ def channel_audio(path: Path, channel: str) -> tuple[NDArray[np.float32], int]:
     return mulaw_decode(mulaw_encode(np.clip(narrow, -1.0, 1.0))), 8000
 
 
-async def measure(detector: WindowScorer, clips: dict[str, list[Path]], holes: list[str]) -> None:
+async def measure(
+    detector: WindowScorer, clips: dict[str, list[Path]], holes: list[str], policies: list[str]
+) -> None:
     print(
         f"{'label':9} {'channel':7} {'hole':14} {'policy':7} {'alarm rate':>11} {'windows':>8} "
         f"{'filler win':>10} {'mean p_spoof':>12}"
     )
-    for policy, (config, _) in POLICIES.items():
+    for policy in policies:
+        config = POLICIES[policy][0]
         pipeline = Pipeline(detector, config)
         worker = asyncio.create_task(pipeline.run())
         try:
@@ -242,8 +272,13 @@ def main() -> None:
     parser.add_argument("--spoof", type=int, default=40)
     parser.add_argument("--min-s", type=float, default=8.0)
     parser.add_argument("--holes", default=",".join(HOLES))
+    parser.add_argument("--policies", default=",".join(POLICIES), help="stream policies to run")
     args = parser.parse_args()
     holes = [h for h in args.holes.split(",") if h]
+    policies = [p for p in args.policies.split(",") if p]
+    for policy in policies:
+        if policy not in POLICIES:
+            parser.error(f"--policies: expected names from {list(POLICIES)}, got {policy!r}")
     for hole in holes:
         if hole not in HOLES:
             parser.error(f"--holes: expected names from {HOLES}, got {hole!r}")
@@ -252,7 +287,7 @@ def main() -> None:
         "spoof": pick(args.manifest, "spoof", args.spoof, args.min_s),
     }
     detector = load_detector()
-    asyncio.run(measure(detector, {k: v for k, v in clips.items() if v}, holes))
+    asyncio.run(measure(detector, {k: v for k, v in clips.items() if v}, holes, policies))
 
 
 if __name__ == "__main__":

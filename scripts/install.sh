@@ -26,7 +26,7 @@ fi
 # torch 2.13.0 first: it is the CPU build here, and pyproject's torch>=2.13 then keeps it
 # (asking pip for torch alone would pull a CUDA build).
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[serve,mic,mqtt,train,onnx]"
+.venv/bin/python -m pip install -q -e ".[serve,mic,mqtt,train,onnx,siprec]"
 # Convert the pinned Whisper weights once (hash-verified), so the first score is fast.
 .venv/bin/python -c "from spoofwatch.model.encoders.whisper_ct2 import ensure_converted; \
 from spoofwatch.model.encoders.weights import PINNED; [ensure_converted(w) for w in PINNED.values()]"

@@ -15,6 +15,7 @@ TEST_APT_PACKAGES=(
   mosquitto-clients  # mosquitto_sub / mosquitto_pub
   espeak-ng          # offline TTS that speaks the synthetic test sentences
   sox                # audio conversion in tests and examples
+  sip-tester         # SIPp: the SIPREC recording client of the SIPREC tests and example
   chromium           # headless browser for the dashboard test
   chromium-driver    # its WebDriver (Selenium uses this one, never downloads)
   build-essential    # C compiler for the FARGAN vocoder

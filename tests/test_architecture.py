@@ -107,6 +107,7 @@ TORCH_FREE_TESTS = (
     "test_jambonz",
     "test_ws_ingest",
     "test_limits",
+    "test_siprec_protocols",
 )
 
 

@@ -42,6 +42,7 @@ _EXTRA_OF = {
     "matplotlib": "train",
     "onnxruntime": "onnx",
     "onnx": "onnx",
+    "sipmessage": "siprec",
 }
 
 
@@ -310,6 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="also accept Asterisk AudioSocket calls (TCP) on this port",
     )
     sv.add_argument(
+        "--siprec-port",
+        type=int,
+        metavar="P",
+        help="also record SIPREC sessions (SIP on UDP and TCP) on this port",
+    )
+    sv.add_argument(
+        "--siprec-tls-port", type=int, metavar="P", help="SIPREC over TLS on this port (needs --tls-cert)"
+    )
+    sv.add_argument("--rtp-ports", metavar="LOW-HIGH", help="SIPREC RTP port range (default 20000-20999)")
+    sv.add_argument(
+        "--siprec-allow",
+        action="append",
+        default=None,
+        metavar="ADDR",
+        help="SIPREC clients allowed: an address or network (10.0.0.0/8); repeatable (default: any)",
+    )
+    sv.add_argument("--siprec-max-sessions", type=int, help="concurrent SIPREC sessions (default 32)")
+    sv.add_argument(
         "--admission",
         choices=("refuse", "queue"),
         help="beyond --max-streams: refuse new calls (default) or queue",
@@ -322,6 +341,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--score-max-bytes", type=int, metavar="N", help="POST /v1/score: largest body")
     sv.add_argument(
         "--score-max-duration-s", type=float, metavar="S", help="POST /v1/score: longest audio (seconds)"
+    )
+    sv.add_argument(
+        "--evidence-dir",
+        metavar="DIR",
+        help="save the audio and score timeline around each alarm here (recorded calls: docs/security.md)",
+    )
+    sv.add_argument(
+        "--evidence-days", type=float, help="delete evidence older than this many days (default 30)"
+    )
+    sv.add_argument(
+        "--evidence-seconds", type=float, help="seconds of audio per alarm clip, 5..300 (default 20)"
     )
 
     from spoofwatch.corpus.command import add_corpus_parser
@@ -344,6 +374,23 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node", help="node name in MQTT topics (default: node)")
     parser.add_argument("--mqtt-ca-file", metavar="PEM", help="CA bundle that signs an mqtts:// broker")
     parser.add_argument("--mqtt-username", help="MQTT user (password: $SPOOFWATCH_SERVER_MQTT_PASSWORD)")
+    parser.add_argument(
+        "--webhook",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="POST alarm events to this URL; repeatable",
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        help="HMAC key that signs webhooks (prefer $SPOOFWATCH_SERVER_WEBHOOK_SECRET: argv is visible)",
+    )
+    parser.add_argument(
+        "--webhook-events",
+        metavar="TYPES",
+        help="event types to POST: all, or comma-separated from alarm,evidence,stream,gap,error,status "
+        "(default alarm)",
+    )
 
 
 def _server_settings(args: argparse.Namespace) -> Any:
@@ -359,6 +406,11 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "jsonl": getattr(args, "jsonl", None),
         "detector": args.detector,
         "audiosocket_port": getattr(args, "audiosocket_port", None),
+        "siprec_port": getattr(args, "siprec_port", None),
+        "siprec_tls_port": getattr(args, "siprec_tls_port", None),
+        "rtp_ports": getattr(args, "rtp_ports", None),
+        "siprec_allow": tuple(args.siprec_allow) if getattr(args, "siprec_allow", None) else None,
+        "siprec_max_sessions": getattr(args, "siprec_max_sessions", None),
         "tls_cert": getattr(args, "tls_cert", None),
         "tls_key": getattr(args, "tls_key", None),
         "max_messages_per_s": getattr(args, "max_messages_per_s", None),
@@ -366,6 +418,12 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "score_max_duration_s": getattr(args, "score_max_duration_s", None),
         "mqtt_ca_file": args.mqtt_ca_file,
         "mqtt_username": args.mqtt_username,
+        "webhooks": tuple(args.webhook) if args.webhook else None,
+        "webhook_secret": args.webhook_secret,
+        "webhook_events": args.webhook_events,
+        "evidence_dir": getattr(args, "evidence_dir", None),
+        "evidence_days": getattr(args, "evidence_days", None),
+        "evidence_seconds": getattr(args, "evidence_seconds", None),
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {

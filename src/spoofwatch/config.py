@@ -54,6 +54,12 @@ class StreamConfig:
     # Runs of exact digital silence (|x| <= one 16-bit step) at least this long inside
     # received audio are treated as gaps (cause "silence"). 0 = never.
     silence_gap_s: float = 0.1
+    # With a level above -120 dBFS, so are runs as long of 20 ms frames whose RMS is at or
+    # below it (comfort noise, a muted leg's hiss). Off by default: measured, it removes
+    # the false alarms of comfort noise replacing speech on G.711 but splices out natural
+    # pauses too, so fewer windows are scored and more spoofs are missed (docs/protocol.md
+    # "Gaps and pauses").
+    quiet_level_dbfs: float = -120.0
 
     def __post_init__(self) -> None:
         for name in ("gap_tolerance_s", "gap_max_total_s", "silence_gap_s"):
@@ -64,6 +70,11 @@ class StreamConfig:
                 or not (math.isfinite(value) and value >= 0)
             ):
                 raise ConfigError(f"stream.{name}: expected a finite number of seconds >= 0, found {value!r}")
+        level = self.quiet_level_dbfs
+        if isinstance(level, bool) or not isinstance(level, int | float) or not -120.0 <= level <= -20.0:
+            raise ConfigError(
+                f"stream.quiet_level_dbfs: expected a level in dBFS from -120 (off) to -20, found {level!r}"
+            )
 
     def alarm_levels(self, detector_threshold: float = 0.5) -> tuple[float, float]:
         """(on, off) thresholds on the smoothed p_spoof; unset ones follow the detector."""
@@ -159,9 +170,10 @@ def detector_options(
 @dataclass(frozen=True)
 class ServerConfig:
     """The network front end. Secrets (``token``, ``mqtt_password``, a password inside
-    ``mqtt``, ``audiohook_clients``) never appear in ``repr``; pass them as
-    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD`` and
-    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` rather than on the command line."""
+    ``mqtt``, ``audiohook_clients``, ``siprec_users``) never appear in ``repr``; pass them as
+    ``SPOOFWATCH_SERVER_TOKEN``, ``SPOOFWATCH_SERVER_MQTT_PASSWORD``,
+    ``SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS`` and ``SPOOFWATCH_SERVER_SIPREC_USERS`` rather
+    than on the command line."""
 
     host: str = "127.0.0.1"  # loopback only; bind 0.0.0.0 deliberately, with a token and TLS
     port: int = 8765
@@ -199,6 +211,30 @@ class ServerConfig:
     # POST /v1/score: the largest request body and the longest audio it may hold.
     score_max_bytes: int = 64 << 20
     score_max_duration_s: float = 300.0
+    # SIPREC recording server (docs/telephony.md, "SIPREC"): SIP on UDP and TCP at
+    # siprec_port, SIP over TLS (tls_cert/tls_key) at siprec_tls_port, RTP on even ports
+    # of rtp_ports. siprec_allow: the addresses/networks a recording client may come from
+    # (empty: any); siprec_users: "USER:PASSWORD" entries that turn on digest authentication.
+    siprec_port: int | None = None
+    siprec_tls_port: int | None = None
+    rtp_ports: str = "20000-20999"
+    siprec_allow: tuple[str, ...] = ()
+    siprec_users: tuple[str, ...] = ()
+    siprec_realm: str = "spoofwatch"
+    siprec_max_sessions: int = 32
+    siprec_rtp_timeout_s: float = 20.0  # a session whose RTP stops this long is ended
+    siprec_max_packets_per_s: float = 200.0  # per RTP stream; faster packets are dropped
+    # Webhooks (docs/protocol.md "Webhooks"): POST these event types to each URL, signed
+    # with webhook_secret (pass it as SPOOFWATCH_SERVER_WEBHOOK_SECRET).
+    webhooks: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    webhook_events: tuple[str, ...] = ("alarm",)  # or "all", or some of alarm,evidence,stream,...
+    webhook_queue: int = 1000  # events waiting per endpoint; beyond it the oldest is dropped
+    webhook_timeout_s: float = 5.0  # one attempt; then it is retried with backoff
+    # Alarm evidence (docs/protocol.md "Alarm evidence"): recorded audio around each alarm.
+    evidence_dir: str | None = None  # off unless set
+    evidence_days: float = 30.0  # files older than this are deleted
+    evidence_seconds: float = 20.0  # audio kept per stream, and so the length of a clip
 
     def __post_init__(self) -> None:
         if self.tls_key is not None and self.tls_cert is None:
@@ -218,6 +254,29 @@ class ServerConfig:
                 math.isfinite(self.score_max_duration_s) and self.score_max_duration_s > 0,
                 "a finite number of seconds > 0",
             ),
+            ("siprec_max_sessions", self.siprec_max_sessions >= 1, "an integer >= 1"),
+            (
+                "siprec_rtp_timeout_s",
+                math.isfinite(self.siprec_rtp_timeout_s) and self.siprec_rtp_timeout_s > 0,
+                "a finite number of seconds > 0",
+            ),
+            (
+                "siprec_max_packets_per_s",
+                math.isfinite(self.siprec_max_packets_per_s) and self.siprec_max_packets_per_s > 0,
+                "a finite number > 0",
+            ),
+            ("webhook_queue", self.webhook_queue >= 1, "an integer >= 1"),
+            (
+                "webhook_timeout_s",
+                math.isfinite(self.webhook_timeout_s) and self.webhook_timeout_s > 0,
+                "a finite number of seconds > 0",
+            ),
+            ("evidence_days", math.isfinite(self.evidence_days) and self.evidence_days > 0, "days > 0"),
+            (
+                "evidence_seconds",
+                math.isfinite(self.evidence_seconds) and 5.0 <= self.evidence_seconds <= 300.0,
+                "seconds in [5, 300]",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -231,12 +290,24 @@ class ServerConfig:
                 value = REDACTED
             elif f.name == "mqtt" and isinstance(value, str):
                 value = redact_url(value)
+            elif f.name == "webhooks":  # a webhook URL's path or query often holds a token
+                value = tuple(redact_webhook_url(u) for u in value)
             shown.append(f"{f.name}={value!r}")
         return f"ServerConfig({', '.join(shown)})"
 
 
 REDACTED: Final = "<redacted>"
-_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients")
+_SECRET_FIELDS: Final = ("token", "mqtt_password", "audiohook_clients", "siprec_users", "webhook_secret")
+
+
+def redact_webhook_url(url: str) -> str:
+    """``url`` without its password, path and query (webhook URLs often carry a token there)."""
+    try:
+        parts = urlsplit(redact_url(url))
+    except ValueError:
+        return f"{url.partition(':')[0]}:{REDACTED}"
+    hidden = "/" + REDACTED if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{hidden}"
 
 
 def redact_url(url: str) -> str:

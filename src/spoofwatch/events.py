@@ -22,6 +22,9 @@ class StreamEvent:
     sample_rate: int
     source: str
     type: Literal["stream"] = field(default="stream", init=False)
+    # What the source knows about the stream's party (SIPREC: names and numbers from the
+    # recording metadata); only on start events, and left out of the JSON when None.
+    metadata: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,46 @@ class ScoreEvent:
 
 
 @dataclass(frozen=True)
+class WindowScore:
+    """One window's score (LLR) on the stream's clock, as evidence for an alarm."""
+
+    t_start: float
+    t_end: float
+    score: float
+
+
+@dataclass(frozen=True)
 class AlarmEvent:
+    """``evidence_scores``: the speech windows whose smoothed score made the transition
+    (the smoother's last ``smoothing_n``), oldest first; empty when a stream's end turns
+    the alarm off."""
+
     stream: str
     state: Literal["on", "off"]
     t: float
     p_spoof: float
+    evidence_scores: tuple[WindowScore, ...] = ()
     type: Literal["alarm"] = field(default="alarm", init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.evidence_scores, list | tuple):
+            raise TypeError(f"evidence_scores: expected a list, found {self.evidence_scores!r}")
+        scores = tuple(s if isinstance(s, WindowScore) else WindowScore(**s) for s in self.evidence_scores)
+        object.__setattr__(self, "evidence_scores", scores)
+
+
+@dataclass(frozen=True)
+class EvidenceEvent:
+    """The audio and score timeline around an alarm were saved as ``id``
+    (``GET /v1/evidence/{id}.wav`` and ``.json``); ``t_start``..``t_end`` is the clip on
+    the stream's clock, ``alarm_t`` the alarm it belongs to."""
+
+    stream: str
+    id: str
+    alarm_t: float
+    t_start: float
+    t_end: float
+    type: Literal["evidence"] = field(default="evidence", init=False)
 
 
 @dataclass(frozen=True)
@@ -80,7 +117,7 @@ class StatusEvent:
     type: Literal["status"] = field(default="status", init=False)
 
 
-Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent
+Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent | EvidenceEvent
 _CLASSES: dict[str, type[Any]] = {
     "stream": StreamEvent,
     "score": ScoreEvent,
@@ -88,6 +125,7 @@ _CLASSES: dict[str, type[Any]] = {
     "gap": GapEvent,
     "error": ErrorEvent,
     "status": StatusEvent,
+    "evidence": EvidenceEvent,
 }
 
 
@@ -95,14 +133,25 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _wire(value: Any) -> Any:
+    if isinstance(value, float):
+        rounded = _finite(value)
+        return None if rounded is None else round(rounded, 6)
+    if isinstance(value, list | tuple):
+        return [_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _wire(v) for k, v in value.items()}
+    return value
+
+
 def event_to_dict(event: Event) -> dict[str, Any]:
     """Field order: ``type``, ``v``, then the event's fields; floats rounded for the wire."""
     body = asdict(event)
     body.pop("type")
+    if body.get("metadata", 0) is None:
+        del body["metadata"]
     for key, value in body.items():
-        if isinstance(value, float):
-            rounded = _finite(value)
-            body[key] = None if rounded is None else round(rounded, 6)
+        body[key] = _wire(value)
     return {"type": event.type, "v": SCHEMA_VERSION, **body}
 
 

@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
-from typing import TextIO
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from spoofwatch.config import Settings
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -96,16 +99,41 @@ def build_tasks(
     server = settings.server
     tasks: dict[str, Callable[[], Awaitable[None]]] = {}
     if websocket:
-        tasks["websocket"] = lambda: run_http_server(pipeline, settings, ready)
+        routes = evidence_http(pipeline, settings, tasks)  # /v1/streams, /v1/evidence
+        tasks["websocket"] = lambda: run_http_server(pipeline, settings, ready, routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
             tasks["audiosocket"] = lambda: run_audiosocket_server(pipeline, server)
+        if server.siprec_port is not None:
+            from spoofwatch.stream.net.siprec_server import run_siprec_server, server_from_config
+
+            server_from_config(pipeline, server)  # a bad range, allow-list or TLS file fails at start-up
+            tasks["siprec"] = lambda: run_siprec_server(pipeline, server)
     if server.mqtt:
         from spoofwatch.stream.sinks.mqtt import mqtt_sink_from_config
 
         sink = mqtt_sink_from_config(pipeline.hub, server)  # a bad URL or CA file fails at start-up
         tasks["mqtt"] = sink.run
+    if server.webhooks:
+        from spoofwatch.stream.sinks.webhook import webhook_sink_from_config
+
+        hooks = webhook_sink_from_config(pipeline.hub, server)  # a bad URL fails at start-up
+        tasks["webhooks"] = hooks.run
+    if server.evidence_dir:
+        from spoofwatch.stream.evidence.recorder import EvidenceRecorder
+        from spoofwatch.stream.evidence.store import EvidenceStore
+
+        store = EvidenceStore(server.evidence_dir, server.evidence_days)  # unwritable: fails at start-up
+        recorder = EvidenceRecorder(
+            pipeline.hub,
+            store,
+            pipeline.scorer.sample_rate,
+            seconds=server.evidence_seconds,
+            node=server.node,
+        )
+        pipeline.audio_taps.append(recorder.on_audio)
+        tasks["evidence"] = recorder.run
     if server.jsonl:
         from spoofwatch.stream.sinks.jsonl import JsonlSink
 
@@ -117,14 +145,35 @@ def build_tasks(
     return tasks
 
 
-async def run_http_server(pipeline: Pipeline, settings: Settings, ready: asyncio.Event | None = None) -> None:
-    """The HTTP + WebSocket server with the HTTP routes of the features that have them."""
+def evidence_http(
+    pipeline: Pipeline, settings: Settings, tasks: dict[str, Callable[[], Awaitable[None]]]
+) -> list[web.RouteDef]:
+    """``/v1/streams`` and ``/v1/evidence`` handlers for the server's ``extra_routes``; adds
+    the live-stream tracker they read to ``tasks``."""
+    from spoofwatch.stream.engine.snapshot import StreamTracker
+    from spoofwatch.stream.evidence.store import EvidenceStore
+    from spoofwatch.stream.net.evidence_http import evidence_routes, streams_routes
+
+    server = settings.server
+    tracker = StreamTracker(pipeline.hub, node=server.node)
+    tasks["streams-snapshot"] = tracker.run
+    store = EvidenceStore(server.evidence_dir, server.evidence_days) if server.evidence_dir else None
+    return streams_routes(tracker) + evidence_routes(store)
+
+
+async def run_http_server(
+    pipeline: Pipeline,
+    settings: Settings,
+    ready: asyncio.Event | None = None,
+    extra_routes: Sequence[web.AbstractRouteDef] = (),
+) -> None:
+    """The HTTP + WebSocket server with ``extra_routes`` and ``POST /v1/score``."""
     from spoofwatch.model.detector import Detector
     from spoofwatch.stream.net.rest_score import RestScorer, ScoreLimits
     from spoofwatch.stream.net.server import run_server
 
     server = settings.server
-    routes = []
+    routes = list(extra_routes)
     scorer = None
     if isinstance(pipeline.scorer, Detector):  # POST /v1/score shares the pipeline's detector
         scorer = RestScorer(pipeline.scorer, ScoreLimits.from_config(server))

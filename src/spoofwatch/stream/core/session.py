@@ -14,13 +14,14 @@ window during a gap and so keep their state across it.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.config import StreamConfig
-from spoofwatch.events import AlarmEvent, Event, GapEvent, ScoreEvent
+from spoofwatch.events import AlarmEvent, Event, GapEvent, ScoreEvent, WindowScore
 from spoofwatch.stream.core.gaps import GAP_CAUSES, SPLICED_CAUSES, Timeline
 from spoofwatch.stream.core.smoothing import Hysteresis, LlrSmoother, p_spoof_from_llr
 from spoofwatch.stream.core.speech import EnergySpeechGate
@@ -65,6 +66,8 @@ class StreamSession:
         self.report_samples = round(REPORTED_GAP_S * sample_rate)
         self._seq = 0
         self._smoothed_p = 0.5
+        # The speech windows the smoother holds: an alarm carries them as its evidence.
+        self._recent: deque[WindowScore] = deque(maxlen=max(1, config.smoothing_n))
 
     def feed(self, samples: NDArray[np.float32]) -> list[Window]:
         """Audio in (mono, model rate); windows ready to score out."""
@@ -126,6 +129,7 @@ class StreamSession:
         events: list[Event] = []
         transition = None
         if speech:
+            self._recent.append(WindowScore(window.t_start, window.t_end, float(llr)))
             self._smoothed_p = p_spoof_from_llr(self.smoother.feed(llr))
             transition = self.alarm.feed(self._smoothed_p, window.t_end)
         events.append(
@@ -145,7 +149,13 @@ class StreamSession:
         if transition is not None:
             self.counters.alarms += transition == "on"
             events.append(
-                AlarmEvent(stream=self.stream_id, state=transition, t=window.t_end, p_spoof=self._smoothed_p)
+                AlarmEvent(
+                    stream=self.stream_id,
+                    state=transition,
+                    t=window.t_end,
+                    p_spoof=self._smoothed_p,
+                    evidence_scores=tuple(self._recent),
+                )
             )
         return events
 

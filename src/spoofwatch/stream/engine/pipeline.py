@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,6 +26,7 @@ from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, GapEvent, StatusEvent, StreamEvent
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
+from spoofwatch.stream.core.quiet import QuietFrames, SilenceSplitter
 from spoofwatch.stream.core.session import StreamSession
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.batcher import Batcher, WindowJob
@@ -34,6 +36,23 @@ from spoofwatch.stream.net.limits import TokenBucket
 logger = logging.getLogger(__name__)
 
 MAX_STREAM_ID_LENGTH = 200
+
+# Sees each stream's audio at the model rate as it arrives: (stream id, samples, the
+# stream's clock just after them). Must not block or raise; the evidence recorder is one.
+AudioTap = Callable[[str, NDArray[np.float32], float], None]
+
+
+QUIET_FRAME_S = 0.02
+QUIET_OFF_DBFS = -120.0  # at or below it, only digital silence makes a gap
+
+
+def _silence_splitter(config: StreamConfig, sample_rate: int) -> SilenceSplitter:
+    min_samples = max(1, round(config.silence_gap_s * sample_rate))
+    quiet = None
+    if config.quiet_level_dbfs > QUIET_OFF_DBFS:
+        level = 10.0 ** (config.quiet_level_dbfs / 20.0)
+        quiet = QuietFrames(max(1, round(QUIET_FRAME_S * sample_rate)), min_samples, level)
+    return SilenceSplitter(DigitalSilence(min_samples), quiet)
 
 
 class StreamHandle:
@@ -50,7 +69,7 @@ class StreamHandle:
         self.session = StreamSession(stream_id, model_rate, pipeline.stream_config)
         self.resampler = StreamResampler(sample_rate, model_rate) if sample_rate != model_rate else None
         silence_s = pipeline.stream_config.silence_gap_s
-        self.silence = DigitalSilence(max(1, round(silence_s * sample_rate))) if silence_s > 0 else None
+        self.silence = _silence_splitter(pipeline.stream_config, sample_rate) if silence_s > 0 else None
         # A scorer that reads a second input beside each window: windows wait in the
         # stream's context until it can be made (model.scorer.StreamContext).
         self.context = pipeline.scorer.stream_context()
@@ -131,7 +150,10 @@ class StreamHandle:
     def _sound(self, audio: NDArray[np.float32]) -> list[WindowJob]:
         if self.resampler is not None:
             audio = self.resampler.feed(audio)
-        return self._jobs(audio, self.session.feed(audio))
+        jobs = self._jobs(audio, self.session.feed(audio))
+        for tap in self.pipeline.audio_taps:
+            tap(self.stream_id, audio, self.session.duration_s)
+        return jobs
 
     def _gap_jobs(self, seconds: float, cause: str) -> tuple[list[WindowJob], GapEvent | None]:
         """The audio before the gap through the resampler (its filter tail), then the gap."""
@@ -297,15 +319,23 @@ class Pipeline:
         )
         self.batcher.on_drop(self._on_drop)
         self.streams: dict[str, StreamHandle] = {}
+        self.audio_taps: list[AudioTap] = []
         self._closing: set[asyncio.Task[None]] = set()
 
     def open_stream(
-        self, stream_id: str, *, source: str, sample_rate: int, trusted: bool = False
+        self,
+        stream_id: str,
+        *,
+        source: str,
+        sample_rate: int,
+        trusted: bool = False,
+        metadata: dict[str, str] | None = None,
     ) -> StreamHandle:
         """Admit a new stream or raise LimitExceededError / ProtocolError with the reason.
 
         ``trusted`` (local microphones and files) exempts the stream from
-        ``engine.max_stream_s``, a bound meant for network clients.
+        ``engine.max_stream_s``, a bound meant for network clients. ``metadata`` (the
+        party's names and numbers, as a source knows them) goes into the start event.
         """
         if not stream_id or len(stream_id) > MAX_STREAM_ID_LENGTH:
             raise ProtocolError(
@@ -318,7 +348,7 @@ class Pipeline:
             raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
         handle = StreamHandle(self, stream_id, source, sample_rate, trusted=trusted)
         self.streams[stream_id] = handle
-        self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source))
+        self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source, metadata=metadata))
         self.hub.publish(self.status())
         logger.info("stream %s started (%s, %d Hz)", stream_id, source, sample_rate)
         return handle

@@ -41,6 +41,7 @@ class StreamRequest:
     stream_id: str
     source: str
     sample_rate: int
+    metadata: dict[str, str] | None = None
 
 
 class Admission:
@@ -131,7 +132,10 @@ class Admission:
             for request in requests:
                 handles.append(
                     self.pipeline.open_stream(
-                        request.stream_id, source=request.source, sample_rate=request.sample_rate
+                        request.stream_id,
+                        source=request.source,
+                        sample_rate=request.sample_rate,
+                        metadata=request.metadata,
                     )
                 )
         except SpoofwatchError:

@@ -8,7 +8,7 @@ Topics (``<p>`` = prefix, ``<n>`` = node, ``<s>`` = stream id made topic-safe):
 - ``<p>/<n>/event`` — error events that belong to no stream, QoS 1.
 - ``<p>/<n>/streams/<s>/score`` — score events, QoS 0, message expiry 10 s.
 - ``<p>/<n>/streams/<s>/alarm`` — alarm events, QoS 1.
-- ``<p>/<n>/streams/<s>/event`` — stream start/end, gap and error events, QoS 1.
+- ``<p>/<n>/streams/<s>/event`` — stream start/end, gap, evidence and error events, QoS 1.
 - ``<p>/<n>/streams/<s>/state`` — retained latest state (smoothed p_spoof, alarm, last t),
   cleared with an empty retained message when the stream ends.
 
@@ -48,6 +48,7 @@ from spoofwatch.events import (
     AlarmEvent,
     ErrorEvent,
     Event,
+    EvidenceEvent,
     GapEvent,
     ScoreEvent,
     StatusEvent,
@@ -332,7 +333,7 @@ class MqttSink:
                 self._states.pop(event.stream, None)
             self._dirty_states.add(event.stream)
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
-        elif isinstance(event, GapEvent):
+        elif isinstance(event, GapEvent | EvidenceEvent):
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
         elif isinstance(event, ErrorEvent):
             topic = topics.node_event if event.stream is None else topics.stream(event.stream, "event")

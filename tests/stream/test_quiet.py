@@ -1,0 +1,152 @@
+"""Runs of near-silence (comfort noise, a muted leg's hiss) are gaps like digital silence:
+``QuietFrames`` alone, chained after ``DigitalSilence``, and through the pipeline.
+
+The false-alarm measurement with the real detector is research/gap_false_alarms.py
+(docs/protocol.md, "Gaps and pauses").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from fakes import FakeScorer, noise
+from spoofwatch.config import StreamConfig
+from spoofwatch.errors import ConfigError
+from spoofwatch.events import Event, GapEvent, ScoreEvent
+from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun
+from spoofwatch.stream.core.quiet import QuietFrames, SilenceSplitter
+from spoofwatch.stream.engine.pipeline import Pipeline
+from waits import scaled
+
+SR = 8000
+FRAME = 160  # 20 ms at 8 kHz
+LEVEL = 10 ** (-55 / 20)
+
+
+def comfort_noise(seconds: float, seed: int = 0) -> NDArray[np.float32]:
+    """White noise at -60 dBFS RMS, as a CN generator makes it."""
+    return noise(seconds, SR, seed=seed, level=10 ** (-60 / 20))
+
+
+def shape_of(parts: list[NDArray[np.float32] | SilenceRun]) -> list[object]:
+    """Runs as their length, adjacent sound joined (chunk boundaries ignored)."""
+    shape: list[object] = []
+    for part in parts:
+        if isinstance(part, SilenceRun):
+            shape.append(part.samples)
+        elif shape and isinstance(shape[-1], np.ndarray):
+            shape[-1] = np.concatenate([shape[-1], part])
+        else:
+            shape.append(part)
+    return shape
+
+
+def split(detector: QuietFrames | SilenceSplitter, audio: NDArray[np.float32], chunk: int) -> list[object]:
+    parts: list[NDArray[np.float32] | SilenceRun] = []
+    for start in range(0, len(audio), chunk):
+        parts += detector.feed(audio[start : start + chunk])
+    parts += detector.flush()
+    return shape_of(parts)
+
+
+def test_comfort_noise_runs_are_found_whatever_the_chunking() -> None:
+    speech = noise(0.3, SR, seed=1)  # -20 dBFS: sound
+    short_cn = comfort_noise(0.06, seed=2)  # 3 frames: too short to be a run
+    audio = np.concatenate([speech, comfort_noise(0.4), speech, short_cn, speech, comfort_noise(0.2, seed=3)])
+    for chunk in (len(audio), 160, 7, 1000, 333):
+        shape = split(QuietFrames(FRAME, 800, LEVEL), audio, chunk)
+        assert [s if isinstance(s, int) else len(s) for s in shape] == [2400, 3200, 5280, 1600], chunk
+        np.testing.assert_array_equal(shape[2], np.concatenate([speech, short_cn, speech]))
+
+
+def test_sound_just_above_the_level_is_kept_and_order_is_kept() -> None:
+    hiss = noise(0.5, SR, seed=4, level=10 ** (-50 / 20))  # a real pause's background: kept
+    audio = np.concatenate([noise(0.2, SR), hiss, noise(0.2, SR, seed=5)])
+    [whole] = split(QuietFrames(FRAME, 800, LEVEL), audio, 250)
+    np.testing.assert_array_equal(whole, audio)
+
+
+def test_a_quiet_tail_is_a_run_only_when_long_enough() -> None:
+    detector = QuietFrames(FRAME, 800, LEVEL)
+    out = detector.feed(np.concatenate([noise(0.1, SR), comfort_noise(0.05)]))
+    assert sum(len(p) for p in out if not isinstance(p, SilenceRun)) == 800  # the quiet tail waits
+    tail = detector.flush()
+    assert [len(p) for p in tail if not isinstance(p, SilenceRun)] == [400]
+    assert detector.runs == 0
+    detector.feed(comfort_noise(0.13))
+    assert [p.samples for p in detector.flush() if isinstance(p, SilenceRun)] == [1040]
+    assert (detector.runs, detector.run_samples) == (1, 1040)
+
+
+def test_digital_silence_comes_first_then_quiet_frames() -> None:
+    speech = noise(0.3, SR, seed=1)
+    audio = np.concatenate(
+        [speech, comfort_noise(0.05), np.zeros(800, np.float32), comfort_noise(0.3), speech]
+    )
+    for chunk in (len(audio), 160, 77):
+        splitter = SilenceSplitter(DigitalSilence(800), QuietFrames(FRAME, 800, LEVEL))
+        shape = split(splitter, audio, chunk)
+        # 50 ms of CN before the zeros is too short a run and stays sound; the zeros and
+        # the 300 ms of CN after them are two runs.
+        assert [s if isinstance(s, int) else len(s) for s in shape] == [2800, 800, 2400, 2400], chunk
+        assert (splitter.runs, splitter.run_samples) == (2, 3200)
+    digital_only = SilenceSplitter(DigitalSilence(800), None)
+    assert [s if isinstance(s, int) else len(s) for s in split(digital_only, audio, 160)] == [2800, 800, 4800]
+
+
+def test_bad_arguments_and_levels_are_refused() -> None:
+    for args, match in (
+        ((0, 800, LEVEL), "frame_samples: expected an int >= 1"),
+        ((160, 0, LEVEL), "min_samples: expected an int >= 1"),
+        ((160, 800, 0.0), "level: expected a positive RMS"),
+        ((160, 800, float("nan")), "level: expected a positive RMS"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            QuietFrames(*args)
+    for bad in (-10.0, -200.0, float("nan"), True):
+        with pytest.raises(ConfigError, match=r"stream\.quiet_level_dbfs: expected a level in dBFS"):
+            StreamConfig(quiet_level_dbfs=bad)  # type: ignore[arg-type]
+
+
+CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2, quiet_level_dbfs=-55.0)
+
+
+def stream_with_comfort_noise(config: StreamConfig) -> list[Event]:
+    async def body() -> list[Event]:
+        pipeline = Pipeline(FakeScorer(sample_rate=SR), config)
+        worker = asyncio.create_task(pipeline.run())
+        try:
+            sub = pipeline.hub.subscribe(maxsize=1000)
+            handle = pipeline.open_stream("call", source="test", sample_rate=SR)
+            audio = np.concatenate([noise(1.5, SR), comfort_noise(0.5), noise(1.5, SR, seed=9)])
+            for start in range(0, len(audio), 160):
+                handle.feed(audio[start : start + 160])
+            await handle.close()
+            events: list[Event] = []
+            while not sub.queue.empty():
+                events.append(sub.queue.get_nowait())
+            return events
+        finally:
+            worker.cancel()
+
+    async def bounded() -> list[Event]:
+        async with asyncio.timeout(scaled(20)):
+            return await body()
+
+    return asyncio.run(bounded())
+
+
+def test_the_pipeline_splices_comfort_noise_out_as_a_silence_gap() -> None:
+    events = stream_with_comfort_noise(CFG)
+    gaps = [(g.t_start, g.t_end, g.cause) for g in events if isinstance(g, GapEvent)]
+    assert gaps == [(1.5, 2.0, "silence")]
+    scored = [(s.t_start, s.t_end) for s in events if isinstance(s, ScoreEvent)]
+    assert (1.0, 2.5) in scored  # one window spans the splice: 1 s of sound, 0.5 s of clock
+    off = stream_with_comfort_noise(replace(CFG, quiet_level_dbfs=-120.0))
+    assert not [g for g in off if isinstance(g, GapEvent)]
+    assert StreamConfig().quiet_level_dbfs == -120.0  # off unless configured
