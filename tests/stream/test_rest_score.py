@@ -321,3 +321,19 @@ def test_score_limits_are_checked() -> None:
     with pytest.raises(ConfigError, match="max_pending"):
         ScoreLimits(max_pending=0)
     assert ScoreLimits.from_config(replace(ServerConfig(), score_max_bytes=4096)).max_bytes == 4096
+
+
+def test_websocket_paths_answer_plain_http_and_unknown_paths_list_the_routes(detector: Detector) -> None:
+    async def body() -> list[tuple[int, str]]:
+        async with serving(detector) as served:
+            answers = []
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            for path, headers in (("/v1/ingest", {}), ("/v1/ingest", bearer), ("/nope", bearer)):
+                async with served.session.get(served.url(path), headers=headers) as response:
+                    answers.append((response.status, await response.text()))
+            return answers
+
+    (stranger, _), (upgrade, told), (missing, listed) = run(body(), timeout_s=60)
+    assert (stranger, upgrade, missing) == (401, 426, 404)
+    assert "expected a WebSocket upgrade request" in told
+    assert "/v1/score" in listed and "/v1/openapi.json" in listed
