@@ -17,10 +17,11 @@ import aiohttp
 import numpy as np
 import pytest
 import soundfile as sf
+from aiohttp import web
 from numpy.typing import NDArray
 from websockets.asyncio.client import connect
 
-from fakes import TINY_HIDDEN, save_tiny_wav2vec2
+from fakes import TINY_HIDDEN, FakeScorer, save_tiny_wav2vec2
 from spoofwatch.audio.sniff import sniff_audio_format
 from spoofwatch.config import EngineConfig, ServerConfig, StreamConfig
 from spoofwatch.errors import ConfigError
@@ -337,3 +338,29 @@ def test_websocket_paths_answer_plain_http_and_unknown_paths_list_the_routes(det
     assert (stranger, upgrade, missing) == (401, 426, 404)
     assert "expected a WebSocket upgrade request" in told
     assert "/v1/score" in listed and "/v1/openapi.json" in listed
+
+
+def test_extra_routes_are_guarded_and_keep_their_own_404() -> None:
+    async def gone(request: web.Request) -> web.Response:
+        raise web.HTTPNotFound(text="no such recording: r1")
+
+    async def body() -> list[tuple[int, str]]:
+        pipeline = Pipeline(FakeScorer())
+        config = ServerConfig(host="127.0.0.1", port=0, token=TOKEN)
+        server = SpoofwatchServer(pipeline, config, extra_routes=[web.get("/v1/thing", gone)])
+        await server.start()
+        try:
+            answers = []
+            async with aiohttp.ClientSession() as session:
+                url = f"http://127.0.0.1:{server.port}/v1/thing"
+                for headers in ({}, {"Authorization": f"Bearer {TOKEN}"}):
+                    async with session.get(url, headers=headers) as response:
+                        answers.append((response.status, await response.text()))
+            return answers
+        finally:
+            await server.stop()
+
+    assert run(body()) == [
+        (401, "expected Authorization: Bearer TOKEN or ?token=TOKEN\n"),
+        (404, "no such recording: r1"),
+    ]

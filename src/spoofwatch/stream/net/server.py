@@ -303,15 +303,15 @@ class SpoofwatchServer:
             return await handler(request)
         if not self._authorized(request):
             return unauthorized_response()
-        try:
-            return await handler(request)
-        except web.HTTPNotFound:
+        # Only the router's own 404 (no such path): a handler's 404 says what it lacks.
+        if isinstance(request.match_info.http_exception, web.HTTPNotFound):
             known = sorted([*self._routes, "/healthz", "/", OPENAPI_PATH, *self._extra_paths()])
             return http_response(
                 http.HTTPStatus.NOT_FOUND,
                 f"no route {request.path}; expected one of {known}\n".encode(),
                 "text/plain; charset=utf-8",
             )
+        return await handler(request)
 
     def _extra_paths(self) -> list[str]:
         return sorted({str(getattr(r, "path", "")) for r in self.extra_routes} - {""})
