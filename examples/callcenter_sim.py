@@ -17,6 +17,10 @@ then::
     python examples/callcenter_sim.py --calls 20                      # real time
     python examples/callcenter_sim.py --calls 6 --speed 0 --json      # as fast as possible
 
+Behind a load balancer (docs/deploy.md), point ``--url`` at it and ``--watch`` at one
+node's ``/v1/cluster`` (``serve --cluster-view``), which relays the events of every node;
+each call's summary then names the node that took it.
+
 ``--speed`` is a multiple of real time (``0`` = no pacing). Faster than real time, a
 saturated server drops windows (``dropped_windows`` in its status events) rather than
 falling behind, so compare detection delays at ``--speed 1``.
@@ -71,6 +75,9 @@ class Call:
     refused: str | None = None
     failed: str | None = None
     alarms: list[float] = field(default_factory=list)  # customer alarm-on times (stream seconds)
+    node: str | None = None  # the node that scored it (from a /v1/cluster watch)
+    scores: int = 0  # score events of the customer stream
+    windows: list[tuple[float, float]] = field(default_factory=list)  # (t_end, score), --keep-scores
     agent_alarms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -106,6 +113,9 @@ class Call:
             "refused": self.refused,
             "failed": self.failed,
             "errors": self.errors,
+            "node": self.node,
+            "scores": self.scores,
+            **({"windows": self.windows} if self.windows else {}),
         }
 
 
@@ -417,6 +427,9 @@ class Watcher:
         self.alarms: dict[str, list[float]] = {}
         self.errors: dict[str, list[str]] = {}
         self.ended: set[str] = set()
+        self.nodes: dict[str, str] = {}  # stream -> node, where events carry one (/v1/cluster)
+        self.scores: dict[str, int] = {}
+        self.windows: dict[str, list[tuple[float, float]]] = {}
         self.max_dropped = 0
         self.changed = asyncio.Event()
 
@@ -424,7 +437,12 @@ class Watcher:
         async for text in ws:
             event = json.loads(text)
             stream = event.get("stream")
-            if event["type"] == "alarm" and event["state"] == "on":
+            if stream is not None and "node" in event:
+                self.nodes.setdefault(stream, event["node"])
+            if event["type"] == "score":
+                self.scores[stream] = self.scores.get(stream, 0) + 1
+                self.windows.setdefault(stream, []).append((event["t_end"], event["score"]))
+            elif event["type"] == "alarm" and event["state"] == "on":
                 self.alarms.setdefault(stream, []).append(event["t"])
             elif event["type"] == "error" and stream is not None:
                 self.errors.setdefault(stream, []).append(f"{event['code']}: {event['message']}")
@@ -433,6 +451,8 @@ class Watcher:
                 self.changed.set()
             elif event["type"] == "status":
                 self.max_dropped = max(self.max_dropped, event["dropped_windows"])
+            elif event["type"] == "availability":  # /v1/cluster: a node came or went
+                self.changed.set()
 
     async def wait_ended(self, streams: set[str], timeout_s: float) -> set[str]:
         """The streams that have not ended when ``timeout_s`` runs out."""
@@ -541,6 +561,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stagger-s", type=float, default=0.05, help="seconds between call starts")
     parser.add_argument("--json", action="store_true", help="last line of stdout: a JSON summary")
+    parser.add_argument(
+        "--watch",
+        metavar="URL",
+        help="events to watch (default: URL/v1/scores); a node's ws://HOST:PORT/v1/cluster sees every node",
+    )
+    parser.add_argument(
+        "--keep-scores", action="store_true", help="the summary lists each call's (t_end, score) windows"
+    )
     args = parser.parse_args(argv)
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
     unknown = sorted(set(protocols) - set(PROTOCOLS))
@@ -563,7 +591,10 @@ async def simulate(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) 
     calls = plan_calls(args.calls, args.protocols, bona_fide, synthetic, args.synthetic_fraction, args.seed)
     watcher = Watcher()
     started = time.monotonic()
-    async with connect(target.ws_url("/v1/scores"), max_queue=None) as scores:
+    watch = target.ws_url("/v1/scores")
+    if args.watch:
+        watch = args.watch + (f"{'&' if '?' in args.watch else '?'}token={args.token}" if args.token else "")
+    async with connect(watch, max_queue=None) as scores:
         json.loads(await scores.recv())  # the status snapshot: subscribed before any call starts
         watching = asyncio.create_task(watcher.run(scores))
 
@@ -582,6 +613,10 @@ async def simulate(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) 
         call.alarms = sorted(watcher.alarms.get(call.customer_stream, []))
         call.agent_alarms = watcher.alarms.get(call.agent_stream or "", [])
         call.errors = watcher.errors.get(call.customer_stream, [])
+        call.node = watcher.nodes.get(call.customer_stream)
+        call.scores = watcher.scores.get(call.customer_stream, 0)
+        if args.keep_scores:
+            call.windows = sorted(watcher.windows.get(call.customer_stream, []))
         if call.customer_stream in missing:
             call.failed = "the server never ended the customer stream"
     summary = report(calls, time.monotonic() - started, watcher.max_dropped, out)

@@ -13,6 +13,7 @@ TEST_APT_PACKAGES=(
   pulseaudio         # a virtual microphone for the microphone tests
   mosquitto          # the MQTT broker of the MQTT tests
   mosquitto-clients  # mosquitto_sub / mosquitto_pub
+  haproxy            # the load balancer of the multi-node tests (deploy/haproxy)
   espeak-ng          # offline TTS that speaks the synthetic test sentences
   sox                # audio conversion in tests and examples
   sip-tester         # SIPp: the SIPREC recording client of the SIPREC tests and example

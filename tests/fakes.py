@@ -143,3 +143,20 @@ def write_fake_vocoder(path: Path) -> Path:
     path.write_text(FAKE_VOCODER)
     path.chmod(0o755)
     return path
+
+
+class FeatureFakeScorer(FakeScorer):
+    """FakeScorer that also hands back pooled "features" (model.scorer.FeatureScorer):
+    each window's mean, standard deviation, peak and spectral flatness score, so a test
+    can tell which window's features were stored."""
+
+    def score_windows_with_features(
+        self, windows: NDArray[np.float32], companions: NDArray[np.float32] | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+        scores = self.score_windows(windows)
+        return scores, window_features(windows, scores)
+
+
+def window_features(windows: NDArray[np.float32], scores: NDArray[np.float64]) -> NDArray[np.float32]:
+    stats = [windows.mean(axis=1), windows.std(axis=1), np.abs(windows).max(axis=1), scores]
+    return np.stack(stats, axis=1).astype(np.float32)

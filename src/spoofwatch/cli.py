@@ -42,6 +42,7 @@ _EXTRA_OF = {
     "matplotlib": "train",
     "onnxruntime": "onnx",
     "onnx": "onnx",
+    "ray": "pool",
     "sipmessage": "siprec",
 }
 
@@ -343,6 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--score-max-duration-s", type=float, metavar="S", help="POST /v1/score: longest audio (seconds)"
     )
     sv.add_argument(
+        "--drain-timeout",
+        type=float,
+        dest="drain_timeout_s",
+        metavar="S",
+        help="on SIGTERM refuse new calls and give live ones this long to end (default 30)",
+    )
+    sv.add_argument(
+        "--cluster-view",
+        action="store_const",
+        const=True,
+        default=None,
+        help="relay every node's events from the MQTT broker (--mqtt) to this node's dashboard",
+    )
+    sv.add_argument(
         "--evidence-dir",
         metavar="DIR",
         help="save the audio and score timeline around each alarm here (recorded calls: docs/security.md)",
@@ -353,12 +368,28 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--evidence-seconds", type=float, help="seconds of audio per alarm clip, 5..300 (default 20)"
     )
+    sv.add_argument(
+        "--watch-detector",
+        action="store_true",
+        default=None,
+        help="hot-reload the detector card when its directory's files change (also: SIGHUP)",
+    )
+    sv.add_argument("--watch-detector-interval-s", type=float, help="how often to poll it (default 2)")
+    sv.add_argument(
+        "--feedback-dir", metavar="DIR", help="store analyst feedback (marked windows' features) in DIR"
+    )
+    sv.add_argument("--feedback-windows", type=int, help="recent windows kept per stream (default 120)")
+    sv.add_argument("--feedback-max-mb", type=float, help="memory for kept features, all streams (64)")
+    sv.add_argument("--feedback-keep-s", type=float, help="keep an ended stream's windows this long (900)")
 
     from spoofwatch.corpus.command import add_corpus_parser
 
     add_corpus_parser(sub)
 
     add_bench_parser(sub)
+    from spoofwatch.pool.cli import add_pool_parser
+
+    add_pool_parser(sub)
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
 
     ls = sub.add_parser("listen", help="live microphone alert in the terminal")
@@ -391,6 +422,7 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
         help="event types to POST: all, or comma-separated from alarm,evidence,stream,gap,error,status "
         "(default alarm)",
     )
+    _add_scorer_options(parser)
 
 
 def _server_settings(args: argparse.Namespace) -> Any:
@@ -416,6 +448,8 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "max_messages_per_s": getattr(args, "max_messages_per_s", None),
         "score_max_bytes": getattr(args, "score_max_bytes", None),
         "score_max_duration_s": getattr(args, "score_max_duration_s", None),
+        "drain_timeout_s": getattr(args, "drain_timeout_s", None),
+        "cluster_view": getattr(args, "cluster_view", None),
         "mqtt_ca_file": args.mqtt_ca_file,
         "mqtt_username": args.mqtt_username,
         "webhooks": tuple(args.webhook) if args.webhook else None,
@@ -424,10 +458,22 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "evidence_dir": getattr(args, "evidence_dir", None),
         "evidence_days": getattr(args, "evidence_days", None),
         "evidence_seconds": getattr(args, "evidence_seconds", None),
+        **{
+            k: getattr(args, k, None)
+            for k in (
+                "watch_detector",
+                "watch_detector_interval_s",
+                "feedback_dir",
+                "feedback_windows",
+                "feedback_max_mb",
+                "feedback_keep_s",
+            )
+        },
     }
     overrides: dict[str, dict[str, Any]] = {"server": {k: v for k, v in flags.items() if v is not None}}
     engine = {
-        k: getattr(args, k, None) for k in ("max_streams", "admission", "queue_timeout_s", "max_stream_s")
+        k: getattr(args, k, None)
+        for k in ("max_streams", "admission", "queue_timeout_s", "max_stream_s", "scorer", "ray_address")
     }
     if any(v is not None for v in engine.values()):
         overrides["engine"] = {k: v for k, v in engine.items() if v is not None}
@@ -435,15 +481,43 @@ def _server_settings(args: argparse.Namespace) -> Any:
 
 
 def _load_scorer(settings: Any) -> Any:
+    """The local detector, or (``[engine] scorer``) the inference pool's scorer."""
     from spoofwatch.config import detector_options
     from spoofwatch.model.artifact import load_detector
 
-    stream = settings.stream
-    return load_detector(
-        settings.server.detector,
-        window_s=stream.window_s,
-        hop_s=stream.hop_s,
-        **detector_options(settings.engine),
+    stream, engine = settings.stream, settings.engine
+    local = None
+    if engine.scorer != "ray":
+        local = load_detector(
+            settings.server.detector, window_s=stream.window_s, hop_s=stream.hop_s, **detector_options(engine)
+        )
+    if engine.scorer == "local":
+        return local
+    from spoofwatch.pool.client import RayPoolHandle, RayScorer
+
+    scorer = RayScorer(
+        RayPoolHandle(engine.ray_address or None), fallback=local, timeout_s=engine.ray_timeout_s
+    )
+    window_samples = round(stream.window_s * scorer.sample_rate)
+    if window_samples != scorer.window_samples:
+        raise ConfigError(
+            f"stream.window_s: the pool's detector takes {scorer.window_samples / scorer.sample_rate:g} s "
+            f"windows, {stream.window_s:g} s configured; expected the same"
+        )
+    return scorer
+
+
+def _add_scorer_options(
+    parser: argparse.ArgumentParser, choices: tuple[str, ...] = ("local", "ray", "ray,local")
+) -> None:
+    parser.add_argument(
+        "--scorer",
+        choices=choices,
+        help="who scores windows: local (default), ray (the inference pool, `spoofwatch pool up`), "
+        "ray,local (the pool; this process while the pool is unreachable)",
+    )
+    parser.add_argument(
+        "--ray-address", metavar="ADDR", help="Ray cluster of the pool, host:port (default: auto)"
     )
 
 
@@ -451,17 +525,20 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     import asyncio
 
     from spoofwatch.stream.app import serve
+    from spoofwatch.stream.engine.reload import detector_loader
 
     settings = _server_settings(args)
-    detector = _load_scorer(settings)
+    loader = detector_loader(settings)  # hot reload loads cards the same way
+    detector, card = loader(None)
     logger.info(
-        "serving on %s://%s:%s (detector %s)",
+        "serving on %s://%s:%s (detector %s, sha256 %s)",
         "wss" if settings.server.tls_cert else "ws",
         settings.server.host,
         settings.server.port,
-        detector.card.get("name", detector.encoder.identity.name),
+        card.name,
+        card.short,
     )
-    asyncio.run(serve(settings, detector))
+    asyncio.run(serve(settings, detector, card=card, loader=loader))
     return 0
 
 
@@ -844,6 +921,17 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--encoder-only", action="store_true", help="time encoder forward passes by batch size"
     )
+    _add_scorer_options(parser, choices=("local", "ray"))
+    parser.add_argument(
+        "--compare-scorers",
+        action="store_true",
+        help="run local, then ray (the pool) in one process: the remote hop's cost as ratios",
+    )
+    parser.add_argument(
+        "--pool-replicas",
+        metavar="N,M",
+        help="with ray: redeploy the pool (`pool up --replicas N --num-cpus 1`) before each run",
+    )
     return parser
 
 
@@ -903,6 +991,8 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     def progress(line: str) -> None:
         print(line, file=sys.stderr if args.json else out, flush=True)
 
+    if args.compare_scorers or args.pool_replicas or args.scorer == "ray":
+        return _bench_scorers(args, detector, stream, engine, options, progress, out)
     if args.encoder_only:
         report = run_encoder_only(detector, stream, engine, options, progress=progress)
     else:
@@ -911,6 +1001,58 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         print(json.dumps(report.to_dict()), file=out)
     else:
         print(_format_bench_report(report), file=out)
+    return 0
+
+
+BENCH_RAY_TIMEOUT_S = 120.0
+
+
+def _bench_scorers(
+    args: argparse.Namespace,
+    detector: Any,
+    stream: Any,
+    engine: Any,
+    options: Any,
+    progress: Any,
+    out: TextIO,
+) -> int:
+    """``bench --scorer ray``, ``--compare-scorers``, ``--pool-replicas``: see ops.bench_scorers."""
+    from spoofwatch.ops.bench_scorers import compare, format_comparison, run_scorers
+    from spoofwatch.pool.client import RayPoolHandle, RayScorer
+    from spoofwatch.pool.control import pool_up
+    from spoofwatch.pool.spec import PoolSpec
+
+    if args.encoder_only:
+        raise ConfigError("bench: --encoder-only times the local encoder; expected no --scorer ray options")
+    address = args.ray_address or engine.ray_address or None
+    try:
+        replicas = [int(n) for n in args.pool_replicas.split(",")] if args.pool_replicas else [None]
+    except ValueError:
+        raise ConfigError(
+            f"--pool-replicas: expected counts like 1,2, found {args.pool_replicas!r}"
+        ) from None
+
+    def pool_scorer(count: int | None) -> Any:
+        if count is not None:
+            pool_up(PoolSpec(detector=args.detector, min_replicas=count, max_replicas=count), address)
+        # A bench measures lag; it does not test failover: a slow pool is a result, not an outage.
+        return RayScorer(RayPoolHandle(address), timeout_s=max(engine.ray_timeout_s, BENCH_RAY_TIMEOUT_S))
+
+    scorers: list[tuple[str, Any]] = []
+    if args.compare_scorers or args.scorer != "ray":
+        scorers.append(("local", lambda: detector))
+    for count in replicas:
+        label = "ray" if count is None else f"ray-{count}"
+        scorers.append((label, lambda count=count: pool_scorer(count)))
+    runs = run_scorers(scorers, stream, engine, options, progress)
+    table = compare(runs)
+    if args.json:
+        reports = {r.label: r.report.to_dict() for r in runs}
+        print(json.dumps({"scorers": table, "reports": reports}), file=out)
+    else:
+        for run in runs:
+            print(f"[{run.label}]\n{_format_bench_report(run.report)}", file=out)
+        print(format_comparison(table), file=out)
     return 0
 
 
@@ -1014,6 +1156,12 @@ def cmd_soak(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if report.memory_flat and not leaked else 1
 
 
+def cmd_pool(args: argparse.Namespace, out: TextIO) -> int:
+    from spoofwatch.pool.cli import cmd_pool as run_pool
+
+    return run_pool(args, out)
+
+
 COMMANDS = {
     "bench": cmd_bench,
     "soak": cmd_soak,
@@ -1025,6 +1173,7 @@ COMMANDS = {
     "train": cmd_train,
     "serve": cmd_serve,
     "listen": cmd_listen,
+    "pool": cmd_pool,
 }
 
 

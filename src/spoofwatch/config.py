@@ -23,6 +23,7 @@ from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 
 T = TypeVar("T")
 ENV_PREFIX = "SPOOFWATCH_"
+SCORERS: Final = ("local", "ray", "ray,local")
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,19 @@ class EngineConfig:
     # about 30 ms): without it resident memory keeps the high-water mark of the largest
     # batches ever scored. 0 = never. See spoofwatch.stream.engine.heap.
     heap_trim_interval_s: float = 60.0
+    # Who scores the windows: "local" (this process), "ray" (the inference pool, see
+    # docs/pool.md) or "ray,local" (the pool, and this process while the pool is
+    # unreachable). ray_address: the Ray cluster ("" = auto: the one this machine joined);
+    # ray_timeout_s: longest wait for one batch before it is retried once.
+    scorer: str = "local"
+    ray_address: str = ""
+    ray_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
+        if self.scorer not in SCORERS:
+            raise ConfigError(f"engine.scorer: expected one of {SCORERS}, found {self.scorer!r}")
+        if not (math.isfinite(self.ray_timeout_s) and self.ray_timeout_s > 0):
+            raise ConfigError(f"engine.ray_timeout_s: expected seconds > 0, found {self.ray_timeout_s!r}")
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"engine.workers: expected 1..64 inference workers, found {self.workers!r}")
         choices = {"quantization": QUANTIZATION_MODES, "backend": BACKENDS}
@@ -211,6 +223,19 @@ class ServerConfig:
     # POST /v1/score: the largest request body and the longest audio it may hold.
     score_max_bytes: int = 64 << 20
     score_max_duration_s: float = 300.0
+    # Hot reload (docs/learning.md): reload the card when its directory's files change.
+    watch_detector: bool = False
+    watch_detector_interval_s: float = 2.0
+    # Analyst feedback (docs/learning.md): where marked windows' features are stored
+    # (SQLite; None = feedback is refused), and the bounds on the features kept per node.
+    feedback_dir: str | None = None
+    feedback_windows: int = 120  # recent windows kept per stream
+    feedback_max_mb: float = 64.0  # all streams' kept features together
+    feedback_keep_s: float = 900.0  # how long an ended stream's windows stay for late feedback
+    # SIGTERM drains (docs/deploy.md): new calls are refused, live calls get this long to end.
+    drain_timeout_s: float = 30.0
+    # Relay every node's events from the shared MQTT broker to this node's dashboard.
+    cluster_view: bool = False
     # SIPREC recording server (docs/telephony.md, "SIPREC"): SIP on UDP and TCP at
     # siprec_port, SIP over TLS (tls_cert/tls_key) at siprec_tls_port, RTP on even ports
     # of rtp_ports. siprec_allow: the addresses/networks a recording client may come from
@@ -253,6 +278,27 @@ class ServerConfig:
                 "score_max_duration_s",
                 math.isfinite(self.score_max_duration_s) and self.score_max_duration_s > 0,
                 "a finite number of seconds > 0",
+            ),
+            (
+                "watch_detector_interval_s",
+                math.isfinite(self.watch_detector_interval_s) and self.watch_detector_interval_s > 0,
+                "a finite number of seconds > 0",
+            ),
+            ("feedback_windows", self.feedback_windows >= 1, "an integer >= 1"),
+            (
+                "feedback_max_mb",
+                math.isfinite(self.feedback_max_mb) and self.feedback_max_mb > 0,
+                "a finite number of MB > 0",
+            ),
+            (
+                "feedback_keep_s",
+                math.isfinite(self.feedback_keep_s) and self.feedback_keep_s >= 0,
+                "a finite number of seconds >= 0",
+            ),
+            (
+                "drain_timeout_s",
+                math.isfinite(self.drain_timeout_s) and self.drain_timeout_s >= 0,
+                "a non-negative number of seconds",
             ),
             ("siprec_max_sessions", self.siprec_max_sessions >= 1, "an integer >= 1"),
             (

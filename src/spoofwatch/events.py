@@ -38,6 +38,9 @@ class ScoreEvent:
     smoothed: float
     speech: bool
     lag_ms: float
+    # The card that scored it (additive): name and the first 12 hex digits of its sha256.
+    detector: str | None = None
+    detector_sha: str | None = None
     type: Literal["score"] = field(default="score", init=False)
 
 
@@ -61,6 +64,9 @@ class AlarmEvent:
     t: float
     p_spoof: float
     evidence_scores: tuple[WindowScore, ...] = ()
+    # The card that scored it (additive): name and the first 12 hex digits of its sha256.
+    detector: str | None = None
+    detector_sha: str | None = None
     type: Literal["alarm"] = field(default="alarm", init=False)
 
     def __post_init__(self) -> None:
@@ -114,10 +120,56 @@ class StatusEvent:
     max_streams: int
     queued_windows: int
     dropped_windows: int
+    # The card serving now (additive).
+    detector: str | None = None
+    detector_sha: str | None = None
     type: Literal["status"] = field(default="status", init=False)
 
 
-Event = StreamEvent | ScoreEvent | AlarmEvent | GapEvent | ErrorEvent | StatusEvent | EvidenceEvent
+@dataclass(frozen=True)
+class ScorerEvent:
+    """A remote scorer (the inference pool) became unreachable or answers again:
+    ``pool`` ``ok`` | ``unreachable``; ``scoring`` ``pool`` | ``local`` (the fallback) |
+    ``none`` (new calls are refused); ``message``: the last error, or empty."""
+
+    node: str
+    pool: str
+    scoring: str
+    message: str
+    type: Literal["scorer"] = field(default="scorer", init=False)
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """An analyst's verdict on a stream was recorded (docs/protocol.md, "Feedback"):
+    ``label`` one of ``confirmed_synthetic``, ``false_alarm``, ``missed_synthetic``;
+    ``windows`` the kept windows it marked over ``t_start``..``t_end`` (stream clock);
+    ``id`` the row in the node's feedback store; ``via`` ``rest``, ``mqtt`` or ``dashboard``."""
+
+    stream: str
+    label: str
+    t_start: float | None
+    t_end: float | None
+    windows: int
+    id: int
+    via: str
+    note: str = ""
+    detector: str | None = None
+    detector_sha: str | None = None
+    type: Literal["feedback"] = field(default="feedback", init=False)
+
+
+Event = (
+    StreamEvent
+    | ScoreEvent
+    | AlarmEvent
+    | GapEvent
+    | ErrorEvent
+    | StatusEvent
+    | EvidenceEvent
+    | ScorerEvent
+    | FeedbackEvent
+)
 _CLASSES: dict[str, type[Any]] = {
     "stream": StreamEvent,
     "score": ScoreEvent,
@@ -126,6 +178,8 @@ _CLASSES: dict[str, type[Any]] = {
     "error": ErrorEvent,
     "status": StatusEvent,
     "evidence": EvidenceEvent,
+    "scorer": ScorerEvent,
+    "feedback": FeedbackEvent,
 }
 
 

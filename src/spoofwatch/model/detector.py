@@ -194,5 +194,12 @@ class Detector:
     ) -> NDArray[np.float64]:
         return self.score_features(self.features(windows, remakes))
 
+    def score_windows_with_features(
+        self, windows: NDArray[np.float32], remakes: NDArray[np.float32] | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+        """Scores and the pooled features they were read from (model.scorer.FeatureScorer)."""
+        features = self.features(windows, remakes)
+        return self.score_features(features), features
+
     def label(self, p_spoof: float) -> str:
         return "spoof" if p_spoof >= self.settings.threshold else "bonafide"

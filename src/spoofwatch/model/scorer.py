@@ -12,7 +12,7 @@ A scorer that reads windows alone returns None and costs the engine nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -67,4 +67,26 @@ class WindowScorer(Protocol):
         """(batch, window_samples) → calibrated LLR per window (higher = bona fide).
         ``companions``, of the same shape: each window's companion made, given only to a
         scorer whose ``stream_context`` is not None."""
+        ...
+
+
+def scorer_health(scorer: object) -> dict[str, Any] | None:
+    """A remote scorer's ``health()`` (the pool's state: ``pool``, ``accepting``, ...), or
+    None for one that scores in this process. ``accepting`` False: new calls are refused."""
+    health = getattr(scorer, "health", None)
+    if not callable(health):
+        return None
+    report = health()
+    return report if isinstance(report, dict) else None
+
+
+@runtime_checkable
+class FeatureScorer(Protocol):
+    """A scorer that can hand back, with the scores, the pooled features its head read
+    (kept for analyst feedback, docs/learning.md); computing them costs nothing extra."""
+
+    def score_windows_with_features(
+        self, windows: NDArray[np.float32], companions: NDArray[np.float32] | None = None, /
+    ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
+        """Like ``WindowScorer.score_windows``, plus the (batch, features) the head read."""
         ...

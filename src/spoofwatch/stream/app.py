@@ -3,6 +3,11 @@
 One ``asyncio.TaskGroup`` holds named tasks (inference worker, WebSocket server, sinks,
 local sources); SIGINT/SIGTERM (or the ``stop`` event) close every live stream so its
 last windows are scored and its end event published, then the tasks are cancelled.
+
+``serve`` treats SIGTERM (what systemd, Kubernetes and ``docker stop`` send) as a drain
+(``net.drain``): new calls are refused, live calls run to their end or until
+``server.drain_timeout_s``, then the node stops as above. SIGINT (Ctrl-C) and a second
+SIGTERM stop at once.
 """
 
 from __future__ import annotations
@@ -12,11 +17,16 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+from aiohttp.web import AbstractRouteDef
 
 from spoofwatch.config import Settings
+from spoofwatch.events import ScorerEvent
+from spoofwatch.model.card_label import CardLabel
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.stream.engine.reload import CardLoader
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -26,12 +36,16 @@ logger = logging.getLogger(__name__)
 SHUTDOWN_GRACE_S = 0.5
 
 
-def install_signal_handlers(stop: asyncio.Event) -> list[signal.Signals]:
+def install_signal_handlers(
+    stop: asyncio.Event, *, on_term: Callable[[], None] | None = None
+) -> list[signal.Signals]:
+    """SIGINT sets ``stop``; SIGTERM calls ``on_term`` when given (a drain), else sets ``stop``."""
     loop = asyncio.get_running_loop()
     installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handlers = {signal.SIGINT: stop.set, signal.SIGTERM: on_term or stop.set}
+    for sig, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, handler)
             installed.append(sig)
     return installed
 
@@ -91,15 +105,46 @@ async def _logged(name: str, factory: Callable[[], Awaitable[None]]) -> None:
         logger.error("task %s stopped: %s", name, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
 
 
+def publish_scorer_health(pipeline: Pipeline) -> None:
+    """A remote scorer's changes of health (the inference pool lost or back) as ``scorer``
+    events; the scorer reports them from an inference thread."""
+    on_change = getattr(pipeline.scorer, "on_health_change", None)
+    if on_change is None:
+        return
+    loop = asyncio.get_running_loop()
+
+    def publish(health: dict[str, Any]) -> None:
+        event = ScorerEvent(
+            node=pipeline.node,
+            pool=str(health.get("pool")),
+            scoring=str(health.get("scoring")),
+            message=str(health.get("last_error") or "") if health.get("pool") != "ok" else "",
+        )
+        loop.call_soon_threadsafe(pipeline.hub.publish, event)
+
+    on_change(publish)
+
+
 def build_tasks(
-    pipeline: Pipeline, settings: Settings, *, websocket: bool = True, ready: asyncio.Event | None = None
+    pipeline: Pipeline,
+    settings: Settings,
+    *,
+    websocket: bool = True,
+    ready: asyncio.Event | None = None,
+    extra_routes: Sequence[AbstractRouteDef] = (),
 ) -> dict[str, Callable[[], Awaitable[None]]]:
     from spoofwatch.stream.sources.spec import parse_source_spec, run_source
 
     server = settings.server
     tasks: dict[str, Callable[[], Awaitable[None]]] = {}
     if websocket:
-        routes = evidence_http(pipeline, settings, tasks)  # /v1/streams, /v1/evidence
+        routes = [*evidence_http(pipeline, settings, tasks), *extra_routes]  # + /v1/streams, /v1/evidence
+        if server.cluster_view:
+            from spoofwatch.stream.net.cluster import cluster_relay_from_config, cluster_routes
+
+            cluster = cluster_relay_from_config(server)  # no broker configured fails at start-up
+            tasks["cluster-view"] = cluster.run
+            routes += cluster_routes(cluster, pipeline.status)
         tasks["websocket"] = lambda: run_http_server(pipeline, settings, ready, routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
@@ -115,6 +160,11 @@ def build_tasks(
 
         sink = mqtt_sink_from_config(pipeline.hub, server)  # a bad URL or CA file fails at start-up
         tasks["mqtt"] = sink.run
+        from spoofwatch.stream.net.cluster import publish_status_every
+
+        tasks["status"] = lambda: publish_status_every(
+            pipeline.hub, pipeline.status
+        )  # load, for cluster views
     if server.webhooks:
         from spoofwatch.stream.sinks.webhook import webhook_sink_from_config
 
@@ -191,22 +241,42 @@ async def serve(
     *,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    card: CardLabel | None = None,
+    loader: CardLoader | None = None,
 ) -> None:
-    """``spoofwatch serve``: WebSocket server, optional MQTT/JSONL sinks and local sources."""
+    """``spoofwatch serve``: WebSocket server, optional MQTT/JSONL sinks and local sources.
+    ``card`` names ``scorer`` on events; ``loader`` loads cards for hot reload
+    (stream.engine.reload; without it SIGHUP and the reload endpoint refuse)."""
+    from spoofwatch.stream.learning import install_sighup, learning_parts, remove_sighup
+    from spoofwatch.stream.net.drain import Drain
+
     stop = stop or asyncio.Event()
-    installed = install_signal_handlers(stop)
+    drain = Drain(settings.server.drain_timeout_s)
+
+    def on_term() -> None:
+        if not drain.begin():  # a second SIGTERM: stop now
+            stop.set()
+
+    installed = install_signal_handlers(stop, on_term=on_term)
     try:
-        pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node)
+        pipeline = Pipeline(scorer, settings.stream, settings.engine, node=settings.server.node, card=card)
+        learning = learning_parts(pipeline, settings, loader)
+        install_sighup(learning)
+        pipeline.drain = drain
         from spoofwatch.stream.net.admission import Admission
 
         Admission.of(pipeline)  # validates the admission settings at start-up, not at the first call
+        publish_scorer_health(pipeline)
         from spoofwatch.stream.net.tls import server_ssl_context
 
         if settings.server.tls_cert:
             server_ssl_context(settings.server.tls_cert, settings.server.tls_key)  # fail at start-up
-        tasks = build_tasks(pipeline, settings, ready=ready)
+        tasks = build_tasks(pipeline, settings, ready=ready, extra_routes=learning.routes)
+        tasks.update(learning.tasks)
+        tasks["drain"] = lambda: drain.run(pipeline, stop.set)
         await run_pipeline(pipeline, tasks, stop)
     finally:
+        remove_sighup()
         remove_signal_handlers(installed)
 
 

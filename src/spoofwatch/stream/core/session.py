@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from spoofwatch.config import StreamConfig
 from spoofwatch.events import AlarmEvent, Event, GapEvent, ScoreEvent, WindowScore
+from spoofwatch.model.card_label import CardLabel
 from spoofwatch.stream.core.gaps import GAP_CAUSES, SPLICED_CAUSES, Timeline
 from spoofwatch.stream.core.smoothing import Hysteresis, LlrSmoother, p_spoof_from_llr
 from spoofwatch.stream.core.speech import EnergySpeechGate
@@ -118,12 +119,16 @@ class StreamSession:
     def is_speech(self, window: Window) -> bool:
         return self.gate.is_speech(window.samples, window.sample_rate)
 
-    def on_score(self, window: Window, llr: float, speech: bool, lag_ms: float) -> list[Event]:
-        """A scored window in; its score event and any alarm transition out.
+    def on_score(
+        self, window: Window, llr: float, speech: bool, lag_ms: float, card: CardLabel | None = None
+    ) -> list[Event]:
+        """A scored window in; its score event and any alarm transition out, naming
+        ``card``, the card that scored it.
 
         Non-speech windows are reported but do not move the smoother or the alarm, so
         silence cannot raise or clear an alarm on its own.
         """
+        name, sha = (None, None) if card is None else (card.name, card.short)
         self.counters.windows_scored += 1
         p_spoof = p_spoof_from_llr(llr)
         events: list[Event] = []
@@ -143,6 +148,8 @@ class StreamSession:
                 smoothed=self._smoothed_p,
                 speech=speech,
                 lag_ms=lag_ms,
+                detector=name,
+                detector_sha=sha,
             )
         )
         self._seq += 1
@@ -155,14 +162,17 @@ class StreamSession:
                     t=window.t_end,
                     p_spoof=self._smoothed_p,
                     evidence_scores=tuple(self._recent),
+                    detector=name,
+                    detector_sha=sha,
                 )
             )
         return events
 
-    def close_alarm(self, t: float) -> list[Event]:
-        """At stream end an alarm that is on is reported off."""
+    def close_alarm(self, t: float, card: CardLabel | None = None) -> list[Event]:
+        """At stream end an alarm that is on is reported off (naming the card serving)."""
         if self.alarm.state == "on":
-            return [AlarmEvent(stream=self.stream_id, state="off", t=t, p_spoof=self._smoothed_p)]
+            name, sha = (None, None) if card is None else (card.name, card.short)
+            return [AlarmEvent(self.stream_id, "off", t, self._smoothed_p, detector=name, detector_sha=sha)]
         return []
 
     @property

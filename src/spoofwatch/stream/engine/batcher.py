@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.errors import SpoofwatchError
-from spoofwatch.model.scorer import WindowCompanion, WindowScorer
+from spoofwatch.model.scorer import FeatureScorer, WindowCompanion, WindowScorer
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.heap import can_release_free_heap, release_free_heap
 
@@ -45,6 +45,11 @@ class WindowJob:
     window: Window
     ready_at: float = field(default_factory=time.monotonic)
     companion: WindowCompanion | None = None
+    # Set when scored: the card that scored it (the batcher's ``card`` when its batch
+    # started) and, with ``keep_features``, its pooled features (model.scorer.FeatureScorer)
+    # (a float32 copy of its row).
+    card: Any = None
+    features: NDArray[np.float32] | None = None
 
 
 def companions_of(
@@ -111,6 +116,8 @@ class Batcher:
         if not trim_interval_s >= 0:
             raise ValueError(f"trim_interval_s: expected seconds >= 0 (0 = never), found {trim_interval_s}")
         self.scorer = scorer
+        self.card: Any = None  # what names ``scorer`` on results (WindowJob.card)
+        self.keep_features = False  # hand back pooled features with scores when the scorer can
         self.on_result = on_result
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
@@ -250,21 +257,43 @@ class Batcher:
         if await loop.run_in_executor(self._executor, release_free_heap):
             self.counters.heap_trims += 1
 
-    def _score_batch(self, batch: list[WindowJob]) -> tuple[NDArray[np.float64], dict[int, str]]:
+    def swap(self, scorer: WindowScorer, card: Any) -> None:
+        """Score the batches that start from now on with ``scorer`` (batches being scored
+        finish with the one they started with); call on the event loop."""
+        self.scorer, self.card = scorer, card
+
+    def _score_batch(
+        self, batch: list[WindowJob], scorer: WindowScorer
+    ) -> tuple[NDArray[np.float64], dict[int, str]]:
         """Scores of the jobs that could be scored, in order, and why the others could not."""
         windows = np.stack([job.window.samples for job in batch])
-        if batch[0].companion is None:
-            return self.scorer.score_windows(windows), {}
-        companions, failed = companions_of(batch, self._companion_pool)
-        ok = [i for i in range(len(batch)) if i not in failed]
-        if not ok:
-            return np.zeros(0, dtype=np.float64), failed
-        return self.scorer.score_windows(windows[ok], companions[ok]), failed
+        companions: NDArray[np.float32] | None = None
+        failed: dict[int, str] = {}
+        ok = list(range(len(batch)))
+        if batch[0].companion is not None:
+            companions, failed = companions_of(batch, self._companion_pool)
+            ok = [i for i in range(len(batch)) if i not in failed]
+            if not ok:
+                return np.zeros(0, dtype=np.float64), failed
+            windows, companions = windows[ok], companions[ok]
+        if self.keep_features and isinstance(scorer, FeatureScorer):
+            scores, features = scorer.score_windows_with_features(windows, companions)
+            # A copy per row (in the worker, off the event loop), so a kept row does not
+            # hold its whole batch's matrix.
+            for i, row in zip(ok, np.asarray(features, dtype=np.float32), strict=True):
+                batch[i].features = row.copy()
+            return scores, failed
+        if companions is None:
+            return scorer.score_windows(windows), failed
+        return scorer.score_windows(windows, companions), failed
 
     async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[WindowJob]) -> None:
         started = time.perf_counter()
+        scorer, card = self.scorer, self.card  # the card current when the batch starts
+        for job in batch:
+            job.card = card
         try:
-            scores, failed = await loop.run_in_executor(self._executor, self._score_batch, batch)
+            scores, failed = await loop.run_in_executor(self._executor, self._score_batch, batch, scorer)
         except Exception as exc:  # a model failure must not kill the server; report per window
             logger.exception("inference failed for a batch of %d windows", len(batch))
             self.counters.failed += len(batch)

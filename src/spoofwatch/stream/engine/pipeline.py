@@ -23,14 +23,16 @@ from spoofwatch.audio.pcm import validate_samples
 from spoofwatch.audio.resample import StreamResampler
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
-from spoofwatch.events import ErrorEvent, GapEvent, StatusEvent, StreamEvent
-from spoofwatch.model.scorer import WindowScorer
+from spoofwatch.events import ErrorEvent, Event, GapEvent, StatusEvent, StreamEvent
+from spoofwatch.model.card_label import CardLabel, scorer_label
+from spoofwatch.model.scorer import WindowScorer, scorer_health
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
 from spoofwatch.stream.core.quiet import QuietFrames, SilenceSplitter
 from spoofwatch.stream.core.session import StreamSession
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.batcher import Batcher, WindowJob
 from spoofwatch.stream.engine.hub import EventHub
+from spoofwatch.stream.net.drain import Drain
 from spoofwatch.stream.net.limits import TokenBucket
 
 logger = logging.getLogger(__name__)
@@ -277,7 +279,7 @@ class StreamHandle:
             )
         self.ended = True  # windows still in the worker's hands are no longer reported
         hub = self.pipeline.hub
-        for event in self.session.close_alarm(self.session.duration_s):
+        for event in self.session.close_alarm(self.session.duration_s, self.pipeline.card):
             hub.publish(event)
         if reason:
             hub.publish(ErrorEvent(stream=self.stream_id, code=code, message=reason))
@@ -301,10 +303,13 @@ class Pipeline:
         stream_config: StreamConfig | None = None,
         engine_config: EngineConfig | None = None,
         node: str = "node",
+        card: CardLabel | None = None,
     ) -> None:
         self.scorer = scorer
+        self.card: CardLabel = card or scorer_label(scorer)  # names the scorer on events
         # Alarm thresholds left unset follow the detector's threshold policy.
-        self.stream_config = (stream_config or StreamConfig()).with_alarm_levels(scorer.threshold)
+        self._given_stream_config = stream_config or StreamConfig()
+        self.stream_config = self._given_stream_config.with_alarm_levels(scorer.threshold)
         self.engine_config = engine_config or EngineConfig()
         self.node = node
         self.hub = EventHub(self.engine_config.subscriber_queue)
@@ -317,8 +322,13 @@ class Pipeline:
             workers=self.engine_config.workers,
             trim_interval_s=self.engine_config.heap_trim_interval_s,
         )
+        self.batcher.swap(scorer, self.card)
         self.batcher.on_drop(self._on_drop)
+        # Called with each scored window's job and the events it made (feedback capture).
+        self.on_scored: list[Callable[[WindowJob, list[Event]], None]] = []
+        self.on_stream_end: list[Callable[[StreamHandle], None]] = []
         self.streams: dict[str, StreamHandle] = {}
+        self.drain = Drain()  # while draining, network streams are refused (net.drain)
         self.audio_taps: list[AudioTap] = []
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -343,15 +353,31 @@ class Pipeline:
             )
         if stream_id in self.streams:
             raise ProtocolError(f"stream id {stream_id!r} is already live; expected a unique id")
+        if not trusted:
+            self.drain.check()
         limit = self.engine_config.max_streams
         if len(self.streams) >= limit:
             raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
+        health = scorer_health(self.scorer)
+        if health is not None and not health.get("accepting", True):  # shed load: pool unreachable
+            raise LimitExceededError(
+                f"this node cannot score new streams now (inference pool unreachable: "
+                f"{health.get('last_error')}); try another node"
+            )
         handle = StreamHandle(self, stream_id, source, sample_rate, trusted=trusted)
         self.streams[stream_id] = handle
         self.hub.publish(StreamEvent(stream_id, "start", sample_rate, source, metadata=metadata))
         self.hub.publish(self.status())
         logger.info("stream %s started (%s, %d Hz)", stream_id, source, sample_rate)
         return handle
+
+    def use_scorer(self, scorer: WindowScorer, card: CardLabel) -> None:
+        """Hot reload (stream.engine.reload): batches that start from now on are scored by
+        ``scorer``; streams opened from now on take its threshold (live ones keep the
+        alarm levels they started with)."""
+        self.scorer, self.card = scorer, card
+        self.stream_config = self._given_stream_config.with_alarm_levels(scorer.threshold)
+        self.batcher.swap(scorer, card)
 
     def _close_in_background(self, handle: StreamHandle) -> None:
         """End a stream that hit its duration limit while its source keeps sending."""
@@ -363,6 +389,8 @@ class Pipeline:
         task.add_done_callback(self._closing.discard)
 
     def _forget(self, handle: StreamHandle) -> None:
+        for callback in self.on_stream_end:
+            callback(handle)
         if self.streams.get(handle.stream_id) is handle:
             del self.streams[handle.stream_id]
             self.hub.publish(self.status())
@@ -386,8 +414,11 @@ class Pipeline:
                 return
             lag_ms = (time.monotonic() - job.ready_at) * 1000.0
             speech = handle.session.is_speech(job.window)
-            for event in handle.session.on_score(job.window, score, speech, lag_ms):
+            events = handle.session.on_score(job.window, score, speech, lag_ms, job.card)
+            for event in events:
                 self.hub.publish(event)
+            for callback in self.on_scored:
+                callback(job, events)
         finally:
             handle.job_done()
 
@@ -398,6 +429,8 @@ class Pipeline:
             max_streams=self.engine_config.max_streams,
             queued_windows=self.batcher.queued,
             dropped_windows=self.batcher.counters.dropped,
+            detector=self.card.name,
+            detector_sha=self.card.short,
         )
 
     async def run(self) -> None:

@@ -101,6 +101,7 @@ class Admission:
                 f"call needs {needed} streams; expected at most the server's limit of {self.limit}"
             )
         self._check_ids(requests)
+        self.pipeline.drain.check()  # a draining node neither admits nor queues
         if self.mode == "refuse" or (not self._waiting and self._free() >= needed):
             return await self._open_now(requests)
         wait_s = self.timeout_s if max_wait_s is None else min(self.timeout_s, max_wait_s)

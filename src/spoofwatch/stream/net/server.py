@@ -46,7 +46,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import web
@@ -55,6 +55,7 @@ from aiohttp.typedefs import Handler
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import LimitExceededError
 from spoofwatch.events import to_json
+from spoofwatch.model.scorer import scorer_health
 from spoofwatch.stream.engine.pipeline import Pipeline
 from spoofwatch.stream.net.audiohook import serve_audiohook
 from spoofwatch.stream.net.audiohook_auth import AudioHookAuthenticator, load_audiohook_clients
@@ -324,8 +325,9 @@ class SpoofwatchServer:
 
     def _healthz(self) -> web.Response:
         status = self.pipeline.status()
-        body = {
-            "status": "ok",
+        draining = self.pipeline.drain.draining
+        body: dict[str, Any] = {
+            "status": "draining" if draining else "ok",
             "node": status.node,
             "streams": status.streams,
             "max_streams": status.max_streams,
@@ -337,8 +339,14 @@ class SpoofwatchServer:
             "threshold": self.pipeline.scorer.threshold,
             "alarm_on": self.pipeline.stream_config.alarm_on,
             "alarm_off": self.pipeline.stream_config.alarm_off,
+            "cluster_view": self.config.cluster_view,
         }
-        return http_response(http.HTTPStatus.OK, json.dumps(body).encode(), "application/json")
+        scorer = scorer_health(self.pipeline.scorer)
+        if scorer is not None:  # a remote scorer (the inference pool): is it reachable?
+            body["scorer"] = scorer
+        # 503 while draining, so a load balancer's health check sends new calls elsewhere.
+        code = http.HTTPStatus.SERVICE_UNAVAILABLE if draining else http.HTTPStatus.OK
+        return http_response(code, json.dumps(body).encode(), "application/json")
 
     # --- WebSocket ----------------------------------------------------------------------
 

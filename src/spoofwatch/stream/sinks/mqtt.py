@@ -49,8 +49,10 @@ from spoofwatch.events import (
     ErrorEvent,
     Event,
     EvidenceEvent,
+    FeedbackEvent,
     GapEvent,
     ScoreEvent,
+    ScorerEvent,
     StatusEvent,
     StreamEvent,
     to_json,
@@ -333,13 +335,15 @@ class MqttSink:
                 self._states.pop(event.stream, None)
             self._dirty_states.add(event.stream)
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
-        elif isinstance(event, GapEvent | EvidenceEvent):
+        elif isinstance(event, GapEvent | EvidenceEvent | FeedbackEvent):
             self._enqueue(_Outgoing(topics.stream(event.stream, "event"), to_json(event).encode(), True))
         elif isinstance(event, ErrorEvent):
             topic = topics.node_event if event.stream is None else topics.stream(event.stream, "event")
             self._enqueue(_Outgoing(topic, to_json(event).encode(), True))
         elif isinstance(event, StatusEvent):
             self._status, self._status_dirty = event, True
+        elif isinstance(event, ScorerEvent):
+            self._enqueue(_Outgoing(topics.node_event, to_json(event).encode(), True))
         self._wake.set()
 
     def _state_for(self, stream: str) -> StreamState:

@@ -1,0 +1,1 @@
+"""Analyst feedback: keep recent windows' features, record verdicts (docs/learning.md)."""

@@ -1,0 +1,1 @@
+"""spoofwatch.learning: analyst feedback, retraining with a canary gate, promotion, robustness."""
