@@ -364,3 +364,19 @@ def test_extra_routes_are_guarded_and_keep_their_own_404() -> None:
         (401, "expected Authorization: Bearer TOKEN or ?token=TOKEN\n"),
         (404, "no such recording: r1"),
     ]
+
+
+def test_the_scorer_follows_a_hot_reload_of_the_pipelines_detector(detector: Detector) -> None:
+    swapped = GatedDetector(detector)
+    swapped.gate.set()
+    serving_now: list[Detector] = [detector]
+    scorer = RestScorer(detector, current=lambda: serving_now[0])
+    wav = encode(clip(1.0, 16000), 16000, "WAV", "PCM_16")
+
+    async def body() -> int:
+        async with serving(detector, scorer=scorer, token=None) as served:
+            serving_now[0] = swapped  # what Pipeline.use_scorer does on a reload
+            return (await served.score(wav, token=None))[0]
+
+    assert run(body(), timeout_s=60) == 200
+    assert swapped.entered.is_set() and scorer.detector is swapped

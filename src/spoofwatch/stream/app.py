@@ -226,7 +226,7 @@ async def run_http_server(
     routes = list(extra_routes)
     scorer = None
     if isinstance(pipeline.scorer, Detector):  # POST /v1/score shares the pipeline's detector
-        scorer = RestScorer(pipeline.scorer, ScoreLimits.from_config(server))
+        scorer = RestScorer(pipeline.scorer, ScoreLimits.from_config(server), current=lambda: pipeline.scorer)
         routes += scorer.routes()
     try:
         await run_server(pipeline, server, ready, extra_routes=routes)

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -94,10 +95,19 @@ def _refusal(status: int, name: str, message: str) -> web.Response:
 class RestScorer:
     """Scores request bodies with ``detector`` (see the module docstring)."""
 
-    def __init__(self, detector: Detector, limits: ScoreLimits | None = None) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        limits: ScoreLimits | None = None,
+        *,
+        current: Callable[[], object] | None = None,
+    ) -> None:
+        """``current``: the detector to use now (the pipeline's, which a hot reload swaps);
+        ``detector`` while it gives anything but a ``Detector``."""
         self.detector = detector
         self.limits = limits or ScoreLimits()
         self.window = card_window_config(detector)
+        self._current = current
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spoofwatch-rest-score")
         self._pending = 0
 
@@ -107,6 +117,15 @@ class RestScorer:
 
     def routes(self) -> list[web.RouteDef]:
         return [web.post(SCORE_PATH, self.handle)]
+
+    def _follow_reload(self) -> None:
+        if self._current is None:
+            return
+        from spoofwatch.model.detector import Detector
+
+        now = self._current()
+        if isinstance(now, Detector) and now is not self.detector:
+            self.detector, self.window = now, card_window_config(now)
 
     def score_bytes(self, body: bytes, name: str) -> tuple[int, dict[str, Any]]:
         """(HTTP status, result object) for one file's bytes; blocking (the executor's)."""
@@ -164,6 +183,7 @@ class RestScorer:
             )
             response.headers["Retry-After"] = "1"
             return response
+        self._follow_reload()
         self._pending += 1
         try:
             loop = asyncio.get_running_loop()
