@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import soundfile as sf
 
 from mosquitto_broker import MosquittoBroker
 from spoofwatch.audio.files import load_audio
+from spoofwatch.cli import main
 from spoofwatch.model.artifact import detector_dir
 from waits import LineReader, scaled, wait_until
 
@@ -232,6 +235,28 @@ def test_serve_publishes_contract_messages_over_mqtt_and_answers_ingest(
         "speech",
         "lag_ms",
     } <= set(score)
+
+    # POST /v1/score answers what `spoofwatch score --json` prints for the same file.
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/score?name={FAKE.name}", data=FAKE.read_bytes(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=scaled(120)) as response:
+        assert response.status == 200
+        rest = json.loads(response.read())
+    printed = io.StringIO()
+    assert main(["score", "--json", str(FAKE)], out=printed) == 0
+    cli = json.loads(printed.getvalue())
+    assert rest["path"] == FAKE.name and rest["label"] == cli["label"] == "spoof"
+    assert [(w["t_start"], w["t_end"]) for w in rest["windows"]] == [
+        (w["t_start"], w["t_end"]) for w in cli["windows"]
+    ]
+    # The server's detector runs one torch thread per worker: sums may round differently.
+    assert [w["score"] for w in rest["windows"]] == pytest.approx(
+        [w["score"] for w in cli["windows"]], abs=1e-3
+    )
+    assert (rest["score"], rest["p_spoof"], rest["duration_s"]) == pytest.approx(
+        (cli["score"], cli["p_spoof"], cli["duration_s"]), abs=1e-3
+    )
 
 
 @pytest.mark.microphone

@@ -341,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert (if not in the same file)")
     sv.add_argument("--max-stream-s", type=float, help="longest stream, seconds of audio (0 = no limit)")
     sv.add_argument("--max-messages-per-s", type=float, help="per-connection message rate limit")
+    sv.add_argument("--score-max-bytes", type=int, metavar="N", help="POST /v1/score: largest body")
+    sv.add_argument(
+        "--score-max-duration-s", type=float, metavar="S", help="POST /v1/score: longest audio (seconds)"
+    )
     sv.add_argument(
         "--drain-timeout",
         type=float,
@@ -471,6 +475,8 @@ def _server_settings(args: argparse.Namespace) -> Any:
         "tls_cert": getattr(args, "tls_cert", None),
         "tls_key": getattr(args, "tls_key", None),
         "max_messages_per_s": getattr(args, "max_messages_per_s", None),
+        "score_max_bytes": getattr(args, "score_max_bytes", None),
+        "score_max_duration_s": getattr(args, "score_max_duration_s", None),
         "drain_timeout_s": getattr(args, "drain_timeout_s", None),
         "cluster_view": getattr(args, "cluster_view", None),
         "mqtt_ca_file": args.mqtt_ca_file,

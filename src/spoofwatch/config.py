@@ -238,6 +238,9 @@ class ServerConfig:
     # SPOOFWATCH_SERVER_AUDIOHOOK_CLIENTS (comma-separated) or in a secrets file.
     audiohook_clients: tuple[str, ...] = ()
     audiohook_clients_file: str | None = None  # one "API_KEY:BASE64_SECRET" per line
+    # POST /v1/score: the largest request body and the longest audio it may hold.
+    score_max_bytes: int = 64 << 20
+    score_max_duration_s: float = 300.0
     # Hot reload (docs/learning.md): reload the card when its directory's files change.
     watch_detector: bool = False
     watch_detector_interval_s: float = 2.0
@@ -288,6 +291,12 @@ class ServerConfig:
             ),
             ("max_message_burst", self.max_message_burst >= 1, "an integer >= 1"),
             ("max_streams_per_connection", self.max_streams_per_connection >= 0, "an integer >= 0"),
+            ("score_max_bytes", self.score_max_bytes >= 1024, "an integer >= 1024"),
+            (
+                "score_max_duration_s",
+                math.isfinite(self.score_max_duration_s) and self.score_max_duration_s > 0,
+                "a finite number of seconds > 0",
+            ),
             (
                 "watch_detector_interval_s",
                 math.isfinite(self.watch_detector_interval_s) and self.watch_detector_interval_s > 0,

@@ -141,8 +141,6 @@ def build_tasks(
     server = settings.server
     tasks: dict[str, Callable[[], Awaitable[None]]] = {}
     if websocket:
-        from spoofwatch.stream.net.server import run_server
-
         routes = [*evidence_http(pipeline, settings, tasks), *extra_routes]  # + /v1/streams, /v1/evidence
         if server.cluster_view:
             from spoofwatch.stream.net.cluster import cluster_relay_from_config, cluster_routes
@@ -150,7 +148,7 @@ def build_tasks(
             cluster = cluster_relay_from_config(server)  # no broker configured fails at start-up
             tasks["cluster-view"] = cluster.run
             routes += cluster_routes(cluster, pipeline.status)
-        tasks["websocket"] = lambda: run_server(pipeline, server, ready, extra_routes=routes)
+        tasks["websocket"] = lambda: run_http_server(pipeline, settings, ready, routes)
         if server.audiosocket_port is not None:
             from spoofwatch.stream.net.audiosocket_server import run_audiosocket_server
 
@@ -216,6 +214,30 @@ def evidence_http(
     tasks["streams-snapshot"] = tracker.run
     store = EvidenceStore(server.evidence_dir, server.evidence_days) if server.evidence_dir else None
     return streams_routes(tracker) + evidence_routes(store)
+
+
+async def run_http_server(
+    pipeline: Pipeline,
+    settings: Settings,
+    ready: asyncio.Event | None = None,
+    extra_routes: Sequence[web.AbstractRouteDef] = (),
+) -> None:
+    """The HTTP + WebSocket server with ``extra_routes`` and ``POST /v1/score``."""
+    from spoofwatch.model.detector import Detector
+    from spoofwatch.stream.net.rest_score import RestScorer, ScoreLimits
+    from spoofwatch.stream.net.server import run_server
+
+    server = settings.server
+    routes = list(extra_routes)
+    scorer = None
+    if isinstance(pipeline.scorer, Detector):  # POST /v1/score shares the pipeline's detector
+        scorer = RestScorer(pipeline.scorer, ScoreLimits.from_config(server), current=lambda: pipeline.scorer)
+        routes += scorer.routes()
+    try:
+        await run_server(pipeline, server, ready, extra_routes=routes)
+    finally:
+        if scorer is not None:
+            scorer.close()
 
 
 async def serve(

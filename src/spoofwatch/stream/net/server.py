@@ -64,6 +64,7 @@ from spoofwatch.stream.net.connection import close_reason, run_connection
 from spoofwatch.stream.net.ingest import IngestConnection
 from spoofwatch.stream.net.jambonz import select_subprotocol, serve_jambonz
 from spoofwatch.stream.net.limits import ConnectionGuard, ConnectionLimits
+from spoofwatch.stream.net.openapi import OPENAPI_PATH, openapi_routes
 from spoofwatch.stream.net.redact import RedactingAccessLogger, RedactingFilter
 from spoofwatch.stream.net.tls import server_ssl_context
 from spoofwatch.stream.net.twilio import TwilioConnection
@@ -234,6 +235,7 @@ class SpoofwatchServer:
         app = web.Application(middlewares=[self._guard], client_max_size=1024**2)
         app.router.add_routes([web.get(path, self._websocket) for path in self._routes])
         app.router.add_routes([web.get("/healthz", self._get_healthz), web.get("/", self._get_index)])
+        app.router.add_routes(openapi_routes())
         app.router.add_routes(self.extra_routes)
         app.on_shutdown.append(self._close_websockets)
         return app
@@ -302,15 +304,15 @@ class SpoofwatchServer:
             return await handler(request)
         if not self._authorized(request):
             return unauthorized_response()
-        try:
-            return await handler(request)
-        except web.HTTPNotFound:
-            known = sorted([*self._routes, "/healthz", "/", *self._extra_paths()])
+        # Only the router's own 404 (no such path): a handler's 404 says what it lacks.
+        if isinstance(request.match_info.http_exception, web.HTTPNotFound):
+            known = sorted([*self._routes, "/healthz", "/", OPENAPI_PATH, *self._extra_paths()])
             return http_response(
                 http.HTTPStatus.NOT_FOUND,
                 f"no route {request.path}; expected one of {known}\n".encode(),
                 "text/plain; charset=utf-8",
             )
+        return await handler(request)
 
     def _extra_paths(self) -> list[str]:
         return sorted({str(getattr(r, "path", "")) for r in self.extra_routes} - {""})
