@@ -85,3 +85,19 @@ def test_every_manifest_parses_and_names_its_kinds() -> None:
     serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
     (app,) = serve_config["applications"]
     assert app["name"] == "spoofwatch-pool" and app["import_path"].startswith("spoofwatch.pool.")
+
+
+def test_the_rayservice_app_args_build_the_pool_spec_its_import_path_takes() -> None:
+    pytest.importorskip("ray")
+    from spoofwatch.errors import ModelError
+    from spoofwatch.pool.deployment import pool_spec_from_args
+    from spoofwatch.pool.spec import PoolSpec
+
+    (service,) = load("rayservice-pool.yaml")
+    (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    module, _, name = app["import_path"].partition(":")
+    assert (module, name) == ("spoofwatch.pool.deployment", "build_app")
+    spec = pool_spec_from_args(app["args"])
+    assert spec == PoolSpec(max_batch=32, batch_wait_ms=5)
+    with pytest.raises(ModelError, match=r"unknown \['replicas'\]"):
+        pool_spec_from_args({"replicas": 2})

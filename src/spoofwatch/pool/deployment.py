@@ -81,7 +81,20 @@ class DetectorReplica:
         return result
 
 
-def build_app(spec: PoolSpec) -> Any:
-    """The Serve application ``spoofwatch pool up`` runs."""
+def build_app(spec: PoolSpec | dict[str, Any]) -> Any:
+    """The Serve application ``spoofwatch pool up`` runs. A config file's ``import_path``
+    (KubeRay's RayService, ``serve deploy``) calls it with its ``args`` as a dict of
+    ``PoolSpec`` fields instead."""
+    if isinstance(spec, dict):
+        spec = pool_spec_from_args(spec)
     deployment = serve.deployment(DetectorReplica).options(**spec.deployment_options())  # type: ignore[attr-defined]
     return deployment.bind(spec)
+
+
+def pool_spec_from_args(args: dict[str, Any]) -> PoolSpec:
+    """A Serve config's ``args`` as a ``PoolSpec``, unknown keys refused by name."""
+    fields = set(PoolSpec.__dataclass_fields__)
+    unknown = sorted(set(args) - fields)
+    if unknown:
+        raise ModelError(f"pool app args: unknown {unknown}; expected some of {sorted(fields)}")
+    return PoolSpec(**args)
