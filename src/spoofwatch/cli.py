@@ -564,12 +564,20 @@ def _add_scorer_options(
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     import asyncio
 
+    from spoofwatch.model.card_label import CardLabel, scorer_label
     from spoofwatch.stream.app import serve
-    from spoofwatch.stream.engine.reload import detector_loader
+    from spoofwatch.stream.engine.reload import CardLoader, detector_loader
 
     settings = _server_settings(args)
-    loader = detector_loader(settings)  # hot reload loads cards the same way
-    detector, card = loader(None)
+    detector = _load_scorer(settings)
+    card: CardLabel = scorer_label(detector)
+    loader: CardLoader | None = None
+    if settings.engine.scorer == "local":  # the pool's replicas hold their card: no hot reload
+        loader = detector_loader(settings)  # reloads load cards as _load_scorer does
+        if isinstance(getattr(detector, "card", None), dict):
+            from spoofwatch.model.identity import card_identity
+
+            card = card_identity(settings.server.detector)
     logger.info(
         "serving on %s://%s:%s (detector %s, sha256 %s)",
         "wss" if settings.server.tls_cert else "ws",
