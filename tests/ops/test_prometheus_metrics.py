@@ -226,3 +226,30 @@ def test_admission_refusals_are_counted_by_reason() -> None:
             await handle.close()
 
     asyncio.run(body())
+
+
+def test_draining_and_token_refusals_are_counted_by_reason() -> None:
+    from spoofwatch.config import ServerConfig
+    from spoofwatch.stream.net.server import SpoofwatchServer
+
+    async def body() -> None:
+        pipeline = Pipeline(FakeScorer(), CFG, EngineConfig())
+        metrics = ServerMetrics(pipeline)
+        server = SpoofwatchServer(pipeline, ServerConfig(port=0, token="s3cret"))
+        await server.start()
+        try:
+            async with TestClient(TestServer(web.Application())) as client:
+                url = f"http://127.0.0.1:{server.port}"
+                assert (await client.session.get(f"{url}/healthz")).status == 401
+                assert (await client.session.get(f"{url}/healthz?token=s3cret")).status == 200
+        finally:
+            await server.stop()
+        pipeline.drain.begin()
+        with pytest.raises(LimitExceededError, match="draining"):
+            pipeline.open_stream("late", source="ws_ingest", sample_rate=16000)
+        pipeline.open_stream("local", source="mic", sample_rate=16000, trusted=True)  # not a network call
+        refused = metrics.registry.get_sample_value
+        assert refused("spoofwatch_refused_total", {"reason": "unauthorized"}) == 1
+        assert refused("spoofwatch_refused_total", {"reason": "draining"}) == 1
+
+    asyncio.run(body())

@@ -359,7 +359,8 @@ class Pipeline:
         if stream_id in self.streams:
             self.refused["duplicate_stream"] += 1
             raise ProtocolError(f"stream id {stream_id!r} is already live; expected a unique id")
-        if not trusted:
+        if not trusted and self.drain.refusal() is not None:
+            self.refused["draining"] += 1
             self.drain.check()
         limit = self.engine_config.max_streams
         if len(self.streams) >= limit:
@@ -367,6 +368,7 @@ class Pipeline:
             raise LimitExceededError(f"server is at its limit of {limit} concurrent streams; try again later")
         health = scorer_health(self.scorer)
         if health is not None and not health.get("accepting", True):  # shed load: pool unreachable
+            self.refused["scorer_unavailable"] += 1
             raise LimitExceededError(
                 f"this node cannot score new streams now (inference pool unreachable: "
                 f"{health.get('last_error')}); try another node"

@@ -303,6 +303,7 @@ class SpoofwatchServer:
         if request.path in self._routes and request.method == "GET":
             return await handler(request)
         if not self._authorized(request):
+            self.pipeline.refused["unauthorized"] += 1
             return unauthorized_response()
         # Only the router's own 404 (no such path): a handler's 404 says what it lacks.
         if isinstance(request.match_info.http_exception, web.HTTPNotFound):
@@ -378,6 +379,7 @@ class SpoofwatchServer:
             if self._stopping:
                 await ws.close(CloseCode.GOING_AWAY, "server shutting down")
             elif not authorized and request.path not in SELF_AUTHORIZING_PATHS:
+                self.pipeline.refused["unauthorized"] += 1
                 await refuse_unauthorized(ws, request.path)
             else:
                 query = parse_qs(urlsplit(request.raw_path).query)
