@@ -182,7 +182,8 @@ def test_cluster_route_on_a_bare_aiohttp_application(mosquitto: MosquittoBroker)
 
     seen = run(body())
     assert seen[0] == {"type": "status", "v": 1, "node": "a", "streams": 0, "max_streams": 10,
-                       "queued_windows": 0, "dropped_windows": 0, "detector": None, "detector_sha": None}  # fmt: skip
+                       "queued_windows": 0, "dropped_windows": 0,
+                       "detector": None, "detector_sha": None}  # fmt: skip
     assert any(m["type"] == "alarm" and m["node"] == "b" and m["stream"] == "only-b" for m in seen)
 
 
