@@ -15,7 +15,7 @@ import asyncio
 import io
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,9 @@ class Call:
     def alarms(self) -> list[AlarmEvent]:
         return [e for e in self.events if isinstance(e, AlarmEvent) and e.stream == self.stream]
 
-    async def run(self, audio: NDArray[np.float32], keep_going: Any = None, pace_s: float = 0.0) -> None:
+    async def run(
+        self, audio: NDArray[np.float32], keep_going: Callable[[], bool] | None = None, pace_s: float = 0.0
+    ) -> None:
         """Send ``audio`` (and stop after it), or, with ``keep_going``, its 0.25 s chunks
         while ``keep_going()`` is true (whole seconds at most ``len(audio)``)."""
         async with connect(self.url) as ws:
