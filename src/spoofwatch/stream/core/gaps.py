@@ -23,7 +23,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["GAP_CAUSES", "SPLICED_CAUSES", "DigitalSilence", "Timeline", "check_gap_seconds"]
+__all__ = ["GAP_CAUSES", "SPLICED_CAUSES", "DigitalSilence", "HeldRun", "Timeline", "check_gap_seconds"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,39 @@ class SilenceRun:
     samples: int
 
 
+class HeldRun:
+    """Quiet audio held back until it is known whether it makes a run of at least
+    ``min_samples`` (handed out as a ``SilenceRun``) or is sound (handed out as audio)."""
+
+    def __init__(self, min_samples: int) -> None:
+        if min_samples < 1:
+            raise ValueError(f"min_samples: expected an int >= 1, got {min_samples!r}")
+        self.min_samples = min_samples
+        self.held = 0  # quiet samples held back
+        self._audio: list[NDArray[np.float32]] = []  # kept while too short to be a run
+        self.runs = 0
+        self.run_samples = 0
+
+    def hold(self, quiet: NDArray[np.float32]) -> None:
+        self.held += len(quiet)
+        if self.held >= self.min_samples:
+            self._audio.clear()  # a run for sure: only its length matters now
+        else:
+            self._audio.append(quiet)
+
+    def release(self, out: list[NDArray[np.float32] | SilenceRun]) -> None:
+        if not self.held:
+            return
+        if self.held >= self.min_samples:
+            self.runs += 1
+            self.run_samples += self.held
+            out.append(SilenceRun(self.held))
+        else:
+            out.append(np.concatenate(self._audio))
+        self.held = 0
+        self._audio.clear()
+
+
 class DigitalSilence:
     """Splits a stream's audio into received sound and runs of exact digital silence.
 
@@ -134,14 +167,17 @@ class DigitalSilence:
     """
 
     def __init__(self, min_samples: int, level: float = 1.0 / 32768.0) -> None:
-        if min_samples < 1:
-            raise ValueError(f"min_samples: expected an int >= 1, got {min_samples!r}")
+        self._run = HeldRun(min_samples)  # silent samples at the end of what was fed
         self.min_samples = min_samples
         self.level = level
-        self._held = 0  # silent samples at the end of what was fed, not yet handed out
-        self._held_audio: list[NDArray[np.float32]] = []  # kept while too short to be a run
-        self.runs = 0
-        self.run_samples = 0
+
+    @property
+    def runs(self) -> int:
+        return self._run.runs
+
+    @property
+    def run_samples(self) -> int:
+        return self._run.run_samples
 
     def feed(self, samples: NDArray[np.float32]) -> list[NDArray[np.float32] | SilenceRun]:
         """Audio in; sound (arrays) and silence runs (``SilenceRun``) out, in order."""
@@ -155,38 +191,19 @@ class DigitalSilence:
         for a, b in itertools.pairwise(bounds.tolist()):
             start, stop = a, b
             if not quiet[start]:
-                self._release(out)
+                self._run.release(out)
                 out.append(samples[start:stop])
                 continue
-            self._hold(samples[start:stop])
+            self._run.hold(samples[start:stop])
             if stop < n:  # the run ends inside this chunk
-                self._release(out)
+                self._run.release(out)
         return _merged(out)
 
     def flush(self) -> list[NDArray[np.float32] | SilenceRun]:
         """End of stream: what is still held back."""
         out: list[NDArray[np.float32] | SilenceRun] = []
-        self._release(out)
+        self._run.release(out)
         return out
-
-    def _hold(self, quiet: NDArray[np.float32]) -> None:
-        self._held += len(quiet)
-        if self._held >= self.min_samples:
-            self._held_audio.clear()  # a run for sure: only its length matters now
-        else:
-            self._held_audio.append(quiet)
-
-    def _release(self, out: list[NDArray[np.float32] | SilenceRun]) -> None:
-        if not self._held:
-            return
-        if self._held >= self.min_samples:
-            self.runs += 1
-            self.run_samples += self._held
-            out.append(SilenceRun(self._held))
-        else:
-            out.append(np.concatenate(self._held_audio))
-        self._held = 0
-        self._held_audio.clear()
 
 
 def _merged(parts: list[NDArray[np.float32] | SilenceRun]) -> list[NDArray[np.float32] | SilenceRun]:

@@ -18,7 +18,7 @@ import itertools
 import numpy as np
 from numpy.typing import NDArray
 
-from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun
+from spoofwatch.stream.core.gaps import DigitalSilence, HeldRun, SilenceRun
 
 __all__ = ["QuietFrames", "SilenceSplitter"]
 
@@ -31,18 +31,20 @@ class QuietFrames:
     def __init__(self, frame_samples: int, min_samples: int, level: float) -> None:
         if frame_samples < 1:
             raise ValueError(f"frame_samples: expected an int >= 1, got {frame_samples!r}")
-        if min_samples < 1:
-            raise ValueError(f"min_samples: expected an int >= 1, got {min_samples!r}")
+        self._run = HeldRun(min_samples)  # quiet frames of a run that may still be too short
         if not (np.isfinite(level) and level > 0):
             raise ValueError(f"level: expected a positive RMS, got {level!r}")
         self.frame = frame_samples
-        self.min_samples = min_samples
         self.level_squared = float(level) ** 2
         self._partial = np.zeros(0, dtype=np.float32)  # less than one frame, not yet judged
-        self._held: list[NDArray[np.float32]] = []  # quiet frames of a run still too short
-        self._held_n = 0
-        self.runs = 0
-        self.run_samples = 0
+
+    @property
+    def runs(self) -> int:
+        return self._run.runs
+
+    @property
+    def run_samples(self) -> int:
+        return self._run.run_samples
 
     def feed(self, samples: NDArray[np.float32]) -> list[Part]:
         """Sound in; sound (arrays) and quiet runs out, in order."""
@@ -59,9 +61,9 @@ class QuietFrames:
         for a, b in itertools.pairwise(bounds.tolist()):
             piece = audio[a:b]
             if quiet[a // self.frame]:
-                self._hold(piece)
+                self._run.hold(piece)
             else:
-                self._release(out)
+                self._run.release(out)
                 out.append(piece)
         return out
 
@@ -70,32 +72,13 @@ class QuietFrames:
         out: list[Part] = []
         tail, self._partial = self._partial, np.zeros(0, dtype=np.float32)
         if len(tail) and float(np.mean(tail.astype(np.float64) ** 2)) <= self.level_squared:
-            self._hold(tail)
-            self._release(out)
+            self._run.hold(tail)
+            self._run.release(out)
         else:
-            self._release(out)
+            self._run.release(out)
             if len(tail):
                 out.append(tail)
         return out
-
-    def _hold(self, quiet: NDArray[np.float32]) -> None:
-        self._held_n += len(quiet)
-        if self._held_n >= self.min_samples:
-            self._held.clear()  # a run for sure: only its length matters now
-        else:
-            self._held.append(quiet)
-
-    def _release(self, out: list[Part]) -> None:
-        if not self._held_n:
-            return
-        if self._held_n >= self.min_samples:
-            self.runs += 1
-            self.run_samples += self._held_n
-            out.append(SilenceRun(self._held_n))
-        else:
-            out.append(np.concatenate(self._held))
-        self._held_n = 0
-        self._held.clear()
 
 
 class SilenceSplitter:
