@@ -15,15 +15,14 @@ import logging
 import random
 import ssl
 
-import aiomqtt
-
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import ErrorEvent, FeedbackEvent
 from spoofwatch.feedback.desk import FeedbackDesk, FeedbackError, parse_feedback
 from spoofwatch.stream.engine.hub import EventHub
+from spoofwatch.stream.net.mqtt_subscriber import Subscription, subscribe_forever
 from spoofwatch.stream.net.tls import client_ssl_context
-from spoofwatch.stream.sinks.mqtt import BrokerAddress, MqttTopics, backoff_delay, parse_broker_url
+from spoofwatch.stream.sinks.mqtt import BrokerAddress, MqttTopics, parse_broker_url
 
 logger = logging.getLogger(__name__)
 
@@ -88,35 +87,26 @@ class MqttFeedback:
 
     async def run(self) -> None:
         """Subscribe, reconnecting with backoff, until cancelled."""
-        attempt = 0
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    self.address.host,
-                    self.address.port,
-                    username=self.address.username,
-                    password=self.address.password,
-                    identifier=self.client_id,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    tls_context=self.tls_context,
-                ) as client:
-                    await client.subscribe(self.topic, qos=1)
-                    attempt = 0
-                    self.subscribed.set()
-                    logger.info("listening for feedback on MQTT %s %s", self.address.display, self.topic)
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, str):
-                            payload = payload.encode()
-                        if not isinstance(payload, bytes | bytearray):
-                            payload = b""
-                        await self.handle(bytes(payload))
-            except aiomqtt.MqttError as exc:
-                logger.info("MQTT feedback subscription to %s lost: %s", self.address.display, exc)
-            finally:
+        subscription = Subscription(
+            self.address,
+            self.client_id,
+            [self.topic],
+            self.tls_context,
+            "MQTT feedback",
+            self.reconnect_min_s,
+            self.reconnect_max_s,
+        )
+
+        async def on_message(_topic: str, payload: bytes) -> None:
+            await self.handle(payload)
+
+        def on_connected(up: bool) -> None:
+            if up:
+                self.subscribed.set()
+            else:
                 self.subscribed.clear()
-            await asyncio.sleep(backoff_delay(attempt, self.reconnect_min_s, self.reconnect_max_s, self._rng))
-            attempt += 1
+
+        await subscribe_forever(subscription, on_message, on_connected, self._rng)
 
 
 def mqtt_feedback_from_config(desk: FeedbackDesk | None, hub: EventHub, config: ServerConfig) -> MqttFeedback:

@@ -24,14 +24,13 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
-import aiomqtt
-
 from spoofwatch.config import ServerConfig
 from spoofwatch.errors import ConfigError, ProtocolError
 from spoofwatch.events import SCHEMA_VERSION, StatusEvent, event_to_dict, parse_event, to_json
 from spoofwatch.stream.engine.hub import EventHub
+from spoofwatch.stream.net.mqtt_subscriber import Subscription, subscribe_forever
 from spoofwatch.stream.net.tls import client_ssl_context
-from spoofwatch.stream.sinks.mqtt import BrokerAddress, backoff_delay, parse_broker_url
+from spoofwatch.stream.sinks.mqtt import BrokerAddress, parse_broker_url
 
 if TYPE_CHECKING:  # aiohttp serves /v1/cluster once the server runs on it (cluster_routes)
     from aiohttp import web
@@ -182,36 +181,23 @@ class ClusterRelay:
                 sub.end(SHUTTING_DOWN)
 
     async def _subscribe_forever(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    self.address.host,
-                    self.address.port,
-                    username=self.address.username,
-                    password=self.address.password,
-                    identifier=self.client_id,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    tls_context=self.tls_context,
-                ) as client:
-                    for topic in self.topics:
-                        await client.subscribe(topic, qos=1)
-                    self.connected = True
-                    attempt = 0
-                    logger.info(
-                        "cluster view: subscribed to %s/+/... on %s", self.prefix, self.address.display
-                    )
-                    async for message in client.messages:
-                        payload = message.payload
-                        if isinstance(payload, bytes | bytearray):
-                            self.on_message(str(message.topic), bytes(payload))
-            except aiomqtt.MqttError as exc:
-                logger.info("cluster view: broker %s unavailable: %s", self.address.display, exc)
-            finally:
-                self.connected = False
-            delay = backoff_delay(attempt, RECONNECT_MIN_S, RECONNECT_MAX_S, self._rng)
-            attempt += 1
-            await asyncio.sleep(delay)
+        subscription = Subscription(
+            self.address,
+            self.client_id,
+            self.topics,
+            self.tls_context,
+            "cluster view",
+            RECONNECT_MIN_S,
+            RECONNECT_MAX_S,
+        )
+
+        async def on_message(topic: str, payload: bytes) -> None:
+            self.on_message(topic, payload)
+
+        def on_connected(up: bool) -> None:
+            self.connected = up
+
+        await subscribe_forever(subscription, on_message, on_connected, self._rng)
 
 
 def cluster_relay_from_config(config: ServerConfig) -> ClusterRelay:
