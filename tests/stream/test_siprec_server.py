@@ -19,10 +19,10 @@ from numpy.typing import NDArray
 
 from fakes import FakeScorer, noise
 from selfsigned import make_self_signed
+from siprec_kit import drain, siprec_recorder
 from spoofwatch.audio.pcm import mulaw_encode
 from spoofwatch.config import EngineConfig, StreamConfig
-from spoofwatch.events import ErrorEvent, Event, GapEvent, ScoreEvent, StreamEvent
-from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.events import ErrorEvent, GapEvent, ScoreEvent, StreamEvent
 from spoofwatch.stream.net.siprec_server import SiprecServer
 from spoofwatch.stream.protocols import sip
 from spoofwatch.stream.protocols.rtp import build_rtp
@@ -115,31 +115,10 @@ async def peer(host: str = "127.0.0.1") -> AsyncIterator[SipPeer]:
         transport.close()
 
 
-@contextlib.asynccontextmanager
-async def recorder(
-    engine: EngineConfig | None = None, **options: Any
-) -> AsyncIterator[tuple[SiprecServer, Any]]:
-    pipeline = Pipeline(FakeScorer(16000, 1.0), CFG, engine or EngineConfig(max_batch=8, max_wait_ms=5))
-    sub = pipeline.hub.subscribe(maxsize=100_000)
-    worker = asyncio.create_task(pipeline.run())
+def recorder(engine: EngineConfig | None = None, **options: Any) -> Any:
     options.setdefault("rtp_ports", (32000, 32767))  # below the ephemeral ports
     options.setdefault("max_packets_per_s", 2000.0)
-    server = SiprecServer(pipeline, "127.0.0.1", 0, **options)
-    await server.start()
-    try:
-        yield server, sub
-    finally:
-        await server.stop()
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
-
-
-def drain(sub: Any) -> list[Event]:
-    events = []
-    while not sub.queue.empty():
-        events.append(sub.queue.get_nowait())
-    return events
+    return siprec_recorder(FakeScorer(16000, 1.0), CFG, engine, **options)
 
 
 async def open_call(

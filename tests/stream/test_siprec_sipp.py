@@ -10,11 +10,9 @@ LibriSpeech one, after telephone coding); the slow one with the real shipped det
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import shutil
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,11 +22,10 @@ import pytest
 from numpy.typing import NDArray
 
 from fakes import FakeScorer
-from spoofwatch.config import EngineConfig, StreamConfig
+from siprec_kit import drain, siprec_recorder
+from spoofwatch.config import StreamConfig
 from spoofwatch.events import AlarmEvent, ErrorEvent, Event, ScoreEvent, StreamEvent
 from spoofwatch.model.scorer import WindowScorer
-from spoofwatch.stream.engine.pipeline import Pipeline
-from spoofwatch.stream.net.siprec_server import SiprecServer
 from waits import scaled
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,29 +56,8 @@ def load_example() -> ModuleType:
     return module
 
 
-@contextlib.asynccontextmanager
-async def recorder(
-    scorer: WindowScorer, config: StreamConfig = CFG
-) -> AsyncIterator[tuple[SiprecServer, Any]]:
-    pipeline = Pipeline(scorer, config, EngineConfig(max_batch=8, max_wait_ms=5))
-    sub = pipeline.hub.subscribe(maxsize=100_000)
-    worker = asyncio.create_task(pipeline.run())
-    server = SiprecServer(pipeline, "127.0.0.1", 0, rtp_ports=(31000, 31999), max_packets_per_s=2000)
-    await server.start()
-    try:
-        yield server, sub
-    finally:
-        await server.stop()
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
-
-
-def drain(sub: Any) -> list[Event]:
-    events = []
-    while not sub.queue.empty():
-        events.append(sub.queue.get_nowait())
-    return events
+def recorder(scorer: WindowScorer, config: StreamConfig = CFG) -> Any:
+    return siprec_recorder(scorer, config, rtp_ports=(31000, 31999), max_packets_per_s=2000)
 
 
 async def recorded_call(
