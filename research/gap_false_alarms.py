@@ -57,6 +57,7 @@ from spoofwatch.events import AlarmEvent, Event, ScoreEvent
 from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
+from spoofwatch.train.concealment import fill_comfort_noise, fill_plc, fill_zeros, pauses
 
 FILLER_TOLERANCE_S = 0.1  # a window with more hole content than this counts as scored over filler
 HOLES = ("none", "discarded-1s", "paused-12s", "zeros-200ms", "plc", "comfort-noise", "dtx")
@@ -108,25 +109,6 @@ def _replaced(
     return Call([Piece(out)], spans)
 
 
-def _zeros(out: NDArray[np.float32], i: int, j: int, sr: int) -> None:
-    out[i:j] = 0.0
-
-
-def _plc(out: NDArray[np.float32], i: int, j: int, sr: int) -> None:
-    frame = round(0.02 * sr)
-    last = out[max(0, i - frame) : i].copy()
-    n = j - i
-    reps = np.resize(last, n)
-    fade = np.clip(1.0 - np.arange(n) / max(1, n), 0.0, 1.0).astype(np.float32)
-    out[i:j] = reps * fade
-
-
-def _comfort_noise(out: NDArray[np.float32], i: int, j: int, sr: int) -> None:
-    rng = np.random.default_rng(i)
-    rms = 10 ** (-60 / 20)
-    out[i:j] = (rng.standard_normal(j - i) * rms).astype(np.float32)
-
-
 def make_call(audio: NDArray[np.float32], sr: int, hole: str) -> Call:
     dur = len(audio) / sr
     if hole == "none":
@@ -137,35 +119,16 @@ def make_call(audio: NDArray[np.float32], sr: int, hole: str) -> Call:
         return _known_gap(audio, sr, 12.0, "paused")
     if hole == "zeros-200ms":
         spans = [(dur * f, dur * f + 0.2) for f in (0.3, 0.5, 0.7)]
-        return _replaced(audio, sr, spans, _zeros)
+        return _replaced(audio, sr, spans, fill_zeros)
     if hole == "plc":
         spans = [(t, t + 0.06) for t in np.arange(1.0, dur - 0.1, 1.0)]
-        return _replaced(audio, sr, spans, _plc)
+        return _replaced(audio, sr, spans, fill_plc)
     if hole == "comfort-noise":
         spans = [(dur * f, dur * f + 1.0) for f in (0.3, 0.6)]
-        return _replaced(audio, sr, spans, _comfort_noise)
+        return _replaced(audio, sr, spans, fill_comfort_noise)
     if hole == "dtx":
-        return _replaced(audio, sr, _pauses(audio, sr), _comfort_noise)
+        return _replaced(audio, sr, pauses(audio, sr), fill_comfort_noise)
     raise ValueError(f"hole: expected one of {HOLES}, got {hole!r}")
-
-
-def _pauses(audio: NDArray[np.float32], sr: int) -> list[tuple[float, float]]:
-    """Where a DTX sender's VAD stops sending: runs of at least 60 ms of 20 ms frames more
-    than 30 dB below the clip's loudest frame."""
-    frame = round(0.02 * sr)
-    n = len(audio) // frame
-    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1)) + 1e-10
-    quiet = 20 * np.log10(rms) < 20 * np.log10(rms.max()) - 30
-    spans: list[tuple[float, float]] = []
-    start = None
-    for k, q in enumerate([*quiet.tolist(), False]):
-        if q and start is None:
-            start = k
-        elif not q and start is not None:
-            if k - start >= 3:
-                spans.append((start * frame / sr, k * frame / sr))
-            start = None
-    return spans
 
 
 @dataclass
@@ -213,9 +176,13 @@ def filler_inside(score: ScoreEvent, holes: list[tuple[float, float]], window_s:
     return max(0.0, overlap - removed)
 
 
-def pick(manifest: Path, label: str, count: int, min_s: float) -> list[Path]:
+def pick(manifest: Path, label: str, count: int, min_s: float, split: str = "") -> list[Path]:
     with manifest.open() as f:
-        rows = [r for r in csv.DictReader(f) if r["label"] == label and float(r["duration_s"]) >= min_s]
+        rows = [
+            r
+            for r in csv.DictReader(f)
+            if r["label"] == label and float(r["duration_s"]) >= min_s and (not split or r["split"] == split)
+        ]
     rows.sort(key=lambda r: r["utt_id"])
     step = max(1, len(rows) // count) if count else 1
     return [manifest.parent / r["path"] for r in rows[::step][:count]]
@@ -271,6 +238,8 @@ def main() -> None:
     parser.add_argument("--bonafide", type=int, default=80)
     parser.add_argument("--spoof", type=int, default=40)
     parser.add_argument("--min-s", type=float, default=8.0)
+    parser.add_argument("--split", default="", help="only clips of this split (default: all)")
+    parser.add_argument("--detector", default=None, help="detector directory (default: the packaged default)")
     parser.add_argument("--holes", default=",".join(HOLES))
     parser.add_argument("--policies", default=",".join(POLICIES), help="stream policies to run")
     args = parser.parse_args()
@@ -283,10 +252,10 @@ def main() -> None:
         if hole not in HOLES:
             parser.error(f"--holes: expected names from {HOLES}, got {hole!r}")
     clips = {
-        "bonafide": pick(args.manifest, "bonafide", args.bonafide, args.min_s),
-        "spoof": pick(args.manifest, "spoof", args.spoof, args.min_s),
+        "bonafide": pick(args.manifest, "bonafide", args.bonafide, args.min_s, args.split),
+        "spoof": pick(args.manifest, "spoof", args.spoof, args.min_s, args.split),
     }
-    detector = load_detector()
+    detector = load_detector(args.detector)
     asyncio.run(measure(detector, {k: v for k, v in clips.items() if v}, holes, policies))
 
 

@@ -207,3 +207,29 @@ def test_spectral_option_offers_every_front_end_the_pipeline_builds(
             parser.parse_args([*base, "--spectral", "cqcc"])
         assert "invalid choice: 'cqcc'" in capsys.readouterr().err
     assert spectral_front_end_spec("none") is None
+
+
+def test_train_pools_repeated_manifests_and_refuses_a_shared_utt_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spoofwatch.cli import _read_items, build_parser
+
+    def manifest(name: str, ids: list[str]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = ["path,utt_id,label,split"]
+        for utt in ids:
+            (folder / f"{utt}.wav").write_bytes(b"")
+            lines.append(f"{utt}.wav,{utt},bonafide,train")
+        (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
+        return folder / "manifest.csv"
+
+    a, b = manifest("a", ["a1", "a2"]), manifest("b", ["b1"])
+    args = build_parser().parse_args(["train", "--manifest", str(a), "--manifest", str(b), "--out", "d"])
+    items = _read_items(args)
+    assert items is not None and [it.utt_id for it in items] == ["a1", "a2", "b1"]
+    assert items[2].path == tmp_path / "b" / "b1.wav"  # each row relative to its own manifest
+    clash = manifest("c", ["a2"])
+    argv = ["train", "--manifest", str(a), "--manifest", str(clash), "--out", str(tmp_path / "d")]
+    assert main(argv, io.StringIO()) != 0
+    assert "--manifest: expected unique utt_id values across the manifests, found ['a2']" in capsys.readouterr().err

@@ -58,9 +58,22 @@ def _add_detector(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_dataset(parser: argparse.ArgumentParser, prefix: str = "", required: bool = True) -> None:
+def _add_dataset(
+    parser: argparse.ArgumentParser, prefix: str = "", required: bool = True, repeatable: bool = False
+) -> None:
     group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument(f"--{prefix}manifest", metavar="CSV", help="manifest CSV with path and label columns")
+    if repeatable:
+        group.add_argument(
+            f"--{prefix}manifest",
+            metavar="CSV",
+            action="append",
+            help="manifest CSV with path and label columns (repeatable: the manifests' rows are pooled,"
+            " e.g. the development corpus and a built one)",
+        )
+    else:
+        group.add_argument(
+            f"--{prefix}manifest", metavar="CSV", help="manifest CSV with path and label columns"
+        )
     group.add_argument(f"--{prefix}protocol", metavar="FILE", help="ASVspoof 2019 protocol file")
     parser.add_argument(f"--{prefix}audio-dir", metavar="DIR", help="audio folder for --protocol")
     parser.add_argument(f"--{prefix}ext", default=".flac", help="audio file extension for --protocol")
@@ -101,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="take the defaults of the options below from a recipe: a packaged detector's"
         " (default, resynth: model/NAME/recipe.toml) or a TOML file with a [train] table",
     )
-    _add_dataset(tr)
-    _add_dataset(tr, prefix="dev-", required=False)
+    _add_dataset(tr, repeatable=True)
+    _add_dataset(tr, prefix="dev-", required=False, repeatable=True)
     tr.add_argument("--out", required=True, metavar="DIR", help="detector directory to write")
     tr.add_argument(
         "--encoder", default="whisper-base", help="whisper-base | whisper-tiny.en | hf:PATH_OR_ID"
@@ -249,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="sources matching GLOB (or any of GLOB|GLOB...) are held out together as one fold "
         "(repeatable), for sources that are not independent, e.g. 'debian:asterisk*': one voice, "
         "partly the same recordings",
+    )
+    lo.add_argument(
+        "--fold-partitions",
+        type=int,
+        default=0,
+        metavar="K",
+        help="deal the held-out cells (families, sources) into K folds of about equal size: K fits "
+        "instead of one per cell, each cell still unseen by the head that scores it (a stricter "
+        "test, since each fold trains on less); per-cell figures are reported as before (default 0: "
+        "one fold per cell)",
     )
     lo.add_argument("--layers", default="0,1,2,3", help="comma-separated hidden states")
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
@@ -664,6 +687,8 @@ def _read_items(args: argparse.Namespace, prefix: str = "") -> list[Any] | None:
     key = prefix.replace("-", "_")
     manifest = getattr(args, f"{key}manifest")
     protocol = getattr(args, f"{key}protocol")
+    if isinstance(manifest, list):
+        return _read_manifests(manifest, f"--{prefix}manifest")
     if manifest:
         return read_manifest(manifest)
     if protocol:
@@ -674,6 +699,20 @@ def _read_items(args: argparse.Namespace, prefix: str = "") -> list[Any] | None:
             )
         return read_protocol(protocol, audio_dir, getattr(args, f"{key}ext"))
     return None
+
+
+def _read_manifests(paths: Sequence[str], flag: str) -> list[Any]:
+    """The rows of every manifest, refusing a utt_id that two of them share."""
+    from spoofwatch.train.corpus import read_manifest
+
+    items = [item for path in paths for item in read_manifest(path)]
+    repeated = sorted(name for name, n in Counter(it.utt_id for it in items).items() if n > 1)
+    if repeated:
+        raise DataError(
+            f"{flag}: expected unique utt_id values across the manifests, found {repeated[:5]} "
+            f"in more than one ({len(repeated)} in all)"
+        )
+    return items
 
 
 def _channel_list(text: str | None) -> tuple[str, ...]:
@@ -775,16 +814,10 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _loso_items(args: argparse.Namespace) -> list[Any]:
-    from spoofwatch.train.corpus import read_manifest, read_protocol
+    from spoofwatch.train.corpus import read_protocol
 
     if args.manifest:
-        items = [item for path in args.manifest for item in read_manifest(path)]
-        repeated = sorted(name for name, n in Counter(it.utt_id for it in items).items() if n > 1)
-        if repeated:
-            raise DataError(
-                f"--manifest: expected unique utt_id values across the manifests, found {repeated[:5]} "
-                f"in more than one ({len(repeated)} in all)"
-            )
+        items = _read_manifests(args.manifest, "--manifest")
     else:
         if not args.audio_dir:
             raise SpoofwatchError("--protocol needs --audio-dir (the folder of the audio files)")
@@ -807,7 +840,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.train.validate import FoldScheme, leave_one_fold_out
 
     items = _loso_items(args)
-    scheme = FoldScheme(args.fold_by, args.bonafide_fold_by, tuple(args.fold_group))
+    scheme = FoldScheme(args.fold_by, args.bonafide_fold_by, tuple(args.fold_group), args.fold_partitions)
     scheme.check(items)  # before hours of extraction
     test_channels = _channel_list(args.test_channel)
     if not test_channels:
@@ -853,6 +886,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "extra_items": len(extra_items),
         "extra_channels": extra_channels if extra_items else None,
         "fold_groups": args.fold_group,
+        "fold_partitions": args.fold_partitions,
         "spectral": args.spectral,
         "spectral_weight": args.spectral_weight,
         "quantization": args.quantization,

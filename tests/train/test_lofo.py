@@ -21,7 +21,13 @@ from spoofwatch.errors import DataError
 from spoofwatch.model.head import LinearHead
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.validate import FoldFitter, FoldScheme, leave_one_fold_out, leave_one_source_out
+from spoofwatch.train.validate import (
+    FoldFitter,
+    FoldScheme,
+    leave_one_fold_out,
+    leave_one_source_out,
+    partition_folds,
+)
 
 FAMILIES = ("tts", "vc", "vocoder")
 SOURCES = ("page-a", "page-b", "page-c")
@@ -143,6 +149,60 @@ def test_family_folds_never_train_on_the_clips_they_score() -> None:
         assert {"false_alarms", "bonafide_eer", "bonafide_mean_score"} <= set(report)
 
 
+def test_partitioned_folds_fit_k_heads_and_no_head_scores_a_cell_it_trained_on() -> None:
+    items = _items()
+    copies = _copies(items)
+    extra = _set(copies, 9)
+    extra.features[:, 0, 0] += 1000
+    scheme = FoldScheme("family", "source", partitions=2)
+    log: list[Call] = []
+    results = leave_one_fold_out(
+        [_set(items, 1)],
+        {"clean": _set(items, 1)},
+        [0, 1],
+        scheme=scheme,
+        extra_sets=[extra],
+        fit=_recording_fitter(log),
+        progress=False,
+    )
+    assert len(log) == 2  # two fits, not six
+    cells = [scheme.key(it) for it in items]
+    for trained, scored in log:
+        held = {cells[i] for i in scored}
+        assert len(held) >= 2 and {c.split(":")[0] for c in held} == {"spoof", "bonafide"}
+        assert not {cells[i] for i in trained if i < 1000} & held
+        held_sources = {c.split(":", 1)[1] for c in held if c.startswith("bonafide:")}
+        assert not [i for i in trained if i >= 1000 and copies[i - 1000].source.split("@")[0] in held_sources]
+    assert set().union(*(scored for _, scored in log)) == set(range(len(items)))
+    # reported per cell, as without partitions
+    assert set(results["clean"].folds) == set(cells)
+
+
+def test_partition_folds_deal_largest_first_into_balanced_deterministic_folds() -> None:
+    keys = (
+        ["spoof:a"] * 5
+        + ["spoof:b"] * 3
+        + ["spoof:c"] * 2
+        + ["spoof:d"] * 1
+        + ["bonafide:x"] * 4
+        + ["bonafide:y"]
+    )
+    mapping = partition_folds(keys, 2)
+    assert mapping == {
+        "spoof:a": "part-01",
+        "spoof:b": "part-02",
+        "spoof:c": "part-02",
+        "spoof:d": "part-01",  # 5 and 5: the tie goes to the first
+        "bonafide:x": "part-01",
+        "bonafide:y": "part-02",
+    }
+    assert partition_folds(list(reversed(keys)), 2) == mapping
+    with pytest.raises(DataError, match="expected at least 3 bonafide values to deal, found 2"):
+        partition_folds(keys, 3)
+    with pytest.raises(DataError, match="expected 0 .* or at least 2, found 1"):
+        FoldScheme("family", "source", partitions=1).check(_items())
+
+
 def test_by_source_the_scheme_is_leave_one_source_out() -> None:
     items = _items()
     scheme = FoldScheme()
@@ -252,5 +312,11 @@ def test_loso_command_holds_out_generators_over_several_manifests_and_channels(
     assert lines[0].startswith("leave-one-generator-out (clean): EER")
     assert any(line.strip().startswith("spoof:g3") and "missed at the pooled EER" in line for line in lines)
     assert any(line.strip().startswith("bonafide:bsrc1") and "false alarms" in line for line in lines)
+    dealt = io.StringIO()
+    assert main([*base, "--fold-by", "generator", "--fold-partitions", "2", "--json"], dealt) == 0
+    partitioned = json.loads(dealt.getvalue().strip().splitlines()[-1])
+    assert partitioned["fold_partitions"] == 2 and set(partitioned["folds"]) == set(clean["folds"])
+    assert main([*base, "--fold-by", "generator", "--fold-partitions", "1"], io.StringIO()) != 0
+    assert "fold partitions: expected 0" in capsys.readouterr().err
     assert main([*base[:3], "--manifest", str(first), *base[5:]], io.StringIO()) != 0
     assert "expected unique utt_id values across the manifests" in capsys.readouterr().err

@@ -161,3 +161,17 @@ def augmented_channel(x: Samples, sr: int, applied: list[str] | None = None) -> 
     ``applied`` as ``augment`` takes it."""
     seed = zlib.crc32(np.ascontiguousarray(x).tobytes())
     return augment(x, sr, np.random.default_rng(seed), applied=applied)
+
+
+def augmented_gaps_channel(x: Samples, sr: int, applied: list[str] | None = None) -> Samples:
+    """``augmented_channel``'s chain, then on half the clips one call-path filler
+    (``concealment.with_gaps``: comfort noise in the pauses, concealed packet loss or
+    digital silence), drawn from its own per-clip seed so the chain is the one
+    ``augmented`` draws."""
+    from spoofwatch.train.concealment import gaps_seed, with_gaps
+
+    y = augmented_channel(x, sr, applied=applied)
+    filled, name = with_gaps(y, sr, np.random.default_rng(gaps_seed(x)))
+    if applied is not None and name is not None:
+        applied.append(name)
+    return filled

@@ -61,10 +61,19 @@ def augmented(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.floa
     return augmented_channel(samples, sample_rate)
 
 
+def augmented_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+    """``augmented``, then on half the clips comfort noise in the pauses, concealed packet
+    loss or digital silence (``concealment.py``), as call paths fill missing audio."""
+    from spoofwatch.train.augment import augmented_gaps_channel
+
+    return augmented_gaps_channel(samples, sample_rate)
+
+
 CHANNELS: dict[str, Channel] = {
     "clean": clean,
     "telephone": telephone_mulaw,
     "augmented": augmented,
+    "augmented-gaps": augmented_gaps,
     "level": random_level,
     "telephone-level": telephone_random_level,
 }

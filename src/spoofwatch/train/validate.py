@@ -103,13 +103,21 @@ class FoldScheme:
     spoof_by: str = "source"
     bonafide_by: str = "source"
     fold_groups: tuple[str, ...] = ()
+    # 0: one fold per cell. K > 0: the cells are dealt into K folds (``partition_folds``),
+    # each cell still held out from the head that scores it, K fits instead of hundreds.
+    partitions: int = 0
 
     @property
     def separate(self) -> bool:
         return self.spoof_by != self.bonafide_by
 
     def check(self, items: Sequence[LabelledItem]) -> None:
-        """Refuse a column the items lack, or a scored item with an empty cell in it."""
+        """Refuse a column the items lack, a scored item with an empty cell in it, or a
+        partition count that deals nothing."""
+        if self.partitions < 0 or self.partitions == 1:
+            raise DataError(
+                f"fold partitions: expected 0 (one fold per cell) or at least 2, found {self.partitions}"
+            )
         available = columns_of(items)
         for column in dict.fromkeys((self.spoof_by, self.bonafide_by)):
             if column not in available:
@@ -138,6 +146,32 @@ class FoldScheme:
         if not self.separate:
             return own, own
         return own, f"bonafide:{_grouped(column_value(item, self.bonafide_by), self.fold_groups)}"
+
+
+def partition_folds(keys: Sequence[str], partitions: int) -> dict[str, str]:
+    """Each fold key mapped to one of ``partitions`` folds (``part-01``...), dealt greedily
+    largest first into the fold with the fewest clips so far (ties by name), so the folds
+    are about the same size; ``spoof:`` and ``bonafide:`` keys are dealt separately, so each
+    fold holds out some of both. Deterministic for the same keys."""
+    if partitions < 2:
+        raise DataError(f"fold partitions: expected at least 2, found {partitions}")
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    mapping: dict[str, str] = {}
+    for kind in sorted({k.split(":", 1)[0] if ":" in k else "" for k in counts}):
+        mine = [k for k in counts if (k.split(":", 1)[0] if ":" in k else "") == kind]
+        if len(mine) < partitions:
+            raise DataError(
+                f"fold partitions: expected at least {partitions} {kind or 'fold'} values to deal, "
+                f"found {len(mine)}"
+            )
+        sizes = [0] * partitions
+        for key in sorted(mine, key=lambda k: (-counts[k], k)):
+            target = min(range(partitions), key=lambda i: (sizes[i], i))
+            sizes[target] += counts[key]
+            mapping[key] = f"part-{target + 1:02d}"
+    return mapping
 
 
 def leave_one_source_out(
@@ -206,24 +240,34 @@ def leave_one_fold_out(
         raise DataError(f"fold groups {unmatched} match no {where}; expected glob patterns of its cells")
     if len(names) < 2:
         raise DataError(f"leave-one-out needs at least 2 sources or families to hold out, found {names}")
+    # What is held out together: each cell alone, or with partitions its fold of cells.
+    held_as: dict[str, str] = (
+        partition_folds(keys.tolist(), scheme.partitions) if scheme.partitions else {n: n for n in names}
+    )
+
+    def hold(cells: NDArray[np.str_]) -> NDArray[np.str_]:
+        return np.array([held_as.get(c, c) for c in cells.tolist()], dtype=str)
+
+    hold_keys = hold(keys)
     # Per training set: each window's fold, and the second fold a training-only item stays
     # out of (the same for the corpus's own items).
     training: list[tuple[EmbeddingSet, NDArray[np.str_], NDArray[np.str_]]] = []
     for s in train_sets:
-        window_keys = np.array([scheme.key(it) for it in s.items])[s.item_index]
+        window_keys = hold(np.array([scheme.key(it) for it in s.items]))[s.item_index]
         training.append((s, window_keys, window_keys))
     for s in extra_sets:
         pairs = [scheme.training_keys(it) for it in s.items]
         training.append(
             (
                 s,
-                np.array([p[0] for p in pairs])[s.item_index],
-                np.array([p[1] for p in pairs])[s.item_index],
+                hold(np.array([p[0] for p in pairs]))[s.item_index],
+                hold(np.array([p[1] for p in pairs]))[s.item_index],
             )
         )
     weights = column_weights(train_sets, layers, spectral_weight)
     window_scores = {ch: np.full(len(t.features), np.nan) for ch, t in test_sets.items()}
-    for name in show_progress(names, total=len(names), desc="leave-one-out", unit="fold", enabled=progress):
+    folds = sorted(set(held_as.values()))
+    for name in show_progress(folds, total=len(folds), desc="leave-one-out", unit="fold", enabled=progress):
         masks = [(own != name) & (other != name) for _, own, other in training]
         rows = StackedRows([s for s, _, _ in training], layers, masks)
         y = rows.labels()
@@ -236,7 +280,7 @@ def leave_one_fold_out(
         else:
             fold_keys = np.concatenate([own[m] for (_, own, _), m in zip(training, masks, strict=True)])
             score = fit(rows.whole(), y, weights, fold_keys)
-        held = keys == name
+        held = hold_keys == name
         for channel, test_set in test_sets.items():
             test_windows = held[test_set.item_index]
             window_scores[channel][test_windows] = score(test_set.select_layers(layers, test_windows))

@@ -1,0 +1,140 @@
+"""What a call path puts where genuine audio is missing: digital silence, packet-loss
+concealment and comfort noise in the pauses (discontinuous transmission).
+
+The detector must not mistake any of these for synthesis (issue 33), so the
+``augmented-gaps`` training channel draws them on clips of both classes alike. The same
+fillers build the holes ``research/gap_false_alarms.py`` measures false alarms with.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+from numpy.typing import NDArray
+
+Samples = NDArray[np.float32]
+FRAME_S = 0.02
+
+
+def pauses(audio: Samples, sr: int, below_db: float = 30.0, min_frames: int = 3) -> list[tuple[float, float]]:
+    """Where a DTX sender's VAD stops sending: runs of at least ``min_frames`` 20 ms frames
+    more than ``below_db`` below the clip's loudest frame, as (start, end) seconds."""
+    frame = round(FRAME_S * sr)
+    n = len(audio) // frame
+    if n == 0:
+        return []
+    rms = np.sqrt(np.mean(audio[: n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1)) + 1e-10
+    level = 20 * np.log10(rms)
+    quiet = level < level.max() - below_db
+    spans: list[tuple[float, float]] = []
+    start: int | None = None
+    for k, q in enumerate([*quiet.tolist(), False]):
+        if q and start is None:
+            start = k
+        elif not q and start is not None:
+            if k - start >= min_frames:
+                spans.append((start * frame / sr, k * frame / sr))
+            start = None
+    return spans
+
+
+def fill_zeros(out: Samples, i: int, j: int, sr: int) -> None:
+    out[i:j] = 0.0
+
+
+def fill_plc(out: Samples, i: int, j: int, sr: int) -> None:
+    """Packet-loss concealment: the last 20 ms frame repeated with a fade to silence (the
+    shape of G.711 Appendix I)."""
+    frame = round(FRAME_S * sr)
+    last = out[max(0, i - frame) : i].copy()
+    if len(last) == 0:
+        out[i:j] = 0.0
+        return
+    n = j - i
+    fade = np.clip(1.0 - np.arange(n) / max(1, n), 0.0, 1.0).astype(np.float32)
+    out[i:j] = np.resize(last, n) * fade
+
+
+def comfort_noise(
+    n: int, sr: int, rng: np.random.Generator, level_dbfs: float = -60.0, colour: int = 0, sid_s: float = 0.0
+) -> Samples:
+    """``n`` samples of comfort noise at ``level_dbfs`` RMS: white (``colour`` 0), pink (1)
+    or brown (2); with ``sid_s`` > 0 its level steps by up to ±3 dB every ``sid_s`` seconds,
+    as a decoder does on each silence-descriptor update (RFC 3389)."""
+    noise = rng.standard_normal(n)
+    if colour and n > 1:
+        spectrum = np.fft.rfft(noise)
+        spectrum /= np.maximum(np.fft.rfftfreq(n, 1.0 / sr), 20.0) ** (0.5 * colour)
+        noise = np.fft.irfft(spectrum, n)
+    noise /= np.sqrt(np.mean(noise**2)) + 1e-12
+    gain = np.full(n, 10 ** (level_dbfs / 20))
+    if sid_s > 0:
+        step = max(1, round(sid_s * sr))
+        for start in range(0, n, step):
+            gain[start : start + step] *= 10 ** (rng.uniform(-3.0, 3.0) / 20)
+    out: Samples = (noise * gain).astype(np.float32)
+    return out
+
+
+def fill_comfort_noise(out: Samples, i: int, j: int, sr: int) -> None:
+    """White comfort noise at -60 dBFS, seeded by where it starts."""
+    out[i:j] = comfort_noise(j - i, sr, np.random.default_rng(i))
+
+
+def dtx(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
+    """Every pause replaced by comfort noise at a drawn level (-75..-45 dBFS) and colour,
+    with silence-descriptor level steps."""
+    y = x.copy()
+    level = rng.uniform(-75.0, -45.0)
+    colour = int(rng.integers(3))
+    sid = float(rng.choice([0.0, 0.1, 0.16]))
+    for a, b in pauses(x, sr, below_db=float(rng.uniform(25.0, 40.0))):
+        i, j = round(a * sr), round(b * sr)
+        y[i:j] = comfort_noise(j - i, sr, rng, level, colour, sid)
+    return y
+
+
+def plc_bursts(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
+    """Bursts of 1–5 lost 20 ms frames at 2–10 % of frames, each concealed (``fill_plc``)."""
+    y = x.copy()
+    frame = round(FRAME_S * sr)
+    n = len(x) // frame
+    k = 0
+    rate = rng.uniform(0.02, 0.10)
+    while k < n:
+        if rng.random() < rate / 3:
+            burst = int(rng.integers(1, 6))
+            fill_plc(y, k * frame, min(n, k + burst) * frame, sr)
+            k += burst
+        k += 1
+    return y
+
+
+def zero_inserts(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
+    """One to three runs of 0.1–1 s digital silence replacing the audio (a muted leg)."""
+    y = x.copy()
+    for _ in range(int(rng.integers(1, 4))):
+        length = round(rng.uniform(0.1, 1.0) * sr)
+        if length >= len(y):
+            continue
+        i = int(rng.integers(0, len(y) - length))
+        fill_zeros(y, i, i + length, sr)
+    return y
+
+
+FILLERS = {"dtx": dtx, "plc": plc_bursts, "zeros": zero_inserts}
+
+
+def with_gaps(x: Samples, sr: int, rng: np.random.Generator, p: float = 0.5) -> tuple[Samples, str | None]:
+    """With probability ``p``, one drawn filler (DTX comfort noise half the time, PLC or
+    digital silence a quarter each) applied to ``x``; and its name."""
+    if rng.random() >= p:
+        return x, None
+    name = str(rng.choice(["dtx", "dtx", "plc", "zeros"]))
+    return FILLERS[name](x, sr, rng), name
+
+
+def gaps_seed(x: Samples) -> int:
+    """A seed drawn from the clip's samples, apart from the augmentation chain's own."""
+    return zlib.crc32(np.ascontiguousarray(x).tobytes(), 0x9A95)
