@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -292,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_level_option(lo)
     lo.add_argument("--json", action="store_true", help="last line of stdout is one JSON object")
+    lo.add_argument(
+        "--scores-out",
+        metavar="CSV",
+        help="write every held-out clip's score (utt_id,label,system,cell,channel,score; higher = "
+        "more bona fide), for error analysis or fusion with another system's scores",
+    )
 
     cs = sub.add_parser(
         "copysynth", help="neural-vocoder copies of the bona fide clips, as extra spoof training data"
@@ -830,6 +836,22 @@ def _loso_items(args: argparse.Namespace) -> list[Any]:
     return items
 
 
+def _write_loso_scores(path: Path, scheme: Any, results: Mapping[str, Any]) -> None:
+    import csv
+    import math
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["utt_id", "label", "system", "cell", "channel", "score"])
+        for channel, result in results.items():
+            for item, score in zip(result.items, result.clip_scores, strict=True):
+                if not math.isnan(score):
+                    writer.writerow(
+                        [item.utt_id, item.label, item.system, scheme.key(item), channel, f"{score:.6f}"]
+                    )
+
+
 def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     import numpy as np
 
@@ -874,6 +896,8 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         extra_sets=extra_sets,
         fit_dtype=np.float32 if args.fit_precision == "float32" else np.float64,
     )
+    if args.scores_out:
+        _write_loso_scores(Path(args.scores_out), scheme, results)
     protocol = "leave-one-source-out" if not scheme.separate else f"leave-one-{args.fold_by}-out"
     common = {
         "protocol": protocol,

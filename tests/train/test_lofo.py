@@ -21,6 +21,7 @@ from spoofwatch.errors import DataError
 from spoofwatch.model.head import LinearHead
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
+from spoofwatch.train.metrics import compute_eer
 from spoofwatch.train.validate import (
     FoldFitter,
     FoldScheme,
@@ -313,9 +314,20 @@ def test_loso_command_holds_out_generators_over_several_manifests_and_channels(
     assert any(line.strip().startswith("spoof:g3") and "missed at the pooled EER" in line for line in lines)
     assert any(line.strip().startswith("bonafide:bsrc1") and "false alarms" in line for line in lines)
     dealt = io.StringIO()
-    assert main([*base, "--fold-by", "generator", "--fold-partitions", "2", "--json"], dealt) == 0
+    scores = tmp_path / "scores.csv"
+    argv = [*base, "--fold-by", "generator", "--fold-partitions", "2", "--scores-out", str(scores), "--json"]
+    assert main(argv, dealt) == 0
     partitioned = json.loads(dealt.getvalue().strip().splitlines()[-1])
     assert partitioned["fold_partitions"] == 2 and set(partitioned["folds"]) == set(clean["folds"])
+    with scores.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == partitioned["n_bonafide"] + partitioned["n_spoof"]
+    assert {r["cell"] for r in rows} == set(partitioned["folds"]) and {r["channel"] for r in rows} == {
+        "clean"
+    }
+    bona = [float(r["score"]) for r in rows if r["label"] == "bonafide"]
+    spoof = [float(r["score"]) for r in rows if r["label"] == "spoof"]
+    assert compute_eer(bona, spoof)[0] == pytest.approx(partitioned["eer"])
     assert main([*base, "--fold-by", "generator", "--fold-partitions", "1"], io.StringIO()) != 0
     assert "fold partitions: expected 0" in capsys.readouterr().err
     assert main([*base[:3], "--manifest", str(first), *base[5:]], io.StringIO()) != 0
