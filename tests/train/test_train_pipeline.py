@@ -509,3 +509,15 @@ def test_loso_command_holds_fold_groups_out_together(
     assert summary["n_bonafide"] == summary["n_spoof"] == 14
     assert main([*base, "--fold-group", "asterisk*"], io.StringIO()) != 0
     assert "fold groups ['asterisk*'] match no source" in capsys.readouterr().err
+
+
+def test_the_drift_reference_samples_a_large_dev_split_evenly_per_class(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from spoofwatch.train import pipeline
+
+    monkeypatch.setattr(pipeline, "DRIFT_REFERENCE_CLIPS_PER_CLASS", 3)
+    dev = [LabelledItem(Path(f"/x/b{i:02d}.wav"), "bonafide", f"b{i:02d}") for i in range(9)]
+    dev += [LabelledItem(Path(f"/x/s{i}.wav"), "spoof", f"s{i}") for i in range(2)]
+    chosen = pipeline.drift_sample(list(reversed(dev)))
+    assert [it.utt_id for it in chosen] == ["b00", "b03", "b06", "s0", "s1"]

@@ -1,0 +1,91 @@
+"""Leave-one-family-out scores (``spoofwatch loso --scores-out``) broken down by what the
+manifests say of each clip: pooled EER per channel, and per spoof ``kind``, ``year`` band
+and zero-shot flag (each group's spoofs against every held-out bona fide clip), and per bona
+fide tag (each tag's bona fide clips against every held-out spoof). EER as the ASVspoof
+evaluation package computes it (``spoofwatch.train.metrics.compute_eer``).
+
+    python research/lofo_report.py --scores lofo.csv --manifest BUILT/manifest.csv \\
+        --manifest dev-families.csv [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from spoofwatch.train.metrics import compute_eer
+
+
+def year_band(year: str) -> str:
+    if not year.isdigit():
+        return "unknown"
+    return "2023 or later" if int(year) >= 2023 else "before 2023"
+
+
+def report(scores: Path, manifests: list[Path]) -> dict[str, dict[str, dict[str, float]]]:
+    meta: dict[str, dict[str, str]] = {}
+    for manifest in manifests:
+        with manifest.open() as handle:
+            for row in csv.DictReader(handle):
+                meta[row["utt_id"]] = row
+    by_channel: dict[str, list[dict[str, str]]] = defaultdict(list)
+    with scores.open() as handle:
+        for row in csv.DictReader(handle):
+            by_channel[row["channel"]].append(row)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for channel, rows in by_channel.items():
+        bona = np.array([float(r["score"]) for r in rows if r["label"] == "bonafide"])
+        spoof_rows = [r for r in rows if r["label"] == "spoof"]
+        spoof = np.array([float(r["score"]) for r in spoof_rows])
+        section: dict[str, dict[str, float]] = {
+            "pooled": {"eer": compute_eer(bona, spoof)[0], "bonafide": len(bona), "spoof": len(spoof)}
+        }
+        groups: dict[str, list[float]] = defaultdict(list)
+        for r in spoof_rows:
+            m = meta.get(r["utt_id"], {})
+            score = float(r["score"])
+            groups[f"kind:{m.get('kind') or 'development corpus'}"].append(score)
+            groups[f"year:{year_band(m.get('year', ''))}"].append(score)
+            if m.get("zero_shot") == "true":
+                groups["zero-shot"].append(score)
+            if m.get("streaming") == "true":
+                groups["streaming"].append(score)
+        for name, values in sorted(groups.items()):
+            section[name] = {"eer": compute_eer(bona, np.array(values))[0], "spoof": len(values)}
+        tagged: dict[str, list[float]] = defaultdict(list)
+        for r in rows:
+            if r["label"] != "bonafide":
+                continue
+            for tag in filter(None, meta.get(r["utt_id"], {}).get("tags", "").split(";")):
+                tagged[f"bonafide:{tag}"].append(float(r["score"]))
+        for name, values in sorted(tagged.items()):
+            section[name] = {"eer": compute_eer(np.array(values), spoof)[0], "bonafide": len(values)}
+        out[channel] = section
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scores", type=Path, required=True)
+    parser.add_argument("--manifest", type=Path, action="append", required=True)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    result = report(args.scores, args.manifest)
+    for channel, section in result.items():
+        print(f"== {channel}")
+        for name, row in section.items():
+            n = row.get("spoof", row.get("bonafide"))
+            print(f"  {name:<40} EER {row['eer'] * 100:6.2f} %  ({n:.0f} clips)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
