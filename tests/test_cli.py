@@ -232,4 +232,5 @@ def test_train_pools_repeated_manifests_and_refuses_a_shared_utt_id(
     clash = manifest("c", ["a2"])
     argv = ["train", "--manifest", str(a), "--manifest", str(clash), "--out", str(tmp_path / "d")]
     assert main(argv, io.StringIO()) != 0
-    assert "--manifest: expected unique utt_id values across the manifests, found ['a2']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--manifest: expected unique utt_id values across the manifests, found ['a2']" in err

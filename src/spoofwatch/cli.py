@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from spoofwatch.ops.soak import SoakReport
 
 # train.channel.CHANNELS, spelled out so --help does not import numpy and the resampler.
-_CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented"
+_CHANNEL_NAMES = "clean | telephone | level | telephone-level | augmented | augmented-gaps"
 # train.pipeline.SPECTRAL_FRONT_ENDS, for the same reason.
 _SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth", "lfcc-phase-resynth-streamed")
 
@@ -177,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the spectral block's standardised features in the fit (L2 penalty / w^2)",
     )
     tr.add_argument(
+        "--source-cap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="no source (the manifest's source column) weighs more than N clips in the fit: a few "
+        "large sources cannot teach the head their recording style as the class (default: every "
+        "clip weighs 1)",
+    )
+    tr.add_argument(
         "--fit-precision",
         choices=("float64", "float32"),
         default="float64",
@@ -221,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="COLUMN",
         help="with --fold-by other than source: the column the bona fide clips are held out by "
         "(default source, without its @version)",
+    )
+    lo.add_argument(
+        "--source-cap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="no source (the manifest's source column) weighs more than N clips in the fit: a few "
+        "large sources cannot teach the head their recording style as the class (default: every "
+        "clip weighs 1)",
     )
     lo.add_argument(
         "--fit-precision",
@@ -808,6 +826,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         spectral_weight=args.spectral_weight,
         level_dbfs=args.level_dbfs,
         fit_precision=args.fit_precision,
+        source_cap=args.source_cap,
     )
     report = train_detector(
         items, dev_items, Path(args.out), options, extra_items=_read_extra_items(args.extra_manifest)
@@ -895,6 +914,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         spectral_weight=args.spectral_weight,
         extra_sets=extra_sets,
         fit_dtype=np.float32 if args.fit_precision == "float32" else np.float64,
+        source_cap=args.source_cap,
     )
     if args.scores_out:
         _write_loso_scores(Path(args.scores_out), scheme, results)
@@ -911,6 +931,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "extra_channels": extra_channels if extra_items else None,
         "fold_groups": args.fold_group,
         "fold_partitions": args.fold_partitions,
+        "source_cap": args.source_cap,
         "spectral": args.spectral,
         "spectral_weight": args.spectral_weight,
         "quantization": args.quantization,

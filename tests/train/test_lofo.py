@@ -200,7 +200,7 @@ def test_partition_folds_deal_largest_first_into_balanced_deterministic_folds() 
     assert partition_folds(list(reversed(keys)), 2) == mapping
     with pytest.raises(DataError, match="expected at least 3 bonafide values to deal, found 2"):
         partition_folds(keys, 3)
-    with pytest.raises(DataError, match="expected 0 .* or at least 2, found 1"):
+    with pytest.raises(DataError, match=r"expected 0 .* or at least 2, found 1"):
         FoldScheme("family", "source", partitions=1).check(_items())
 
 
@@ -332,3 +332,26 @@ def test_loso_command_holds_out_generators_over_several_manifests_and_channels(
     assert "fold partitions: expected 0" in capsys.readouterr().err
     assert main([*base[:3], "--manifest", str(first), *base[5:]], io.StringIO()) != 0
     assert "expected unique utt_id values across the manifests" in capsys.readouterr().err
+
+
+def test_a_source_cap_weighs_each_large_source_as_cap_clips_and_changes_the_fit() -> None:
+    from spoofwatch.train.fit import StackedRows, source_weights
+
+    items = _items()
+    big = [
+        LabelledItem(Path(f"/big/{i}.wav"), "bonafide", f"big{i}", source="commands@v1") for i in range(40)
+    ]
+    pooled = _set(items + big, 3)
+    (weights,) = source_weights([pooled], 10)
+    per_item = weights[np.searchsorted(pooled.item_index, np.arange(len(pooled.items)))]
+    assert np.allclose(per_item[len(items) :], 10 / 40)  # 40 clips weigh as 10
+    assert np.allclose(per_item[: len(items)], 1.0)  # sources of 10 clips: at the cap
+    assert np.allclose(source_weights([pooled], None)[0], 1.0)
+    rows = StackedRows([pooled], [0, 1], [pooled.item_index % 2 == 0])
+    assert len(rows.weights([weights])) == rows.shape[0]
+    scheme = FoldScheme("family", "source")
+    plain = leave_one_fold_out([pooled], {"clean": pooled}, [0, 1], scheme=scheme, C=1.0, progress=False)
+    capped = leave_one_fold_out(
+        [pooled], {"clean": pooled}, [0, 1], scheme=scheme, C=1.0, progress=False, source_cap=10
+    )
+    assert not np.allclose(plain["clean"].clip_scores, capped["clean"].clip_scores)

@@ -91,9 +91,33 @@ class StackedRows:
                 drop_resident(s.features)
                 yield block if mask is None else block[mask[start:stop]]
 
+    def weights(self, per_set: Sequence[NDArray[np.float64]]) -> NDArray[np.float64]:
+        """One weight per row, from one weight per window of each set (``source_weights``)."""
+        return np.concatenate([w if m is None else w[m] for w, m in zip(per_set, self.masks, strict=True)])
+
     def whole(self) -> NDArray[np.float32]:
         """All rows in one matrix (for a fitter that needs it so)."""
         return np.concatenate(list(self.chunks())) if self.shape[0] else np.zeros(self.shape, np.float32)
+
+
+def source_weights(sets: Sequence[EmbeddingSet], cap: int | None) -> list[NDArray[np.float64]]:
+    """Per window of each set, its item's weight in the fit: 1, or with ``cap`` the share
+    ``cap / n`` for an item of a source with n > cap items in the set, so no source weighs
+    more than ``cap`` clips. A few large sources (1 s command words, one emotional-speech
+    set) can otherwise be most of a class and teach the head their recording style as the
+    class (docs/decisions.md, 2026-12-06)."""
+    out = []
+    for s in sets:
+        if cap is None:
+            out.append(np.ones(len(s.item_index)))
+            continue
+        sources = [it.source for it in s.items]
+        counts: dict[str, int] = {}
+        for name in sources:
+            counts[name] = counts.get(name, 0) + 1
+        per_item = np.array([min(1.0, cap / counts[name]) for name in sources], dtype=np.float64)
+        out.append(per_item[s.item_index] if len(per_item) else np.ones(0))
+    return out
 
 
 def clip_llrs(embeddings: EmbeddingSet, window_llrs: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -127,9 +151,12 @@ def fit_head(
     C: float = 0.05,
     spectral_weight: float = 1.0,
     fit_dtype: type[np.floating[Any]] = np.float64,
+    source_cap: int | None = None,
 ) -> FittedHead:
     """Choose layers on dev (unless given), fit on train, calibrate on dev windows.
-    ``fit_dtype``: precision of the standardised training matrix (``LinearHead``)."""
+    ``fit_dtype``: precision of the standardised training matrix (``LinearHead``);
+    ``source_cap``: no source weighs more than that many clips (``source_weights``)."""
+    per_set = source_weights(train, source_cap)
     n_states = train[0].features.shape[1]
     search: dict[str, float] = {}
     if layers is None:
@@ -137,7 +164,10 @@ def fit_head(
         for candidate in candidate_layer_sets(n_states):
             rows = StackedRows(train, candidate)
             head = LinearHead(C=C, fit_dtype=fit_dtype).fit(
-                rows, rows.labels(), column_weights(train, candidate, spectral_weight)
+                rows,
+                rows.labels(),
+                column_weights(train, candidate, spectral_weight),
+                sample_weight=None if source_cap is None else rows.weights(per_set),
             )
             dx, dy = stack(dev, candidate)
             eer = window_eer(head.decision_function(dx), dy)
@@ -150,7 +180,10 @@ def fit_head(
         chosen = tuple(layers)
     rows = StackedRows(train, chosen)
     head = LinearHead(C=C, fit_dtype=fit_dtype).fit(
-        rows, rows.labels(), column_weights(train, chosen, spectral_weight)
+        rows,
+        rows.labels(),
+        column_weights(train, chosen, spectral_weight),
+        sample_weight=None if source_cap is None else rows.weights(per_set),
     )
     dx, dy = stack(dev, chosen)
     raw = head.decision_function(dx)

@@ -67,6 +67,9 @@ class TrainOptions:
     # Precision of the standardised training matrix the head's solver reads: "float32"
     # halves the fit's memory on a large corpus (its coefficients differ slightly).
     fit_precision: str = "float64"
+    # No source weighs more than this many clips in the fit (train.fit.source_weights);
+    # None: every clip weighs 1.
+    source_cap: int | None = None
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -189,6 +192,8 @@ def train_detector(
     clips) join the training items only; those of split ``dev`` are left out, so a copy of
     a dev clip never trains the head that dev measures."""
     policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
+    if options.source_cap is not None and options.source_cap < 1:
+        raise ConfigError(f"source_cap: expected a positive number of clips, found {options.source_cap}")
     if options.fit_precision not in ("float64", "float32"):
         raise ConfigError(f"fit_precision: expected float64 or float32, found {options.fit_precision!r}")
     check_quantization(options.quantization)
@@ -238,6 +243,7 @@ def train_detector(
         C=options.C,
         spectral_weight=options.spectral_weight,
         fit_dtype=np.float32 if options.fit_precision == "float32" else np.float64,
+        source_cap=options.source_cap,
     )
     # One threshold for every channel: dev clips of all channels pooled.
     pooled = [clip_scores(fitted, dev_set) for dev_set in dev_sets]

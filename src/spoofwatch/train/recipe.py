@@ -32,6 +32,8 @@ KEYS: Final[dict[str, tuple[type, ...]]] = {
     "spectral": (str,),
     "spectral_weight": (int, float),
     "level_dbfs": (int, float),
+    "fit_precision": (str,),
+    "source_cap": (int,),
 }
 
 

@@ -26,7 +26,7 @@ from spoofwatch.model.head import LinearHead
 from spoofwatch.progress import progress as show_progress
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.fit import StackedRows, clip_llrs, column_weights
+from spoofwatch.train.fit import StackedRows, clip_llrs, column_weights, source_weights
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 
 logger = logging.getLogger(__name__)
@@ -214,6 +214,7 @@ def leave_one_fold_out(
     extra_sets: Sequence[EmbeddingSet] = (),
     fit: FoldFitter | None = None,
     fit_dtype: type[np.floating[Any]] = np.float64,
+    source_cap: int | None = None,
 ) -> dict[str, LosoResult]:
     """Each fold of ``scheme`` held out in turn; its clips scored on every test channel
     (``test_sets``: channel -> set) by the head fitted without it, and the scores of all
@@ -265,6 +266,7 @@ def leave_one_fold_out(
             )
         )
     weights = column_weights(train_sets, layers, spectral_weight)
+    per_set = source_weights([s for s, _, _ in training], source_cap)
     window_scores = {ch: np.full(len(t.features), np.nan) for ch, t in test_sets.items()}
     folds = sorted(set(held_as.values()))
     for name in show_progress(folds, total=len(folds), desc="leave-one-out", unit="fold", enabled=progress):
@@ -276,7 +278,11 @@ def leave_one_fold_out(
             continue
         score: Callable[[NDArray[np.float32]], NDArray[np.float64]]
         if fit is None:
-            score = LinearHead(C=C, fit_dtype=fit_dtype).fit(rows, y, weights).decision_function
+            score = (
+                LinearHead(C=C, fit_dtype=fit_dtype)
+                .fit(rows, y, weights, sample_weight=None if source_cap is None else rows.weights(per_set))
+                .decision_function
+            )
         else:
             fold_keys = np.concatenate([own[m] for (_, own, _), m in zip(training, masks, strict=True)])
             score = fit(rows.whole(), y, weights, fold_keys)
