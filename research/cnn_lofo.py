@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from spoofwatch.audio.files import load_audio
-from spoofwatch.model.level import ACTIVE_RANGE_DB, DEFAULT_TARGET_DBFS, MAX_GAIN_DB
+from spoofwatch.model.level import ACTIVE_RANGE_DB, DEFAULT_TARGET_DBFS, MAX_GAIN_DB, normalise_level
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 from spoofwatch.train.metrics import compute_eer
@@ -507,6 +507,24 @@ def _print_fusion(reports: dict[str, dict[str, object]]) -> None:
             print(f"    {k:24s} " + " ".join(vals))
 
 
+def bench_window(reps: int, width: int, blocks: int) -> dict[str, float]:
+    """Median CPU milliseconds to score one 4 s window from its samples on this thread:
+    levelling, the band powers and the network (weights do not change the cost)."""
+    model = SpectroCNN(width, blocks).eval()
+    rng = np.random.default_rng(0)
+    window = torch.from_numpy((0.1 * rng.standard_normal((1, WINDOW))).astype(np.float32))
+    times = []
+    with torch.inference_mode():
+        for _ in range(reps + 5):
+            t0 = time.process_time()
+            levelled = normalise_level(window, RATE, DEFAULT_TARGET_DBFS)[0].numpy()
+            bands = np.logaddexp(band_log_power(levelled).astype(np.float32), LOG_FLOOR)
+            model(torch.from_numpy(bands.T.copy())[None])
+            times.append(time.process_time() - t0)
+    ms = 1000 * np.array(times[5:])
+    return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)), "reps": reps}
+
+
 def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", action="append", help="repeatable; default: the built and dev corpora")
@@ -521,12 +539,16 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--features-only", action="store_true", help="fill the feature cache and stop")
     p.add_argument("--scores", type=Path, help="with --fuse: this CNN scores CSV instead of running")
     p.add_argument("--fuse", type=Path, help="another system's utt_id,channel,score CSV to fuse with")
+    p.add_argument("--bench", type=int, metavar="N", help="time N one-window scorings (CPU ms) and stop")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _args(argv)
     torch.set_num_threads(args.threads)
+    if args.bench is not None:
+        print(json.dumps(bench_window(args.bench, args.width, args.blocks)))
+        return 0
     if args.scores is not None:
         rows = read_rows(args.scores, CSV_COLUMNS)
     else:

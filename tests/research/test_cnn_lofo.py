@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -170,3 +171,10 @@ def test_fuse_refuses_a_file_without_scores(cnn: ModuleType, tmp_path: Path) -> 
     bad.write_text("utt_id,channel\nu1,clean\n")
     with pytest.raises(SystemExit, match="expected columns"):
         cnn.read_rows(bad, ("utt_id", "channel", "score"))
+
+
+def test_bench_times_one_window(cnn: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cnn.main(["--bench", "3", "--width", "8", "--blocks", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reps"] == 3
+    assert 0 < report["median_ms"] <= report["p90_ms"]
