@@ -371,8 +371,12 @@ def score_clips(
 # ---------------------------------------------------------------- the protocol
 
 
-def run_folds(store: FeatureStore, cfg: TrainConfig, log: bool = True) -> list[dict[str, str]]:
-    """Score every clip on both channels by the network of the fold that held it out."""
+def run_folds(
+    store: FeatureStore, cfg: TrainConfig, log: bool = True, train_missing: bool = True
+) -> list[dict[str, str]]:
+    """Score every clip on both channels by the network of the fold that held it out. A
+    fold scored before (with this config) is read from the cache; with ``train_missing``
+    False a fold not scored yet is left out."""
     clips = store.clips
     labels = np.array([1.0 if c.label == "bonafide" else 0.0 for c in clips], dtype=np.float32)
     folds = np.array([c.fold for c in clips])
@@ -381,14 +385,23 @@ def run_folds(store: FeatureStore, cfg: TrainConfig, log: bool = True) -> list[d
         held = np.flatnonzero(folds == fold).astype(np.int64)
         done = store.cache / f"scores-{fold}.json"
         if done.exists():
-            scores = json.loads(done.read_text())
+            saved = json.loads(done.read_text())
+            if saved.get("config", asdict(cfg)) != asdict(cfg):
+                raise SystemExit(
+                    f"{done}: scored with {saved['config']}, expected {asdict(cfg)}; use a new --cache"
+                )
+            scores = saved.get("scores", saved)
+        elif not train_missing:
+            if log:
+                print(f"{fold}: not scored yet, left out", flush=True)
+            continue
         else:
             train = np.flatnonzero(folds != fold).astype(np.int64)
             if log:
                 print(f"{fold}: training on {len(train)} clips, holding out {len(held)}", flush=True)
             model = train_network(store, train, labels, cfg, log)
             scores = {ch: score_clips(model, store, held, ch).tolist() for ch in CHANNELS}
-            done.write_text(json.dumps(scores))
+            done.write_text(json.dumps({"config": asdict(cfg), "scores": scores}))
         for ch in CHANNELS:
             for i, score in zip(held, scores[ch], strict=True):
                 c = clips[int(i)]
@@ -536,6 +549,7 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-train", action="store_true", help="report the folds already scored; train none")
     p.add_argument("--features-only", action="store_true", help="fill the feature cache and stop")
     p.add_argument("--scores", type=Path, help="with --fuse: this CNN scores CSV instead of running")
     p.add_argument("--fuse", type=Path, help="another system's utt_id,channel,score CSV to fuse with")
@@ -558,14 +572,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.features_only:
             return 0
         cfg = TrainConfig(epochs=args.epochs, crops=args.crops, width=args.width, blocks=args.blocks)
-        rows = run_folds(store, cfg)
+        rows = run_folds(store, cfg, train_missing=not args.no_train)
         write_rows(args.out, rows)
         reports = channel_reports(rows)
         _print_reports(f"CNN, leave-one-family-out, K={args.folds}", reports)
         summary = {
             "command": " ".join([sys.executable, *sys.argv]),
             "folds": args.folds,
+            "folds_scored": sorted({r["fold"] for r in rows}),
             "config": asdict(cfg),
+            "per_fold": {
+                fold: channel_reports([r for r in rows if r["fold"] == fold])
+                for fold in sorted({r["fold"] for r in rows})
+            },
         }
         summary["eer"] = reports
         args.out.with_name("cnn_lofo.json").write_text(json.dumps(summary, indent=2, default=str))

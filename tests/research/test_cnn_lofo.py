@@ -144,7 +144,17 @@ def test_main_writes_scores_and_fusion_with_itself_keeps_the_eer(
     assert len(rows) == 64
     assert {r["fold"] for r in rows} == {"part-01", "part-02"}
     assert {r["kind"] for r in rows if r["label"] == "spoof"} == {"tts", "vc"}
-    assert (out.parent / "cnn_lofo.json").exists()
+    summary = json.loads((out.parent / "cnn_lofo.json").read_text())
+    assert summary["folds_scored"] == ["part-01", "part-02"]
+    assert set(summary["eer"]) == {"clean", "telephone"}
+
+    # the scored folds are reused as they are; another config must not reuse them
+    again = tmp_path / "again.csv"
+    tiny = ["--epochs", "1", "--width", "8", "--blocks", "1"]
+    assert cnn.main([*common[:-1], str(again), *tiny, "--no-train"]) == 0
+    assert again.read_text() == out.read_text()
+    with pytest.raises(SystemExit, match="use a new --cache"):
+        cnn.main([*common, "--epochs", "2", "--width", "8", "--blocks", "1"])
 
     fused = cnn.fuse(rows, rows)
     assert set(fused) == {"clean", "telephone"}
