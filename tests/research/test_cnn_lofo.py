@@ -147,6 +147,10 @@ def test_main_writes_scores_and_fusion_with_itself_keeps_the_eer(
     summary = json.loads((out.parent / "cnn_lofo.json").read_text())
     assert summary["folds_scored"] == ["part-01", "part-02"]
     assert set(summary["eer"]) == {"clean", "telephone"}
+    long_clips = sum(sf.info(str(p)).duration >= 4.0 for p in manifest.parent.glob("*.flac"))
+    assert 0 < long_clips < 32
+    long_view = summary["eer_4s_or_longer"]["clean"]
+    assert long_view["bonafide"] + long_view["spoof"] == long_clips
 
     # the scored folds are reused as they are; another config must not reuse them
     again = tmp_path / "again.csv"
@@ -171,9 +175,10 @@ def test_main_writes_scores_and_fusion_with_itself_keeps_the_eer(
     assert partial["clean"]["other"]["pooled"] == 0.0
 
     capsys.readouterr()
-    assert cnn.main(["--scores", str(out), "--fuse", str(out)]) == 0
+    assert cnn.main(["--scores", str(out), "--fuse", str(out), "--manifest", str(manifest)]) == 0
     assert "fused" in capsys.readouterr().out
-    assert (out.parent / "cnn_fusion.json").exists()
+    fusion = json.loads((out.parent / "cnn_fusion.json").read_text())
+    assert fusion["fusion_4s_or_longer"]["clean"]["clips"] == long_clips
 
 
 def test_fuse_refuses_a_file_without_scores(cnn: ModuleType, tmp_path: Path) -> None:
