@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import sys
@@ -403,12 +404,17 @@ def run_folds(
     rows: list[dict[str, str]] = []
     for fold in sorted(set(folds.tolist())):
         held = np.flatnonzero(folds == fold).astype(np.int64)
+        held_ids = _digest([clips[int(i)].utt_id for i in held])
         done = store.cache / f"scores-{fold}.json"
         if done.exists():
             saved = json.loads(done.read_text())
             if saved.get("config", asdict(cfg)) != asdict(cfg):
                 raise SystemExit(
                     f"{done}: scored with {saved['config']}, expected {asdict(cfg)}; use a new --cache"
+                )
+            if saved.get("held", held_ids) != held_ids:
+                raise SystemExit(
+                    f"{done}: scored another partition's clips; use a new --cache for these folds"
                 )
             scores = saved.get("scores", saved)
         elif not train_missing:
@@ -421,7 +427,7 @@ def run_folds(
                 print(f"{fold}: training on {len(train)} clips, holding out {len(held)}", flush=True)
             model = train_network(store, train, labels, cfg, log)
             scores = {ch: score_clips(model, store, held, ch).tolist() for ch in CHANNELS}
-            done.write_text(json.dumps({"config": asdict(cfg), "scores": scores}))
+            done.write_text(json.dumps({"config": asdict(cfg), "held": held_ids, "scores": scores}))
         for ch in CHANNELS:
             for i, score in zip(held, scores[ch], strict=True):
                 c = clips[int(i)]
@@ -438,6 +444,10 @@ def run_folds(
                     }
                 )
     return rows
+
+
+def _digest(ids: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()
 
 
 def write_rows(path: Path, rows: Sequence[dict[str, str]]) -> None:

@@ -159,6 +159,12 @@ def test_main_writes_scores_and_fusion_with_itself_keeps_the_eer(
     assert again.read_text() == out.read_text()
     with pytest.raises(SystemExit, match="use a new --cache"):
         cnn.main([*common, "--epochs", "2", "--width", "8", "--blocks", "1"])
+    scored = tmp_path / "c" / "scores-part-01.json"
+    saved = json.loads(scored.read_text())
+    scored.write_text(json.dumps({**saved, "held": "another partition"}))
+    with pytest.raises(SystemExit, match="another partition's clips"):
+        cnn.main([*common, *tiny, "--no-train"])
+    scored.write_text(json.dumps(saved))
 
     fused = cnn.fuse(rows, rows)
     assert set(fused) == {"clean", "telephone"}
