@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce a packaged detector:
-#   bash scripts/train_default.sh            # src/spoofwatch/model/default: ../shared/corpus (or
-#                                            # $CORPUS) and the corpus built from corpus/cards
-#                                            # (`spoofwatch corpus build`, $BUILT, default
-#                                            # <cache>/corpus), their train splits; dev: both dev splits
-#   bash scripts/train_default.sh resynth    # src/spoofwatch/model/resynth: ../shared/corpus only
+# Reproduce a packaged detector from ../shared/corpus (or $CORPUS):
+#   bash scripts/train_default.sh            # src/spoofwatch/model/default
+#   bash scripts/train_default.sh resynth    # src/spoofwatch/model/resynth
 # The recipe's values (encoder layers, spectral front end, channels, calibration channels,
 # quantization, level, L2 strength...) live in src/spoofwatch/model/NAME/recipe.toml, their
 # one source of truth (`spoofwatch train --recipe NAME`); why each is what it is:
@@ -24,16 +21,6 @@ if [ "${1:-}" = "default" ] || [ "${1:-}" = "resynth" ]; then
   shift
 fi
 CORPUS="${CORPUS:-../shared/corpus}"
-BUILT="${BUILT:-${SPOOFWATCH_CACHE:-$HOME/.cache/spoofwatch}/corpus}"
-MANIFESTS=(--manifest "$CORPUS/manifest.csv")
-if [ "$RECIPE" = "default" ]; then
-  if [ ! -f "$BUILT/manifest.csv" ]; then
-    echo "train_default.sh: expected the built corpus at $BUILT/manifest.csv: build it with" \
-      "'spoofwatch corpus build --origins origins.txt' (docs/corpus.md) or set BUILT=DIR" >&2
-    exit 2
-  fi
-  MANIFESTS+=(--manifest "$BUILT/manifest.csv")
-fi
 COPIES="${COPIES:-${SPOOFWATCH_CACHE:-$HOME/.cache/spoofwatch}/copies/fargan-ps}"
 # COPIES=none trains without the copies (with --channels clean,telephone and --name
 # spoofwatch-default-whisper-base-lfcc-phase: the card before the copies).
@@ -46,6 +33,6 @@ if [ "$COPIES" != "none" ]; then
   EXTRA=(--extra-manifest "$COPIES/manifest.csv")  # through the recipe's extra_channels
 fi
 .venv/bin/spoofwatch -v train --recipe "$RECIPE" \
-  "${MANIFESTS[@]}" \
+  --manifest "$CORPUS/manifest.csv" \
   --out "src/spoofwatch/model/$RECIPE" \
   "${EXTRA[@]}" "$@"
