@@ -234,3 +234,31 @@ def test_train_pools_repeated_manifests_and_refuses_a_shared_utt_id(
     assert main(argv, io.StringIO()) != 0
     err = capsys.readouterr().err
     assert "--manifest: expected unique utt_id values across the manifests, found ['a2']" in err
+
+
+def test_source_cap_reaches_train_and_loso_and_a_zero_cap_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import spoofwatch.train.pipeline as pipeline
+    from spoofwatch.cli import build_parser, cmd_train
+    from spoofwatch.errors import ConfigError
+    from spoofwatch.train.pipeline import TrainOptions, train_detector
+
+    seen = []
+    monkeypatch.setattr(
+        pipeline,
+        "train_detector",
+        lambda items, dev, out, options, extra_items=(): seen.append(options) or {},
+    )
+    monkeypatch.setattr("spoofwatch.cli._read_items", lambda args, prefix="": [] if not prefix else None)
+    cmd_train(
+        build_parser().parse_args(
+            ["train", "--manifest", "m", "--out", str(tmp_path), "--source-cap", "300"]
+        ),
+        io.StringIO(),
+    )
+    assert seen[0].source_cap == 300
+    assert build_parser().parse_args(["loso", "--manifest", "m", "--source-cap", "50"]).source_cap == 50
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="source_cap: expected a positive number of clips, found 0"):
+        train_detector([], None, tmp_path / "d", TrainOptions(source_cap=0), progress=False)

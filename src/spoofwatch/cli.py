@@ -58,6 +58,18 @@ def _add_detector(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_source_cap_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source-cap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="no source (the manifest's source column) weighs more than N clips in the fit: a few "
+        "large sources cannot teach the head their recording style as the class (default: every "
+        "clip weighs 1)",
+    )
+
+
 def _add_dataset(
     parser: argparse.ArgumentParser, prefix: str = "", required: bool = True, repeatable: bool = False
 ) -> None:
@@ -176,15 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="weight of the spectral block's standardised features in the fit (L2 penalty / w^2)",
     )
-    tr.add_argument(
-        "--source-cap",
-        type=int,
-        default=None,
-        metavar="N",
-        help="no source (the manifest's source column) weighs more than N clips in the fit: a few "
-        "large sources cannot teach the head their recording style as the class (default: every "
-        "clip weighs 1)",
-    )
+    _add_source_cap_option(tr)
     tr.add_argument(
         "--fit-precision",
         choices=("float64", "float32"),
@@ -231,15 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --fold-by other than source: the column the bona fide clips are held out by "
         "(default source, without its @version)",
     )
-    lo.add_argument(
-        "--source-cap",
-        type=int,
-        default=None,
-        metavar="N",
-        help="no source (the manifest's source column) weighs more than N clips in the fit: a few "
-        "large sources cannot teach the head their recording style as the class (default: every "
-        "clip weighs 1)",
-    )
+    _add_source_cap_option(lo)
     lo.add_argument(
         "--fit-precision",
         choices=("float64", "float32"),
