@@ -10,14 +10,17 @@ FARGAN demo's file formats.
 
 from __future__ import annotations
 
+import csv
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.model.resynthesis.vocoder import FRAME_VALUES, PITCH_INDEX
+from spoofwatch.train.corpus import LabelledItem
 
 TINY_HIDDEN = 32
 # A real LibriSpeech clip shipped in examples/ (10 s, 16 kHz).
@@ -160,3 +163,30 @@ class FeatureFakeScorer(FakeScorer):
 def window_features(windows: NDArray[np.float32], scores: NDArray[np.float64]) -> NDArray[np.float32]:
     stats = [windows.mean(axis=1), windows.std(axis=1), np.abs(windows).max(axis=1), scores]
     return np.stack(stats, axis=1).astype(np.float32)
+
+
+# A tiny labelled corpus for training tests: bona fide = white noise, spoof = a tone.
+RATE = 16000
+
+
+def clip(kind: str, seed: int, seconds: float = 3.0) -> NDArray[np.float32]:
+    """``bonafide``: white noise; ``spoof``: a tone in faint noise; ``novel``: low-passed
+    noise, synthetic audio the base card has never seen (it looks like bona fide to it)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    noise = 0.1 * rng.standard_normal(t.size)
+    if kind == "spoof":
+        return (0.3 * np.sin(2 * np.pi * rng.uniform(300, 900) * t) + 0.02 * noise).astype(np.float32)
+    if kind == "novel":
+        smooth = np.convolve(noise, np.ones(12) / 12, mode="same") * 3.0
+        return smooth.astype(np.float32)
+    return noise.astype(np.float32)
+
+
+def write_manifest(path: Path, items: Sequence[LabelledItem]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "utt_id", "split", "source"])
+        for it in items:
+            writer.writerow([it.path, it.label, it.utt_id, it.split, it.source])
+    return path

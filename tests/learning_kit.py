@@ -4,37 +4,19 @@ feedback made by scoring new clips with that card."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from numpy.typing import NDArray
 
-from fakes import save_tiny_wav2vec2
+from fakes import RATE, clip, save_tiny_wav2vec2, write_manifest
 from spoofwatch.learning.feedback_store import FeedbackRecord, FeedbackStore
 from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.identity import card_identity, feature_space
 from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.pipeline import TrainOptions, train_detector
-
-RATE = 16000
-
-
-def clip(kind: str, seed: int, seconds: float = 3.0) -> NDArray[np.float32]:
-    """``bonafide``: white noise; ``spoof``: a tone in faint noise; ``novel``: low-passed
-    noise, synthetic audio the base card has never seen (it looks like bona fide to it)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    noise = 0.1 * rng.standard_normal(t.size)
-    if kind == "spoof":
-        return (0.3 * np.sin(2 * np.pi * rng.uniform(300, 900) * t) + 0.02 * noise).astype(np.float32)
-    if kind == "novel":
-        smooth = np.convolve(noise, np.ones(12) / 12, mode="same") * 3.0
-        return smooth.astype(np.float32)
-    return noise.astype(np.float32)
 
 
 def write_corpus(root: Path) -> list[LabelledItem]:
@@ -50,15 +32,6 @@ def write_corpus(root: Path) -> list[LabelledItem]:
                     LabelledItem(path=path, label=label, utt_id=utt, split=split, source=f"s{i % 2}")  # type: ignore[arg-type]
                 )
     return items
-
-
-def write_manifest(path: Path, items: Sequence[LabelledItem]) -> Path:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "utt_id", "split", "source"])
-        for it in items:
-            writer.writerow([it.path, it.label, it.utt_id, it.split, it.source])
-    return path
 
 
 def train_base(tmp_path: Path) -> tuple[Path, Path, Path]:

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from fakes import save_tiny_wav2vec2, write_fake_vocoder
+from fakes import RATE, clip, save_tiny_wav2vec2, write_fake_vocoder, write_manifest
 from spoofwatch.audio.files import load_audio
 from spoofwatch.config import ConfigError
 from spoofwatch.errors import ArtifactMismatchError, DataError, ModelError
@@ -31,17 +31,6 @@ from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.evaluate import detector_embeddings, evaluate_detector, llr_threshold
 from spoofwatch.train.extract import remade_windows
 from spoofwatch.train.pipeline import TrainOptions, encoder_spec, train_detector, truncated_spec
-
-RATE = 16000
-
-
-def clip(label: str, seed: int, seconds: float = 3.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    audio = 0.1 * rng.standard_normal(t.size)
-    if label == "spoof":
-        audio = 0.3 * np.sin(2 * np.pi * rng.uniform(300, 900) * t) + 0.02 * audio
-    return audio.astype(np.float32)
 
 
 def corpus(root: Path) -> list[LabelledItem]:
@@ -64,17 +53,6 @@ def corpus(root: Path) -> list[LabelledItem]:
                     )
                 )
     return items
-
-
-def write_manifest(path: Path, items: list[LabelledItem]) -> Path:
-    import csv
-
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "utt_id", "split", "source"])
-        for it in items:
-            writer.writerow([it.path, it.label, it.utt_id, it.split, it.source])
-    return path
 
 
 def tiny_options(model: Path, **changes: Any) -> TrainOptions:
