@@ -80,7 +80,7 @@ def _add_dataset(
             metavar="CSV",
             action="append",
             help="manifest CSV with path and label columns (repeatable: the manifests' rows are pooled,"
-            " e.g. the development corpus and a built one)",
+            " e.g. the development corpus and a built one; a utt_id in two of them is refused)",
         )
     else:
         group.add_argument(
@@ -203,17 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave-one-source-out (or, with --fold-by, leave-one-family-out) validation: pooled EER "
         "over held-out folds",
     )
-    dataset = lo.add_mutually_exclusive_group(required=True)
-    dataset.add_argument(
-        "--manifest",
-        action="append",
-        metavar="CSV",
-        help="manifest CSV with path and label columns (repeatable: the manifests' items are pooled, "
-        "every one trained on and scored)",
-    )
-    dataset.add_argument("--protocol", metavar="FILE", help="ASVspoof 2019 protocol file")
-    lo.add_argument("--audio-dir", metavar="DIR", help="audio folder for --protocol")
-    lo.add_argument("--ext", default=".flac", help="audio file extension for --protocol")
+    _add_dataset(lo, repeatable=True)
     lo.add_argument(
         "--split",
         metavar="SPLITS",
