@@ -158,9 +158,10 @@ def partition_folds(keys: Sequence[str], partitions: int) -> dict[str, str]:
     counts: dict[str, int] = {}
     for key in keys:
         counts[key] = counts.get(key, 0) + 1
+    kind_of = {k: k.split(":", 1)[0] if ":" in k else "" for k in counts}
     mapping: dict[str, str] = {}
-    for kind in sorted({k.split(":", 1)[0] if ":" in k else "" for k in counts}):
-        mine = [k for k in counts if (k.split(":", 1)[0] if ":" in k else "") == kind]
+    for kind in sorted(set(kind_of.values())):
+        mine = [k for k in counts if kind_of[k] == kind]
         if len(mine) < partitions:
             raise DataError(
                 f"fold partitions: expected at least {partitions} {kind or 'fold'} values to deal, "
