@@ -236,7 +236,7 @@ def test_train_pools_repeated_manifests_and_refuses_a_shared_utt_id(
     assert "--manifest: expected unique utt_id values across the manifests, found ['a2']" in err
 
 
-def test_source_cap_reaches_train_and_loso_and_a_zero_cap_is_refused(
+def test_source_cap_and_balance_reach_train_and_loso_and_a_zero_cap_is_refused(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     import spoofwatch.train.pipeline as pipeline
@@ -253,11 +253,22 @@ def test_source_cap_reaches_train_and_loso_and_a_zero_cap_is_refused(
     monkeypatch.setattr("spoofwatch.cli._read_items", lambda args, prefix="": [] if not prefix else None)
     cmd_train(
         build_parser().parse_args(
-            ["train", "--manifest", "m", "--out", str(tmp_path), "--source-cap", "300"]
+            [
+                "train",
+                "--manifest",
+                "m",
+                "--out",
+                str(tmp_path),
+                "--source-cap",
+                "300",
+                "--balance-by",
+                "length,lang",
+            ]
         ),
         io.StringIO(),
     )
     assert seen[0].source_cap == 300
+    assert seen[0].balance_by == ("length", "lang")
     assert build_parser().parse_args(["loso", "--manifest", "m", "--source-cap", "50"]).source_cap == 50
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="source_cap: expected a positive number of clips, found 0"):

@@ -68,6 +68,15 @@ def _add_source_cap_option(parser: argparse.ArgumentParser) -> None:
         "large sources cannot teach the head their recording style as the class (default: every "
         "clip weighs 1)",
     )
+    parser.add_argument(
+        "--balance-by",
+        default="",
+        metavar="KEYS",
+        help="comma-separated manifest columns (e.g. lang), or 'length' (clips shorter than a "
+        "window against the rest): bona fide and spoof weigh the same within each stratum of "
+        "their values, so a stratum that is mostly one class does not teach the head itself as "
+        "the class (default: the two classes balanced overall)",
+    )
 
 
 def _add_dataset(
@@ -166,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POLICY",
         help="decision threshold chosen on dev clips: bayes (p_spoof 0.5), eer, or false-alarm:RATE "
         "(at most RATE of bona fide dev clips flagged, e.g. false-alarm:0.01)",
+    )
+    tr.add_argument(
+        "--dev-min-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="leave dev clips shorter than this out of calibration, the threshold and the dev "
+        "figures: streaming scores whole windows, a clip shorter than one is scored on a window "
+        "repeating it (e.g. the window length; default 0: every dev clip)",
     )
     tr.add_argument(
         "--truncate-encoder",
@@ -813,6 +831,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         level_dbfs=args.level_dbfs,
         fit_precision=args.fit_precision,
         source_cap=args.source_cap,
+        balance_by=_channel_list(args.balance_by),
+        dev_min_s=args.dev_min_s,
     )
     report = train_detector(
         items, dev_items, Path(args.out), options, extra_items=_read_extra_items(args.extra_manifest)
@@ -901,6 +921,8 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         extra_sets=extra_sets,
         fit_dtype=np.float32 if args.fit_precision == "float32" else np.float64,
         source_cap=args.source_cap,
+        balance_by=_channel_list(args.balance_by),
+        window_s=args.window_s,
     )
     if args.scores_out:
         _write_loso_scores(Path(args.scores_out), scheme, results)
@@ -918,6 +940,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "fold_groups": args.fold_group,
         "fold_partitions": args.fold_partitions,
         "source_cap": args.source_cap,
+        "balance_by": args.balance_by,
         "spectral": args.spectral,
         "spectral_weight": args.spectral_weight,
         "quantization": args.quantization,

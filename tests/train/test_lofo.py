@@ -328,6 +328,11 @@ def test_loso_command_holds_out_generators_over_several_manifests_and_channels(
     bona = [float(r["score"]) for r in rows if r["label"] == "bonafide"]
     spoof = [float(r["score"]) for r in rows if r["label"] == "spoof"]
     assert compute_eer(bona, spoof)[0] == pytest.approx(partitioned["eer"])
+    balanced = io.StringIO()
+    argv = [*base, "--fold-by", "generator", "--balance-by", "length,source", "--json"]
+    assert main(argv, balanced) == 0
+    weighed = json.loads(balanced.getvalue().strip().splitlines()[-1])
+    assert weighed["balance_by"] == "length,source" and set(weighed["folds"]) == set(clean["folds"])
     assert main([*base, "--fold-by", "generator", "--fold-partitions", "1"], io.StringIO()) != 0
     assert "fold partitions: expected 0" in capsys.readouterr().err
     assert main([*base[:3], "--manifest", str(first), *base[5:]], io.StringIO()) != 0

@@ -499,3 +499,26 @@ def test_the_drift_reference_samples_a_large_dev_split_evenly_per_class(
     dev += [LabelledItem(Path(f"/x/s{i}.wav"), "spoof", f"s{i}") for i in range(2)]
     chosen = pipeline.drift_sample(list(reversed(dev)))
     assert [it.utt_id for it in chosen] == ["b00", "b03", "b06", "s0", "s1"]
+
+
+def test_dev_clips_shorter_than_dev_min_s_are_left_out_of_calibration_and_the_threshold(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> None:
+    model, items = workspace
+    for utt in ("dev-bonafide-0", "dev-spoof-0"):  # shorter than a 2 s window: tiled when scored
+        item = next(it for it in items if it.utt_id == utt)
+        sf.write(item.path, clip(item.label, 7, seconds=1.0), RATE)
+    options = tiny_options(model, threshold="eer", dev_min_s=2.0)
+    report = train_detector(items, None, tmp_path / "kept", options, progress=False)
+    assert report["threshold"]["dev_clips"] == {"bonafide": 5, "spoof": 5}
+    card = json.loads((tmp_path / "kept" / "model_card.json").read_text())
+    assert card["training"]["dev_items"] == {"bonafide": 5, "spoof": 5}
+    assert card["training"]["options"]["dev_min_s"] == 2.0
+    every = train_detector(
+        items, None, tmp_path / "every", tiny_options(model, threshold="eer"), progress=False
+    )
+    assert every["threshold"]["dev_clips"] == {"bonafide": 6, "spoof": 6}
+    with pytest.raises(DataError, match="expected dev clips of both classes at least that long"):
+        train_detector(items, None, tmp_path / "none", tiny_options(model, dev_min_s=10.0), progress=False)
+    with pytest.raises(ConfigError, match="dev_min_s: expected a number of seconds >= 0"):
+        train_detector(items, None, tmp_path / "bad", tiny_options(model, dev_min_s=-1.0), progress=False)

@@ -7,16 +7,19 @@ scores for evaluation are the mean window LLR, as ``spoofwatch score`` reports t
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import soundfile
 from numpy.typing import NDArray
 
 from spoofwatch.errors import DataError
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.head import LinearHead
+from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import CHUNK_ROWS, EmbeddingSet
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 from spoofwatch.train.store import drop_resident
@@ -120,6 +123,97 @@ def source_weights(sets: Sequence[EmbeddingSet], cap: int | None) -> list[NDArra
     return out
 
 
+# The derived balance key: is the clip shorter than a window (so its one window repeats it)?
+LENGTH_KEY = "length"
+
+
+def item_duration_s(item: LabelledItem) -> float:
+    """The clip's duration: the manifest's ``duration_s`` when it has one, else the file's."""
+    stated = item.extra.get("duration_s", "")
+    try:
+        value = float(stated)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value >= 0:
+        return value
+    try:
+        return float(soundfile.info(str(item.path)).duration)
+    except (OSError, RuntimeError) as exc:
+        raise DataError(f"{item.path}: cannot read its duration for balancing ({exc})") from None
+
+
+def stratum_of(item: LabelledItem, keys: Sequence[str], window_s: float) -> tuple[str, ...]:
+    """The item's values of ``keys``: manifest columns, or ``length`` ("tiled" for a clip
+    shorter than one window, else "whole")."""
+    values = []
+    for key in keys:
+        if key == LENGTH_KEY:
+            values.append("tiled" if item_duration_s(item) < window_s else "whole")
+        elif key == "source":
+            values.append(item.source)
+        elif key == "speaker":
+            values.append(item.speaker)
+        else:
+            values.append(item.extra.get(key, "") or "-")
+    return tuple(values)
+
+
+def balance_weights(
+    sets: Sequence[EmbeddingSet],
+    keys: Sequence[str],
+    window_s: float,
+    base: Sequence[NDArray[np.float64]] | None = None,
+) -> list[NDArray[np.float64]]:
+    """Per window of each set, its weight in the fit so that within each stratum (the
+    values of ``keys`` of the window's clip) bona fide and spoof weigh the same, and the two
+    classes weigh the same overall. The windows of all sets count together; ``base`` (e.g.
+    ``source_weights``) multiplies each window's count.
+
+    Without it a stratum that is mostly one class teaches the head the stratum as the class:
+    most bona fide clips of the built corpus are command words shorter than a window, most
+    clips of clean read English are spoofs (docs/accuracy-lofo.md). A stratum holding one
+    class only keeps its windows' weight; only the overall rescaling touches it. The head is
+    then fitted without balanced class weights (it would count windows, not weights)."""
+    if not keys:
+        raise DataError("balance keys: expected at least one key (a manifest column or 'length')")
+    base_weights = base if base is not None else [np.ones(len(s.item_index)) for s in sets]
+    strata: list[NDArray[np.int64]] = []
+    names: dict[tuple[str, ...], int] = {}
+    for s in sets:
+        per_item = [names.setdefault(stratum_of(it, keys, window_s), len(names)) for it in s.items]
+        strata.append(np.asarray(per_item, dtype=np.int64)[s.item_index])
+    labels = [s.labels() for s in sets]
+    totals = np.zeros((len(names), 2))
+    for stratum, label, weight in zip(strata, labels, base_weights, strict=True):
+        np.add.at(totals, (stratum, label), weight)
+    both = (totals > 0).all(axis=1)
+    # Within a two-class stratum each class gets half of the stratum's weight.
+    factor = np.ones_like(totals)
+    factor[both] = totals[both].sum(axis=1, keepdims=True) / (2.0 * totals[both])
+    balanced = [w * factor[st, lab] for st, lab, w in zip(strata, labels, base_weights, strict=True)]
+    class_total = np.zeros(2)
+    for label, weight in zip(labels, balanced, strict=True):
+        np.add.at(class_total, label, weight)
+    if (class_total == 0).any():
+        raise DataError("balancing needs training windows of both classes")
+    overall = class_total.sum() / (2.0 * class_total)
+    return [w * overall[lab] for lab, w in zip(labels, balanced, strict=True)]
+
+
+def fit_weights(
+    sets: Sequence[EmbeddingSet],
+    source_cap: int | None,
+    balance_by: Sequence[str],
+    window_s: float,
+) -> tuple[list[NDArray[np.float64]] | None, str | None]:
+    """The fit's per-window weights (None: every window weighs 1) and the head's class
+    weighting: ``balanced`` unless ``balance_by`` already balances the classes."""
+    if not balance_by:
+        return (None if source_cap is None else source_weights(sets, source_cap)), "balanced"
+    base = None if source_cap is None else source_weights(sets, source_cap)
+    return balance_weights(sets, balance_by, window_s, base), None
+
+
 def clip_llrs(embeddings: EmbeddingSet, window_llrs: NDArray[np.float64]) -> NDArray[np.float64]:
     """Mean window LLR per item (NaN for items with no windows)."""
     n = len(embeddings.items)
@@ -152,22 +246,26 @@ def fit_head(
     spectral_weight: float = 1.0,
     fit_dtype: type[np.floating[Any]] = np.float64,
     source_cap: int | None = None,
+    balance_by: Sequence[str] = (),
+    window_s: float = 4.0,
 ) -> FittedHead:
     """Choose layers on dev (unless given), fit on train, calibrate on dev windows.
     ``fit_dtype``: precision of the standardised training matrix (``LinearHead``);
-    ``source_cap``: no source weighs more than that many clips (``source_weights``)."""
-    per_set = source_weights(train, source_cap)
+    ``source_cap``: no source weighs more than that many clips (``source_weights``);
+    ``balance_by``: classes balanced within each stratum of these keys (``balance_weights``;
+    ``window_s`` decides which clips are tiled)."""
+    per_set, class_weight = fit_weights(train, source_cap, balance_by, window_s)
     n_states = train[0].features.shape[1]
     search: dict[str, float] = {}
     if layers is None:
         best: tuple[float, tuple[int, ...]] = (np.inf, tuple(range(n_states)))
         for candidate in candidate_layer_sets(n_states):
             rows = StackedRows(train, candidate)
-            head = LinearHead(C=C, fit_dtype=fit_dtype).fit(
+            head = LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype).fit(
                 rows,
                 rows.labels(),
                 column_weights(train, candidate, spectral_weight),
-                sample_weight=None if source_cap is None else rows.weights(per_set),
+                sample_weight=None if per_set is None else rows.weights(per_set),
             )
             dx, dy = stack(dev, candidate)
             eer = window_eer(head.decision_function(dx), dy)
@@ -179,11 +277,11 @@ def fit_head(
     else:
         chosen = tuple(layers)
     rows = StackedRows(train, chosen)
-    head = LinearHead(C=C, fit_dtype=fit_dtype).fit(
+    head = LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype).fit(
         rows,
         rows.labels(),
         column_weights(train, chosen, spectral_weight),
-        sample_weight=None if source_cap is None else rows.weights(per_set),
+        sample_weight=None if per_set is None else rows.weights(per_set),
     )
     dx, dy = stack(dev, chosen)
     raw = head.decision_function(dx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -26,7 +27,7 @@ from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem, check_no_leakage
 from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
-from spoofwatch.train.fit import clip_scores, evaluate_set, fit_head
+from spoofwatch.train.fit import clip_scores, evaluate_set, fit_head, item_duration_s
 from spoofwatch.train.threshold import choose_threshold, parse_policy
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,13 @@ class TrainOptions:
     # No source weighs more than this many clips in the fit (train.fit.source_weights);
     # None: every clip weighs 1.
     source_cap: int | None = None
+    # Bona fide and spoof weigh the same within each stratum of these manifest columns (or
+    # "length": clips shorter than a window against the rest); () = class balance only.
+    balance_by: tuple[str, ...] = ()
+    # Dev clips shorter than this many seconds are left out of calibration, the threshold
+    # and the dev figures: streaming scores whole windows, and clips shorter than one are
+    # scored on a window that repeats them. 0 keeps every dev clip.
+    dev_min_s: float = 0.0
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -206,6 +214,23 @@ def train_detector(
     for channel in (*options.channels, *dev_channels, *extra_channels):
         get_channel(channel)
     train, dev = split_train_dev(items, dev_items)
+    if options.dev_min_s < 0 or not math.isfinite(options.dev_min_s):
+        raise ConfigError(f"dev_min_s: expected a number of seconds >= 0, found {options.dev_min_s}")
+    if options.dev_min_s > 0:
+        kept = [it for it in dev if item_duration_s(it) >= options.dev_min_s]
+        logger.info(
+            "dev: %d of %d clips shorter than %g s left out",
+            len(dev) - len(kept),
+            len(dev),
+            options.dev_min_s,
+        )
+        if {it.label for it in kept} != {"bonafide", "spoof"}:
+            raise DataError(
+                f"dev_min_s {options.dev_min_s:g}: expected dev clips of both classes at least that long, "
+                f"found {sum(it.label == 'bonafide' for it in kept)} bona fide and "
+                f"{sum(it.label == 'spoof' for it in kept)} spoof"
+            )
+        dev = kept
     extra_train = [it for it in extra_items if it.split != "dev"]
     if len(extra_train) < len(extra_items):
         logger.info("extra items: %d of split dev left out", len(extra_items) - len(extra_train))
@@ -244,6 +269,8 @@ def train_detector(
         spectral_weight=options.spectral_weight,
         fit_dtype=np.float32 if options.fit_precision == "float32" else np.float64,
         source_cap=options.source_cap,
+        balance_by=options.balance_by,
+        window_s=options.window_s,
     )
     # One threshold for every channel: dev clips of all channels pooled.
     pooled = [clip_scores(fitted, dev_set) for dev_set in dev_sets]

@@ -34,6 +34,8 @@ KEYS: Final[dict[str, tuple[type, ...]]] = {
     "level_dbfs": (int, float),
     "fit_precision": (str,),
     "source_cap": (int,),
+    "balance_by": (list,),
+    "dev_min_s": (int, float),
 }
 
 

@@ -26,7 +26,7 @@ from spoofwatch.model.head import LinearHead
 from spoofwatch.progress import progress as show_progress
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.fit import StackedRows, clip_llrs, column_weights, source_weights
+from spoofwatch.train.fit import StackedRows, clip_llrs, column_weights, fit_weights
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 
 logger = logging.getLogger(__name__)
@@ -216,6 +216,8 @@ def leave_one_fold_out(
     fit: FoldFitter | None = None,
     fit_dtype: type[np.floating[Any]] = np.float64,
     source_cap: int | None = None,
+    balance_by: Sequence[str] = (),
+    window_s: float = 4.0,
 ) -> dict[str, LosoResult]:
     """Each fold of ``scheme`` held out in turn; its clips scored on every test channel
     (``test_sets``: channel -> set) by the head fitted without it, and the scores of all
@@ -267,7 +269,9 @@ def leave_one_fold_out(
             )
         )
     weights = column_weights(train_sets, layers, spectral_weight)
-    per_set = source_weights([s for s, _, _ in training], source_cap)
+    # Weights over every training window at once, not per fold: a fold's head sees its
+    # share of them (the classes stay near balanced; exactly so with one fold).
+    per_set, class_weight = fit_weights([s for s, _, _ in training], source_cap, balance_by, window_s)
     window_scores = {ch: np.full(len(t.features), np.nan) for ch, t in test_sets.items()}
     folds = sorted(set(held_as.values()))
     for name in show_progress(folds, total=len(folds), desc="leave-one-out", unit="fold", enabled=progress):
@@ -280,8 +284,8 @@ def leave_one_fold_out(
         score: Callable[[NDArray[np.float32]], NDArray[np.float64]]
         if fit is None:
             score = (
-                LinearHead(C=C, fit_dtype=fit_dtype)
-                .fit(rows, y, weights, sample_weight=None if source_cap is None else rows.weights(per_set))
+                LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype)
+                .fit(rows, y, weights, sample_weight=None if per_set is None else rows.weights(per_set))
                 .decision_function
             )
         else:
