@@ -177,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(at most RATE of bona fide dev clips flagged, e.g. false-alarm:0.01)",
     )
     tr.add_argument(
+        "--train-min-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="leave the manifests' training clips shorter than this out (not --extra-manifest's "
+        "copies): a head learns a window that repeats a short clip as the class most short clips "
+        "have (default 0: every clip)",
+    )
+    tr.add_argument(
         "--dev-min-s",
         type=float,
         default=0.0,
@@ -284,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sources matching GLOB (or any of GLOB|GLOB...) are held out together as one fold "
         "(repeatable), for sources that are not independent, e.g. 'debian:asterisk*': one voice, "
         "partly the same recordings",
+    )
+    lo.add_argument(
+        "--min-s",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="leave the manifests' clips shorter than this out: neither trained on nor scored "
+        "(--extra-manifest's copies stay in training; default 0: every clip)",
     )
     lo.add_argument(
         "--fold-partitions",
@@ -833,6 +850,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         source_cap=args.source_cap,
         balance_by=_channel_list(args.balance_by),
         dev_min_s=args.dev_min_s,
+        train_min_s=args.train_min_s,
     )
     report = train_detector(
         items, dev_items, Path(args.out), options, extra_items=_read_extra_items(args.extra_manifest)
@@ -883,10 +901,10 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.model.encoders.registry import build_encoder
     from spoofwatch.stream.core.windowing import WindowConfig
     from spoofwatch.train.extract import extract_with_spectral
-    from spoofwatch.train.pipeline import encoder_spec, feature_encoder, spectral_front_end_spec
+    from spoofwatch.train.pipeline import at_least, encoder_spec, feature_encoder, spectral_front_end_spec
     from spoofwatch.train.validate import FoldScheme, leave_one_fold_out
 
-    items = _loso_items(args)
+    items = at_least(_loso_items(args), args.min_s, "--min-s")
     scheme = FoldScheme(args.fold_by, args.bonafide_fold_by, tuple(args.fold_group), args.fold_partitions)
     scheme.check(items)  # before hours of extraction
     test_channels = _channel_list(args.test_channel)
@@ -941,6 +959,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "fold_partitions": args.fold_partitions,
         "source_cap": args.source_cap,
         "balance_by": args.balance_by,
+        "min_s": args.min_s,
         "spectral": args.spectral,
         "spectral_weight": args.spectral_weight,
         "quantization": args.quantization,

@@ -333,6 +333,12 @@ def test_loso_command_holds_out_generators_over_several_manifests_and_channels(
     assert main(argv, balanced) == 0
     weighed = json.loads(balanced.getvalue().strip().splitlines()[-1])
     assert weighed["balance_by"] == "length,source" and set(weighed["folds"]) == set(clean["folds"])
+    longer = io.StringIO()
+    assert main([*base, "--fold-by", "generator", "--min-s", "1.5", "--json"], longer) == 0
+    kept = json.loads(longer.getvalue().strip().splitlines()[-1])  # every clip is 2 s long
+    assert kept["min_s"] == 1.5 and kept["n_bonafide"] == weighed["n_bonafide"]
+    assert main([*base, "--fold-by", "generator", "--min-s", "3"], io.StringIO()) != 0
+    assert "--min-s 3: expected clips of both classes at least that long, found 0" in capsys.readouterr().err
     assert main([*base, "--fold-by", "generator", "--fold-partitions", "1"], io.StringIO()) != 0
     assert "fold partitions: expected 0" in capsys.readouterr().err
     assert main([*base[:3], "--manifest", str(first), *base[5:]], io.StringIO()) != 0

@@ -518,7 +518,14 @@ def test_dev_clips_shorter_than_dev_min_s_are_left_out_of_calibration_and_the_th
         items, None, tmp_path / "every", tiny_options(model, threshold="eer"), progress=False
     )
     assert every["threshold"]["dev_clips"] == {"bonafide": 6, "spoof": 6}
-    with pytest.raises(DataError, match="expected dev clips of both classes at least that long"):
+    with pytest.raises(DataError, match="dev_min_s 10: expected clips of both classes at least that long"):
         train_detector(items, None, tmp_path / "none", tiny_options(model, dev_min_s=10.0), progress=False)
     with pytest.raises(ConfigError, match="dev_min_s: expected a number of seconds >= 0"):
         train_detector(items, None, tmp_path / "bad", tiny_options(model, dev_min_s=-1.0), progress=False)
+    short = [it for it in items if it.split == "train"][:2]  # train-bonafide-0 and train-spoof-0
+    for item in short:
+        sf.write(item.path, clip(item.label, 8, seconds=1.0), RATE)
+    options = tiny_options(model, threshold="eer", train_min_s=2.0)
+    train_detector(items, None, tmp_path / "trimmed", options, progress=False)
+    card = json.loads((tmp_path / "trimmed" / "model_card.json").read_text())
+    assert card["training"]["train_items"] == {"bonafide": 7, "spoof": 7}

@@ -78,6 +78,11 @@ class TrainOptions:
     # and the dev figures: streaming scores whole windows, and clips shorter than one are
     # scored on a window that repeats them. 0 keeps every dev clip.
     dev_min_s: float = 0.0
+    # Training clips of the manifests shorter than this many seconds are left out: a head
+    # learns "one window repeating itself" as the class that has most of them (the command
+    # word collections, all bona fide). Extra items (vocoder copies) are kept: a copy is a
+    # spoof, so its repeated window teaches the opposite. 0 keeps every clip.
+    train_min_s: float = 0.0
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -142,6 +147,26 @@ def spectral_front_end_spec(name: str | None) -> EncoderSpec | None:
         expected = ", ".join(SPECTRAL_FRONT_ENDS)
         raise ConfigError(f"spectral front end {name!r}: expected one of {expected} or none")
     return EncoderSpec(kind=name, name=name)
+
+
+def at_least(items: Sequence[LabelledItem], min_s: float, name: str) -> list[LabelledItem]:
+    """The items at least ``min_s`` seconds long (all of them for 0); both classes must
+    remain."""
+    if min_s < 0 or not math.isfinite(min_s):
+        raise ConfigError(f"{name}: expected a number of seconds >= 0, found {min_s}")
+    if min_s == 0:
+        return list(items)
+    kept = [it for it in items if item_duration_s(it) >= min_s]
+    logger.info(
+        "%s: %d of %d clips shorter than %g s left out", name, len(items) - len(kept), len(items), min_s
+    )
+    if {it.label for it in kept} != {"bonafide", "spoof"}:
+        raise DataError(
+            f"{name} {min_s:g}: expected clips of both classes at least that long, found "
+            f"{sum(it.label == 'bonafide' for it in kept)} bona fide and "
+            f"{sum(it.label == 'spoof' for it in kept)} spoof"
+        )
+    return kept
 
 
 def split_train_dev(
@@ -214,23 +239,8 @@ def train_detector(
     for channel in (*options.channels, *dev_channels, *extra_channels):
         get_channel(channel)
     train, dev = split_train_dev(items, dev_items)
-    if options.dev_min_s < 0 or not math.isfinite(options.dev_min_s):
-        raise ConfigError(f"dev_min_s: expected a number of seconds >= 0, found {options.dev_min_s}")
-    if options.dev_min_s > 0:
-        kept = [it for it in dev if item_duration_s(it) >= options.dev_min_s]
-        logger.info(
-            "dev: %d of %d clips shorter than %g s left out",
-            len(dev) - len(kept),
-            len(dev),
-            options.dev_min_s,
-        )
-        if {it.label for it in kept} != {"bonafide", "spoof"}:
-            raise DataError(
-                f"dev_min_s {options.dev_min_s:g}: expected dev clips of both classes at least that long, "
-                f"found {sum(it.label == 'bonafide' for it in kept)} bona fide and "
-                f"{sum(it.label == 'spoof' for it in kept)} spoof"
-            )
-        dev = kept
+    train = at_least(train, options.train_min_s, "train_min_s")
+    dev = at_least(dev, options.dev_min_s, "dev_min_s")
     extra_train = [it for it in extra_items if it.split != "dev"]
     if len(extra_train) < len(extra_items):
         logger.info("extra items: %d of split dev left out", len(extra_items) - len(extra_train))

@@ -36,6 +36,7 @@ KEYS: Final[dict[str, tuple[type, ...]]] = {
     "source_cap": (int,),
     "balance_by": (list,),
     "dev_min_s": (int, float),
+    "train_min_s": (int, float),
 }
 
 
