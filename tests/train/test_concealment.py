@@ -84,3 +84,21 @@ def test_the_augmented_gaps_channel_is_augmented_plus_a_filler_on_about_half_the
     y, name = with_gaps(talk_and_pause(), SR, np.random.default_rng(0), p=1.0)
     assert name in {"dtx", "plc", "zeros"}
     assert with_gaps(talk_and_pause(), SR, np.random.default_rng(0), p=0.0)[1] is None
+
+
+def test_the_telephone_gaps_channel_fills_every_clip_after_the_g711_codec() -> None:
+    from spoofwatch.train.channel import telephone_mulaw
+
+    channel = get_channel("telephone-gaps")
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        x = np.concatenate([talk_and_pause(), (0.1 * rng.standard_normal(SR)).astype(np.float32)])
+        y = channel(x, SR)
+        np.testing.assert_array_equal(y, channel(x, SR))  # deterministic per clip
+        assert len(y) == len(x) and y.dtype == np.float32
+        phone = telephone_mulaw(x, SR)
+        assert not np.allclose(y, phone, atol=1e-4)  # a filler on every clip
+        # The filler is made at 8 kHz: nothing above the narrow band is added.
+        spectrum = np.abs(np.fft.rfft(y - phone))
+        freqs = np.fft.rfftfreq(len(y), 1 / SR)
+        assert spectrum[freqs > 4200].sum() < 0.02 * spectrum.sum()

@@ -4,7 +4,9 @@
 the model rate. ``level`` and ``telephone-level`` first scale each clip by a gain drawn
 from -20..+6 dB (clipped at full scale), as callers' levels differ: they measure how much
 a detector's scores depend on level. The fuller augmentation set (GSM, Opus, noise, reverb) lives in
-``augment.py``; these two names are the ones the embedding cache and reports key on.
+``augment.py``; these names are the ones the embedding cache and reports key on.
+``telephone-gaps`` is ``telephone`` with a call-path filler (comfort noise, concealment,
+digital silence) in every clip.
 """
 
 from __future__ import annotations
@@ -69,11 +71,30 @@ def augmented_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np
     return augmented_gaps_channel(samples, sample_rate)
 
 
+def telephone_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+    """The G.711 call path with one call-path filler on every clip, made at 8 kHz after the
+    codec as a gateway or jitter buffer makes it (DTX comfort noise half the time, concealed
+    packet loss or digital silence a quarter each; ``concealment.py``), then back to the
+    model rate. ``augmented-gaps`` puts its fillers after a random chain that is G.711 only
+    now and then, so comfort noise in a phone call's pauses was rarely seen in training."""
+    from spoofwatch.train.concealment import gaps_seed, with_gaps
+
+    narrow = resample(samples, sample_rate, 8000)
+    coded = mulaw_decode(mulaw_encode(np.clip(narrow, -1.0, 1.0)))
+    filled, _ = with_gaps(coded, 8000, np.random.default_rng(gaps_seed(samples)), p=1.0)
+    wide = resample(filled.astype(np.float32), 8000, sample_rate)
+    out = np.zeros(len(samples), dtype=np.float32)
+    n = min(len(out), len(wide))
+    out[:n] = wide[:n]
+    return out
+
+
 CHANNELS: dict[str, Channel] = {
     "clean": clean,
     "telephone": telephone_mulaw,
     "augmented": augmented,
     "augmented-gaps": augmented_gaps,
+    "telephone-gaps": telephone_gaps,
     "level": random_level,
     "telephone-level": telephone_random_level,
 }
