@@ -176,16 +176,22 @@ def filler_inside(score: ScoreEvent, holes: list[tuple[float, float]], window_s:
     return max(0.0, overlap - removed)
 
 
-def pick(manifest: Path, label: str, count: int, min_s: float, split: str = "") -> list[Path]:
-    with manifest.open() as f:
-        rows = [
-            r
-            for r in csv.DictReader(f)
-            if r["label"] == label and float(r["duration_s"]) >= min_s and (not split or r["split"] == split)
-        ]
-    rows.sort(key=lambda r: r["utt_id"])
+def pick(manifests: list[Path], label: str, count: int, min_s: float, split: str = "") -> list[Path]:
+    """``count`` clips of ``label``, evenly over the manifests' rows pooled and sorted by
+    utt_id; each path is read relative to its own manifest's folder."""
+    rows: list[tuple[str, Path]] = []
+    for manifest in manifests:
+        with manifest.open() as f:
+            rows += [
+                (r["utt_id"], manifest.parent / r["path"])
+                for r in csv.DictReader(f)
+                if r["label"] == label
+                and float(r["duration_s"]) >= min_s
+                and (not split or r["split"] == split)
+            ]
+    rows.sort(key=lambda r: r[0])
     step = max(1, len(rows) // count) if count else 1
-    return [manifest.parent / r["path"] for r in rows[::step][:count]]
+    return [path for _, path in rows[::step][:count]]
 
 
 def channel_audio(path: Path, channel: str) -> tuple[NDArray[np.float32], int]:
@@ -234,7 +240,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--manifest", type=Path, default=Path("/work/shared/corpus/manifest.csv"))
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        action="append",
+        help="labelled clips with duration_s (repeatable: rows pooled; default ../shared/corpus)",
+    )
     parser.add_argument("--bonafide", type=int, default=80)
     parser.add_argument("--spoof", type=int, default=40)
     parser.add_argument("--min-s", type=float, default=8.0)
@@ -251,9 +262,10 @@ def main() -> None:
     for hole in holes:
         if hole not in HOLES:
             parser.error(f"--holes: expected names from {HOLES}, got {hole!r}")
+    manifests = args.manifest or [Path("/work/shared/corpus/manifest.csv")]
     clips = {
-        "bonafide": pick(args.manifest, "bonafide", args.bonafide, args.min_s, args.split),
-        "spoof": pick(args.manifest, "spoof", args.spoof, args.min_s, args.split),
+        "bonafide": pick(manifests, "bonafide", args.bonafide, args.min_s, args.split),
+        "spoof": pick(manifests, "spoof", args.spoof, args.min_s, args.split),
     }
     detector = load_detector(args.detector)
     asyncio.run(measure(detector, {k: v for k, v in clips.items() if v}, holes, policies))
