@@ -28,10 +28,17 @@ def clean(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]
     return samples
 
 
-def telephone_mulaw(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
-    """G.711 mu-law at 8 kHz, returned at ``sample_rate`` with the same length."""
+def telephone_mulaw(
+    samples: NDArray[np.float32],
+    sample_rate: int,
+    after_codec: Callable[[NDArray[np.float32]], NDArray[np.float32]] | None = None,
+) -> NDArray[np.float32]:
+    """G.711 mu-law at 8 kHz, returned at ``sample_rate`` with the same length;
+    ``after_codec`` changes the decoded 8 kHz audio first (a gateway's filler)."""
     narrow = resample(samples, sample_rate, 8000)
     coded = mulaw_decode(mulaw_encode(np.clip(narrow, -1.0, 1.0)))
+    if after_codec is not None:
+        coded = after_codec(coded).astype(np.float32)
     wide = resample(coded, 8000, sample_rate)
     out = np.zeros(len(samples), dtype=np.float32)
     n = min(len(out), len(wide))
@@ -79,14 +86,8 @@ def telephone_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np
     now and then, so comfort noise in a phone call's pauses was rarely seen in training."""
     from spoofwatch.train.concealment import gaps_seed, with_gaps
 
-    narrow = resample(samples, sample_rate, 8000)
-    coded = mulaw_decode(mulaw_encode(np.clip(narrow, -1.0, 1.0)))
-    filled, _ = with_gaps(coded, 8000, np.random.default_rng(gaps_seed(samples)), p=1.0)
-    wide = resample(filled.astype(np.float32), 8000, sample_rate)
-    out = np.zeros(len(samples), dtype=np.float32)
-    n = min(len(out), len(wide))
-    out[:n] = wide[:n]
-    return out
+    rng = np.random.default_rng(gaps_seed(samples))
+    return telephone_mulaw(samples, sample_rate, lambda coded: with_gaps(coded, 8000, rng, p=1.0)[0])
 
 
 CHANNELS: dict[str, Channel] = {
