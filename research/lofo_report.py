@@ -5,7 +5,7 @@ fide tag (each tag's bona fide clips against every held-out spoof). EER as the A
 evaluation package computes it (``spoofwatch.train.metrics.compute_eer``).
 
     python research/lofo_report.py --scores lofo.csv --manifest BUILT/manifest.csv \\
-        --manifest dev-families.csv [--json out.json]
+        --manifest dev-families.csv [--min-s 4] [--json out.json]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def year_band(year: str) -> str:
     return "2023 or later" if int(year) >= 2023 else "before 2023"
 
 
-def report(scores: Path, manifests: list[Path]) -> dict[str, dict[str, dict[str, float]]]:
+def report(scores: Path, manifests: list[Path], min_s: float = 0.0) -> dict[str, dict[str, dict[str, float]]]:
     meta: dict[str, dict[str, str]] = {}
     for manifest in manifests:
         with manifest.open() as handle:
@@ -36,6 +36,9 @@ def report(scores: Path, manifests: list[Path]) -> dict[str, dict[str, dict[str,
     by_channel: dict[str, list[dict[str, str]]] = defaultdict(list)
     with scores.open() as handle:
         for row in csv.DictReader(handle):
+            # Clips shorter than min_s (the manifests' duration_s) are left out.
+            if min_s and float(meta.get(row["utt_id"], {}).get("duration_s") or 0.0) < min_s:
+                continue
             by_channel[row["channel"]].append(row)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for channel, rows in by_channel.items():
@@ -76,8 +79,14 @@ def main() -> None:
     parser.add_argument("--scores", type=Path, required=True)
     parser.add_argument("--manifest", type=Path, action="append", required=True)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--min-s",
+        type=float,
+        default=0.0,
+        help="only clips at least this long (duration_s), e.g. 4: one whole window",
+    )
     args = parser.parse_args()
-    result = report(args.scores, args.manifest)
+    result = report(args.scores, args.manifest, args.min_s)
     for channel, section in result.items():
         print(f"== {channel}")
         for name, row in section.items():

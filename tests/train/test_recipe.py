@@ -39,7 +39,7 @@ def test_train_takes_the_recipe_as_defaults_and_flags_win(monkeypatch: pytest.Mo
     assert cli.main(argv) == 0
     recipe = as_cli_defaults(load_recipe("default"))
     assert seen["C"] == 0.5  # the flag
-    assert seen["channels"] == recipe["channels"] == "clean,telephone,augmented-gaps"
+    assert seen["channels"] == recipe["channels"] == "clean,telephone,augmented-gaps,telephone-gaps"
     assert seen["layers"] == "0,1,2,3,4" and seen["truncate_encoder"] is True
     assert seen["level_dbfs"] == -26.0 and seen["spectral"] == "lfcc-phase"
     seen.clear()
