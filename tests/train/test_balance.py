@@ -95,6 +95,10 @@ def test_several_sets_count_together_and_source_weights_multiply() -> None:
     assert fit_weights([first], None, ("lang",), 4.0)[1] is None
     with pytest.raises(DataError, match="expected at least one key"):
         balance_weights([first], [], 4.0)
+    with pytest.raises(
+        DataError, match="balance key 'langg': no manifest has that column; expected 'length' or one"
+    ):
+        balance_weights([first], ["langg"], 4.0)
     only_bona = _set([it for it in items if it.label == "bonafide"])
     with pytest.raises(DataError, match="both classes"):
         balance_weights([only_bona], ["lang"], 4.0)

@@ -176,6 +176,13 @@ def balance_weights(
     then fitted without balanced class weights (it would count windows, not weights)."""
     if not keys:
         raise DataError("balance keys: expected at least one key (a manifest column or 'length')")
+    columns = {column for s in sets for it in s.items for column in it.extra}
+    for key in keys:
+        if key not in (LENGTH_KEY, "source", "speaker") and key not in columns:
+            raise DataError(
+                f"balance key {key!r}: no manifest has that column; expected 'length' or one of "
+                f"{sorted(columns | {'source', 'speaker'})}"
+            )
     base_weights = base if base is not None else [np.ones(len(s.item_index)) for s in sets]
     strata: list[NDArray[np.int64]] = []
     names: dict[tuple[str, ...], int] = {}
