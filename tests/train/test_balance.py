@@ -9,9 +9,9 @@ import pytest
 import soundfile
 
 from spoofwatch.errors import DataError
-from spoofwatch.train.corpus import LabelledItem
+from spoofwatch.train.corpus import LabelledItem, item_duration_s
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.fit import balance_weights, fit_head, fit_weights, item_duration_s, source_weights
+from spoofwatch.train.fit import balance_weights, fit_head, fit_weights, source_weights
 from spoofwatch.train.validate import FoldScheme, leave_one_fold_out
 
 

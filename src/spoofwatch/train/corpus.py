@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import re
 from collections import defaultdict
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, TypeGuard
+
+import soundfile
 
 from spoofwatch.errors import ConfigError, DataError
 
@@ -319,3 +322,18 @@ def _values(items: Sequence[LabelledItem], attribute: str, label: Label | None =
 
 def _paths(items: Sequence[LabelledItem]) -> set[str]:
     return {os.path.abspath(item.path) for item in items}
+
+
+def item_duration_s(item: LabelledItem) -> float:
+    """The clip's duration: the manifest's ``duration_s`` when it has one, else the file's."""
+    stated = item.extra.get("duration_s", "")
+    try:
+        value = float(stated)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value >= 0:
+        return value
+    try:
+        return float(soundfile.info(str(item.path)).duration)
+    except (OSError, RuntimeError) as exc:
+        raise DataError(f"{item.path}: cannot read its duration ({exc})") from None

@@ -7,19 +7,17 @@ scores for evaluation are the mean window LLR, as ``spoofwatch score`` reports t
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import soundfile
 from numpy.typing import NDArray
 
 from spoofwatch.errors import DataError
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.head import LinearHead
-from spoofwatch.train.corpus import LabelledItem
+from spoofwatch.train.corpus import LabelledItem, item_duration_s
 from spoofwatch.train.extract import CHUNK_ROWS, EmbeddingSet
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 from spoofwatch.train.store import drop_resident
@@ -125,21 +123,6 @@ def source_weights(sets: Sequence[EmbeddingSet], cap: int | None) -> list[NDArra
 
 # The derived balance key: is the clip shorter than a window (so its one window repeats it)?
 LENGTH_KEY = "length"
-
-
-def item_duration_s(item: LabelledItem) -> float:
-    """The clip's duration: the manifest's ``duration_s`` when it has one, else the file's."""
-    stated = item.extra.get("duration_s", "")
-    try:
-        value = float(stated)
-    except ValueError:
-        value = math.nan
-    if math.isfinite(value) and value >= 0:
-        return value
-    try:
-        return float(soundfile.info(str(item.path)).duration)
-    except (OSError, RuntimeError) as exc:
-        raise DataError(f"{item.path}: cannot read its duration for balancing ({exc})") from None
 
 
 def stratum_of(item: LabelledItem, keys: Sequence[str], window_s: float) -> tuple[str, ...]:

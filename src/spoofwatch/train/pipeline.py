@@ -25,9 +25,9 @@ from spoofwatch.model.level import check_target
 from spoofwatch.model.quantize import check_quantization
 from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.channel import get_channel
-from spoofwatch.train.corpus import LabelledItem, check_no_leakage
+from spoofwatch.train.corpus import LabelledItem, check_no_leakage, item_duration_s
 from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
-from spoofwatch.train.fit import clip_scores, evaluate_set, fit_head, item_duration_s
+from spoofwatch.train.fit import clip_scores, evaluate_set, fit_head
 from spoofwatch.train.threshold import choose_threshold, parse_policy
 
 logger = logging.getLogger(__name__)
