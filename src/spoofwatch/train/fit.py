@@ -7,6 +7,7 @@ scores for evaluation are the mean window LLR, as ``spoofwatch score`` reports t
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,9 +114,7 @@ def source_weights(sets: Sequence[EmbeddingSet], cap: int | None) -> list[NDArra
             out.append(np.ones(len(s.item_index)))
             continue
         sources = [it.source for it in s.items]
-        counts: dict[str, int] = {}
-        for name in sources:
-            counts[name] = counts.get(name, 0) + 1
+        counts = Counter(sources)
         per_item = np.array([min(1.0, cap / counts[name]) for name in sources], dtype=np.float64)
         out.append(per_item[s.item_index] if len(per_item) else np.ones(0))
     return out
@@ -169,8 +168,14 @@ def balance_weights(
     base_weights = base if base is not None else [np.ones(len(s.item_index)) for s in sets]
     strata: list[NDArray[np.int64]] = []
     names: dict[tuple[str, ...], int] = {}
+    # The channels' sets list the same items: each item's stratum (maybe a file's
+    # duration read from disk) is found once.
+    of_item: dict[LabelledItem, int] = {}
     for s in sets:
-        per_item = [names.setdefault(stratum_of(it, keys, window_s), len(names)) for it in s.items]
+        for it in s.items:
+            if it not in of_item:
+                of_item[it] = names.setdefault(stratum_of(it, keys, window_s), len(names))
+        per_item = [of_item[it] for it in s.items]
         strata.append(np.asarray(per_item, dtype=np.int64)[s.item_index])
     labels = [s.labels() for s in sets]
     totals = np.zeros((len(names), 2))
@@ -190,18 +195,40 @@ def balance_weights(
     return [w * overall[lab] for lab, w in zip(labels, balanced, strict=True)]
 
 
+# Per-window weights of each training set (None: every window weighs 1), and the head's
+# class weighting ("balanced" or None).
+Weighting = tuple[list[NDArray[np.float64]] | None, str | None]
+
+
 def fit_weights(
     sets: Sequence[EmbeddingSet],
     source_cap: int | None,
     balance_by: Sequence[str],
     window_s: float,
-) -> tuple[list[NDArray[np.float64]] | None, str | None]:
+) -> Weighting:
     """The fit's per-window weights (None: every window weighs 1) and the head's class
     weighting: ``balanced`` unless ``balance_by`` already balances the classes."""
-    if not balance_by:
-        return (None if source_cap is None else source_weights(sets, source_cap)), "balanced"
     base = None if source_cap is None else source_weights(sets, source_cap)
+    if not balance_by:
+        return base, "balanced"
     return balance_weights(sets, balance_by, window_s, base), None
+
+
+def fit_linear(
+    rows: StackedRows,
+    y: NDArray[np.int64],
+    columns: NDArray[np.float64] | None,
+    *,
+    C: float,
+    fit_dtype: type[np.floating[Any]],
+    weighting: Weighting,
+) -> LinearHead:
+    """``LinearHead`` fitted on ``rows`` with ``fit_weights``'s per-window weights and class
+    weighting."""
+    per_set, class_weight = weighting
+    return LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype).fit(
+        rows, y, columns, sample_weight=None if per_set is None else rows.weights(per_set)
+    )
 
 
 def clip_llrs(embeddings: EmbeddingSet, window_llrs: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -244,19 +271,15 @@ def fit_head(
     ``source_cap``: no source weighs more than that many clips (``source_weights``);
     ``balance_by``: classes balanced within each stratum of these keys (``balance_weights``;
     ``window_s`` decides which clips are tiled)."""
-    per_set, class_weight = fit_weights(train, source_cap, balance_by, window_s)
+    weighting = fit_weights(train, source_cap, balance_by, window_s)
     n_states = train[0].features.shape[1]
     search: dict[str, float] = {}
     if layers is None:
         best: tuple[float, tuple[int, ...]] = (np.inf, tuple(range(n_states)))
         for candidate in candidate_layer_sets(n_states):
             rows = StackedRows(train, candidate)
-            head = LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype).fit(
-                rows,
-                rows.labels(),
-                column_weights(train, candidate, spectral_weight),
-                sample_weight=None if per_set is None else rows.weights(per_set),
-            )
+            columns = column_weights(train, candidate, spectral_weight)
+            head = fit_linear(rows, rows.labels(), columns, C=C, fit_dtype=fit_dtype, weighting=weighting)
             dx, dy = stack(dev, candidate)
             eer = window_eer(head.decision_function(dx), dy)
             search[",".join(map(str, candidate))] = eer
@@ -267,12 +290,8 @@ def fit_head(
     else:
         chosen = tuple(layers)
     rows = StackedRows(train, chosen)
-    head = LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype).fit(
-        rows,
-        rows.labels(),
-        column_weights(train, chosen, spectral_weight),
-        sample_weight=None if per_set is None else rows.weights(per_set),
-    )
+    columns = column_weights(train, chosen, spectral_weight)
+    head = fit_linear(rows, rows.labels(), columns, C=C, fit_dtype=fit_dtype, weighting=weighting)
     dx, dy = stack(dev, chosen)
     raw = head.decision_function(dx)
     calibration = AffineCalibration.fit(raw[dy == 1], raw[dy == 0])

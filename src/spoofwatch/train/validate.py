@@ -22,11 +22,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.errors import DataError
-from spoofwatch.model.head import LinearHead
 from spoofwatch.progress import progress as show_progress
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.fit import StackedRows, clip_llrs, column_weights, fit_weights
+from spoofwatch.train.fit import StackedRows, clip_llrs, column_weights, fit_linear, fit_weights
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 
 logger = logging.getLogger(__name__)
@@ -271,7 +270,7 @@ def leave_one_fold_out(
     weights = column_weights(train_sets, layers, spectral_weight)
     # Weights over every training window at once, not per fold: a fold's head sees its
     # share of them (the classes stay near balanced; exactly so with one fold).
-    per_set, class_weight = fit_weights([s for s, _, _ in training], source_cap, balance_by, window_s)
+    weighting = fit_weights([s for s, _, _ in training], source_cap, balance_by, window_s)
     window_scores = {ch: np.full(len(t.features), np.nan) for ch, t in test_sets.items()}
     folds = sorted(set(held_as.values()))
     for name in show_progress(folds, total=len(folds), desc="leave-one-out", unit="fold", enabled=progress):
@@ -283,11 +282,8 @@ def leave_one_fold_out(
             continue
         score: Callable[[NDArray[np.float32]], NDArray[np.float64]]
         if fit is None:
-            score = (
-                LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype)
-                .fit(rows, y, weights, sample_weight=None if per_set is None else rows.weights(per_set))
-                .decision_function
-            )
+            head = fit_linear(rows, y, weights, C=C, fit_dtype=fit_dtype, weighting=weighting)
+            score = head.decision_function
         else:
             fold_keys = np.concatenate([own[m] for (_, own, _), m in zip(training, masks, strict=True)])
             score = fit(rows.whole(), y, weights, fold_keys)
