@@ -58,7 +58,7 @@ def _add_detector(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_source_cap_option(parser: argparse.ArgumentParser) -> None:
+def _add_weighting_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--source-cap",
         type=int,
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="weight of the spectral block's standardised features in the fit (L2 penalty / w^2)",
     )
-    _add_source_cap_option(tr)
+    _add_weighting_options(tr)
     tr.add_argument(
         "--fit-precision",
         choices=("float64", "float32"),
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --fold-by other than source: the column the bona fide clips are held out by "
         "(default source, without its @version)",
     )
-    _add_source_cap_option(lo)
+    _add_weighting_options(lo)
     lo.add_argument(
         "--fit-precision",
         choices=("float64", "float32"),
@@ -900,8 +900,9 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
 
     from spoofwatch.model.encoders.registry import build_encoder
     from spoofwatch.stream.core.windowing import WindowConfig
+    from spoofwatch.train.corpus import at_least
     from spoofwatch.train.extract import extract_with_spectral
-    from spoofwatch.train.pipeline import at_least, encoder_spec, feature_encoder, spectral_front_end_spec
+    from spoofwatch.train.pipeline import encoder_spec, feature_encoder, spectral_front_end_spec
     from spoofwatch.train.validate import FoldScheme, leave_one_fold_out
 
     items = at_least(_loso_items(args), args.min_s, "--min-s")

@@ -337,3 +337,23 @@ def item_duration_s(item: LabelledItem) -> float:
         return float(soundfile.info(str(item.path)).duration)
     except (OSError, RuntimeError) as exc:
         raise DataError(f"{item.path}: cannot read its duration ({exc})") from None
+
+
+def at_least(items: Sequence[LabelledItem], min_s: float, name: str) -> list[LabelledItem]:
+    """The items at least ``min_s`` seconds long (all of them for 0); both classes must
+    remain."""
+    if min_s < 0 or not math.isfinite(min_s):
+        raise ConfigError(f"{name}: expected a number of seconds >= 0, found {min_s}")
+    if min_s == 0:
+        return list(items)
+    kept = [it for it in items if item_duration_s(it) >= min_s]
+    logger.info(
+        "%s: %d of %d clips shorter than %g s left out", name, len(items) - len(kept), len(items), min_s
+    )
+    if {it.label for it in kept} != {"bonafide", "spoof"}:
+        raise DataError(
+            f"{name} {min_s:g}: expected clips of both classes at least that long, found "
+            f"{sum(it.label == 'bonafide' for it in kept)} bona fide and "
+            f"{sum(it.label == 'spoof' for it in kept)} spoof"
+        )
+    return kept

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -25,7 +24,7 @@ from spoofwatch.model.level import check_target
 from spoofwatch.model.quantize import check_quantization
 from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.channel import get_channel
-from spoofwatch.train.corpus import LabelledItem, check_no_leakage, item_duration_s
+from spoofwatch.train.corpus import LabelledItem, at_least, check_no_leakage
 from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
 from spoofwatch.train.fit import clip_scores, evaluate_set, fit_head
 from spoofwatch.train.threshold import choose_threshold, parse_policy
@@ -147,26 +146,6 @@ def spectral_front_end_spec(name: str | None) -> EncoderSpec | None:
         expected = ", ".join(SPECTRAL_FRONT_ENDS)
         raise ConfigError(f"spectral front end {name!r}: expected one of {expected} or none")
     return EncoderSpec(kind=name, name=name)
-
-
-def at_least(items: Sequence[LabelledItem], min_s: float, name: str) -> list[LabelledItem]:
-    """The items at least ``min_s`` seconds long (all of them for 0); both classes must
-    remain."""
-    if min_s < 0 or not math.isfinite(min_s):
-        raise ConfigError(f"{name}: expected a number of seconds >= 0, found {min_s}")
-    if min_s == 0:
-        return list(items)
-    kept = [it for it in items if item_duration_s(it) >= min_s]
-    logger.info(
-        "%s: %d of %d clips shorter than %g s left out", name, len(items) - len(kept), len(items), min_s
-    )
-    if {it.label for it in kept} != {"bonafide", "spoof"}:
-        raise DataError(
-            f"{name} {min_s:g}: expected clips of both classes at least that long, found "
-            f"{sum(it.label == 'bonafide' for it in kept)} bona fide and "
-            f"{sum(it.label == 'spoof' for it in kept)} spoof"
-        )
-    return kept
 
 
 def split_train_dev(
