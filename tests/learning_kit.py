@@ -5,7 +5,9 @@ feedback made by scoring new clips with that card."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -34,8 +36,9 @@ def write_corpus(root: Path) -> list[LabelledItem]:
     return items
 
 
-def train_base(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """(base card, training manifest, dev manifest) of a card trained on the corpus."""
+def train_base(tmp_path: Path, **changes: Any) -> tuple[Path, Path, Path]:
+    """(base card, training manifest, dev manifest) of a card trained on the corpus
+    (``changes``: other ``TrainOptions``)."""
     model = tmp_path / "tiny-w2v2"
     save_tiny_wav2vec2(model)
     items = write_corpus(tmp_path / "audio")
@@ -51,6 +54,7 @@ def train_base(tmp_path: Path) -> tuple[Path, Path, Path]:
         C=1.0,
         name="tiny",
     )
+    options = replace(options, **changes)
     train_detector(items, None, tmp_path / "base", options, progress=False)
     return tmp_path / "base", train_csv, dev_csv
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from spoofwatch import __version__
-from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
+from spoofwatch.errors import ConfigError, DataError, ModelError, SpoofwatchError
 from spoofwatch.learning.commands import LEARNING_COMMANDS, add_learning_parsers
 from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 from spoofwatch.robustness.command import add_robustness_parser, cmd_robustness
@@ -77,6 +77,69 @@ def _add_weighting_options(parser: argparse.ArgumentParser) -> None:
         "their values, so a stratum that is mostly one class does not teach the head itself as "
         "the class (default: the two classes balanced overall)",
     )
+
+
+def _add_head_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--head",
+        choices=("linear", "mlp"),
+        default="linear",
+        help="the head over the pooled features: linear (logistic regression, --C) or mlp (one "
+        "hidden layer, the --mlp-* options) (default: linear)",
+    )
+    parser.add_argument(
+        "--mlp-hidden", type=int, default=256, metavar="N", help="MLP hidden units (default 256)"
+    )
+    parser.add_argument(
+        "--mlp-epochs", type=int, default=4, metavar="N", help="MLP training epochs (default 4)"
+    )
+    parser.add_argument(
+        "--mlp-dropout",
+        type=float,
+        default=0.5,
+        metavar="P",
+        help="dropout on the MLP's hidden layer (default 0.5)",
+    )
+    parser.add_argument(
+        "--mlp-input-dropout",
+        type=float,
+        default=0.2,
+        metavar="P",
+        help="dropout on the MLP's input (default 0.2)",
+    )
+    parser.add_argument(
+        "--mlp-weight-decay", type=float, default=1e-3, metavar="W", help="AdamW weight decay (default 0.001)"
+    )
+    parser.add_argument(
+        "--mlp-learning-rate",
+        type=float,
+        default=1e-3,
+        metavar="LR",
+        help="peak one-cycle learning rate (default 0.001)",
+    )
+    parser.add_argument(
+        "--mlp-seed", type=int, default=0, metavar="N", help="MLP initialisation and shuffling seed"
+    )
+
+
+def _head_choice(args: argparse.Namespace) -> Any:
+    """The MLP options the head flags give (None for --head linear), checked."""
+    from spoofwatch.model.mlp_head import MLPOptions
+
+    if args.head == "linear":
+        return None
+    try:
+        return MLPOptions(
+            hidden=args.mlp_hidden,
+            epochs=args.mlp_epochs,
+            dropout=args.mlp_dropout,
+            input_dropout=args.mlp_input_dropout,
+            weight_decay=args.mlp_weight_decay,
+            learning_rate=args.mlp_learning_rate,
+            seed=args.mlp_seed,
+        )
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _add_dataset(
@@ -216,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of the spectral block's standardised features in the fit (L2 penalty / w^2)",
     )
     _add_weighting_options(tr)
+    _add_head_options(tr)
     tr.add_argument(
         "--fit-precision",
         choices=("float64", "float32"),
@@ -253,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default source, without its @version)",
     )
     _add_weighting_options(lo)
+    _add_head_options(lo)
     lo.add_argument(
         "--fit-precision",
         choices=("float64", "float32"),
@@ -851,6 +916,14 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         balance_by=_channel_list(args.balance_by),
         dev_min_s=args.dev_min_s,
         train_min_s=args.train_min_s,
+        head=args.head,
+        mlp_hidden=args.mlp_hidden,
+        mlp_epochs=args.mlp_epochs,
+        mlp_dropout=args.mlp_dropout,
+        mlp_input_dropout=args.mlp_input_dropout,
+        mlp_weight_decay=args.mlp_weight_decay,
+        mlp_learning_rate=args.mlp_learning_rate,
+        mlp_seed=args.mlp_seed,
     )
     report = train_detector(
         items, dev_items, Path(args.out), options, extra_items=_read_extra_items(args.extra_manifest)
@@ -905,6 +978,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.train.pipeline import encoder_spec, feature_encoder, spectral_front_end_spec
     from spoofwatch.train.validate import FoldScheme, leave_one_fold_out
 
+    mlp = _head_choice(args)  # before hours of extraction
     items = at_least(_loso_items(args), args.min_s, "--min-s")
     scheme = FoldScheme(args.fold_by, args.bonafide_fold_by, tuple(args.fold_group), args.fold_partitions)
     scheme.check(items)  # before hours of extraction
@@ -942,6 +1016,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         source_cap=args.source_cap,
         balance_by=_channel_list(args.balance_by),
         window_s=args.window_s,
+        mlp=mlp,
     )
     if args.scores_out:
         _write_loso_scores(Path(args.scores_out), scheme, results)
@@ -967,6 +1042,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "backend": args.backend,
         "level_dbfs": args.level_dbfs,
         "fit_precision": args.fit_precision,
+        "head": args.head if mlp is None else {"kind": "mlp", **mlp.to_dict()},
     }
     summaries = {
         channel: {

@@ -165,3 +165,33 @@ def test_retrain_without_manifests_says_what_to_give(world: tuple[Path, Path, Pa
     give_feedback(base, feedback, [("call-1", "novel", 1)], lambda _: "missed_synthetic")
     code, _ = run("retrain", "--feedback", str(feedback), "--base", str(base), "--out", str(tmp_path / "c"))
     assert code == 2
+
+
+def test_an_mlp_base_is_retrained_as_an_mlp_and_canaried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spoofwatch.model.mlp_head import MLPHead
+
+    monkeypatch.setenv("SPOOFWATCH_CACHE", str(tmp_path / "cache"))
+    mlp = {"head": "mlp", "mlp_hidden": 16, "mlp_epochs": 20, "mlp_dropout": 0.0, "mlp_input_dropout": 0.0}
+    base, train_csv, dev_csv = train_base(tmp_path / "world", **mlp, mlp_learning_rate=1e-2)
+    assert isinstance(load_detector(base).head, MLPHead)
+    feedback = tmp_path / "feedback"
+    verdicts = [(f"call-novel-{i}", "novel", 500 + i) for i in range(10)]
+    verdicts += [(f"call-real-{i}", "bonafide", 700 + i) for i in range(6)]
+    labels = {"novel": "missed_synthetic", "bonafide": "false_alarm"}
+    give_feedback(base, feedback, verdicts, labels.__getitem__)
+    code, text = run(
+        "retrain", "--feedback", str(feedback), "--base", str(base), "--out", str(tmp_path / "cand"),
+        "--manifest", str(train_csv), "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    candidate = load_detector(tmp_path / "cand")
+    assert isinstance(candidate.head, MLPHead) and candidate.card["head"]["hidden"] == 16
+    assert novel_llr(tmp_path / "cand", range(900, 904)) < novel_llr(base, range(900, 904)) - 1.0
+    code, text = run(
+        "canary", str(tmp_path / "cand"), "--against", str(base), "--manifest", str(dev_csv),
+        "--feedback", str(feedback), "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    assert json.loads(text.strip().splitlines()[-1])["results"]["feedback"]["records"] > 0

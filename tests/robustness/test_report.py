@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakes import EXAMPLE_SPEECH
+from fakes import EXAMPLE_SPEECH, clip
 from learning_kit import train_base
 from spoofwatch.audio.files import load_audio
 from spoofwatch.cli import main
@@ -99,3 +99,17 @@ def test_pgd_raises_the_llr_of_a_synthetic_clip_on_the_real_encoder() -> None:
     assert attacked.llr_before == pytest.approx(expected, abs=1e-3)
     assert attacked.llr_after > attacked.llr_before + 1.0
     assert detector.score_windows(attacked.window[None])[0] == pytest.approx(attacked.llr_after, abs=1e-2)
+
+
+def test_the_gradient_path_scores_an_mlp_card_as_the_detector_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPOOFWATCH_CACHE", str(tmp_path / "cache"))
+    base, _, _ = train_base(tmp_path, head="mlp", mlp_hidden=8, mlp_epochs=2)
+    detector = load_detector(base)
+    windows = np.stack(
+        [clip("bonafide", 5)[: detector.window_samples], clip("spoof", 6)[: detector.window_samples]]
+    )
+    with torch.no_grad():
+        through_gradients = differentiable_llr(detector, torch.from_numpy(windows)).numpy()
+    assert np.allclose(through_gradients, detector.score_windows(windows), atol=1e-3)

@@ -333,6 +333,27 @@ def test_loso_command_holds_out_generators_over_several_manifests_and_channels(
     assert main(argv, balanced) == 0
     weighed = json.loads(balanced.getvalue().strip().splitlines()[-1])
     assert weighed["balance_by"] == "length,source" and set(weighed["folds"]) == set(clean["folds"])
+    nonlinear = io.StringIO()
+    mlp = [
+        "--head",
+        "mlp",
+        "--mlp-hidden",
+        "8",
+        "--mlp-epochs",
+        "2",
+        "--scores-out",
+        str(tmp_path / "mlp.csv"),
+    ]
+    assert main([*base, "--fold-by", "generator", *mlp, "--json"], nonlinear) == 0
+    fitted = json.loads(nonlinear.getvalue().strip().splitlines()[-1])
+    assert fitted["head"]["kind"] == "mlp" and fitted["head"]["hidden"] == 8 and weighed["head"] == "linear"
+    assert set(fitted["folds"]) == set(clean["folds"])
+    with (tmp_path / "mlp.csv").open() as handle:
+        mlp_scores = {r["utt_id"]: float(r["score"]) for r in csv.DictReader(handle)}
+    assert len(mlp_scores) == fitted["n_bonafide"] + fitted["n_spoof"]
+    assert mlp_scores != {r["utt_id"]: float(r["score"]) for r in rows}  # another head scored them
+    assert main([*base, "--head", "mlp", "--mlp-dropout", "1"], io.StringIO()) != 0
+    assert "expected dropouts in [0, 1), found 1.0" in capsys.readouterr().err
     longer = io.StringIO()
     assert main([*base, "--fold-by", "generator", "--min-s", "1.5", "--json"], longer) == 0
     kept = json.loads(longer.getvalue().strip().splitlines()[-1])  # every clip is 2 s long

@@ -529,3 +529,36 @@ def test_dev_clips_shorter_than_dev_min_s_are_left_out_of_calibration_and_the_th
     train_detector(items, None, tmp_path / "trimmed", options, progress=False)
     card = json.loads((tmp_path / "trimmed" / "model_card.json").read_text())
     assert card["training"]["train_items"] == {"bonafide": 7, "spoof": 7}
+
+
+def test_an_mlp_head_is_trained_recorded_loaded_and_scored(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]]
+) -> None:
+    from spoofwatch.model.mlp_head import MLPHead
+
+    model, items = workspace
+    mlp = {"mlp_hidden": 8, "mlp_epochs": 20, "mlp_dropout": 0.0, "mlp_input_dropout": 0.0}
+    options = tiny_options(model, head="mlp", mlp_learning_rate=1e-2, spectral="lfcc", **mlp)
+    train_detector(items, None, tmp_path / "mlp", options, progress=False)
+    card = read_card(tmp_path / "mlp")
+    assert card["head"]["kind"] == "mlp" and card["head"]["hidden"] == 8
+    assert card["head"]["training"]["epochs"] == 20 and card["training"]["options"]["head"] == "mlp"
+    detector = load_detector(tmp_path / "mlp")
+    assert isinstance(detector.head, MLPHead)
+    assert detector.head.n_features_in_ == 2 * 2 * 32 + 120
+    windows = np.stack([clip("bonafide", 999)[:32000], clip("spoof", 998)[:32000]])
+    bona_llr, spoof_llr = detector.score_windows(windows)
+    assert bona_llr > spoof_llr
+    # A card whose stated head is not the one its tensors hold is refused, naming both.
+    card["head"]["kind"] = "logistic-regression"
+    (tmp_path / "mlp" / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(
+        ModelError, match=r"the card's head is 'logistic-regression' but .* holds a head of kind 'mlp'"
+    ):
+        load_detector(tmp_path / "mlp")
+    with pytest.raises(ConfigError, match=r"head: expected one of \['linear', 'mlp'\], found 'forest'"):
+        train_detector(items, None, tmp_path / "x", tiny_options(model, head="forest"), progress=False)
+    with pytest.raises(ConfigError, match=r"dropouts in \[0, 1\)"):
+        train_detector(
+            items, None, tmp_path / "x", tiny_options(model, head="mlp", mlp_dropout=1.0), progress=False
+        )

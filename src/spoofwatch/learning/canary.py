@@ -29,7 +29,7 @@ from spoofwatch.errors import DataError, ModelError
 from spoofwatch.learning.feedback_store import FeedbackRecord, read_feedback
 from spoofwatch.model.artifact import TENSORS_FILE, detector_dir, read_card
 from spoofwatch.model.calibration import AffineCalibration
-from spoofwatch.model.head import LinearHead
+from spoofwatch.model.heads import Head, head_from_tensors
 from spoofwatch.model.identity import CardIdentity, card_identity, feature_space
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.evaluate import evaluate_detector
@@ -88,7 +88,7 @@ class Check:
 class _Head:
     """A card's head, calibration and threshold: enough to score stored features."""
 
-    head: LinearHead
+    head: Head
     calibration: AffineCalibration
     threshold_llr: float
     space: str
@@ -102,7 +102,7 @@ class _Head:
             threshold = llr_threshold(float(card["threshold"]["p_spoof"]))
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{directory}: cannot read the head and calibration ({exc!r})") from None
-        return cls(LinearHead.from_tensors(tensors), calibration, threshold, feature_space(card))
+        return cls(head_from_tensors(tensors), calibration, threshold, feature_space(card))
 
     def record_llr(self, record: FeedbackRecord) -> float:
         return float(np.mean(self.calibration.apply(self.head.decision_function(record.features))))

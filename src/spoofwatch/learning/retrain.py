@@ -32,13 +32,20 @@ from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.detector import Detector
 from spoofwatch.model.encoders.base import EncoderIdentity
 from spoofwatch.model.encoders.registry import EncoderSpec
-from spoofwatch.model.head import LinearHead
 from spoofwatch.model.identity import card_identity, card_sha256, feature_space
 from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.corpus import LabelledItem, read_manifest
 from spoofwatch.train.extract import EmbeddingSet, extract_with_spectral
-from spoofwatch.train.fit import FittedHead, StackedRows, clip_scores, column_weights, evaluate_set, stack
-from spoofwatch.train.pipeline import TrainOptions, split_train_dev
+from spoofwatch.train.fit import (
+    FittedHead,
+    StackedRows,
+    clip_scores,
+    column_weights,
+    evaluate_set,
+    new_head,
+    stack,
+)
+from spoofwatch.train.pipeline import TrainOptions, mlp_options, split_train_dev
 from spoofwatch.train.threshold import choose_threshold, parse_policy
 
 logger = logging.getLogger(__name__)
@@ -117,7 +124,7 @@ def check_feedback_fits(records: Sequence[FeedbackRecord], card: dict[str, Any],
 
 
 class _WithFeedback:
-    """Base training rows, then the feedback windows (``RowChunks`` for ``LinearHead.fit``)."""
+    """Base training rows, then the feedback windows (``RowChunks`` for the head's fit)."""
 
     def __init__(self, base: StackedRows, feedback: NDArray[np.float32]) -> None:
         self.base = base
@@ -185,8 +192,10 @@ def retrain(
     rows = StackedRows(train_sets, layers)
     labels = np.concatenate([rows.labels(), fb_y])
     weights = np.concatenate([np.ones(rows.shape[0]), np.full(len(fb_y), options.feedback_weight)])
-    head = LinearHead(
-        C=train_options.C, fit_dtype=np.float32 if train_options.fit_precision == "float32" else np.float64
+    head = new_head(
+        train_options.C,
+        np.float32 if train_options.fit_precision == "float32" else np.float64,
+        mlp_options(train_options),
     ).fit(
         _WithFeedback(rows, fb_x),
         labels,

@@ -22,8 +22,9 @@ from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.detector import Detector, DetectorSettings
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
-from spoofwatch.model.head import LinearHead
+from spoofwatch.model.heads import Head, head_from_tensors
 from spoofwatch.model.level import ACTIVE_RANGE_DB, MAX_GAIN_DB, check_target
+from spoofwatch.model.mlp_head import MLPHead
 from spoofwatch.model.quantize import check_quantization, quantization_of
 
 CARD_FILE = "model_card.json"
@@ -51,7 +52,7 @@ def detector_dir(directory: str | os.PathLike[str] | None = None) -> Path:
 def save_detector(
     directory: str | os.PathLike[str],
     *,
-    head: LinearHead,
+    head: Head,
     calibration: AffineCalibration,
     settings: DetectorSettings,
     encoder_spec: EncoderSpec,
@@ -73,7 +74,7 @@ def save_detector(
         },
         "layers": list(settings.layers),
         "pooling": "mean+std per layer" + ("; then mean+std of the spectral frames" if spectral else ""),
-        "head": {"kind": "logistic-regression", "n_features": head.n_features_in_},
+        "head": head_card(head),
         "calibration": calibration.to_dict(),
         "threshold": {"p_spoof": settings.threshold},
         "inference": inference_card(settings),
@@ -84,6 +85,19 @@ def save_detector(
         card["spectral"] = {"spec": spectral[0].to_dict(), "identity": spectral[1].to_dict()}
     (target / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     return target
+
+
+def head_card(head: Head) -> dict[str, Any]:
+    """The card's ``head`` section: its kind and shape (the tensors hold the weights)."""
+    if isinstance(head, MLPHead):
+        return {
+            "kind": "mlp",
+            "n_features": head.n_features_in_,
+            "hidden": head.options.hidden,
+            "activation": "gelu-tanh",
+            "training": head.options.to_dict(),
+        }
+    return {"kind": "logistic-regression", "n_features": head.n_features_in_}
 
 
 def inference_card(settings: DetectorSettings) -> dict[str, Any]:
@@ -220,7 +234,13 @@ def load_detector(
         tensors = {k: np.asarray(v) for k, v in load_file(str(tensors_path)).items()}
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{tensors_path}: expected a safetensors file, cannot read it ({exc})") from None
-    head = LinearHead.from_tensors(tensors)
+    head = head_from_tensors(tensors)
+    stated = (card.get("head") or {}).get("kind") if isinstance(card.get("head"), dict) else None
+    held = head_card(head)["kind"]
+    if stated is not None and stated != held:
+        raise ModelError(
+            f"{path}: the card's head is {stated!r} but {TENSORS_FILE} holds a head of kind {held!r}"
+        )
     spectral = _spectral_front_end(card, path, trained_window)
     if encoder is None:
         encoder = build_encoder(spec, trained_window)

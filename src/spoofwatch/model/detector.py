@@ -1,4 +1,4 @@
-"""The detector: encoder + pooling + linear head + calibration, scoring batches of windows.
+"""The detector: encoder + pooling + head (linear or MLP) + calibration, scoring batches of windows.
 
 One process holds one Detector; it has no per-stream state, so any number of streams can
 share it (the streaming batcher calls it from one worker thread).
@@ -17,7 +17,7 @@ from spoofwatch.errors import ModelError
 from spoofwatch.model.backend import backend_of
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.base import Encoder
-from spoofwatch.model.head import LinearHead
+from spoofwatch.model.heads import Head
 from spoofwatch.model.level import check_target, levelled_pair
 from spoofwatch.model.pooling import mean_std_pool
 from spoofwatch.model.quantize import quantization_of
@@ -53,18 +53,18 @@ class DetectorSettings:
 
 
 class Detector:
-    """Scores fixed-length windows with a frozen encoder and a calibrated linear head.
+    """Scores fixed-length windows with a frozen encoder and a calibrated head (linear or MLP).
 
     With a ``spectral`` front end (LFCC, phase coherence, vocoder residual), the head reads
     the encoder's pooled layers followed by the spectral block (``model.spectral``): one
-    linear head over both. A front end that reads each window's streamed remake
+    head over both. A front end that reads each window's streamed remake
     (``remake`` is then set) takes the remakes beside the windows.
     """
 
     def __init__(
         self,
         encoder: Encoder,
-        head: LinearHead,
+        head: Head,
         calibration: AffineCalibration,
         settings: DetectorSettings,
         card: dict[str, Any] | None = None,

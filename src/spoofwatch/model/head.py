@@ -8,13 +8,16 @@ function is higher for bona fide, like every score in spoofwatch.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.linear_model import LogisticRegression
 
 from spoofwatch.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 FloatArray = NDArray[np.float32]
 _CHUNK_ROWS = 4096
@@ -50,6 +53,64 @@ def _sum_after(total: NDArray[np.float64], rows: NDArray[np.float64]) -> NDArray
     carrying the running total as the first row gives the whole matrix's sum bit for bit."""
     summed: NDArray[np.float64] = np.add.reduce(np.concatenate([total[None, :], rows]), axis=0)
     return summed
+
+
+def standardised(
+    rows: RowChunks, column_weights: NDArray[np.floating] | None, dtype: type[np.floating[Any]]
+) -> tuple[NDArray[np.floating[Any]], NDArray[np.float64], NDArray[np.float64]]:
+    """The rows centred and divided by ``scale`` (a matrix of ``dtype``), with the column
+    means and ``scale``: each column's deviation divided by its ``column_weights``.
+
+    ``rows`` is read chunk by chunk; only the standardised matrix is held whole. The means
+    and deviations are summed row after row as numpy sums a float64 matrix along its rows,
+    so the result is the same whether the rows come whole or in chunks."""
+    n, d = rows.shape
+    total = np.zeros(d)
+    for chunk in rows.chunks():
+        total = _sum_after(total, np.asarray(chunk, dtype=np.float64))
+    mean = total / n
+    centred = np.empty((n, d), dtype=dtype)
+    squares = np.zeros(d)
+    row = 0
+    for chunk in rows.chunks():
+        diff = np.asarray(chunk, dtype=np.float64) - mean
+        centred[row : row + len(diff)] = diff
+        squares = _sum_after(squares, diff * diff)
+        row += len(diff)
+    scale = np.sqrt(squares / n)
+    scale[scale < 1e-8] = 1.0
+    if column_weights is not None:
+        weights = np.asarray(column_weights, dtype=np.float64)
+        if weights.shape != (d,) or not (np.isfinite(weights).all() and (weights > 0).all()):
+            raise ModelError(f"column_weights: expected {d} positive finite values")
+        scale = scale / weights
+    for start in range(0, n, _CHUNK_ROWS):
+        centred[start : start + _CHUNK_ROWS] /= scale
+    return centred, mean, scale
+
+
+def as_rows(X: NDArray[np.floating] | RowChunks) -> RowChunks:
+    """``X`` as ``RowChunks`` (a matrix is read in blocks of its rows)."""
+    return X if isinstance(X, RowChunks) else _WholeRows(np.asarray(X))
+
+
+def checked_fit_input(
+    rows: RowChunks, y: NDArray[np.integer], sample_weight: NDArray[np.floating] | None
+) -> tuple[NDArray[np.integer], NDArray[np.float64] | None]:
+    """``y`` and ``sample_weight`` checked against ``rows``: labels 0 (spoof) and 1 (bona
+    fide), one positive finite weight per row."""
+    y = np.asarray(y)
+    n = rows.shape[0]
+    if len(rows.shape) != 2 or n != len(y):
+        raise ModelError(f"expected X (n, d) and y (n,), found {rows.shape} and {y.shape}")
+    if set(np.unique(y).tolist()) != {0, 1}:
+        raise ModelError(f"expected labels 0 (spoof) and 1 (bona fide), found {np.unique(y)}")
+    if sample_weight is None:
+        return y, None
+    weight = np.asarray(sample_weight, dtype=np.float64)
+    if weight.shape != (n,) or not (np.isfinite(weight).all() and (weight > 0).all()):
+        raise ModelError(f"sample_weight: expected {n} positive finite values")
+    return y, weight
 
 
 class LinearHead:
@@ -93,40 +154,9 @@ class LinearHead:
 
         ``sample_weight`` (one positive weight per row) multiplies each row's loss, on top of
         the balanced class weights (retraining weights analysts' feedback so)."""
-        rows = X if isinstance(X, RowChunks) else _WholeRows(np.asarray(X))
-        y = np.asarray(y)
-        n, d = rows.shape
-        if len(rows.shape) != 2 or n != len(y):
-            raise ModelError(f"expected X (n, d) and y (n,), found {rows.shape} and {y.shape}")
-        if set(np.unique(y).tolist()) != {0, 1}:
-            raise ModelError(f"expected labels 0 (spoof) and 1 (bona fide), found {np.unique(y)}")
-        if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=np.float64)
-            if sample_weight.shape != (n,) or not (
-                np.isfinite(sample_weight).all() and (sample_weight > 0).all()
-            ):
-                raise ModelError(f"sample_weight: expected {n} positive finite values")
-        total = np.zeros(d)
-        for chunk in rows.chunks():
-            total = _sum_after(total, np.asarray(chunk, dtype=np.float64))
-        mean = total / n
-        centred = np.empty((n, d), dtype=self.fit_dtype)
-        squares = np.zeros(d)
-        row = 0
-        for chunk in rows.chunks():
-            diff = np.asarray(chunk, dtype=np.float64) - mean
-            centred[row : row + len(diff)] = diff
-            squares = _sum_after(squares, diff * diff)
-            row += len(diff)
-        scale = np.sqrt(squares / n)
-        scale[scale < 1e-8] = 1.0
-        if column_weights is not None:
-            weights = np.asarray(column_weights, dtype=np.float64)
-            if weights.shape != (d,) or not (np.isfinite(weights).all() and (weights > 0).all()):
-                raise ModelError(f"column_weights: expected {d} positive finite values")
-            scale = scale / weights
-        for start in range(0, n, _CHUNK_ROWS):
-            centred[start : start + _CHUNK_ROWS] /= scale
+        rows = as_rows(X)
+        y, sample_weight = checked_fit_input(rows, y, sample_weight)
+        centred, mean, scale = standardised(rows, column_weights, self.fit_dtype)
         model = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight)
         model.fit(centred, y, sample_weight=sample_weight)
         self.mean_ = mean.astype(np.float32)
@@ -152,6 +182,13 @@ class LinearHead:
         if X.ndim != 2 or X.shape[1] != coef.shape[0]:
             raise ModelError(f"expected features (n, {coef.shape[0]}), found {X.shape}")
         return (((X - mean) / scale) @ coef).astype(np.float64) + self.intercept_
+
+    def differentiable(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The logit of pooled features, in torch with gradients (the robustness attack)."""
+        import torch
+
+        mean, scale, coef = (torch.from_numpy(a) for a in self._check_fitted())
+        return ((pooled - mean) / scale) @ coef + self.intercept_
 
     def predict_proba(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
         """Columns: P(spoof), P(bona fide) (uncalibrated)."""

@@ -57,11 +57,7 @@ def differentiable_llr(detector: Detector, windows: torch.Tensor) -> torch.Tenso
         states = detector.spectral.hidden_states(chunk)
         every = mean_std_pool(states, range(len(states)))
         pooled = torch.cat([pooled, every], dim=1)
-    head = detector.head
-    if head.mean_ is None or head.scale_ is None or head.coef_ is None:
-        raise ModelError("the head is not fitted")
-    mean, scale, coef = (torch.from_numpy(a) for a in (head.mean_, head.scale_, head.coef_))
-    raw = ((pooled - mean) / scale) @ coef + head.intercept_
+    raw = detector.head.differentiable(pooled)
     return detector.calibration.scale * raw + detector.calibration.offset
 
 

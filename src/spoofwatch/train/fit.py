@@ -18,6 +18,8 @@ from numpy.typing import NDArray
 from spoofwatch.errors import DataError
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.head import LinearHead
+from spoofwatch.model.heads import Head
+from spoofwatch.model.mlp_head import MLPHead, MLPOptions
 from spoofwatch.train.corpus import LabelledItem, item_duration_s
 from spoofwatch.train.extract import CHUNK_ROWS, EmbeddingSet
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FittedHead:
-    head: LinearHead
+    head: Head
     calibration: AffineCalibration
     layers: tuple[int, ...]
     layer_search: dict[str, float]
@@ -214,7 +216,16 @@ def fit_weights(
     return balance_weights(sets, balance_by, window_s, base), None
 
 
-def fit_linear(
+def new_head(
+    C: float, fit_dtype: type[np.floating[Any]], mlp: MLPOptions | None, class_weight: str | None = "balanced"
+) -> Head:
+    """An unfitted head: an ``MLPHead`` with ``mlp``'s options, else a ``LinearHead`` with ``C``."""
+    if mlp is not None:
+        return MLPHead(mlp)
+    return LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype)
+
+
+def fit_weighted(
     rows: StackedRows,
     y: NDArray[np.int64],
     columns: NDArray[np.float64] | None,
@@ -222,12 +233,16 @@ def fit_linear(
     C: float,
     fit_dtype: type[np.floating[Any]],
     weighting: Weighting,
-) -> LinearHead:
-    """``LinearHead`` fitted on ``rows`` with ``fit_weights``'s per-window weights and class
-    weighting."""
+    mlp: MLPOptions | None = None,
+) -> Head:
+    """A head (``new_head``) fitted on ``rows`` with ``fit_weights``'s per-window weights and
+    class weighting."""
     per_set, class_weight = weighting
+    sample_weight = None if per_set is None else rows.weights(per_set)
+    if mlp is not None:
+        return MLPHead(mlp).fit(rows, y, columns, sample_weight=sample_weight, class_weight=class_weight)
     return LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype).fit(
-        rows, y, columns, sample_weight=None if per_set is None else rows.weights(per_set)
+        rows, y, columns, sample_weight=sample_weight
     )
 
 
@@ -265,12 +280,14 @@ def fit_head(
     source_cap: int | None = None,
     balance_by: Sequence[str] = (),
     window_s: float = 4.0,
+    mlp: MLPOptions | None = None,
 ) -> FittedHead:
     """Choose layers on dev (unless given), fit on train, calibrate on dev windows.
     ``fit_dtype``: precision of the standardised training matrix (``LinearHead``);
     ``source_cap``: no source weighs more than that many clips (``source_weights``);
     ``balance_by``: classes balanced within each stratum of these keys (``balance_weights``;
-    ``window_s`` decides which clips are tiled)."""
+    ``window_s`` decides which clips are tiled); ``mlp``: fit an ``MLPHead`` so, not a
+    ``LinearHead``."""
     weighting = fit_weights(train, source_cap, balance_by, window_s)
     n_states = train[0].features.shape[1]
     search: dict[str, float] = {}
@@ -279,7 +296,9 @@ def fit_head(
         for candidate in candidate_layer_sets(n_states):
             rows = StackedRows(train, candidate)
             columns = column_weights(train, candidate, spectral_weight)
-            head = fit_linear(rows, rows.labels(), columns, C=C, fit_dtype=fit_dtype, weighting=weighting)
+            head = fit_weighted(
+                rows, rows.labels(), columns, C=C, fit_dtype=fit_dtype, weighting=weighting, mlp=mlp
+            )
             dx, dy = stack(dev, candidate)
             eer = window_eer(head.decision_function(dx), dy)
             search[",".join(map(str, candidate))] = eer
@@ -291,7 +310,7 @@ def fit_head(
         chosen = tuple(layers)
     rows = StackedRows(train, chosen)
     columns = column_weights(train, chosen, spectral_weight)
-    head = fit_linear(rows, rows.labels(), columns, C=C, fit_dtype=fit_dtype, weighting=weighting)
+    head = fit_weighted(rows, rows.labels(), columns, C=C, fit_dtype=fit_dtype, weighting=weighting, mlp=mlp)
     dx, dy = stack(dev, chosen)
     raw = head.decision_function(dx)
     calibration = AffineCalibration.fit(raw[dy == 1], raw[dy == 0])

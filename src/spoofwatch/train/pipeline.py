@@ -14,13 +14,15 @@ from typing import Any
 import numpy as np
 
 from spoofwatch import __version__
-from spoofwatch.errors import ConfigError, DataError
+from spoofwatch.errors import ConfigError, DataError, ModelError
 from spoofwatch.model.artifact import save_detector
 from spoofwatch.model.backend import check_backend, runtime_encoder
 from spoofwatch.model.detector import DetectorSettings
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
+from spoofwatch.model.heads import HEAD_KINDS
 from spoofwatch.model.level import check_target
+from spoofwatch.model.mlp_head import MLPOptions
 from spoofwatch.model.quantize import check_quantization
 from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train.channel import get_channel
@@ -82,6 +84,33 @@ class TrainOptions:
     # word collections, all bona fide). Extra items (vocoder copies) are kept: a copy is a
     # spoof, so its repeated window teaches the opposite. 0 keeps every clip.
     train_min_s: float = 0.0
+    # The head: "linear" (standardised logistic regression, C above) or "mlp" (one hidden
+    # layer, model.mlp_head; the mlp_* options below, C unused).
+    head: str = "linear"
+    mlp_hidden: int = MLPOptions.hidden
+    mlp_epochs: int = MLPOptions.epochs
+    mlp_dropout: float = MLPOptions.dropout
+    mlp_input_dropout: float = MLPOptions.input_dropout
+    mlp_weight_decay: float = MLPOptions.weight_decay
+    mlp_learning_rate: float = MLPOptions.learning_rate
+    mlp_seed: int = MLPOptions.seed
+
+
+def mlp_options(options: TrainOptions) -> MLPOptions | None:
+    """The MLP head's options, or None for a linear head; an unknown head is refused."""
+    if options.head not in HEAD_KINDS:
+        raise ConfigError(f"head: expected one of {list(HEAD_KINDS)}, found {options.head!r}")
+    if options.head == "linear":
+        return None
+    return MLPOptions(
+        hidden=options.mlp_hidden,
+        epochs=options.mlp_epochs,
+        dropout=options.mlp_dropout,
+        input_dropout=options.mlp_input_dropout,
+        weight_decay=options.mlp_weight_decay,
+        learning_rate=options.mlp_learning_rate,
+        seed=options.mlp_seed,
+    )
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -204,6 +233,10 @@ def train_detector(
     clips) join the training items only; those of split ``dev`` are left out, so a copy of
     a dev clip never trains the head that dev measures."""
     policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
+    try:
+        mlp = mlp_options(options)
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
     if options.source_cap is not None and options.source_cap < 1:
         raise ConfigError(f"source_cap: expected a positive number of clips, found {options.source_cap}")
     if options.fit_precision not in ("float64", "float32"):
@@ -260,6 +293,7 @@ def train_detector(
         source_cap=options.source_cap,
         balance_by=options.balance_by,
         window_s=options.window_s,
+        mlp=mlp,
     )
     # One threshold for every channel: dev clips of all channels pooled.
     pooled = [clip_scores(fitted, dev_set) for dev_set in dev_sets]

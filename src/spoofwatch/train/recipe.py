@@ -37,6 +37,14 @@ KEYS: Final[dict[str, tuple[type, ...]]] = {
     "balance_by": (list,),
     "dev_min_s": (int, float),
     "train_min_s": (int, float),
+    "head": (str,),
+    "mlp_hidden": (int,),
+    "mlp_epochs": (int,),
+    "mlp_dropout": (int, float),
+    "mlp_input_dropout": (int, float),
+    "mlp_weight_decay": (int, float),
+    "mlp_learning_rate": (int, float),
+    "mlp_seed": (int,),
 }
 
 

@@ -22,10 +22,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.errors import DataError
+from spoofwatch.model.mlp_head import MLPOptions
 from spoofwatch.progress import progress as show_progress
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import EmbeddingSet
-from spoofwatch.train.fit import StackedRows, clip_llrs, column_weights, fit_linear, fit_weights
+from spoofwatch.train.fit import StackedRows, clip_llrs, column_weights, fit_weighted, fit_weights
 from spoofwatch.train.metrics import Metrics, compute_eer, evaluate
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,7 @@ def leave_one_fold_out(
     source_cap: int | None = None,
     balance_by: Sequence[str] = (),
     window_s: float = 4.0,
+    mlp: MLPOptions | None = None,
 ) -> dict[str, LosoResult]:
     """Each fold of ``scheme`` held out in turn; its clips scored on every test channel
     (``test_sets``: channel -> set) by the head fitted without it, and the scores of all
@@ -226,7 +228,8 @@ def leave_one_fold_out(
     ``extra_sets`` are training-only items (e.g. vocoder copies of bona fide clips): each
     fold trains on those not held out with it (``FoldScheme.training_keys``), and they are
     never scored. ``fit``: how each fold's head is fitted (default: ``LinearHead`` with ``C``,
-    reading the training windows in chunks; a custom fitter gets them as one matrix).
+    reading the training windows in chunks, or ``MLPHead`` with ``mlp``; a custom fitter gets
+    them as one matrix).
     """
     if not test_sets:
         raise DataError("expected at least one test channel")
@@ -282,7 +285,7 @@ def leave_one_fold_out(
             continue
         score: Callable[[NDArray[np.float32]], NDArray[np.float64]]
         if fit is None:
-            head = fit_linear(rows, y, weights, C=C, fit_dtype=fit_dtype, weighting=weighting)
+            head = fit_weighted(rows, y, weights, C=C, fit_dtype=fit_dtype, weighting=weighting, mlp=mlp)
             score = head.decision_function
         else:
             fold_keys = np.concatenate([own[m] for (_, own, _), m in zip(training, masks, strict=True)])
