@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from spoofwatch import __version__
-from spoofwatch.errors import ConfigError, DataError, ModelError, SpoofwatchError
+from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
 from spoofwatch.learning.commands import LEARNING_COMMANDS, add_learning_parsers
 from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 from spoofwatch.robustness.command import add_robustness_parser, cmd_robustness
@@ -124,22 +124,9 @@ def _add_head_options(parser: argparse.ArgumentParser) -> None:
 
 def _head_choice(args: argparse.Namespace) -> Any:
     """The MLP options the head flags give (None for --head linear), checked."""
-    from spoofwatch.model.mlp_head import MLPOptions
+    from spoofwatch.train.pipeline import mlp_options
 
-    if args.head == "linear":
-        return None
-    try:
-        return MLPOptions(
-            hidden=args.mlp_hidden,
-            epochs=args.mlp_epochs,
-            dropout=args.mlp_dropout,
-            input_dropout=args.mlp_input_dropout,
-            weight_decay=args.mlp_weight_decay,
-            learning_rate=args.mlp_learning_rate,
-            seed=args.mlp_seed,
-        )
-    except ModelError as exc:
-        raise ConfigError(str(exc)) from None
+    return mlp_options(args)
 
 
 def _add_dataset(
@@ -889,7 +876,7 @@ def _level_or_none(text: str) -> float | None:
 
 
 def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
-    from spoofwatch.train.pipeline import TrainOptions, train_detector
+    from spoofwatch.train.pipeline import HEAD_FIELDS, TrainOptions, train_detector
 
     items = _read_items(args) or []
     dev_items = _read_items(args, "dev-")
@@ -916,14 +903,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO) -> int:
         balance_by=_channel_list(args.balance_by),
         dev_min_s=args.dev_min_s,
         train_min_s=args.train_min_s,
-        head=args.head,
-        mlp_hidden=args.mlp_hidden,
-        mlp_epochs=args.mlp_epochs,
-        mlp_dropout=args.mlp_dropout,
-        mlp_input_dropout=args.mlp_input_dropout,
-        mlp_weight_decay=args.mlp_weight_decay,
-        mlp_learning_rate=args.mlp_learning_rate,
-        mlp_seed=args.mlp_seed,
+        **{name: getattr(args, name) for name in HEAD_FIELDS},
     )
     report = train_detector(
         items, dev_items, Path(args.out), options, extra_items=_read_extra_items(args.extra_manifest)

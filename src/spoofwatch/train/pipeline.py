@@ -96,21 +96,30 @@ class TrainOptions:
     mlp_seed: int = MLPOptions.seed
 
 
-def mlp_options(options: TrainOptions) -> MLPOptions | None:
-    """The MLP head's options, or None for a linear head; an unknown head is refused."""
+# TrainOptions' fields that choose and shape the head (also `train`/`loso`'s flags).
+HEAD_FIELDS = (
+    "head",
+    "mlp_hidden",
+    "mlp_epochs",
+    "mlp_dropout",
+    "mlp_input_dropout",
+    "mlp_weight_decay",
+    "mlp_learning_rate",
+    "mlp_seed",
+)
+
+
+def mlp_options(options: Any) -> MLPOptions | None:
+    """The MLP head's options (``options``: TrainOptions or parsed flags with the
+    ``HEAD_FIELDS``), or None for a linear head; an unknown head or bad value is refused."""
     if options.head not in HEAD_KINDS:
         raise ConfigError(f"head: expected one of {list(HEAD_KINDS)}, found {options.head!r}")
     if options.head == "linear":
         return None
-    return MLPOptions(
-        hidden=options.mlp_hidden,
-        epochs=options.mlp_epochs,
-        dropout=options.mlp_dropout,
-        input_dropout=options.mlp_input_dropout,
-        weight_decay=options.mlp_weight_decay,
-        learning_rate=options.mlp_learning_rate,
-        seed=options.mlp_seed,
-    )
+    try:
+        return MLPOptions(**{name.removeprefix("mlp_"): getattr(options, name) for name in HEAD_FIELDS[1:]})
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def encoder_spec(name: str) -> EncoderSpec:
@@ -233,10 +242,7 @@ def train_detector(
     clips) join the training items only; those of split ``dev`` are left out, so a copy of
     a dev clip never trains the head that dev measures."""
     policy = parse_policy(options.threshold)  # fail before hours of extraction, not after
-    try:
-        mlp = mlp_options(options)
-    except ModelError as exc:
-        raise ConfigError(str(exc)) from None
+    mlp = mlp_options(options)
     if options.source_cap is not None and options.source_cap < 1:
         raise ConfigError(f"source_cap: expected a positive number of clips, found {options.source_cap}")
     if options.fit_precision not in ("float64", "float32"):
