@@ -113,7 +113,23 @@ def checked_fit_input(
     return y, weight
 
 
-class LinearHead:
+class LogitHead:
+    """scikit-learn's classifier methods over a head's ``decision_function`` (its logit)."""
+
+    def decision_function(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
+        raise NotImplementedError
+
+    def predict_proba(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Columns: P(spoof), P(bona fide) (uncalibrated)."""
+        logit = self.decision_function(X)
+        p_bona = 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500)))
+        return np.stack([1.0 - p_bona, p_bona], axis=1)
+
+    def predict(self, X: NDArray[np.floating]) -> NDArray[np.int64]:
+        return (self.decision_function(X) >= 0).astype(np.int64)
+
+
+class LinearHead(LogitHead):
     """Standardise features, then logistic regression (bona fide = 1, spoof = 0)."""
 
     def __init__(
@@ -189,15 +205,6 @@ class LinearHead:
 
         mean, scale, coef = (torch.from_numpy(a) for a in self._check_fitted())
         return ((pooled - mean) / scale) @ coef + self.intercept_
-
-    def predict_proba(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
-        """Columns: P(spoof), P(bona fide) (uncalibrated)."""
-        logit = self.decision_function(X)
-        p_bona = 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500)))
-        return np.stack([1.0 - p_bona, p_bona], axis=1)
-
-    def predict(self, X: NDArray[np.floating]) -> NDArray[np.int64]:
-        return (self.decision_function(X) >= 0).astype(np.int64)
 
     def to_tensors(self) -> dict[str, NDArray[np.float32]]:
         mean, scale, coef = self._check_fitted()

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.head import FloatArray, RowChunks, as_rows, checked_fit_input, standardised
+from spoofwatch.model.head import FloatArray, LogitHead, RowChunks, as_rows, checked_fit_input, standardised
 
 if TYPE_CHECKING:
     import torch
@@ -69,7 +69,7 @@ def gelu_tanh(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.asarray(np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner)), dtype=np.float32)
 
 
-class MLPHead:
+class MLPHead(LogitHead):
     """Standardise features, then Linear -> GELU -> Linear to one logit (bona fide = 1)."""
 
     def __init__(self, options: MLPOptions | None = None) -> None:
@@ -178,15 +178,6 @@ class MLPHead:
         mean, scale, w1, b1, w2 = (torch.from_numpy(a) for a in self._check_fitted())
         hidden = torch.nn.functional.gelu(((pooled - mean) / scale) @ w1 + b1, approximate="tanh")
         return hidden @ w2 + self.b2_
-
-    def predict_proba(self, X: NDArray[np.floating]) -> NDArray[np.float64]:
-        """Columns: P(spoof), P(bona fide) (uncalibrated)."""
-        logit = self.decision_function(X)
-        p_bona = 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500)))
-        return np.stack([1.0 - p_bona, p_bona], axis=1)
-
-    def predict(self, X: NDArray[np.floating]) -> NDArray[np.int64]:
-        return (self.decision_function(X) >= 0).astype(np.int64)
 
     def to_tensors(self) -> dict[str, NDArray[np.float32]]:
         mean, scale, w1, b1, w2 = self._check_fitted()
