@@ -12,14 +12,20 @@ import pytest
 
 from spoofwatch import cli
 from spoofwatch.errors import ConfigError
+from spoofwatch.train.pipeline import HEAD_FIELDS, TrainOptions
 from spoofwatch.train.recipe import PACKAGED, as_cli_defaults, load_recipe
 
 
 def card_options(name: str) -> dict[str, Any]:
     card = json.loads((resources.files("spoofwatch.model") / name / "model_card.json").read_text())
     options: dict[str, Any] = card["training"]["options"]
-    # None and [] are "not set" (no source cap, no balance keys): a recipe leaves them out.
-    return {k: v for k, v in options.items() if k != "max_batch" and v is not None and v != []}
+    # None and [] are "not set" (no source cap, no balance keys), and a linear head's MLP
+    # options unused: a recipe leaves them out.
+    linear = options.get("head", "linear") == "linear"
+    unused = {name for name in HEAD_FIELDS if linear and options.get(name) == getattr(TrainOptions(), name)}
+    return {
+        k: v for k, v in options.items() if k != "max_batch" and v is not None and v != [] and k not in unused
+    }
 
 
 @pytest.mark.parametrize("name", PACKAGED)
