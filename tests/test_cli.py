@@ -273,3 +273,18 @@ def test_source_cap_and_balance_reach_train_and_loso_and_a_zero_cap_is_refused(
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="source_cap: expected a positive number of clips, found 0"):
         train_detector([], None, tmp_path / "d", TrainOptions(source_cap=0), progress=False)
+
+
+def test_the_head_flags_default_to_the_head_options_defaults() -> None:
+    """The flags spell their defaults out (so --help needs no numpy); they must be the same."""
+    from dataclasses import asdict
+
+    from spoofwatch.cli import build_parser
+    from spoofwatch.train.pipeline import HEAD_FIELDS, TrainOptions
+
+    defaults = asdict(TrainOptions())
+    for command in (["train", "--manifest", "m", "--out", "d"], ["loso", "--manifest", "m"]):
+        args = build_parser().parse_args(command)
+        assert {name: getattr(args, name) for name in HEAD_FIELDS} == {
+            name: defaults[name] for name in HEAD_FIELDS
+        }

@@ -122,13 +122,6 @@ def _add_head_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _head_choice(args: argparse.Namespace) -> Any:
-    """The MLP options the head flags give (None for --head linear), checked."""
-    from spoofwatch.train.pipeline import mlp_options
-
-    return mlp_options(args)
-
-
 def _add_dataset(
     parser: argparse.ArgumentParser, prefix: str = "", required: bool = True, repeatable: bool = False
 ) -> None:
@@ -955,10 +948,10 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.stream.core.windowing import WindowConfig
     from spoofwatch.train.corpus import at_least
     from spoofwatch.train.extract import extract_with_spectral
-    from spoofwatch.train.pipeline import encoder_spec, feature_encoder, spectral_front_end_spec
+    from spoofwatch.train.pipeline import encoder_spec, feature_encoder, mlp_options, spectral_front_end_spec
     from spoofwatch.train.validate import FoldScheme, leave_one_fold_out
 
-    mlp = _head_choice(args)  # before hours of extraction
+    mlp = mlp_options(args)  # before hours of extraction
     items = at_least(_loso_items(args), args.min_s, "--min-s")
     scheme = FoldScheme(args.fold_by, args.bonafide_fold_by, tuple(args.fold_group), args.fold_partitions)
     scheme.check(items)  # before hours of extraction

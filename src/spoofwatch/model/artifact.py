@@ -235,7 +235,8 @@ def load_detector(
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"{tensors_path}: expected a safetensors file, cannot read it ({exc})") from None
     head = head_from_tensors(tensors)
-    stated = (card.get("head") or {}).get("kind") if isinstance(card.get("head"), dict) else None
+    section = card.get("head")
+    stated = section.get("kind") if isinstance(section, dict) else None
     held = head_card(head)["kind"]
     if stated is not None and stated != held:
         raise ModelError(

@@ -17,7 +17,3 @@ def head_from_tensors(tensors: dict[str, NDArray[np.float32]]) -> Head:
     if "head.w1" in tensors:
         return MLPHead.from_tensors(tensors)
     return LinearHead.from_tensors(tensors)
-
-
-def head_kind(head: Head) -> str:
-    return "mlp" if isinstance(head, MLPHead) else "linear"

@@ -72,8 +72,13 @@ def gelu_tanh(x: NDArray[np.float32]) -> NDArray[np.float32]:
 class MLPHead(LogitHead):
     """Standardise features, then Linear -> GELU -> Linear to one logit (bona fide = 1)."""
 
-    def __init__(self, options: MLPOptions | None = None) -> None:
+    def __init__(self, options: MLPOptions | None = None, class_weight: str | None = "balanced") -> None:
+        """``class_weight``: "balanced" weighs the classes equally in the loss; None counts
+        rows as they come (as ``LinearHead``'s)."""
+        if class_weight not in ("balanced", None):
+            raise ModelError(f"class_weight: expected 'balanced' or None, found {class_weight!r}")
         self.options = options or MLPOptions()
+        self.class_weight = class_weight
         self.mean_: FloatArray | None = None
         self.scale_: FloatArray | None = None
         self.w1_: FloatArray | None = None
@@ -88,12 +93,11 @@ class MLPHead(LogitHead):
         y: NDArray[np.integer],
         column_weights: NDArray[np.floating] | None = None,
         sample_weight: NDArray[np.floating] | None = None,
-        class_weight: str | None = "balanced",
     ) -> Self:
         """As ``LinearHead.fit``: ``column_weights`` scale the standardised blocks (here they
         set a block's share of the input, as dropout and weight decay act on every input
         alike), ``sample_weight`` multiplies each row's loss, on top of balanced class
-        weights unless ``class_weight`` is None. The standardised matrix is held whole at
+        weights unless the head's ``class_weight`` is None. The standardised matrix is held whole at
         float32."""
         import torch
 
@@ -102,11 +106,9 @@ class MLPHead(LogitHead):
         matrix, mean, scale = standardised(rows, column_weights, np.float32)
         o = self.options
         weight = np.ones(len(y)) if sample_weight is None else sample_weight.copy()
-        if class_weight == "balanced":
+        if self.class_weight == "balanced":
             for label in (0, 1):
                 weight[y == label] *= len(y) / (2.0 * np.count_nonzero(y == label))
-        elif class_weight is not None:
-            raise ModelError(f"class_weight: expected 'balanced' or None, found {class_weight!r}")
         weight *= len(y) / weight.sum()
         torch.manual_seed(o.seed)
         generator = torch.Generator().manual_seed(o.seed)

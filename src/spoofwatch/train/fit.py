@@ -221,7 +221,7 @@ def new_head(
 ) -> Head:
     """An unfitted head: an ``MLPHead`` with ``mlp``'s options, else a ``LinearHead`` with ``C``."""
     if mlp is not None:
-        return MLPHead(mlp)
+        return MLPHead(mlp, class_weight=class_weight)
     return LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype)
 
 
@@ -239,11 +239,7 @@ def fit_weighted(
     class weighting."""
     per_set, class_weight = weighting
     sample_weight = None if per_set is None else rows.weights(per_set)
-    if mlp is not None:
-        return MLPHead(mlp).fit(rows, y, columns, sample_weight=sample_weight, class_weight=class_weight)
-    return LinearHead(C=C, class_weight=class_weight, fit_dtype=fit_dtype).fit(
-        rows, y, columns, sample_weight=sample_weight
-    )
+    return new_head(C, fit_dtype, mlp, class_weight).fit(rows, y, columns, sample_weight=sample_weight)
 
 
 def clip_llrs(embeddings: EmbeddingSet, window_llrs: NDArray[np.float64]) -> NDArray[np.float64]:
