@@ -622,6 +622,7 @@ def _server_settings(args: argparse.Namespace) -> Any:
             "max_stream_s",
             "scorer",
             "ray_address",
+            "ray_inflight",
             "drift_window_s",
             "drift_threshold",
             "drift_min_windows",
@@ -649,7 +650,11 @@ def _load_scorer(settings: Any) -> Any:
     from spoofwatch.pool.client import RayPoolHandle, RayScorer
 
     scorer = RayScorer(
-        RayPoolHandle(engine.ray_address or None), fallback=local, timeout_s=engine.ray_timeout_s
+        RayPoolHandle(engine.ray_address or None),
+        fallback=local,
+        timeout_s=engine.ray_timeout_s,
+        inflight=engine.ray_inflight,
+        fallback_workers=engine.workers,
     )
     window_samples = round(stream.window_s * scorer.sample_rate)
     if window_samples != scorer.window_samples:
@@ -671,6 +676,12 @@ def _add_scorer_options(
     )
     parser.add_argument(
         "--ray-address", metavar="ADDR", help="Ray cluster of the pool, host:port (default: auto)"
+    )
+    parser.add_argument(
+        "--ray-inflight",
+        type=int,
+        metavar="N",
+        help="batches in flight to the pool (default: [engine] ray_inflight, 8; about 2 per replica)",
     )
 
 
@@ -1173,6 +1184,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         "max_wait_ms": args.max_wait_ms,
         "num_threads": args.threads,
         "workers": args.workers,
+        "ray_inflight": args.ray_inflight,
     }
     overrides: dict[str, dict[str, Any]] = {"engine": {k: v for k, v in flags.items() if v is not None}}
     settings = load_settings(args.config, overrides=overrides)
@@ -1241,7 +1253,11 @@ def _bench_scorers(
         if count is not None:
             pool_up(PoolSpec(detector=args.detector, min_replicas=count, max_replicas=count), address)
         # A bench measures lag; it does not test failover: a slow pool is a result, not an outage.
-        return RayScorer(RayPoolHandle(address), timeout_s=max(engine.ray_timeout_s, BENCH_RAY_TIMEOUT_S))
+        return RayScorer(
+            RayPoolHandle(address),
+            timeout_s=max(engine.ray_timeout_s, BENCH_RAY_TIMEOUT_S),
+            inflight=engine.ray_inflight,
+        )
 
     scorers: list[tuple[str, Any]] = []
     if args.compare_scorers or args.scorer != "ray":

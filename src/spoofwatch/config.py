@@ -131,6 +131,12 @@ class EngineConfig:
     scorer: str = "local"
     ray_address: str = ""
     ray_timeout_s: float = 5.0
+    # Batches one node keeps in flight to the pool (its batcher's threads, each waiting on
+    # one call): about two per replica serving the node, so that a replica has the next
+    # batch queued while it scores one (docs/benchmarks.md: with 2 on a 2-replica pool the
+    # replicas idled through each round trip). While the pool is unreachable, at most
+    # ``workers`` of them score locally at once.
+    ray_inflight: int = 8
     # Drift alarms (spoofwatch.ops.drift): Jensen-Shannon divergence (bits) of the last
     # drift_window_s seconds of window scores, levels and speech shares from the detector
     # card's reference; a drift event beyond drift_threshold once drift_min_windows windows
@@ -145,6 +151,11 @@ class EngineConfig:
             raise ConfigError(f"engine.scorer: expected one of {SCORERS}, found {self.scorer!r}")
         if not (math.isfinite(self.ray_timeout_s) and self.ray_timeout_s > 0):
             raise ConfigError(f"engine.ray_timeout_s: expected seconds > 0, found {self.ray_timeout_s!r}")
+        if not 1 <= self.ray_inflight <= 256:
+            raise ConfigError(
+                "engine.ray_inflight: expected 1..256 batches in flight to the pool, "
+                f"found {self.ray_inflight!r}"
+            )
         if not 1 <= self.workers <= 64:
             raise ConfigError(f"engine.workers: expected 1..64 inference workers, found {self.workers!r}")
         choices = {"quantization": QUANTIZATION_MODES, "backend": BACKENDS}

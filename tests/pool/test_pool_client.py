@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -165,6 +167,44 @@ def test_unreachable_pool_falls_back_to_local_scoring() -> None:
     assert scorer.health()["pool"] == "ok" and scorer.health()["pool_batches"] == 1
 
 
+class CountingScorer(FakeScorer):
+    """A local scorer that records the most calls it ever ran at once."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(delay_s=delay_s)
+        self._guard = threading.Lock()
+        self.running = 0
+        self.most_at_once = 0
+
+    def score_windows(self, windows: NDArray[np.float32]) -> NDArray[np.float64]:
+        with self._guard:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            return super().score_windows(windows)
+        finally:
+            with self._guard:
+                self.running -= 1
+
+
+def test_a_node_keeps_ray_inflight_batches_in_flight_but_scores_workers_at_once_when_down() -> None:
+    pool = FakePool(FakeScorer())
+    local = CountingScorer(delay_s=0.05)
+    scorer = RayScorer(pool, fallback=local, inflight=6, fallback_workers=2)
+    engine = EngineConfig(workers=2, ray_inflight=6)
+    assert Pipeline(scorer, StreamConfig(window_s=1.0, hop_s=0.5), engine).batcher.workers == 6
+    assert Pipeline(local, StreamConfig(window_s=1.0, hop_s=0.5), engine).batcher.workers == 2
+    pool.down = True
+    batch = windows(1)
+    with ThreadPoolExecutor(max_workers=6) as threads:
+        results = list(threads.map(lambda _: scorer.score_windows(batch), range(12)))
+    assert all(np.allclose(r, local.score_windows(batch)) for r in results)
+    assert local.most_at_once == 2
+    assert scorer.health()["fallback_batches"] == 12
+    with pytest.raises(ConfigError, match="ray_inflight"):
+        RayScorer(pool, inflight=0)
+
+
 def test_start_with_the_pool_down() -> None:
     pool = FakePool(FakeScorer())
     pool.down = True
@@ -265,6 +305,14 @@ def test_engine_scorer_options() -> None:
         EngineConfig(scorer="remote")
     with pytest.raises(ConfigError, match="ray_timeout_s"):
         EngineConfig(ray_timeout_s=0)
+    assert load_settings(env={"SPOOFWATCH_ENGINE_RAY_INFLIGHT": "12"}).engine.ray_inflight == 12
+    assert EngineConfig().ray_inflight == 8
+    from spoofwatch.cli import _server_settings, build_parser
+
+    args = build_parser().parse_args(["serve", "--scorer", "ray", "--ray-inflight", "3"])
+    assert _server_settings(args).engine.ray_inflight == 3
+    with pytest.raises(ConfigError, match=r"engine\.ray_inflight: expected 1\.\.256"):
+        EngineConfig(ray_inflight=0)
 
 
 def test_pool_spec() -> None:

@@ -90,3 +90,11 @@ class FeatureScorer(Protocol):
     ) -> tuple[NDArray[np.float64], NDArray[np.float32]]:
         """Like ``WindowScorer.score_windows``, plus the (batch, features) the head read."""
         ...
+
+
+def batches_in_flight(scorer: object, workers: int) -> int:
+    """How many batches the engine keeps in flight to ``scorer``: a remote scorer's own
+    ``batches_in_flight`` (its calls mostly wait on the network, so it keeps more than the
+    cores could score here), else ``workers``."""
+    wanted = getattr(scorer, "batches_in_flight", None)
+    return wanted if isinstance(wanted, int) and wanted >= 1 else workers

@@ -119,12 +119,24 @@ class RayScorer:
         fallback: WindowScorer | None = None,
         timeout_s: float = 5.0,
         probe_interval_s: float = 5.0,
+        inflight: int = 8,
+        fallback_workers: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not timeout_s > 0:
             raise ConfigError(f"engine.ray_timeout_s: expected seconds > 0, found {timeout_s!r}")
+        if inflight < 1 or fallback_workers < 1:
+            raise ConfigError(
+                "engine.ray_inflight and engine.workers: expected at least 1 each, "
+                f"found {inflight!r} and {fallback_workers!r}"
+            )
         self.handle = handle
         self.fallback = fallback
+        # The engine keeps this many batches in flight (model.scorer.batches_in_flight);
+        # while the pool is down only fallback_workers of them score here at once, so a
+        # node does not run eight encoder passes on two cores.
+        self.batches_in_flight = inflight
+        self._fallback_slots = threading.BoundedSemaphore(fallback_workers)
         self.timeout_s = timeout_s
         self.probe_interval_s = probe_interval_s
         self._clock = clock
@@ -286,7 +298,8 @@ class RayScorer:
             raise PoolError(f"inference pool at {self.handle.address} unreachable: {self.last_error}")
         with self._lock:
             self.fallback_batches += 1
-        return self.fallback.score_windows(batch)
+        with self._fallback_slots:
+            return self.fallback.score_windows(batch)
 
     def _local(self) -> WindowScorer:
         if self.fallback is None:

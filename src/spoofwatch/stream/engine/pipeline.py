@@ -26,7 +26,7 @@ from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import AudioError, LimitExceededError, ProtocolError
 from spoofwatch.events import ErrorEvent, Event, GapEvent, StatusEvent, StreamEvent
 from spoofwatch.model.card_label import CardLabel, scorer_label
-from spoofwatch.model.scorer import WindowScorer, scorer_health
+from spoofwatch.model.scorer import WindowScorer, batches_in_flight, scorer_health
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
 from spoofwatch.stream.core.quiet import QuietFrames, SilenceSplitter
 from spoofwatch.stream.core.session import StreamSession
@@ -320,7 +320,7 @@ class Pipeline:
             max_batch=self.engine_config.max_batch,
             max_wait_ms=self.engine_config.max_wait_ms,
             max_queue=self.engine_config.queue_windows,
-            workers=self.engine_config.workers,
+            workers=batches_in_flight(scorer, self.engine_config.workers),
             trim_interval_s=self.engine_config.heap_trim_interval_s,
         )
         self.batcher.swap(scorer, self.card)
