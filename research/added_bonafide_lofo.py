@@ -12,7 +12,7 @@ are the control run's, and only the added clips differ.
     PYTHONPATH=src python research/added_bonafide_lofo.py <spoofwatch loso arguments> \\
         --added-manifest NEW.csv [--added-channels clean,telephone,...]
 
-Writes what `spoofwatch loso --json --scores-out` writes.
+Writes `--scores-out` as `spoofwatch loso` does and prints each test channel's pooled EER as JSON.
 """
 
 from __future__ import annotations
@@ -22,17 +22,9 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from spoofwatch.cli import _channel_list, _loso_items, _read_extra_items, _write_loso_scores, build_parser
-from spoofwatch.model.encoders.registry import build_encoder
-from spoofwatch.stream.core.windowing import WindowConfig
-from spoofwatch.train.corpus import at_least, item_duration_s
-from spoofwatch.train.extract import extract_with_spectral
-from spoofwatch.train.pipeline import encoder_spec, feature_encoder, mlp_options, spectral_front_end_spec
-from spoofwatch.train.validate import FoldScheme, leave_one_fold_out
+from spoofwatch.cli import _channel_list, _loso_results, _read_extra_items, _write_loso_scores, build_parser
+from spoofwatch.train.corpus import item_duration_s
 
 
 def main(argv: list[str]) -> int:
@@ -46,53 +38,13 @@ def main(argv: list[str]) -> int:
         print("\nthen every `spoofwatch loso` argument:")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = build_parser().parse_args(["loso", *rest])
-    mlp = mlp_options(args)
-    items = at_least(_loso_items(args), args.min_s, "--min-s")
-    scheme = FoldScheme(args.fold_by, args.bonafide_fold_by, tuple(args.fold_group), args.fold_partitions)
-    scheme.check(items)
-    layers = [int(x) for x in args.layers.split(",")]
-    truncate_to = layers if args.truncate_encoder else None
-    _, _, encoder = feature_encoder(
-        encoder_spec(args.encoder), args.window_s, truncate_to, args.quantization, args.backend
-    )
-    window = WindowConfig(encoder.identity.sample_rate, args.window_s, args.hop_s)
-    spectral_spec = spectral_front_end_spec(None if args.spectral == "none" else args.spectral)
-    spectral = None if spectral_spec is None else build_encoder(spectral_spec, args.window_s)
-
-    def embed(chosen: list[Any], channel: str) -> Any:
-        return extract_with_spectral(
-            chosen, encoder, spectral, window, channel=channel, level_dbfs=args.level_dbfs
-        )
-
-    train_sets = [embed(items, c) for c in _channel_list(args.train_channels)]
-    test_sets = {c: embed(items, c) for c in _channel_list(args.test_channel)}
-    extra_items = _read_extra_items(args.extra_manifest)
-    extra_channels = args.extra_channels or args.train_channels
-    extra_sets = [embed(extra_items, c) for c in _channel_list(extra_channels) if extra_items]
     # One class only may be added, so at_least's both-classes check does not apply.
     added = [it for it in _read_extra_items(mine.added_manifest) if item_duration_s(it) >= args.min_s]
-    added_channels = mine.added_channels or args.train_channels
-    extra_sets += [embed(added, c) for c in _channel_list(added_channels) if added]
-    results = leave_one_fold_out(
-        train_sets,
-        test_sets,
-        layers,
-        scheme=scheme,
-        C=args.C,
-        spectral_weight=args.spectral_weight,
-        extra_sets=extra_sets,
-        fit_dtype=np.float32 if args.fit_precision == "float32" else np.float64,
-        source_cap=args.source_cap,
-        balance_by=_channel_list(args.balance_by),
-        window_s=args.window_s,
-        mlp=mlp,
-    )
+    channels = _channel_list(mine.added_channels or args.train_channels)
+    run = _loso_results(args, added=[(added, channels)])
     if args.scores_out:
-        _write_loso_scores(Path(args.scores_out), scheme, results)
-    summary = {
-        channel: {"eer": result.metrics.eer, "clips": len(result.items)}
-        for channel, result in results.items()
-    }
+        _write_loso_scores(Path(args.scores_out), run.scheme, run.results)
+    summary = {channel: {"eer": r.metrics.eer, "clips": len(r.items)} for channel, r in run.results.items()}
     print(json.dumps({"added_manifests": mine.added_manifest, "added_items": len(added), "results": summary}))
     return 0
 

@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from spoofwatch import __version__
 from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
@@ -952,7 +952,20 @@ def _write_loso_scores(path: Path, scheme: Any, results: Mapping[str, Any]) -> N
                     )
 
 
-def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
+class LosoRun(NamedTuple):
+    """What ``_loso_results`` ran: the fold scheme, each test channel's result, and the
+    extra (training-only) items and channels it added."""
+
+    scheme: Any
+    results: dict[str, Any]
+    extra_items: list[Any]
+    extra_channels: str
+    mlp: Any
+
+
+def _loso_results(args: argparse.Namespace, added: Sequence[tuple[list[Any], Sequence[str]]] = ()) -> LosoRun:
+    """``spoofwatch loso``'s extraction and leave-one-out. ``added``: more training-only
+    items, each list through its own channels (``research/added_bonafide_lofo.py``)."""
     import numpy as np
 
     from spoofwatch.model.encoders.registry import build_encoder
@@ -988,6 +1001,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
     extra_items = _read_extra_items(args.extra_manifest)
     extra_channels = args.extra_channels or args.train_channels
     extra_sets = [embed(extra_items, c) for c in _channel_list(extra_channels) if extra_items]
+    extra_sets += [embed(chosen, c) for chosen, channels in added if chosen for c in channels]
     results = leave_one_fold_out(
         train_sets,
         test_sets,
@@ -1002,6 +1016,11 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         window_s=args.window_s,
         mlp=mlp,
     )
+    return LosoRun(scheme, results, extra_items, extra_channels, mlp)
+
+
+def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
+    scheme, results, extra_items, extra_channels, mlp = _loso_results(args)
     if args.scores_out:
         _write_loso_scores(Path(args.scores_out), scheme, results)
     protocol = "leave-one-source-out" if not scheme.separate else f"leave-one-{args.fold_by}-out"
