@@ -307,7 +307,7 @@ def test_load_detector_records_int8_and_threads_in_settings_and_card(tiny: Tiny,
     quick = load_detector(tiny.detector_dir, quantization="int8", num_threads=1, max_batch=8)
     assert quick.settings.quantization == "int8"
     assert (quick.settings.num_threads, quick.settings.max_batch) == (1, 8)
-    expected = {"backend": "torch", "quantization": "int8", "num_threads": 1, "max_batch": 8}
+    expected = {"backend": "torch", "quantization": "int8", "num_threads": 1, "max_batch": 8, "device": "cpu"}
     assert quick.card["inference"] == expected
     delta = np.abs(quick.score_windows(tiny.windows) - plain.score_windows(tiny.windows))
     assert delta.max() > 0  # really a different network

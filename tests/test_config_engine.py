@@ -37,3 +37,28 @@ def test_quantization_and_backend_override_the_card_and_are_validated() -> None:
         load_settings(env={"SPOOFWATCH_ENGINE_BACKEND": "cuda"})
     with pytest.raises(ConfigError, match=r"engine\.quantization"):
         load_settings(env={"SPOOFWATCH_ENGINE_QUANTIZATION": "int4"})
+
+
+def test_device_comes_from_the_environment_and_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from spoofwatch.cli import _load_scorer
+    from spoofwatch.errors import ModelError
+
+    assert EngineConfig().device == ""  # the CPU
+    settings = load_settings(env={"SPOOFWATCH_ENGINE_DEVICE": "cuda:1"})
+    assert settings.engine.device == "cuda:1"
+    assert config.detector_options(settings.engine)["device"] == "cuda:1"
+    assert config.detector_options(settings.engine, device="cpu")["device"] == "cpu"  # a flag wins
+    with pytest.raises(ConfigError, match=r"engine\.device: expected cpu, cuda, cuda:N or auto"):
+        load_settings(env={"SPOOFWATCH_ENGINE_DEVICE": "gpu0"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ModelError, match=r"device 'cuda:1': expected a CUDA GPU"):
+        _load_scorer(settings)
+    from spoofwatch.cli import _server_settings, build_parser
+
+    for command in (["serve"], ["listen", "--device", "2"]):  # listen's --device: the microphone
+        args = build_parser().parse_args([*command, "--encoder-device", "auto"])
+        assert _server_settings(args).engine.device == "auto"
+    bench = build_parser().parse_args(["bench", "--encoder-device", "cuda"])
+    assert bench.engine_device == "cuda"

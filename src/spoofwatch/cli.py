@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("files", nargs="+", metavar="FILE")
     _add_detector(score)
     score.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    _add_device_option(score)
 
     ev = sub.add_parser("eval", help="score a labelled list and print metrics")
     _add_dataset(ev)
@@ -629,6 +630,7 @@ def _server_settings(args: argparse.Namespace) -> Any:
             "drift_spoof_share",
         )
     }
+    engine["device"] = getattr(args, "engine_device", None)  # listen's --device is the microphone
     if any(v is not None for v in engine.values()):
         overrides["engine"] = {k: v for k, v in engine.items() if v is not None}
     return load_settings(args.config, overrides=overrides)
@@ -682,6 +684,17 @@ def _add_scorer_options(
         type=int,
         metavar="N",
         help="batches in flight to the pool (default: [engine] ray_inflight, 8; about 2 per replica)",
+    )
+    _add_device_option(parser)
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--encoder-device",
+        dest="engine_device",
+        metavar="DEV",
+        help="where this process's encoder runs: cpu (default), cuda, cuda:N, auto (a GPU if there "
+        "is one); a GPU runs it float32 ([engine] device)",
     )
 
 
@@ -755,7 +768,7 @@ def cmd_score(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.model.artifact import load_detector
     from spoofwatch.train.clip_scoring import score_files
 
-    detector = load_detector(args.detector)
+    detector = load_detector(args.detector, device=args.engine_device)
     failures = 0
     for clip in score_files(detector, args.files):
         result = clip.to_dict()
@@ -1204,6 +1217,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         "num_threads": args.threads,
         "workers": args.workers,
         "ray_inflight": args.ray_inflight,
+        "device": args.engine_device,
     }
     overrides: dict[str, dict[str, Any]] = {"engine": {k: v for k, v in flags.items() if v is not None}}
     settings = load_settings(args.config, overrides=overrides)

@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from spoofwatch.errors import ConfigError
-from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
+from spoofwatch.model.runtime_modes import BACKENDS, DEVICE_FORMS, QUANTIZATION_MODES, is_device_name
 
 T = TypeVar("T")
 ENV_PREFIX = "SPOOFWATCH_"
@@ -120,6 +120,9 @@ class EngineConfig:
     # optional ones: the config loader reads "none" as unset for optional fields.
     quantization: str = ""
     backend: str = ""
+    # Where the local encoder runs: "" or cpu, cuda, cuda:N, auto (a GPU if torch sees one).
+    # On a GPU it runs float32 (torch's int8 is CPU-only); see spoofwatch.model.device.
+    device: str = ""
     # Seconds between handing the C heap's free pages back to the OS (glibc malloc_trim,
     # about 30 ms): without it resident memory keeps the high-water mark of the largest
     # batches ever scored. 0 = never. See spoofwatch.stream.engine.heap.
@@ -165,6 +168,10 @@ class EngineConfig:
                 raise ConfigError(
                     f"engine.{name}: expected one of {allowed} (or unset: the card's), found {value!r}"
                 )
+        if self.device and not is_device_name(self.device):
+            raise ConfigError(
+                f"engine.device: expected {DEVICE_FORMS} (or unset: cpu), found {self.device!r}"
+            )
         if not (0.0 <= self.drift_threshold <= 1.0 and 0.0 <= self.drift_spoof_share <= 1.0):
             raise ConfigError(
                 "engine.drift_threshold and engine.drift_spoof_share: expected numbers in [0, 1], found "
@@ -195,16 +202,21 @@ def scoring_threads(engine: EngineConfig) -> int | None:
 
 
 def detector_options(
-    engine: EngineConfig, *, quantization: str | None = None, backend: str | None = None
+    engine: EngineConfig,
+    *,
+    quantization: str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """``load_detector`` keyword arguments for how the engine runs the detector: threads per
     worker, batch size, and quantization / backend (the arguments, else the engine's, else
-    None: the card's)."""
+    None: the card's), and the device (the argument, else the engine's, else the CPU)."""
     return {
         "num_threads": scoring_threads(engine),
         "max_batch": engine.max_batch,
         "quantization": quantization or engine.quantization or None,
         "backend": backend or engine.backend or None,
+        "device": device or engine.device or None,
     }
 
 

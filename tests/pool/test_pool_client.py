@@ -328,6 +328,23 @@ def test_pool_spec() -> None:
         PoolSpec(min_replicas=3, max_replicas=2)
     with pytest.raises(ConfigError, match="num_gpus"):
         PoolSpec(num_gpus=-1)
+    assert fixed.device == "cpu"
+    gpu = spec_from_args(detector=None, replicas=4, min_replicas=None, max_replicas=None, num_gpus=0.25)
+    assert gpu.device == "cuda"  # Ray hands each replica its share of one GPU as cuda
+    assert gpu.deployment_options()["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.25}
+
+
+def test_gpu_replicas_are_refused_on_a_cluster_without_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    ray = pytest.importorskip("ray")
+    from spoofwatch.pool.control import check_gpus
+
+    gpu = PoolSpec(num_gpus=1.0)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(PoolError, match=r"--num-gpus 1: the Ray cluster at h:1 has 0 GPU\(s\)"):
+        check_gpus(gpu, "h:1")
+    check_gpus(PoolSpec(), "h:1")  # CPU replicas ask nothing of the cluster
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    check_gpus(gpu, "h:1")
 
 
 def test_bench_comparison_gives_ratios_to_the_first_run() -> None:

@@ -101,6 +101,7 @@ def test_pool_scores_equal_the_local_detector(pool: RayPool, local: Detector) ->
     status, report = pool.cli("status")
     assert status == 0 and report["replicas"] == {"RUNNING": 2}
     assert report["detector"] == card_identity(local.card, local.encoder.identity.name)
+    assert report["device"] == "cpu"
     scorer = RayScorer(RayPoolHandle(pool.address))
     assert (scorer.sample_rate, scorer.window_samples, scorer.threshold) == (
         local.sample_rate,
@@ -178,6 +179,20 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_gpu_replicas_on_a_cpu_cluster_are_refused_and_the_pool_kept(
+    pool: RayPool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spoofwatch.cli import main
+
+    status = main(["pool", "up", "--replicas", "1", "--num-gpus", "1", "--ray-address", pool.address])
+    assert status == 2
+    assert "--num-gpus 1: the Ray cluster at" in capsys.readouterr().err
+    # A replica killed by an earlier test may still be restarting: wait for the pool to be whole.
+    wait_until(lambda: pool.cli("status")[0] == 0, timeout_s=120, what="the pool running again")
+    status, report = pool.cli("status")
+    assert report["replicas"] == {"RUNNING": 2} and report["device"] == "cpu"
 
 
 def test_pool_down_falls_back_to_local_scoring(pool: RayPool, local: Detector) -> None:

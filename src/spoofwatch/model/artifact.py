@@ -7,6 +7,7 @@ width, sample rate) and that the window length matches, and refuses mismatches.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -20,16 +21,20 @@ from spoofwatch.errors import ArtifactMismatchError, ModelError
 from spoofwatch.model.backend import backend_of, check_backend, runtime_encoder
 from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.detector import Detector, DetectorSettings
+from spoofwatch.model.device import DeviceEncoder, resolve_device
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.heads import Head, head_from_tensors
 from spoofwatch.model.level import ACTIVE_RANGE_DB, MAX_GAIN_DB, check_target
 from spoofwatch.model.mlp_head import MLPHead
 from spoofwatch.model.quantize import check_quantization, quantization_of
+from spoofwatch.model.runtime_modes import CPU, NO_QUANTIZATION, TORCH
 
 CARD_FILE = "model_card.json"
 TENSORS_FILE = "head.safetensors"
 FORMAT_VERSION = 1
+
+logger = logging.getLogger(__name__)
 
 
 # Detectors shipped inside the package, by name: ``default`` and ``resynth`` (more accurate
@@ -107,6 +112,7 @@ def inference_card(settings: DetectorSettings) -> dict[str, Any]:
         "quantization": settings.quantization,
         "num_threads": settings.num_threads,
         "max_batch": settings.max_batch,
+        "device": settings.device,
     }
 
 
@@ -196,6 +202,7 @@ def load_detector(
     num_threads: int | None = None,
     max_batch: int | None = None,
     backend: str | None = None,
+    device: str | None = None,
 ) -> Detector:
     """Load a detector; builds its encoder from the card unless one is given.
 
@@ -204,8 +211,12 @@ def load_detector(
     ``num_threads`` and ``max_batch`` override the card's ``inference`` section; with an
     int8 mode the encoder's Linear layers are quantised after the identity check (see
     ``spoofwatch.model.quantize``). ``backend`` (``torch`` | ``onnxruntime``) overrides the
-    card's too; a head runs best on the backend it was fitted with.
+    card's too; a head runs best on the backend it was fitted with. ``device`` (``cpu``,
+    ``cuda``, ``cuda:N``, ``auto``; default cpu) is where the encoder runs: a GPU runs it
+    in float32 with torch, so a card's int8 mode falls back to ``none`` there, and an int8
+    mode or onnxruntime asked for explicitly is refused (``spoofwatch.model.device``).
     """
+    target = resolve_device(device)
     path = detector_dir(directory)
     card = read_card(path)
     try:
@@ -254,7 +265,11 @@ def load_detector(
         )
     wanted = card_quantization if quantization is None else quantization
     runtime = card_backend if backend is None else backend
+    if target != CPU:
+        wanted, runtime = _gpu_runtime(target, wanted, runtime, quantization, backend)
     encoder = runtime_encoder(encoder, check_quantization(wanted), check_backend(runtime))
+    if target != CPU:
+        encoder = DeviceEncoder(encoder, target)
     settings = DetectorSettings(
         window_s=trained_window,
         hop_s=trained_hop if hop_s is None else hop_s,
@@ -265,9 +280,33 @@ def load_detector(
         num_threads=card_threads if num_threads is None else num_threads,
         backend=backend_of(encoder.identity),
         level_dbfs=level_dbfs,
+        device=target,
     )
     card = {**card, "inference": inference_card(settings)}
     return Detector(encoder, head, calibration, settings, card, spectral=spectral)
+
+
+def _gpu_runtime(
+    device: str, wanted: str, runtime: str, quantization: str | None, backend: str | None
+) -> tuple[str, str]:
+    """(quantization, backend) for an encoder on a GPU: torch in float32. What the card says
+    gives way (int8 has no CUDA kernels in torch); what the caller asked for is refused."""
+    if backend is not None and backend != TORCH:
+        raise ModelError(f"device {device!r}: expected backend {TORCH!r} on a GPU, found {backend!r}")
+    if quantization is not None and quantization != NO_QUANTIZATION:
+        raise ModelError(
+            f"device {device!r}: expected quantization {NO_QUANTIZATION!r} on a GPU (torch's dynamic "
+            f"int8 runs on CPUs only), found {quantization!r}"
+        )
+    if wanted != NO_QUANTIZATION or runtime != TORCH:
+        logger.info(
+            "on %s the encoder runs as torch float32, not the card's %s/%s: scores may differ from "
+            "the CPU's by the int8 rounding (docs/pool.md)",
+            device,
+            runtime,
+            wanted,
+        )
+    return NO_QUANTIZATION, TORCH
 
 
 def _spectral_front_end(card: dict[str, Any], path: Path, window_s: float) -> Encoder | None:

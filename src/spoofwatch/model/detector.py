@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from spoofwatch.errors import ModelError
 from spoofwatch.model.backend import backend_of
 from spoofwatch.model.calibration import AffineCalibration
+from spoofwatch.model.device import device_of
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.heads import Head
 from spoofwatch.model.level import check_target, levelled_pair
@@ -50,6 +51,7 @@ class DetectorSettings:
     num_threads: int = 0
     backend: str = "torch"  # or "onnxruntime" (model.backend)
     level_dbfs: float | None = None
+    device: str = "cpu"  # where the encoder runs (model.device): cpu, cuda, cuda:N
 
 
 class Detector:
@@ -100,6 +102,11 @@ class Detector:
             raise ModelError(
                 f"settings say quantization={settings.quantization!r} but the encoder is "
                 f"{identity.name!r} ({quantization_of(identity)}); quantise it with apply_quantization"
+            )
+        if settings.device != device_of(encoder):
+            raise ModelError(
+                f"settings say device={settings.device!r} but the encoder runs on {device_of(encoder)!r}; "
+                "move it with model.device.DeviceEncoder"
             )
         if settings.backend != backend_of(identity):
             raise ModelError(
@@ -176,7 +183,7 @@ class Detector:
                     self.settings.level_dbfs,
                 )
                 states = self.encoder.hidden_states(chunk)
-                pooled = mean_std_pool(states, self.settings.layers).numpy()
+                pooled = mean_std_pool(states, self.settings.layers).cpu().numpy()
                 if self.spectral is not None:
                     spectral_states = front_end_states(self.spectral, chunk, remake_chunk)
                     every_state = mean_std_pool(spectral_states, range(len(spectral_states))).numpy()

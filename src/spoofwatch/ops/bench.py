@@ -50,6 +50,7 @@ from spoofwatch.stream.engine.pipeline import Pipeline, StreamHandle
 logger = logging.getLogger(__name__)
 
 ENCODER_BATCHES = (1, 2, 4, 8, 16, 32)
+GPU_ENCODER_BATCHES = (1, 8, 32, 64, 128, 256)  # a GPU is fed far larger batches than a core
 CHUNK_MS = (20, 40, 60, 80, 100)
 SINK_QUEUE = 8192
 Progress = Callable[[str], None]
@@ -304,7 +305,10 @@ def time_encoder(
             chunk = windows[:batch]
 
             def forward(c: Any = chunk) -> object:
-                return encoder.hidden_states(c)
+                states = encoder.hidden_states(c)
+                if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+                    torch.cuda.synchronize()  # CUDA returns before the GPU is done
+                return states
 
             seconds, cpu = _median_call_s(forward, min_reps, min_seconds)
             per_window = seconds / batch
@@ -507,10 +511,21 @@ def _setup(scorer: WindowScorer, stream: StreamConfig, engine: EngineConfig) -> 
         "torch_threads": getattr(settings, "num_threads", 0) or threads,
         "quantization": getattr(settings, "quantization", "none"),
         "backend": getattr(settings, "backend", "torch"),
+        "device": getattr(settings, "device", "cpu"),
+        "gpu": _gpu_name(getattr(settings, "device", "cpu")),
         "encoder": encoder.identity.name if encoder is not None else type(scorer).__name__,
         "cpu_count": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
     }
+
+
+def _gpu_name(device: str) -> str | None:
+    """The GPU's name when the encoder runs on one (so a report says which card it timed)."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    return str(torch.cuda.get_device_name(torch.device(device)))
 
 
 def run_bench(
@@ -559,11 +574,14 @@ def run_encoder_only(
     stream_config: StreamConfig,
     engine_config: EngineConfig,
     options: BenchOptions,
-    batches: Sequence[int] = ENCODER_BATCHES,
+    batches: Sequence[int] | None = None,
     progress: Progress | None = None,
 ) -> BenchReport:
-    """Encoder forward time by batch size, plus the one-stream RTF of the whole detector."""
+    """Encoder forward time by batch size (``ENCODER_BATCHES``, on a GPU
+    ``GPU_ENCODER_BATCHES``), plus the one-stream RTF of the whole detector."""
     setup = _setup(detector, stream_config, engine_config)
+    if batches is None:
+        batches = GPU_ENCODER_BATCHES if str(setup["device"]).startswith("cuda") else ENCODER_BATCHES
     threads = int(getattr(detector.settings, "num_threads", 0))
     timings = time_encoder(
         detector.encoder,

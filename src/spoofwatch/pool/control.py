@@ -48,12 +48,29 @@ def pool_up(spec: PoolSpec, address: str | None) -> dict[str, Any]:
     from spoofwatch.pool.deployment import build_app
 
     connect(address)
+    check_gpus(spec, address)
     serve.start(proxy_location="Disabled")
     try:
         serve.run(build_app(spec), name=APP_NAME, route_prefix=None)
     except RuntimeError as exc:
         raise PoolError(f"the pool did not start: {exc}") from None
     return pool_status(address)
+
+
+def check_gpus(spec: PoolSpec, address: str | None) -> None:
+    """Refuse GPU replicas on a cluster without GPUs before deploying: Ray would otherwise
+    keep them pending for ever, and ``pool up`` would wait on them."""
+    if not spec.num_gpus:
+        return
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
+    if gpus < spec.num_gpus:
+        raise PoolError(
+            f"--num-gpus {spec.num_gpus:g}: the Ray cluster at {address or 'auto'} has {gpus:g} GPU(s); "
+            "expected at least one replica's worth (start its nodes with `ray start --num-gpus N` "
+            "on machines that have them), or --num-gpus 0 for CPU replicas"
+        )
 
 
 def pool_down(address: str | None) -> bool:
@@ -83,6 +100,7 @@ def pool_status(address: str | None) -> dict[str, Any]:
         handle = serve.get_app_handle(APP_NAME)
         described = handle.describe.remote().result(timeout_s=30)
         report["detector"] = described["identity"]
+        report["device"] = described.get("device", "cpu")
     return report
 
 

@@ -28,7 +28,9 @@ class DetectorReplica:
     def __init__(self, spec: PoolSpec) -> None:
         from spoofwatch.model.artifact import load_detector
 
-        self.detector = load_detector(spec.detector, num_threads=spec.torch_threads, max_batch=spec.max_batch)
+        self.detector = load_detector(
+            spec.detector, num_threads=spec.torch_threads, max_batch=spec.max_batch, device=spec.device
+        )
         if self.detector.stream_context() is not None:
             raise ModelError(
                 f"detector {self.detector.card.get('name')!r} reads each window's streamed remake beside "
@@ -52,6 +54,7 @@ class DetectorReplica:
             "hop_s": self.detector.settings.hop_s,
             "card": self.detector.card,
             "replica": self.replica,
+            "device": self.detector.settings.device,
         }
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)

@@ -16,7 +16,8 @@ DEPLOYMENT_NAME: Final = "SpoofwatchDetector"
 @dataclass(frozen=True)
 class PoolSpec:
     """``min_replicas`` .. ``max_replicas`` replicas (equal: a fixed number), each holding
-    the detector on ``num_cpus`` CPUs (its torch threads) and ``num_gpus`` GPUs. A replica
+    the detector on ``num_cpus`` CPUs (its torch threads) and ``num_gpus`` GPUs (a fraction
+    shares one GPU between replicas; any GPU puts the encoder on it, float32). A replica
     gathers requests for up to ``batch_wait_ms`` and scores up to ``max_batch`` windows per
     encoder call; Serve adds replicas while more than ``target_ongoing_requests`` requests
     wait per replica, and removes them when fewer do."""
@@ -50,6 +51,12 @@ class PoolSpec:
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"pool {name}: expected {expected}, found {getattr(self, name)!r}")
+
+    @property
+    def device(self) -> str:
+        """Where a replica runs the encoder: the GPU Ray gives it (Ray sets the replica's
+        ``CUDA_VISIBLE_DEVICES``, so it is always ``cuda``), else the CPU."""
+        return "cuda" if self.num_gpus > 0 else "cpu"
 
     @property
     def torch_threads(self) -> int:
