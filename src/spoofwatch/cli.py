@@ -694,7 +694,7 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
         dest="engine_device",
         metavar="DEV",
         help="where this process's encoder runs: cpu (default), cuda, cuda:N, auto (a GPU if there "
-        "is one); a GPU runs it float32 ([engine] device)",
+        "is one); int8 layers run emulated there ([engine] device)",
     )
 
 

@@ -121,7 +121,7 @@ class EngineConfig:
     quantization: str = ""
     backend: str = ""
     # Where the local encoder runs: "" or cpu, cuda, cuda:N, auto (a GPU if torch sees one).
-    # On a GPU it runs float32 (torch's int8 is CPU-only); see spoofwatch.model.device.
+    # On a GPU, int8 layers run as their float32 emulation; see spoofwatch.model.device.
     device: str = ""
     # Seconds between handing the C heap's free pages back to the OS (glibc malloc_trim,
     # about 30 ms): without it resident memory keeps the high-water mark of the largest

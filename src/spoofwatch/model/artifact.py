@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
@@ -25,6 +26,7 @@ from spoofwatch.model.device import DeviceEncoder, resolve_device
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.heads import Head, head_from_tensors
+from spoofwatch.model.int8_emulation import emulate_dynamic_int8
 from spoofwatch.model.level import ACTIVE_RANGE_DB, MAX_GAIN_DB, check_target
 from spoofwatch.model.mlp_head import MLPHead
 from spoofwatch.model.quantize import check_quantization, quantization_of
@@ -212,9 +214,9 @@ def load_detector(
     int8 mode the encoder's Linear layers are quantised after the identity check (see
     ``spoofwatch.model.quantize``). ``backend`` (``torch`` | ``onnxruntime``) overrides the
     card's too; a head runs best on the backend it was fitted with. ``device`` (``cpu``,
-    ``cuda``, ``cuda:N``, ``auto``; default cpu) is where the encoder runs: a GPU runs it
-    in float32 with torch, so a card's int8 mode falls back to ``none`` there, and an int8
-    mode or onnxruntime asked for explicitly is refused (``spoofwatch.model.device``).
+    ``cuda``, ``cuda:N``, ``auto``; default cpu) is where the encoder runs: on a GPU with
+    torch, its int8 layers emulated in float32 (``model.int8_emulation``); onnxruntime
+    asked for there is refused.
     """
     target = resolve_device(device)
     path = detector_dir(directory)
@@ -266,10 +268,10 @@ def load_detector(
     wanted = card_quantization if quantization is None else quantization
     runtime = card_backend if backend is None else backend
     if target != CPU:
-        wanted, runtime = _gpu_runtime(target, wanted, runtime, quantization, backend)
+        runtime = _gpu_runtime(target, runtime, backend)
     encoder = runtime_encoder(encoder, check_quantization(wanted), check_backend(runtime))
     if target != CPU:
-        encoder = DeviceEncoder(encoder, target)
+        encoder = _on_device(encoder, target)
     settings = DetectorSettings(
         window_s=trained_window,
         hop_s=trained_hop if hop_s is None else hop_s,
@@ -286,27 +288,26 @@ def load_detector(
     return Detector(encoder, head, calibration, settings, card, spectral=spectral)
 
 
-def _gpu_runtime(
-    device: str, wanted: str, runtime: str, quantization: str | None, backend: str | None
-) -> tuple[str, str]:
-    """(quantization, backend) for an encoder on a GPU: torch in float32. What the card says
-    gives way (int8 has no CUDA kernels in torch); what the caller asked for is refused."""
+def _gpu_runtime(device: str, runtime: str, backend: str | None) -> str:
+    """The backend for an encoder on a GPU: torch. What the card says gives way; an
+    explicit onnxruntime is refused (this package runs it on CPUs only)."""
     if backend is not None and backend != TORCH:
         raise ModelError(f"device {device!r}: expected backend {TORCH!r} on a GPU, found {backend!r}")
-    if quantization is not None and quantization != NO_QUANTIZATION:
-        raise ModelError(
-            f"device {device!r}: expected quantization {NO_QUANTIZATION!r} on a GPU (torch's dynamic "
-            f"int8 runs on CPUs only), found {quantization!r}"
-        )
-    if wanted != NO_QUANTIZATION or runtime != TORCH:
-        logger.info(
-            "on %s the encoder runs as torch float32, not the card's %s/%s: scores may differ from "
-            "the CPU's by the int8 rounding (docs/pool.md)",
-            device,
-            runtime,
-            wanted,
-        )
-    return NO_QUANTIZATION, TORCH
+    if runtime != TORCH:
+        logger.info("on %s the encoder runs with torch, not the card's %s", device, runtime)
+    return TORCH
+
+
+def _on_device(encoder: Encoder, device: str) -> Encoder:
+    """``encoder`` moved to ``device``; dynamic int8 layers (CPU-only in torch) are first
+    replaced by their float32 emulation (``model.int8_emulation``)."""
+    if quantization_of(encoder.identity) != NO_QUANTIZATION:
+        module = getattr(encoder, "module", None)
+        if not isinstance(module, torch.nn.Module) or not emulate_dynamic_int8(module):
+            raise ModelError(
+                f"device {device!r}: expected dynamic int8 layers to emulate in {encoder.identity.name!r}"
+            )
+    return DeviceEncoder(encoder, device)
 
 
 def _spectral_front_end(card: dict[str, Any], path: Path, window_s: float) -> Encoder | None:

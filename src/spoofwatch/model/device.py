@@ -1,9 +1,10 @@
 """Where the speech encoder runs: this machine's CPU (the default) or a CUDA GPU.
 
-A GPU runs the torch encoder in float32: torch's dynamic int8 quantisation, which the
-default card uses on CPUs, has no CUDA kernels. Windows are moved to the GPU in each
-batch, the hidden states are pooled there, and only the pooled features come back, so
-the head and the spectral front end run on the CPU as before.
+A GPU runs the torch encoder; torch's dynamic int8 layers, which the default card uses on
+CPUs, have no CUDA kernels, so they run there as their float32 emulation
+(``model.int8_emulation``). Windows are moved to the GPU in each batch, the hidden states
+are pooled there, and only the pooled features come back, so the head and the spectral
+front end run on the CPU as before.
 """
 
 from __future__ import annotations
@@ -53,13 +54,15 @@ class DeviceEncoder(EncoderShape):
     The identity is the encoder's own, so the detector card's identity check still holds."""
 
     def __init__(self, encoder: Encoder, device: str) -> None:
-        if not isinstance(encoder, torch.nn.Module):
+        module = encoder if isinstance(encoder, torch.nn.Module) else getattr(encoder, "module", None)
+        if not isinstance(module, torch.nn.Module):
             raise ModelError(
                 f"device {device!r}: the encoder {encoder.identity.name!r} is not a torch module; "
                 "expected the torch backend to run on a GPU"
             )
         self.device = torch.device(device)
-        encoder.to(self.device).eval()  # in place: nn.Module.to moves its own parameters
+        module.to(self.device).eval()  # in place: nn.Module.to moves its own parameters
+        self.module = module
         self.inner: Encoder = encoder
         self._identity = encoder.identity
         self._window_samples = encoder.window_samples

@@ -17,7 +17,7 @@ DEPLOYMENT_NAME: Final = "SpoofwatchDetector"
 class PoolSpec:
     """``min_replicas`` .. ``max_replicas`` replicas (equal: a fixed number), each holding
     the detector on ``num_cpus`` CPUs (its torch threads) and ``num_gpus`` GPUs (a fraction
-    shares one GPU between replicas; any GPU puts the encoder on it, float32). A replica
+    shares one GPU between replicas; any GPU puts the encoder on it). A replica
     gathers requests for up to ``batch_wait_ms`` and scores up to ``max_batch`` windows per
     encoder call; Serve adds replicas while more than ``target_ongoing_requests`` requests
     wait per replica, and removes them when fewer do."""
