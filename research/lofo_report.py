@@ -1,7 +1,9 @@
 """Leave-one-family-out scores (``spoofwatch loso --scores-out``) broken down by what the
 manifests say of each clip: pooled EER per channel, and per spoof ``kind``, ``year`` band
 and zero-shot flag (each group's spoofs against every held-out bona fide clip), and per bona
-fide tag (each tag's bona fide clips against every held-out spoof). EER as the ASVspoof
+fide tag (each tag's bona fide clips against every held-out spoof), with the share of the
+tag's clips flagged at the pooled EER threshold; "read English" groups the bona fide clips
+whose ``corpus`` is one of READ_ENGLISH (demo pages' ground truth). EER as the ASVspoof
 evaluation package computes it (``spoofwatch.train.metrics.compute_eer``).
 
     python research/lofo_report.py --scores lofo.csv --manifest BUILT/manifest.csv \\
@@ -19,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from spoofwatch.train.metrics import compute_eer
+
+READ_ENGLISH = ("LibriTTS", "LibriSpeech", "VCTK", "LJSpeech")
 
 
 def year_band(year: str) -> str:
@@ -45,8 +49,9 @@ def report(scores: Path, manifests: list[Path], min_s: float = 0.0) -> dict[str,
         bona = np.array([float(r["score"]) for r in rows if r["label"] == "bonafide"])
         spoof_rows = [r for r in rows if r["label"] == "spoof"]
         spoof = np.array([float(r["score"]) for r in spoof_rows])
+        eer, threshold = compute_eer(bona, spoof)[:2]
         section: dict[str, dict[str, float]] = {
-            "pooled": {"eer": compute_eer(bona, spoof)[0], "bonafide": len(bona), "spoof": len(spoof)}
+            "pooled": {"eer": eer, "threshold": threshold, "bonafide": len(bona), "spoof": len(spoof)}
         }
         groups: dict[str, list[float]] = defaultdict(list)
         for r in spoof_rows:
@@ -64,10 +69,18 @@ def report(scores: Path, manifests: list[Path], min_s: float = 0.0) -> dict[str,
         for r in rows:
             if r["label"] != "bonafide":
                 continue
-            for tag in filter(None, meta.get(r["utt_id"], {}).get("tags", "").split(";")):
+            m = meta.get(r["utt_id"], {})
+            for tag in filter(None, m.get("tags", "").split(";")):
                 tagged[f"bonafide:{tag}"].append(float(r["score"]))
+            if any(name in m.get("corpus", "") for name in READ_ENGLISH):
+                tagged["bonafide:read English (demo pages)"].append(float(r["score"]))
         for name, values in sorted(tagged.items()):
-            section[name] = {"eer": compute_eer(np.array(values), spoof)[0], "bonafide": len(values)}
+            held = np.array(values)
+            section[name] = {
+                "eer": compute_eer(held, spoof)[0],
+                "bonafide": len(values),
+                "flagged": float(np.mean(held < threshold)),
+            }
         out[channel] = section
     return out
 
@@ -91,7 +104,8 @@ def main() -> None:
         print(f"== {channel}")
         for name, row in section.items():
             n = row.get("spoof", row.get("bonafide"))
-            print(f"  {name:<40} EER {row['eer'] * 100:6.2f} %  ({n:.0f} clips)")
+            flagged = f"  flagged {row['flagged'] * 100:5.1f} %" if "flagged" in row else ""
+            print(f"  {name:<40} EER {row['eer'] * 100:6.2f} %  ({n:.0f} clips){flagged}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

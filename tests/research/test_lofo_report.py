@@ -1,0 +1,64 @@
+"""research/lofo_report.py on a handful of scores: pooled EER, per-kind EER, and the share
+of each bona fide tag flagged at the pooled EER threshold, clips shorter than --min-s left out."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "research" / "lofo_report.py"
+
+
+def write(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_flagged_shares_per_tag(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("lofo_report", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    clips = [  # utt_id, label, score (higher = more genuine), tags, corpus, seconds
+        ("b1", "bonafide", 3.0, "telephone", "calls", 5),
+        ("b2", "bonafide", 2.0, "telephone", "calls", 5),
+        ("b3", "bonafide", -2.0, "read", "LibriTTS test-clean", 5),
+        ("b4", "bonafide", 1.0, "read", "VCTK", 5),
+        ("b5", "bonafide", -9.0, "read", "VCTK", 1),  # shorter than --min-s: left out
+        ("s1", "spoof", -3.0, "", "", 5),
+        ("s2", "spoof", -1.0, "", "", 5),
+        ("s3", "spoof", 1.5, "", "", 5),
+    ]
+    manifest = write(
+        tmp_path / "manifest.csv",
+        [
+            {
+                "utt_id": u,
+                "label": lab,
+                "tags": t,
+                "corpus": c,
+                "duration_s": str(d),
+                "kind": "tts-llm" * (lab == "spoof"),
+            }
+            for u, lab, _, t, c, d in clips
+        ],
+    )
+    scores = write(
+        tmp_path / "scores.csv",
+        [{"utt_id": u, "label": lab, "channel": "clean", "score": str(s)} for u, lab, s, *_ in clips],
+    )
+    section = module.report(scores, [manifest], min_s=2.0)["clean"]
+    assert section["pooled"]["bonafide"] == 4 and section["pooled"]["spoof"] == 3
+    threshold = section["pooled"]["threshold"]
+    assert section["bonafide:telephone"]["flagged"] == 0.0
+    read = section["bonafide:read English (demo pages)"]
+    assert read["bonafide"] == 2
+    assert read["flagged"] == pytest.approx(sum(s < threshold for s in (-2.0, 1.0)) / 2)
+    assert read["flagged"] > 0  # the LibriTTS clip sits among the spoofs
+    assert section["kind:tts-llm"]["spoof"] == 3
