@@ -50,6 +50,34 @@ def save_tiny_wav2vec2(path: Path, seed: int = 0) -> None:
     Wav2Vec2Model(config).save_pretrained(path)
 
 
+def save_tiny_detector(
+    root: Path, window_s: float, layers: tuple[int, ...], calibration_scale: float = 1.0
+) -> Path:
+    """A detector card at ``root/detector`` over a tiny wav2vec2 (``root/encoder``), its
+    linear head fitted to random features of the right width: enough to load and score."""
+    from spoofwatch.model.artifact import save_detector
+    from spoofwatch.model.calibration import AffineCalibration
+    from spoofwatch.model.detector import DetectorSettings
+    from spoofwatch.model.encoders.hf import HFEncoder
+    from spoofwatch.model.encoders.registry import EncoderSpec
+    from spoofwatch.model.head import LinearHead
+    from spoofwatch.model.pooling import pooled_dim
+
+    save_tiny_wav2vec2(root / "encoder")
+    encoder = HFEncoder(str(root / "encoder"), window_s=window_s)
+    width = pooled_dim(len(layers), TINY_HIDDEN)
+    rng = np.random.default_rng(0)
+    head = LinearHead(C=1.0).fit(rng.standard_normal((20, width)).astype(np.float32), np.arange(20) % 2)
+    return save_detector(
+        root / "detector",
+        head=head,
+        calibration=AffineCalibration(calibration_scale, 0.0),
+        settings=DetectorSettings(window_s=window_s, hop_s=window_s / 2, layers=layers),
+        encoder_spec=EncoderSpec("hf", str(root / "encoder")),
+        encoder_identity=encoder.identity,
+    )
+
+
 class FakeScorer:
     def __init__(
         self, sample_rate: int = 16000, window_s: float = 1.0, threshold: float = 0.5, delay_s: float = 0.0

@@ -15,17 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from fakes import TINY_HIDDEN, FakeScorer, save_tiny_wav2vec2
+from fakes import TINY_HIDDEN, FakeScorer, save_tiny_detector
 from spoofwatch.cli import add_bench_parser, cmd_bench
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError, ModelError
 from spoofwatch.model.artifact import load_detector, read_card, save_detector
-from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.detector import Detector, DetectorSettings
 from spoofwatch.model.encoders.hf import HFEncoder
 from spoofwatch.model.encoders.registry import EncoderSpec
-from spoofwatch.model.head import LinearHead
-from spoofwatch.model.pooling import pooled_dim
 from spoofwatch.model.quantize import Int8Encoder, apply_quantization, count_linear_layers
 from spoofwatch.ops.bench import (
     BenchOptions,
@@ -57,20 +54,8 @@ class Tiny:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     root = tmp_path_factory.mktemp("bench")
-    save_tiny_wav2vec2(root / "encoder")
+    save_tiny_detector(root, WINDOW_S, LAYERS)
     encoder = HFEncoder(str(root / "encoder"), window_s=WINDOW_S)
-    width = pooled_dim(len(LAYERS), HIDDEN)
-    rng = np.random.default_rng(0)
-    head = LinearHead(C=1.0).fit(rng.standard_normal((20, width)).astype(np.float32), np.arange(20) % 2)
-    settings = DetectorSettings(window_s=WINDOW_S, hop_s=0.25, layers=LAYERS)
-    save_detector(
-        root / "detector",
-        head=head,
-        calibration=AffineCalibration(1.0, 0.0),
-        settings=settings,
-        encoder_spec=EncoderSpec("hf", str(root / "encoder")),
-        encoder_identity=encoder.identity,
-    )
     windows = np.stack([speech_like(WINDOW_S, 16000, seed=s) for s in range(4)])
     return Tiny(encoder, root / "detector", windows)
 

@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from fakes import EXAMPLE_SPEECH, save_tiny_wav2vec2
+from fakes import EXAMPLE_SPEECH, save_tiny_detector
 from spoofwatch.audio.files import load_audio
 from spoofwatch.errors import ModelError
 from spoofwatch.model import artifact
-from spoofwatch.model.artifact import load_detector, save_detector
-from spoofwatch.model.calibration import AffineCalibration
+from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.detector import Detector, DetectorSettings
 from spoofwatch.model.device import DeviceEncoder, device_of, resolve_device
-from spoofwatch.model.encoders.hf import HFEncoder
-from spoofwatch.model.encoders.registry import EncoderSpec
-from spoofwatch.model.head import LinearHead
 from spoofwatch.model.int8_emulation import EmulatedDynamicLinear
 
 WINDOW_S = 0.5
@@ -41,23 +37,7 @@ def windows(n: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny detector card whose encoder is a randomly initialised wav2vec2."""
-    root = tmp_path_factory.mktemp("device")
-    save_tiny_wav2vec2(root / "encoder", seed=0)
-    encoder = HFEncoder(str(root / "encoder"), window_s=WINDOW_S)
-    zeros = np.zeros(2 * 2 * encoder.identity.hidden_size, dtype=np.float32)
-    placeholder = LinearHead.from_tensors(
-        {"head.mean": zeros, "head.scale": zeros + 1, "head.coef": zeros, "head.intercept": zeros[:1]}
-    )
-    features = Detector(encoder, placeholder, AffineCalibration(1.0, 0.0), SETTINGS).features(windows(16))
-    head = LinearHead(C=0.1).fit(features, np.array([0, 1] * 8))
-    return save_detector(
-        root / "detector",
-        head=head,
-        calibration=AffineCalibration(0.7, 0.1),
-        settings=SETTINGS,
-        encoder_spec=EncoderSpec("hf", str(root / "encoder")),
-        encoder_identity=encoder.identity,
-    )
+    return save_tiny_detector(tmp_path_factory.mktemp("device"), WINDOW_S, SETTINGS.layers, 0.7)
 
 
 def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
