@@ -202,21 +202,17 @@ def scoring_threads(engine: EngineConfig) -> int | None:
 
 
 def detector_options(
-    engine: EngineConfig,
-    *,
-    quantization: str | None = None,
-    backend: str | None = None,
-    device: str | None = None,
+    engine: EngineConfig, *, quantization: str | None = None, backend: str | None = None
 ) -> dict[str, Any]:
     """``load_detector`` keyword arguments for how the engine runs the detector: threads per
     worker, batch size, and quantization / backend (the arguments, else the engine's, else
-    None: the card's), and the device (the argument, else the engine's, else the CPU)."""
+    None: the card's), and the engine's device (unset: the CPU)."""
     return {
         "num_threads": scoring_threads(engine),
         "max_batch": engine.max_batch,
         "quantization": quantization or engine.quantization or None,
         "backend": backend or engine.backend or None,
-        "device": device or engine.device or None,
+        "device": engine.device or None,
     }
 
 

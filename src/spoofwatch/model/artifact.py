@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
@@ -26,11 +25,10 @@ from spoofwatch.model.device import DeviceEncoder, resolve_device
 from spoofwatch.model.encoders.base import Encoder, EncoderIdentity
 from spoofwatch.model.encoders.registry import EncoderSpec, build_encoder
 from spoofwatch.model.heads import Head, head_from_tensors
-from spoofwatch.model.int8_emulation import emulate_dynamic_int8
 from spoofwatch.model.level import ACTIVE_RANGE_DB, MAX_GAIN_DB, check_target
 from spoofwatch.model.mlp_head import MLPHead
 from spoofwatch.model.quantize import check_quantization, quantization_of
-from spoofwatch.model.runtime_modes import CPU, NO_QUANTIZATION, TORCH
+from spoofwatch.model.runtime_modes import CPU, TORCH
 
 CARD_FILE = "model_card.json"
 TENSORS_FILE = "head.safetensors"
@@ -271,7 +269,7 @@ def load_detector(
         runtime = _gpu_runtime(target, runtime, backend)
     encoder = runtime_encoder(encoder, check_quantization(wanted), check_backend(runtime))
     if target != CPU:
-        encoder = _on_device(encoder, target)
+        encoder = DeviceEncoder(encoder, target)
     settings = DetectorSettings(
         window_s=trained_window,
         hop_s=trained_hop if hop_s is None else hop_s,
@@ -296,18 +294,6 @@ def _gpu_runtime(device: str, runtime: str, backend: str | None) -> str:
     if runtime != TORCH:
         logger.info("on %s the encoder runs with torch, not the card's %s", device, runtime)
     return TORCH
-
-
-def _on_device(encoder: Encoder, device: str) -> Encoder:
-    """``encoder`` moved to ``device``; dynamic int8 layers (CPU-only in torch) are first
-    replaced by their float32 emulation (``model.int8_emulation``)."""
-    if quantization_of(encoder.identity) != NO_QUANTIZATION:
-        module = getattr(encoder, "module", None)
-        if not isinstance(module, torch.nn.Module) or not emulate_dynamic_int8(module):
-            raise ModelError(
-                f"device {device!r}: expected dynamic int8 layers to emulate in {encoder.identity.name!r}"
-            )
-    return DeviceEncoder(encoder, device)
 
 
 def _spectral_front_end(card: dict[str, Any], path: Path, window_s: float) -> Encoder | None:

@@ -13,7 +13,9 @@ import torch
 
 from spoofwatch.errors import ModelError
 from spoofwatch.model.encoders.base import Encoder, EncoderShape
-from spoofwatch.model.runtime_modes import AUTO_DEVICE, CPU, DEVICE_FORMS, is_device_name
+from spoofwatch.model.int8_emulation import emulate_dynamic_int8
+from spoofwatch.model.quantize import quantization_of
+from spoofwatch.model.runtime_modes import AUTO_DEVICE, CPU, DEVICE_FORMS, NO_QUANTIZATION, is_device_name
 
 
 def check_device_name(name: str) -> str:
@@ -37,7 +39,8 @@ def resolve_device(name: str | None) -> str:
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
         raise ModelError(
             f"device {name!r}: expected a CUDA GPU, but torch {torch.__version__} ({build}) sees none "
-            "(torch.cuda.is_available() is False); run with --device cpu, or install a CUDA build of torch"
+            "(torch.cuda.is_available() is False); run with --encoder-device cpu, or install a CUDA "
+            "build of torch"
         )
     index = int(text.partition(":")[2] or 0)
     count = torch.cuda.device_count()
@@ -51,7 +54,8 @@ def resolve_device(name: str | None) -> str:
 class DeviceEncoder(EncoderShape):
     """A torch encoder moved to ``device``: each batch of windows is copied there, and the
     hidden states it returns stay there (the detector pools them before bringing them back).
-    The identity is the encoder's own, so the detector card's identity check still holds."""
+    Dynamic int8 layers (CPU-only in torch) are first replaced, in place, by their float32
+    emulation. The identity is the encoder's own, so the detector card's checks still hold."""
 
     def __init__(self, encoder: Encoder, device: str) -> None:
         module = encoder if isinstance(encoder, torch.nn.Module) else getattr(encoder, "module", None)
@@ -59,6 +63,10 @@ class DeviceEncoder(EncoderShape):
             raise ModelError(
                 f"device {device!r}: the encoder {encoder.identity.name!r} is not a torch module; "
                 "expected the torch backend to run on a GPU"
+            )
+        if quantization_of(encoder.identity) != NO_QUANTIZATION and not emulate_dynamic_int8(module):
+            raise ModelError(
+                f"device {device!r}: expected dynamic int8 layers to emulate in {encoder.identity.name!r}"
             )
         self.device = torch.device(device)
         module.to(self.device).eval()  # in place: nn.Module.to moves its own parameters

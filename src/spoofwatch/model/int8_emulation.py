@@ -34,7 +34,7 @@ class EmulatedDynamicLinear(torch.nn.Module):
     def __init__(self, layer: torch.nn.Module, per_window: bool) -> None:
         super().__init__()
         weight = cast(torch.Tensor, layer.weight())  # type: ignore[operator]
-        if weight.qscheme() != torch.per_tensor_symmetric and weight.qscheme() != torch.per_tensor_affine:
+        if weight.qscheme() not in (torch.per_tensor_symmetric, torch.per_tensor_affine):
             raise ModelError(f"int8 emulation: expected per-tensor weight scales, found {weight.qscheme()}")
         self.register_buffer("weight_int", (weight.int_repr().to(torch.float32) - weight.q_zero_point()))
         self.weight_scale = float(weight.q_scale())

@@ -501,6 +501,7 @@ def _setup(scorer: WindowScorer, stream: StreamConfig, engine: EngineConfig) -> 
     encoder = getattr(scorer, "encoder", None)
     torch = sys.modules.get("torch")  # only report it if the scorer uses torch at all
     threads = torch.get_num_threads() if torch is not None else None
+    device = str(getattr(settings, "device", "cpu"))
     return {
         "window_s": stream.window_s,
         "hop_s": stream.hop_s,
@@ -511,8 +512,8 @@ def _setup(scorer: WindowScorer, stream: StreamConfig, engine: EngineConfig) -> 
         "torch_threads": getattr(settings, "num_threads", 0) or threads,
         "quantization": getattr(settings, "quantization", "none"),
         "backend": getattr(settings, "backend", "torch"),
-        "device": getattr(settings, "device", "cpu"),
-        "gpu": _gpu_name(getattr(settings, "device", "cpu")),
+        "device": device,
+        "gpu": _gpu_name(device),
         "encoder": encoder.identity.name if encoder is not None else type(scorer).__name__,
         "cpu_count": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
