@@ -5,7 +5,9 @@ still alarm: the shipped default detector through the real streaming pipeline
 Each clip (bona fide for the false-alarm rate, spoof for the miss rate; corpus clips of
 at least ``--min-s`` seconds, picked evenly over the sorted list) is streamed as one call,
 clean at 16 kHz or through G.711 mu-law at 8 kHz (holes made after the codec, as a
-network or gateway makes them), with one of these holes:
+network or gateway makes them; ``g711-pcmu``: the same call, then encoded to mu-law once more
+after the holes, as a source that delivers PCMU (AudioHook, Twilio) carries a gateway's
+filler; ``clean`` and ``g711`` are the default), with one of these holes:
 
 - ``none``: the clip as it is;
 - ``discarded-1s``: 1 s of audio lost in the middle (AudioHook ``discarded``);
@@ -17,6 +19,11 @@ network or gateway makes them), with one of these holes:
 - ``dtx``: discontinuous transmission: every pause (runs of at least 60 ms more than
   30 dB below the loudest 20 ms frame) replaced by comfort noise at -60 dBFS, as a
   sender's VAD and the receiver's CN generator (RFC 3389) make it.
+- ``dtx-matched``: the same pauses replaced by comfort noise made from each pause's own
+  level and spectral envelope (order-10 LPC), as a silence descriptor carries them to
+  the decoder (RFC 3389): background kept, breaths and room tails lost;
+- ``dtx-level``: the same with a descriptor that carries the level only (white noise at
+  each pause's own level), as many gateways send it.
 
 Stream policies: ``before`` is the old behaviour (every hole arrives as audio: zeros for
 a known gap, as the AudioHook source filled them; ``silence_gap_s`` = 0); ``after`` is
@@ -44,6 +51,7 @@ import asyncio
 import csv
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +65,27 @@ from spoofwatch.events import AlarmEvent, Event, ScoreEvent
 from spoofwatch.model.artifact import load_detector
 from spoofwatch.model.scorer import WindowScorer
 from spoofwatch.stream.engine.pipeline import Pipeline
-from spoofwatch.train.concealment import fill_comfort_noise, fill_plc, fill_zeros, pauses
+from spoofwatch.train.concealment import (
+    fill_comfort_noise,
+    fill_matched_comfort_noise,
+    fill_plc,
+    fill_zeros,
+    pauses,
+)
 
 FILLER_TOLERANCE_S = 0.1  # a window with more hole content than this counts as scored over filler
-HOLES = ("none", "discarded-1s", "paused-12s", "zeros-200ms", "plc", "comfort-noise", "dtx")
-CHANNELS = ("clean", "g711")
+HOLES = (
+    "none",
+    "discarded-1s",
+    "paused-12s",
+    "zeros-200ms",
+    "plc",
+    "comfort-noise",
+    "dtx",
+    "dtx-matched",
+    "dtx-level",
+)
+CHANNELS = ("clean", "g711", "g711-pcmu")
 # name -> (stream settings, whether known gaps go through StreamHandle.gap)
 POLICIES: dict[str, tuple[StreamConfig, bool]] = {
     "before": (StreamConfig(silence_gap_s=0.0), False),
@@ -128,6 +152,10 @@ def make_call(audio: NDArray[np.float32], sr: int, hole: str) -> Call:
         return _replaced(audio, sr, spans, fill_comfort_noise)
     if hole == "dtx":
         return _replaced(audio, sr, pauses(audio, sr), fill_comfort_noise)
+    if hole == "dtx-matched":
+        return _replaced(audio, sr, pauses(audio, sr), fill_matched_comfort_noise)
+    if hole == "dtx-level":
+        return _replaced(audio, sr, pauses(audio, sr), partial(fill_matched_comfort_noise, order=0))
     raise ValueError(f"hole: expected one of {HOLES}, got {hole!r}")
 
 
@@ -194,16 +222,34 @@ def pick(manifests: list[Path], label: str, count: int, min_s: float, split: str
     return [path for _, path in rows[::step][:count]]
 
 
+def pcmu(audio: NDArray[np.float32]) -> NDArray[np.float32]:
+    return mulaw_decode(mulaw_encode(np.clip(audio, -1.0, 1.0)))
+
+
+def delivered(call: Call, channel: str) -> Call:
+    """The call as the source delivers it: ``g711-pcmu`` encodes it to mu-law again after
+    the holes (the rest of the audio is mu-law already and does not change)."""
+    if channel != "g711-pcmu":
+        return call
+    return Call(
+        [Piece(None if p.audio is None else pcmu(p.audio), p.seconds, p.cause) for p in call.pieces],
+        call.holes,
+    )
+
+
 def channel_audio(path: Path, channel: str) -> tuple[NDArray[np.float32], int]:
     audio = load_audio(path).samples  # 16 kHz mono
     if channel == "clean":
         return audio, 16000
-    narrow = resample(audio, 16000, 8000)
-    return mulaw_decode(mulaw_encode(np.clip(narrow, -1.0, 1.0))), 8000
+    return pcmu(resample(audio, 16000, 8000)), 8000
 
 
 async def measure(
-    detector: WindowScorer, clips: dict[str, list[Path]], holes: list[str], policies: list[str]
+    detector: WindowScorer,
+    clips: dict[str, list[Path]],
+    holes: list[str],
+    policies: list[str],
+    channels: list[str],
 ) -> None:
     print(
         f"{'label':9} {'channel':7} {'hole':14} {'policy':7} {'alarm rate':>11} {'windows':>8} "
@@ -215,11 +261,17 @@ async def measure(
         worker = asyncio.create_task(pipeline.run())
         try:
             for label, paths in clips.items():
-                for channel in CHANNELS:
+                for channel in channels:
                     audios = [channel_audio(p, channel) for p in paths]
                     for hole in holes:
                         outcomes = [
-                            await stream_call(pipeline, make_call(a, sr, hole), sr, policy, f"{label}-{i}")
+                            await stream_call(
+                                pipeline,
+                                delivered(make_call(a, sr, hole), channel),
+                                sr,
+                                policy,
+                                f"{label}-{i}",
+                            )
                             for i, (a, sr) in enumerate(audios)
                         ]
                         rate = np.mean([o.alarmed for o in outcomes])
@@ -253,12 +305,17 @@ def main() -> None:
     parser.add_argument("--detector", default=None, help="detector directory (default: the packaged default)")
     parser.add_argument("--holes", default=",".join(HOLES))
     parser.add_argument("--policies", default=",".join(POLICIES), help="stream policies to run")
+    parser.add_argument("--channels", default="clean,g711", help=f"channels to run, of {CHANNELS}")
     args = parser.parse_args()
     holes = [h for h in args.holes.split(",") if h]
     policies = [p for p in args.policies.split(",") if p]
     for policy in policies:
         if policy not in POLICIES:
             parser.error(f"--policies: expected names from {list(POLICIES)}, got {policy!r}")
+    channels = [c for c in args.channels.split(",") if c]
+    for channel in channels:
+        if channel not in CHANNELS:
+            parser.error(f"--channels: expected names from {CHANNELS}, got {channel!r}")
     for hole in holes:
         if hole not in HOLES:
             parser.error(f"--holes: expected names from {HOLES}, got {hole!r}")
@@ -268,7 +325,7 @@ def main() -> None:
         "spoof": pick(manifests, "spoof", args.spoof, args.min_s, args.split),
     }
     detector = load_detector(args.detector)
-    asyncio.run(measure(detector, {k: v for k, v in clips.items() if v}, holes, policies))
+    asyncio.run(measure(detector, {k: v for k, v in clips.items() if v}, holes, policies, channels))
 
 
 if __name__ == "__main__":

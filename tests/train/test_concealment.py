@@ -11,9 +11,11 @@ from spoofwatch.train.channel import get_channel
 from spoofwatch.train.concealment import (
     comfort_noise,
     dtx,
+    fill_matched_comfort_noise,
     fill_plc,
     pauses,
     plc_bursts,
+    sid_envelope,
     with_gaps,
     zero_inserts,
 )
@@ -51,6 +53,51 @@ def test_comfort_noise_has_the_asked_level_and_steps_with_sid_updates() -> None:
     blocks = stepped.reshape(10, -1).astype(np.float64)
     levels = 20 * np.log10(np.sqrt(np.mean(blocks**2, axis=1)))
     assert levels.max() - levels.min() > 0.5 and np.all(np.abs(levels + 50) < 4.5)
+
+
+def band_shares(x: np.ndarray) -> np.ndarray:
+    """Share of the power below 500 Hz, 500-2000 Hz and above 2000 Hz."""
+    power = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    bands = [power[f < 500].sum(), power[(f >= 500) & (f < 2000)].sum(), power[f >= 2000].sum()]
+    return np.array(bands) / power.sum()
+
+
+def test_matched_comfort_noise_keeps_the_pause_level_and_colour_but_not_its_samples() -> None:
+    rng = np.random.default_rng(5)
+    brown = np.cumsum(rng.standard_normal(SR))  # a rumbling background, most power low
+    brown = (1e-3 * (brown - brown.mean()) / brown.std()).astype(np.float32)
+    x = np.concatenate([np.full(SR, 0.3, np.float32), brown, np.full(SR, 0.3, np.float32)])
+    y = x.copy()
+    fill_matched_comfort_noise(y, SR, 2 * SR, SR)
+    cn = y[SR : 2 * SR]
+    np.testing.assert_array_equal(y[:SR], x[:SR])
+    np.testing.assert_array_equal(y[2 * SR :], x[2 * SR :])
+    assert np.sqrt(np.mean(cn**2)) == pytest.approx(np.sqrt(np.mean(brown**2)), rel=0.01)
+    assert band_shares(cn)[0] > 0.8 and band_shares(brown)[0] > 0.8
+    white = comfort_noise(SR, SR, np.random.default_rng(0), level_dbfs=-60.0)
+    assert band_shares(white)[0] < 0.1  # what the fixed comfort noise would have put there
+    assert abs(np.corrcoef(np.diff(cn), np.diff(brown))[0, 1]) < 0.1  # new noise, not the pause
+    again = x.copy()
+    fill_matched_comfort_noise(again, SR, 2 * SR, SR)
+    np.testing.assert_array_equal(again, y)
+    level_only = x.copy()
+    fill_matched_comfort_noise(level_only, SR, 2 * SR, SR, order=0)
+    assert np.sqrt(np.mean(level_only[SR : 2 * SR] ** 2)) == pytest.approx(
+        np.sqrt(np.mean(brown**2)), rel=0.01
+    )
+    assert band_shares(level_only[SR : 2 * SR])[0] < 0.1  # white: the level alone
+
+
+def test_a_silence_descriptor_of_digital_silence_or_a_tone_is_safe() -> None:
+    rms, coeffs = sid_envelope(np.zeros(800, np.float32))
+    assert rms == 0.0 and list(coeffs) == [1.0]
+    y = np.zeros(1600, np.float32)
+    fill_matched_comfort_noise(y, 0, 1600, SR)
+    assert not np.any(y)
+    tone = np.sin(2 * np.pi * 1000 * np.arange(800) / SR).astype(np.float32)
+    _, coeffs = sid_envelope(tone)
+    assert np.all(np.abs(np.roots(coeffs)) < 1.0)
 
 
 def test_plc_repeats_the_last_frame_fading_and_zero_inserts_are_digital_silence() -> None:

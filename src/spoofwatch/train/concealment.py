@@ -12,9 +12,12 @@ import zlib
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.linalg import solve_toeplitz
+from scipy.signal import lfilter
 
 Samples = NDArray[np.float32]
 FRAME_S = 0.02
+SID_ORDER = 10  # spectral parameters a silence descriptor carries (RFC 3389 leaves the order open)
 
 
 def pauses(audio: Samples, sr: int, below_db: float = 30.0, min_frames: int = 3) -> list[tuple[float, float]]:
@@ -80,6 +83,37 @@ def comfort_noise(
 def fill_comfort_noise(out: Samples, i: int, j: int, sr: int) -> None:
     """White comfort noise at -60 dBFS, seeded by where it starts."""
     out[i:j] = comfort_noise(j - i, sr, np.random.default_rng(i))
+
+
+def sid_envelope(segment: Samples, order: int = SID_ORDER) -> tuple[float, NDArray[np.float64]]:
+    """What a DTX encoder's silence descriptor says of ``segment``: its RMS level and an
+    all-pole spectral envelope (LPC ``[1, a1 .. a_order]``, autocorrelation method)."""
+    x = segment.astype(np.float64)
+    rms = float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
+    if order == 0 or len(x) <= order or rms < 1e-9:
+        return rms, np.array([1.0])
+    r = np.correlate(x, x, "full")[len(x) - 1 : len(x) + order] / len(x)
+    r[0] *= 1.0 + 1e-6  # white-noise correction: a stable filter on a near-pure tone
+    try:
+        a = solve_toeplitz(r[:order], -r[1 : order + 1])
+    except np.linalg.LinAlgError:
+        return rms, np.array([1.0])
+    coeffs = np.concatenate([[1.0], a])
+    if np.any(np.abs(np.roots(coeffs)) >= 1.0):  # an unstable envelope: level only
+        return rms, np.array([1.0])
+    return rms, coeffs
+
+
+def fill_matched_comfort_noise(out: Samples, i: int, j: int, sr: int, order: int = SID_ORDER) -> None:
+    """Comfort noise as an RFC 3389 decoder makes it from the pause it replaces: white noise
+    through the pause's own spectral envelope (``order`` 0: a descriptor with the level
+    only, white noise) at the pause's own level, one descriptor per pause, seeded by where
+    it starts. The pause's breaths, reverberation tails and any non-stationary sound are
+    lost; its background level (and colour) are kept."""
+    rms, coeffs = sid_envelope(out[i:j], order)
+    noise = lfilter([1.0], coeffs, np.random.default_rng(i).standard_normal(j - i))
+    noise *= rms / (np.sqrt(np.mean(noise**2)) + 1e-12)
+    out[i:j] = noise.astype(np.float32)
 
 
 def dtx(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
