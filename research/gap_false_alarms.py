@@ -33,7 +33,9 @@ windowing); ``restart`` restarts windowing after every gap over 0.1 s (the alter
 measured, and rejected: as few false alarms, but short holes cost so many windows that
 spoofs are missed); ``quiet-55`` is ``after`` plus runs of 20 ms frames at or below
 -55 dBFS RMS treated as gaps (``stream.quiet_level_dbfs``; measured, and left off by
-default: it removes comfort noise but splices out natural pauses too). A
+default: it removes comfort noise but splices out natural pauses too); ``flat-45`` treats
+runs of 20 ms frames at or below -45 dBFS whose spectrum is flat (``quiet_min_flatness``
+0.8: white comfort noise, not a natural pause's coloured background) as gaps. A
 clip alarms when its stream raises any alarm; ``filler win`` counts scored windows with
 more than 0.1 s of a hole's content (zeros, concealment, comfort noise) inside their
 audio.
@@ -91,6 +93,7 @@ POLICIES: dict[str, tuple[StreamConfig, bool]] = {
     "before": (StreamConfig(silence_gap_s=0.0), False),
     "after": (StreamConfig(), True),
     "quiet-55": (StreamConfig(quiet_level_dbfs=-55.0), True),
+    "flat-45": (StreamConfig(quiet_level_dbfs=-45.0, quiet_min_flatness=0.8), True),
     "restart": (StreamConfig(gap_tolerance_s=0.1), True),
 }
 

@@ -61,6 +61,10 @@ class StreamConfig:
     # pauses too, so fewer windows are scored and more spoofs are missed (docs/protocol.md
     # "Gaps and pauses").
     quiet_level_dbfs: float = -120.0
+    # Above 0 (with quiet_level_dbfs on), a quiet frame must also have a spectrum at least
+    # this flat (0-1; white noise about 1, pink 0.7): white comfort noise is a gap, a natural
+    # pause's coloured background is not (docs/protocol.md "Gaps and pauses").
+    quiet_min_flatness: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("gap_tolerance_s", "gap_max_total_s", "silence_gap_s"):
@@ -75,6 +79,12 @@ class StreamConfig:
         if isinstance(level, bool) or not isinstance(level, int | float) or not -120.0 <= level <= -20.0:
             raise ConfigError(
                 f"stream.quiet_level_dbfs: expected a level in dBFS from -120 (off) to -20, found {level!r}"
+            )
+        flat = self.quiet_min_flatness
+        if isinstance(flat, bool) or not isinstance(flat, int | float) or not 0.0 <= flat < 1.0:
+            raise ConfigError(
+                "stream.quiet_min_flatness: expected a spectral flatness from 0 (off) to below 1, "
+                f"found {flat!r}"
             )
 
     def alarm_levels(self, detector_threshold: float = 0.5) -> tuple[float, float]:

@@ -19,7 +19,7 @@ from spoofwatch.config import StreamConfig
 from spoofwatch.errors import ConfigError
 from spoofwatch.events import Event, GapEvent, ScoreEvent
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun
-from spoofwatch.stream.core.quiet import QuietFrames, SilenceSplitter
+from spoofwatch.stream.core.quiet import Flatness, QuietFrames, SilenceSplitter
 from spoofwatch.stream.engine.pipeline import Pipeline
 from waits import scaled
 
@@ -150,3 +150,64 @@ def test_the_pipeline_splices_comfort_noise_out_as_a_silence_gap() -> None:
     off = stream_with_comfort_noise(replace(CFG, quiet_level_dbfs=-120.0))
     assert not [g for g in off if isinstance(g, GapEvent)]
     assert StreamConfig().quiet_level_dbfs == -120.0  # off unless configured
+
+
+def brown_background(seconds: float, seed: int = 0) -> NDArray[np.float32]:
+    """A natural pause's rumbling background at -60 dBFS RMS: most power low, as rooms,
+    handsets and traffic make it."""
+    walk = np.cumsum(np.random.default_rng(seed).standard_normal(round(seconds * SR)))
+    span = min(400, len(walk))
+    walk -= np.convolve(walk, np.ones(span) / span, mode="same")  # no drift, still low-heavy
+    return (10 ** (-60 / 20) * walk / walk.std()).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_flatness_tells_white_from_coloured_noise(rate: int) -> None:
+    meter = Flatness(rate // 50, rate, 0.8)
+    white = noise(2.0, rate, seed=1).astype(np.float64).reshape(-1, rate // 50)
+    assert meter.flat(white)[2:].mean() > 0.95  # the first two frames lack their context
+    meter.reset()
+    walk = np.cumsum(np.random.default_rng(2).standard_normal(2 * rate)).reshape(-1, rate // 50)
+    assert not meter.flat(walk).any()
+
+
+def test_with_flatness_only_white_comfort_noise_is_a_run_whatever_the_chunking() -> None:
+    speech = noise(0.3, SR, seed=1)
+    audio = np.concatenate([speech, comfort_noise(0.4), speech, brown_background(0.4, seed=3), speech])
+    for chunk in (len(audio), 160, 7, 333):
+        quiet = QuietFrames(FRAME, 800, LEVEL, Flatness(FRAME, SR, 0.8))
+        shape = split(quiet, audio, chunk)
+        assert [s if isinstance(s, int) else len(s) for s in shape] == [2400, 3200, 8000], chunk
+        np.testing.assert_array_equal(
+            shape[2], np.concatenate([speech, brown_background(0.4, seed=3), speech])
+        )
+    level_only = QuietFrames(FRAME, 800, LEVEL)
+    split(level_only, brown_background(0.4, seed=3), 160)
+    assert level_only.runs >= 1  # without the meter the coloured background makes runs too
+
+
+def test_the_flatness_meter_forgets_the_sound_before_a_gap() -> None:
+    quiet = QuietFrames(FRAME, 800, LEVEL, Flatness(FRAME, SR, 0.8))
+    quiet.feed(comfort_noise(0.2))
+    assert [p for p in quiet.flush() if isinstance(p, SilenceRun)]
+    out = quiet.feed(np.concatenate([brown_background(0.04, seed=5), comfort_noise(0.2, seed=6)]))
+    out += quiet.flush()
+    # after the gap the context starts afresh: the brown frames do not borrow the white's
+    assert sum(len(p) for p in out if not isinstance(p, SilenceRun)) >= 320
+
+
+def test_a_bad_flatness_is_refused() -> None:
+    for bad in (-0.1, 1.0, float("nan"), True):
+        with pytest.raises(ConfigError, match=r"stream\.quiet_min_flatness: expected a spectral flatness"):
+            StreamConfig(quiet_min_flatness=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="minimum: expected a flatness between 0 and 1"):
+        Flatness(FRAME, SR, 1.5)
+    with pytest.raises(ValueError, match="frame_samples: expected a frame with at least 16 spectral bins"):
+        Flatness(20, SR, 0.8)  # 400 Hz bins: 9 in the band
+
+
+def test_the_pipeline_splices_white_comfort_noise_but_not_a_coloured_pause() -> None:
+    flat = replace(CFG, quiet_min_flatness=0.8)
+    gaps = [(g.t_start, g.t_end, g.cause) for g in stream_with_comfort_noise(flat) if isinstance(g, GapEvent)]
+    assert gaps == [(1.5, 2.0, "silence")]
+    assert StreamConfig().quiet_min_flatness == 0.0

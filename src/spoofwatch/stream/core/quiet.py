@@ -9,6 +9,12 @@ stream's sound and hands out a run of frames whose RMS is at or below ``level`` 
 ``SilenceRun`` once the run is ``min_samples`` long, so the pipeline treats it as a gap
 like a run of digital silence. Frames are aligned to the sound, not to chunks, so the
 answer does not depend on how the stream was chunked; at most one frame is held back.
+
+With a ``Flatness`` meter a quiet frame must also have a flat spectrum: a decoder's
+comfort noise is white when the silence descriptor carries only a level (RFC 3389), and
+white comfort noise is what still raised false alarms, while a natural pause's background
+is coloured (docs/protocol.md, "Comfort noise as a silence descriptor describes it"), so
+natural pauses stay in the windows.
 """
 
 from __future__ import annotations
@@ -20,15 +26,69 @@ from numpy.typing import NDArray
 
 from spoofwatch.stream.core.gaps import DigitalSilence, HeldRun, SilenceRun
 
-__all__ = ["QuietFrames", "SilenceSplitter"]
+__all__ = ["Flatness", "QuietFrames", "SilenceSplitter"]
 
 Part = NDArray[np.float32] | SilenceRun
 
 
-class QuietFrames:
-    """Splits sound into sound and runs of quiet frames (``SilenceRun``)."""
+FLAT_BAND_HZ = (100.0, 3800.0)  # inside every source's band: G.711 reaches 4 kHz at most
+FLAT_BANDS = 16
+FLAT_CONTEXT = 3  # frames whose spectra are averaged: the frame and the two before it
 
-    def __init__(self, frame_samples: int, min_samples: int, level: float) -> None:
+
+class Flatness:
+    """Spectral flatness (geometric over arithmetic mean of ``FLAT_BANDS`` band powers
+    between 100 Hz and 3.8 kHz) of each frame with the ``FLAT_CONTEXT - 1`` frames before
+    it: near 1 for white noise, about 0.7 for pink, 0.2 for brown. The context is kept
+    across ``measure`` calls and dropped by ``reset`` (the sound was interrupted)."""
+
+    def __init__(self, frame_samples: int, sample_rate: int, minimum: float) -> None:
+        if not 0.0 < minimum < 1.0:
+            raise ValueError(f"minimum: expected a flatness between 0 and 1, got {minimum!r}")
+        freqs = np.fft.rfftfreq(frame_samples, 1.0 / sample_rate)
+        bins = np.flatnonzero((freqs >= FLAT_BAND_HZ[0]) & (freqs <= FLAT_BAND_HZ[1]))
+        if len(bins) < FLAT_BANDS:
+            raise ValueError(
+                f"frame_samples: expected a frame with at least {FLAT_BANDS} spectral bins between "
+                f"{FLAT_BAND_HZ[0]:g} and {FLAT_BAND_HZ[1]:g} Hz, "
+                f"got {frame_samples} samples at {sample_rate} Hz"
+            )
+        per_band = len(bins) // FLAT_BANDS
+        self.bins = bins[: per_band * FLAT_BANDS]
+        self.per_band = per_band
+        self.window = np.hanning(frame_samples)
+        self.minimum = minimum
+        self._history = np.zeros((0, FLAT_BANDS))
+
+    def reset(self) -> None:
+        self._history = np.zeros((0, FLAT_BANDS))
+
+    def measure(self, frames: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Each frame's flatness (rows of ``frames`` are consecutive frames)."""
+        spectra = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2
+        bands = spectra[:, self.bins].reshape(len(frames), FLAT_BANDS, self.per_band).mean(axis=2)
+        joined = np.concatenate((self._history, bands))
+        self._history = joined[-(FLAT_CONTEXT - 1) :]
+        sums = np.cumsum(np.concatenate((np.zeros((1, FLAT_BANDS)), joined)), axis=0)
+        start = len(joined) - len(frames)
+        ends = np.arange(start, len(joined)) + 1
+        context = sums[ends] - sums[np.maximum(ends - FLAT_CONTEXT, 0)]
+        context = np.maximum(context, 1e-30)
+        flat: NDArray[np.float64] = np.exp(np.mean(np.log(context), axis=1)) / np.mean(context, axis=1)
+        return flat
+
+    def flat(self, frames: NDArray[np.float64]) -> NDArray[np.bool_]:
+        result: NDArray[np.bool_] = self.measure(frames) >= self.minimum
+        return result
+
+
+class QuietFrames:
+    """Splits sound into sound and runs of quiet frames (``SilenceRun``); with ``flatness``,
+    only quiet frames with a flat spectrum count."""
+
+    def __init__(
+        self, frame_samples: int, min_samples: int, level: float, flatness: Flatness | None = None
+    ) -> None:
         if frame_samples < 1:
             raise ValueError(f"frame_samples: expected an int >= 1, got {frame_samples!r}")
         self._run = HeldRun(min_samples)  # quiet frames of a run that may still be too short
@@ -36,6 +96,7 @@ class QuietFrames:
             raise ValueError(f"level: expected a positive RMS, got {level!r}")
         self.frame = frame_samples
         self.level_squared = float(level) ** 2
+        self.flatness = flatness
         self._partial = np.zeros(0, dtype=np.float32)  # less than one frame, not yet judged
 
     @property
@@ -56,6 +117,8 @@ class QuietFrames:
             return out
         frames = audio[:whole].reshape(-1, self.frame).astype(np.float64)
         quiet = np.mean(frames * frames, axis=1) <= self.level_squared
+        if self.flatness is not None:
+            quiet &= self.flatness.flat(frames)
         edges = np.flatnonzero(np.diff(quiet.astype(np.int8))) + 1
         bounds = np.concatenate(([0], edges, [len(quiet)])) * self.frame
         for a, b in itertools.pairwise(bounds.tolist()):
@@ -71,7 +134,10 @@ class QuietFrames:
         """End of the sound (a gap or the stream's end): what is held back, in order."""
         out: list[Part] = []
         tail, self._partial = self._partial, np.zeros(0, dtype=np.float32)
-        if len(tail) and float(np.mean(tail.astype(np.float64) ** 2)) <= self.level_squared:
+        in_run = self.flatness is None or self._run.held > 0  # too short to judge its spectrum
+        if self.flatness is not None:
+            self.flatness.reset()
+        if len(tail) and in_run and float(np.mean(tail.astype(np.float64) ** 2)) <= self.level_squared:
             self._run.hold(tail)
             self._run.release(out)
         else:

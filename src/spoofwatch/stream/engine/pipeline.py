@@ -28,7 +28,7 @@ from spoofwatch.events import ErrorEvent, Event, GapEvent, StatusEvent, StreamEv
 from spoofwatch.model.card_label import CardLabel, scorer_label
 from spoofwatch.model.scorer import WindowScorer, batches_in_flight, scorer_health
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
-from spoofwatch.stream.core.quiet import QuietFrames, SilenceSplitter
+from spoofwatch.stream.core.quiet import Flatness, QuietFrames, SilenceSplitter
 from spoofwatch.stream.core.session import StreamSession
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.batcher import Batcher, WindowJob
@@ -54,7 +54,11 @@ def _silence_splitter(config: StreamConfig, sample_rate: int) -> SilenceSplitter
     quiet = None
     if config.quiet_level_dbfs > QUIET_OFF_DBFS:
         level = 10.0 ** (config.quiet_level_dbfs / 20.0)
-        quiet = QuietFrames(max(1, round(QUIET_FRAME_S * sample_rate)), min_samples, level)
+        frame = max(1, round(QUIET_FRAME_S * sample_rate))
+        flatness = None
+        if config.quiet_min_flatness > 0:
+            flatness = Flatness(frame, sample_rate, config.quiet_min_flatness)
+        quiet = QuietFrames(frame, min_samples, level, flatness)
     return SilenceSplitter(DigitalSilence(min_samples), quiet)
 
 
