@@ -26,16 +26,19 @@ filler; ``clean`` and ``g711`` are the default), with one of these holes:
   each pause's own level), as many gateways send it.
 
 Stream policies: ``before`` is the old behaviour (every hole arrives as audio: zeros for
-a known gap, as the AudioHook source filled them; ``silence_gap_s`` = 0); ``after`` is
-the shipped default (known gaps go through ``StreamHandle.gap``, digital silence runs
-are gaps, gaps up to ``gap_tolerance_s`` = 1 s are spliced, longer ones restart
-windowing); ``restart`` restarts windowing after every gap over 0.1 s (the alternative
+a known gap, as the AudioHook source filled them; ``silence_gap_s`` = 0, no
+comfort-noise rule); ``no-cn`` is gap-aware streaming without the comfort-noise rule
+(known gaps go through ``StreamHandle.gap``, digital silence runs are gaps, gaps up to
+``gap_tolerance_s`` = 1 s are spliced, longer ones restart windowing: the default until
+2026-12-06, and ``after`` in the tables measured before then); ``after`` is the shipped
+default (``no-cn`` plus comfort noise as gaps: runs of 20 ms frames at or below -45 dBFS
+whose spectrum is flat, ``quiet_min_flatness`` 0.8, cause ``comfort-noise``, always
+spliced); ``restart`` restarts windowing after every gap over 0.1 s (the alternative
 measured, and rejected: as few false alarms, but short holes cost so many windows that
-spoofs are missed); ``quiet-55`` is ``after`` plus runs of 20 ms frames at or below
--55 dBFS RMS treated as gaps (``stream.quiet_level_dbfs``; measured, and left off by
-default: it removes comfort noise but splices out natural pauses too); ``flat-45`` treats
-runs of 20 ms frames at or below -45 dBFS whose spectrum is flat (``quiet_min_flatness``
-0.8: white comfort noise, not a natural pause's coloured background) as gaps. A
+spoofs are missed); ``quiet-55`` is ``no-cn`` plus runs of 20 ms frames at or below
+-55 dBFS RMS, whatever their spectrum, treated as gaps (measured, and rejected: it
+removes comfort noise but splices out natural pauses too; measured before comfort noise
+was always spliced). A
 clip alarms when its stream raises any alarm; ``filler win`` counts scored windows with
 more than 0.1 s of a hole's content (zeros, concealment, comfort noise) inside their
 audio.
@@ -90,11 +93,11 @@ HOLES = (
 CHANNELS = ("clean", "g711", "g711-pcmu")
 # name -> (stream settings, whether known gaps go through StreamHandle.gap)
 POLICIES: dict[str, tuple[StreamConfig, bool]] = {
-    "before": (StreamConfig(silence_gap_s=0.0), False),
+    "before": (StreamConfig(silence_gap_s=0.0, quiet_level_dbfs=-120.0), False),
+    "no-cn": (StreamConfig(quiet_level_dbfs=-120.0), True),
     "after": (StreamConfig(), True),
-    "quiet-55": (StreamConfig(quiet_level_dbfs=-55.0), True),
-    "flat-45": (StreamConfig(quiet_level_dbfs=-45.0, quiet_min_flatness=0.8), True),
-    "restart": (StreamConfig(gap_tolerance_s=0.1), True),
+    "quiet-55": (StreamConfig(quiet_level_dbfs=-55.0, quiet_min_flatness=0.0), True),
+    "restart": (StreamConfig(gap_tolerance_s=0.1, quiet_level_dbfs=-120.0), True),
 }
 
 

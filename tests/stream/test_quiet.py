@@ -113,17 +113,20 @@ def test_bad_arguments_and_levels_are_refused() -> None:
             StreamConfig(quiet_level_dbfs=bad)  # type: ignore[arg-type]
 
 
-CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2, quiet_level_dbfs=-55.0)
+CFG = StreamConfig(window_s=1.0, hop_s=0.5, alarm_min_on_s=0.5, smoothing_n=2)  # the comfort-noise rule on
 
 
-def stream_with_comfort_noise(config: StreamConfig) -> list[Event]:
+def stream_with_comfort_noise(config: StreamConfig, middle: NDArray[np.float32] | None = None) -> list[Event]:
+    """1.5 s of sound, ``middle`` (0.5 s of comfort noise), 1.5 s of sound, as one stream."""
+    pause = comfort_noise(0.5) if middle is None else middle
+
     async def body() -> list[Event]:
         pipeline = Pipeline(FakeScorer(sample_rate=SR), config)
         worker = asyncio.create_task(pipeline.run())
         try:
             sub = pipeline.hub.subscribe(maxsize=1000)
             handle = pipeline.open_stream("call", source="test", sample_rate=SR)
-            audio = np.concatenate([noise(1.5, SR), comfort_noise(0.5), noise(1.5, SR, seed=9)])
+            audio = np.concatenate([noise(1.5, SR), pause, noise(1.5, SR, seed=9)])
             for start in range(0, len(audio), 160):
                 handle.feed(audio[start : start + 160])
             await handle.close()
@@ -141,15 +144,15 @@ def stream_with_comfort_noise(config: StreamConfig) -> list[Event]:
     return asyncio.run(bounded())
 
 
-def test_the_pipeline_splices_comfort_noise_out_as_a_silence_gap() -> None:
+def test_the_pipeline_splices_comfort_noise_out_as_a_gap() -> None:
     events = stream_with_comfort_noise(CFG)
     gaps = [(g.t_start, g.t_end, g.cause) for g in events if isinstance(g, GapEvent)]
-    assert gaps == [(1.5, 2.0, "silence")]
+    assert gaps == [(1.5, 2.0, "comfort-noise")]
     scored = [(s.t_start, s.t_end) for s in events if isinstance(s, ScoreEvent)]
     assert (1.0, 2.5) in scored  # one window spans the splice: 1 s of sound, 0.5 s of clock
     off = stream_with_comfort_noise(replace(CFG, quiet_level_dbfs=-120.0))
     assert not [g for g in off if isinstance(g, GapEvent)]
-    assert StreamConfig().quiet_level_dbfs == -120.0  # off unless configured
+    assert (StreamConfig().quiet_level_dbfs, StreamConfig().quiet_min_flatness) == (-45.0, 0.8)
 
 
 def brown_background(seconds: float, seed: int = 0) -> NDArray[np.float32]:
@@ -206,8 +209,29 @@ def test_a_bad_flatness_is_refused() -> None:
         Flatness(20, SR, 0.8)  # 400 Hz bins: 9 in the band
 
 
-def test_the_pipeline_splices_white_comfort_noise_but_not_a_coloured_pause() -> None:
-    flat = replace(CFG, quiet_min_flatness=0.8)
-    gaps = [(g.t_start, g.t_end, g.cause) for g in stream_with_comfort_noise(flat) if isinstance(g, GapEvent)]
-    assert gaps == [(1.5, 2.0, "silence")]
-    assert StreamConfig().quiet_min_flatness == 0.0
+def test_by_default_a_coloured_pause_stays_but_the_level_alone_splices_it() -> None:
+    pause = brown_background(0.5, seed=7) * np.float32(10 ** (-10 / 20))  # -70 dBFS, below either level
+    kept = stream_with_comfort_noise(CFG, pause)
+    assert not [g for g in kept if isinstance(g, GapEvent)]
+    level_only = replace(CFG, quiet_level_dbfs=-55.0, quiet_min_flatness=0.0)
+    gaps = [
+        (g.t_start, g.cause) for g in stream_with_comfort_noise(level_only, pause) if isinstance(g, GapEvent)
+    ]
+    assert gaps and all(cause == "comfort-noise" and 1.5 <= t < 2.0 for t, cause in gaps)
+
+
+def test_comfort_noise_is_spliced_however_long_but_digital_silence_restarts() -> None:
+    """A call's pauses stood in for by comfort noise are one take with the speech around
+    them: a 2 s run (beyond the 1 s tolerance) is spliced and windows span it; 2 s of
+    digital silence (a muted leg, audio missing) restarts windowing."""
+    events = stream_with_comfort_noise(CFG, comfort_noise(2.0))
+    gaps = [(g.t_start, g.t_end, g.cause) for g in events if isinstance(g, GapEvent)]
+    assert gaps == [(1.5, 3.5, "comfort-noise")]
+    spans = [(s.t_start, s.t_end) for s in events if isinstance(s, ScoreEvent)]
+    assert (1.0, 4.0) in spans  # 0.5 s of sound either side of the 2 s splice
+    zeros = stream_with_comfort_noise(CFG, np.zeros(2 * SR, np.float32))
+    assert [(g.t_start, g.t_end, g.cause) for g in zeros if isinstance(g, GapEvent)] == [
+        (1.5, 3.5, "silence")
+    ]
+    zero_spans = [(s.t_start, s.t_end) for s in zeros if isinstance(s, ScoreEvent)]
+    assert zero_spans and all(end <= 1.5 or start >= 3.5 for start, end in zero_spans)

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.signal import lfilter
 
 from spoofwatch.config import EngineConfig, StreamConfig
 from spoofwatch.errors import ConfigError
@@ -152,7 +153,9 @@ class BenchReport:
 
 def speech_like(seconds: float, sample_rate: int, seed: int = 0) -> NDArray[np.float32]:
     """Voiced harmonics with a wandering pitch, syllable-rate envelope with pauses,
-    noise bursts and a quiet noise floor: cheap audio that passes the speech gate."""
+    noise bursts and a quiet noise floor: cheap audio that passes the speech gate. The floor
+    is low-passed as a room's is: white it would be comfort noise to the stream's
+    ``quiet_min_flatness`` rule, and its pauses would be spliced out."""
     rng = np.random.default_rng(seed)
     n = round(seconds * sample_rate)
     t = np.arange(n) / sample_rate
@@ -162,7 +165,9 @@ def speech_like(seconds: float, sample_rate: int, seed: int = 0) -> NDArray[np.f
     syllables = np.clip(np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 6.3)), 0, None) ** 2
     pauses = (np.sin(2 * np.pi * 0.25 * t) > -0.6).astype(np.float64)
     bursts = rng.standard_normal(n) * (np.sin(2 * np.pi * 3.0 * t) > 0.8)
-    audio = 0.08 * voiced * syllables * pauses + 0.03 * bursts * pauses + 0.002 * rng.standard_normal(n)
+    floor = lfilter([1.0], [1.0, -0.95], rng.standard_normal(n))
+    floor *= 0.002 / (np.std(floor) + 1e-12)
+    audio = 0.08 * voiced * syllables * pauses + 0.03 * bursts * pauses + floor
     return np.asarray(audio, dtype=np.float32)
 
 

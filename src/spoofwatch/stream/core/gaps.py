@@ -30,12 +30,26 @@ logger = logging.getLogger(__name__)
 # What a source may name as the cause of a gap (free text is refused so subscribers can
 # rely on the vocabulary): audio the client dropped, a recording pause, a position that
 # ran ahead of the audio, digital silence found in the audio, a device overrun, network
-# loss (RTP), a jitter-buffer under-run, a client-declared gap (ingest).
-GAP_CAUSES: Final = ("discarded", "paused", "position", "silence", "overrun", "loss", "underrun", "client")
-# Gaps inside one continuous capture: audio dropped because the host fell behind. The
-# audio either side is one take, so it is always spliced (never restarts windowing, never
-# stops a window from being scored); the clock still moves on and the gap is reported.
-SPLICED_CAUSES: Final = ("overrun",)
+# loss (RTP), a jitter-buffer under-run, a client-declared gap (ingest), comfort noise
+# found in the audio (``stream.quiet_level_dbfs``).
+GAP_CAUSES: Final = (
+    "discarded",
+    "paused",
+    "position",
+    "silence",
+    "overrun",
+    "loss",
+    "underrun",
+    "client",
+    "comfort-noise",
+)
+# Gaps inside one continuous take: audio dropped because the host fell behind, and comfort
+# noise standing in for the pauses of a call that went on. The audio either side belongs
+# together, so they are always spliced (never restart windowing, never stop a window from
+# being scored); the clock still moves on and the gap is reported. (Comfort noise
+# restarting windowing after every pause over 1 s cost a sixth of the spoofs with DTX:
+# docs/protocol.md, "Comfort noise as a silence descriptor describes it".)
+SPLICED_CAUSES: Final = ("overrun", "comfort-noise")
 
 
 def check_gap_seconds(seconds: float, cause: str) -> float:
@@ -118,19 +132,22 @@ class Timeline:
 
 @dataclass
 class SilenceRun:
-    """A run of digital silence found in received audio."""
+    """A run of digital silence (or, with ``cause`` ``comfort-noise``, of quiet frames)
+    found in received audio."""
 
     samples: int
+    cause: str = "silence"
 
 
 class HeldRun:
     """Quiet audio held back until it is known whether it makes a run of at least
     ``min_samples`` (handed out as a ``SilenceRun``) or is sound (handed out as audio)."""
 
-    def __init__(self, min_samples: int) -> None:
+    def __init__(self, min_samples: int, cause: str = "silence") -> None:
         if min_samples < 1:
             raise ValueError(f"min_samples: expected an int >= 1, got {min_samples!r}")
         self.min_samples = min_samples
+        self.cause = cause
         self.held = 0  # quiet samples held back
         self._audio: list[NDArray[np.float32]] = []  # kept while too short to be a run
         self.runs = 0
@@ -149,7 +166,7 @@ class HeldRun:
         if self.held >= self.min_samples:
             self.runs += 1
             self.run_samples += self.held
-            out.append(SilenceRun(self.held))
+            out.append(SilenceRun(self.held, self.cause))
         else:
             out.append(np.concatenate(self._audio))
         self.held = 0

@@ -6,9 +6,10 @@ Nothing in the audio marks it as invented, and windows holding it next to speech
 spoof-like through G.711 (research/gap_false_alarms.py, docs/protocol.md "Gaps and
 pauses"). ``QuietFrames`` cuts the audio into fixed frames counted from the start of the
 stream's sound and hands out a run of frames whose RMS is at or below ``level`` as a
-``SilenceRun`` once the run is ``min_samples`` long, so the pipeline treats it as a gap
-like a run of digital silence. Frames are aligned to the sound, not to chunks, so the
-answer does not depend on how the stream was chunked; at most one frame is held back.
+``SilenceRun`` of cause ``comfort-noise`` once the run is ``min_samples`` long, so the
+pipeline treats it as a gap, always spliced (``gaps.SPLICED_CAUSES``): the call went on.
+Frames are aligned to the sound, not to chunks, so the answer does not depend on how the
+stream was chunked; at most one frame is held back.
 
 With a ``Flatness`` meter a quiet frame must also have a flat spectrum: a decoder's
 comfort noise is white when the silence descriptor carries only a level (RFC 3389), and
@@ -26,7 +27,7 @@ from numpy.typing import NDArray
 
 from spoofwatch.stream.core.gaps import DigitalSilence, HeldRun, SilenceRun
 
-__all__ = ["Flatness", "QuietFrames", "SilenceSplitter"]
+__all__ = ["Flatness", "QuietFrames", "SilenceSplitter", "flatness_fits"]
 
 Part = NDArray[np.float32] | SilenceRun
 
@@ -34,6 +35,18 @@ Part = NDArray[np.float32] | SilenceRun
 FLAT_BAND_HZ = (100.0, 3800.0)  # inside every source's band: G.711 reaches 4 kHz at most
 FLAT_BANDS = 16
 FLAT_CONTEXT = 3  # frames whose spectra are averaged: the frame and the two before it
+
+
+def _band_bins(frame_samples: int, sample_rate: int) -> NDArray[np.intp]:
+    freqs = np.fft.rfftfreq(frame_samples, 1.0 / sample_rate)
+    bins: NDArray[np.intp] = np.flatnonzero((freqs >= FLAT_BAND_HZ[0]) & (freqs <= FLAT_BAND_HZ[1]))
+    return bins
+
+
+def flatness_fits(frame_samples: int, sample_rate: int) -> bool:
+    """Whether a frame at this rate has the spectral bins ``Flatness`` needs (rates below
+    about 8 kHz do not reach the band)."""
+    return len(_band_bins(frame_samples, sample_rate)) >= FLAT_BANDS
 
 
 class Flatness:
@@ -45,8 +58,7 @@ class Flatness:
     def __init__(self, frame_samples: int, sample_rate: int, minimum: float) -> None:
         if not 0.0 < minimum < 1.0:
             raise ValueError(f"minimum: expected a flatness between 0 and 1, got {minimum!r}")
-        freqs = np.fft.rfftfreq(frame_samples, 1.0 / sample_rate)
-        bins = np.flatnonzero((freqs >= FLAT_BAND_HZ[0]) & (freqs <= FLAT_BAND_HZ[1]))
+        bins = _band_bins(frame_samples, sample_rate)
         if len(bins) < FLAT_BANDS:
             raise ValueError(
                 f"frame_samples: expected a frame with at least {FLAT_BANDS} spectral bins between "
@@ -91,7 +103,7 @@ class QuietFrames:
     ) -> None:
         if frame_samples < 1:
             raise ValueError(f"frame_samples: expected an int >= 1, got {frame_samples!r}")
-        self._run = HeldRun(min_samples)  # quiet frames of a run that may still be too short
+        self._run = HeldRun(min_samples, "comfort-noise")  # quiet frames, maybe too few yet
         if not (np.isfinite(level) and level > 0):
             raise ValueError(f"level: expected a positive RMS, got {level!r}")
         self.frame = frame_samples

@@ -28,7 +28,7 @@ from spoofwatch.events import ErrorEvent, Event, GapEvent, StatusEvent, StreamEv
 from spoofwatch.model.card_label import CardLabel, scorer_label
 from spoofwatch.model.scorer import WindowScorer, batches_in_flight, scorer_health
 from spoofwatch.stream.core.gaps import DigitalSilence, SilenceRun, check_gap_seconds
-from spoofwatch.stream.core.quiet import Flatness, QuietFrames, SilenceSplitter
+from spoofwatch.stream.core.quiet import Flatness, QuietFrames, SilenceSplitter, flatness_fits
 from spoofwatch.stream.core.session import StreamSession
 from spoofwatch.stream.core.windowing import Window
 from spoofwatch.stream.engine.batcher import Batcher, WindowJob
@@ -52,12 +52,13 @@ QUIET_OFF_DBFS = -120.0  # at or below it, only digital silence makes a gap
 def _silence_splitter(config: StreamConfig, sample_rate: int) -> SilenceSplitter:
     min_samples = max(1, round(config.silence_gap_s * sample_rate))
     quiet = None
-    if config.quiet_level_dbfs > QUIET_OFF_DBFS:
+    frame = max(1, round(QUIET_FRAME_S * sample_rate))
+    flat = config.quiet_min_flatness > 0
+    # A rate too low for the flatness meter (below about 8 kHz) gets no comfort-noise rule:
+    # the level alone would splice natural pauses out.
+    if config.quiet_level_dbfs > QUIET_OFF_DBFS and (not flat or flatness_fits(frame, sample_rate)):
         level = 10.0 ** (config.quiet_level_dbfs / 20.0)
-        frame = max(1, round(QUIET_FRAME_S * sample_rate))
-        flatness = None
-        if config.quiet_min_flatness > 0:
-            flatness = Flatness(frame, sample_rate, config.quiet_min_flatness)
+        flatness = Flatness(frame, sample_rate, config.quiet_min_flatness) if flat else None
         quiet = QuietFrames(frame, min_samples, level, flatness)
     return SilenceSplitter(DigitalSilence(min_samples), quiet)
 
@@ -149,7 +150,7 @@ class StreamHandle:
         jobs: list[WindowJob] = []
         for part in parts:
             if isinstance(part, SilenceRun):
-                jobs += self._gap_jobs(part.samples / self.input_rate, "silence")[0]
+                jobs += self._gap_jobs(part.samples / self.input_rate, part.cause)[0]
             else:
                 jobs += self._sound(part)
         return jobs
