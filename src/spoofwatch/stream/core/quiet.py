@@ -49,11 +49,21 @@ def flatness_fits(frame_samples: int, sample_rate: int) -> bool:
     return len(_band_bins(frame_samples, sample_rate)) >= FLAT_BANDS
 
 
+def _flatness(context: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Geometric over arithmetic mean of each row."""
+    safe = np.maximum(context, 1e-30)
+    ratio: NDArray[np.float64] = np.exp(np.log(safe).mean(axis=1)) / safe.mean(axis=1)
+    return ratio
+
+
 class Flatness:
     """Spectral flatness (geometric over arithmetic mean of ``FLAT_BANDS`` band powers
-    between 100 Hz and 3.8 kHz) of each frame with the ``FLAT_CONTEXT - 1`` frames before
-    it: near 1 for white noise, about 0.7 for pink, 0.2 for brown. The context is kept
-    across ``measure`` calls and dropped by ``reset`` (the sound was interrupted)."""
+    between 100 Hz and 3.8 kHz) of each quiet frame together with the ``FLAT_CONTEXT - 1``
+    frames before it, when those are quiet too: near 1 for white noise, about 0.6 for
+    pink, 0.1 for brown. A frame whose context holds a loud frame is not measured (speech
+    next to it is not flat either). Only quiet frames' spectra are computed, so speech
+    costs a test of the level; the last frames are kept across calls and dropped by
+    ``reset`` (the sound was interrupted)."""
 
     def __init__(self, frame_samples: int, sample_rate: int, minimum: float) -> None:
         if not 0.0 < minimum < 1.0:
@@ -66,31 +76,68 @@ class Flatness:
                 f"got {frame_samples} samples at {sample_rate} Hz"
             )
         per_band = len(bins) // FLAT_BANDS
+        self.frame = frame_samples
         self.bins = bins[: per_band * FLAT_BANDS]
         self.per_band = per_band
         self.window = np.hanning(frame_samples)
+        # spectrum -> band means in one product (rows: every rfft bin)
+        self._to_bands = np.zeros((frame_samples // 2 + 1, FLAT_BANDS))
+        self._to_bands[self.bins, np.repeat(np.arange(FLAT_BANDS), per_band)] = 1.0 / per_band
         self.minimum = minimum
-        self._history = np.zeros((0, FLAT_BANDS))
+        self._bands = np.zeros((0, FLAT_BANDS))  # band powers of the last quiet frames in a row
 
     def reset(self) -> None:
-        self._history = np.zeros((0, FLAT_BANDS))
+        self._bands = np.zeros((0, FLAT_BANDS))
 
-    def measure(self, frames: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Each frame's flatness (rows of ``frames`` are consecutive frames)."""
-        spectra = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2
-        bands = spectra[:, self.bins].reshape(len(frames), FLAT_BANDS, self.per_band).mean(axis=2)
-        joined = np.concatenate((self._history, bands))
-        self._history = joined[-(FLAT_CONTEXT - 1) :]
-        sums = np.cumsum(np.concatenate((np.zeros((1, FLAT_BANDS)), joined)), axis=0)
-        start = len(joined) - len(frames)
-        ends = np.arange(start, len(joined)) + 1
-        context = sums[ends] - sums[np.maximum(ends - FLAT_CONTEXT, 0)]
-        context = np.maximum(context, 1e-30)
-        flat: NDArray[np.float64] = np.exp(np.mean(np.log(context), axis=1)) / np.mean(context, axis=1)
+    def measure(
+        self, frames: NDArray[np.float64], quiet: NDArray[np.bool_] | None = None
+    ) -> NDArray[np.float64]:
+        """Each frame's flatness (rows of ``frames`` are consecutive frames); NaN for a frame
+        not ``quiet`` or with a loud frame among the ones before it (default: all quiet)."""
+        n = len(frames)
+        flat = np.full(n, np.nan)
+        if quiet is None:
+            quiet = np.ones(n, dtype=bool)
+        if not quiet.any():
+            self._bands = np.zeros((0, FLAT_BANDS))
+            return flat
+        if n == 1:  # one 20 ms frame per message (Twilio, AudioHook): the short way
+            bands = self._band_powers(frames)
+            joined = np.concatenate((self._bands, bands))
+            if len(joined) == FLAT_CONTEXT:
+                flat[0] = _flatness(joined.sum(axis=0, keepdims=True))[0]
+            self._bands = joined[-(FLAT_CONTEXT - 1) :]
+            return flat
+        rows = np.flatnonzero(quiet)
+        bands = np.zeros((n, FLAT_BANDS))
+        bands[rows] = self._band_powers(frames[rows])
+        held = len(self._bands)
+        joined = np.concatenate((self._bands, bands))
+        loud = np.concatenate((np.zeros(held, dtype=bool), ~quiet)).astype(np.int64)
+        # a frame is measured when it and the FLAT_CONTEXT - 1 frames before it are quiet
+        loud_sums = np.cumsum(np.concatenate(([0], loud)))
+        band_sums = np.cumsum(np.concatenate((np.zeros((1, FLAT_BANDS)), joined)), axis=0)
+        ends = np.arange(held, held + n) + 1
+        starts = ends - FLAT_CONTEXT
+        whole = (starts >= 0) & (loud_sums[ends] - loud_sums[np.maximum(starts, 0)] == 0)
+        if whole.any():
+            flat[whole] = _flatness(band_sums[ends[whole]] - band_sums[starts[whole]])
+        # the quiet frames at the end, at most FLAT_CONTEXT - 1, are the next call's context
+        last_loud = np.flatnonzero(loud)
+        tail_from = max(len(joined) - (FLAT_CONTEXT - 1), int(last_loud[-1]) + 1 if len(last_loud) else 0)
+        self._bands = joined[tail_from:].copy()
         return flat
 
-    def flat(self, frames: NDArray[np.float64]) -> NDArray[np.bool_]:
-        result: NDArray[np.bool_] = self.measure(frames) >= self.minimum
+    def _band_powers(self, frames: NDArray[np.float64]) -> NDArray[np.float64]:
+        spectra = np.fft.rfft(frames * self.window, axis=1)
+        power = spectra.real**2 + spectra.imag**2
+        bands: NDArray[np.float64] = power @ self._to_bands
+        return bands
+
+    def flat(self, frames: NDArray[np.float64], quiet: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
+        """Which frames are quiet with a flat spectrum."""
+        with np.errstate(invalid="ignore"):
+            result: NDArray[np.bool_] = self.measure(frames, quiet) >= self.minimum
         return result
 
 
@@ -130,7 +177,7 @@ class QuietFrames:
         frames = audio[:whole].reshape(-1, self.frame).astype(np.float64)
         quiet = np.mean(frames * frames, axis=1) <= self.level_squared
         if self.flatness is not None:
-            quiet &= self.flatness.flat(frames)
+            quiet &= self.flatness.flat(frames, quiet)
         edges = np.flatnonzero(np.diff(quiet.astype(np.int8))) + 1
         bounds = np.concatenate(([0], edges, [len(quiet)])) * self.frame
         for a, b in itertools.pairwise(bounds.tolist()):
