@@ -59,7 +59,7 @@ class StreamConfig:
     # whose RMS is at or below quiet_level_dbfs (-120 = off) and whose spectrum is at least
     # quiet_min_flatness flat (0-1; white noise about 0.95, pink 0.6; 0 = level only). White
     # comfort noise in a call's pauses raised false alarms through G.711 (30 of 68 genuine
-    # calls against 21 without it; with the rule 22, spoofs caught unchanged); a natural
+    # calls against 21 without it; with the rule 21 against 18, spoofs caught unchanged); a natural
     # pause's background is coloured and stays in the windows. The level alone also
     # splices natural pauses out and costs detections (docs/protocol.md "Gaps and pauses").
     quiet_level_dbfs: float = -45.0
