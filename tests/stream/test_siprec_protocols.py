@@ -369,6 +369,28 @@ def test_silence_suppression_shows_as_lost_time_by_timestamps() -> None:
     assert len(lost) == 1 and lost[0].seconds == pytest.approx(1.0 - 0.02)
 
 
+def test_comfort_noise_packets_hold_their_place_and_their_silence_is_a_comfort_noise_gap() -> None:
+    """A DTX sender: five audio packets, a silence descriptor (RFC 3389, PT 13, one level
+    byte) taking the next sequence number, then audio again 1 s later. Nothing is waited
+    for or counted lost; the silence is a gap of cause ``comfort-noise``, a real loss
+    afterwards one of cause ``loss``."""
+    buffer = JitterBuffer(PCMU, 0, depth=3)
+    out: list[Audio | Lost] = []
+    for seq in range(1, 6):
+        out += buffer.push(parse_rtp(packet(seq, seq * 160)))
+    out += buffer.push(parse_rtp(packet(6, 6 * 160, b"\x3f", pt=13)))
+    resumed = buffer.push(parse_rtp(packet(7, 6 * 160 + 8000)))
+    assert [type(r).__name__ for r in resumed][-2:] == ["Lost", "Audio"]  # not held back for depth
+    out += resumed
+    for seq in (9, 10, 11, 12):  # 8 lost
+        out += buffer.push(parse_rtp(packet(seq, 6 * 160 + 8000 + (seq - 7) * 160)))
+    out += buffer.drain()
+    gaps = [(round(r.seconds, 3), r.cause) for r in out if isinstance(r, Lost)]
+    assert gaps == [(1.0, "comfort-noise"), (0.02, "loss")]
+    assert audio_of(out) == 10 * 160
+    assert (buffer.counters.lost, buffer.counters.comfort_noise, buffer.counters.ignored) == (1, 1, 0)
+
+
 def test_pcmu_payload_decodes_to_the_audio_sent() -> None:
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype(np.float32)
     buffer = JitterBuffer(PCMU, 0, depth=0)

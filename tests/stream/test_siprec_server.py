@@ -331,6 +331,40 @@ def test_hold_resume_and_the_rtp_timeout_end_the_call_with_a_bye() -> None:
     run(body(), 30)
 
 
+def test_a_senders_comfort_noise_packets_make_a_comfort_noise_gap_not_a_loss() -> None:
+    """An SBC with DTX: 1 s of audio, one silence descriptor (PT 13) in the next sequence
+    number, nothing for 1 s, then audio again: over real UDP the stream reports one gap of
+    cause ``comfort-noise`` (always spliced), no loss, and keeps scoring."""
+
+    async def body() -> None:
+        async with recorder() as (server, sub), peer() as client:
+            _, ports = await open_call(client, server, "dtx-1", sdp(("1",)))
+            audio = noise(2.0, 8000, seed=6)
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=("127.0.0.1", ports[0])
+            )
+            seq = 0
+            for i in range(125):  # 2.5 s of call time, 20 ms packets, the middle second silent
+                if i == 25:  # the silence starts: one descriptor, then nothing for 1 s
+                    transport.sendto(build_rtp(13, seq, i * 160, 7, b"\x40"))
+                    seq += 1
+                if 25 <= i < 75:
+                    continue
+                chunk = audio[(i if i < 25 else i - 50) * 160 :][:160]
+                transport.sendto(build_rtp(0, seq, i * 160, 7, mulaw_encode(chunk).tobytes()))
+                seq += 1
+                await asyncio.sleep(0.005)
+            transport.close()
+            await asyncio.sleep(0.2)
+            await server.stop()
+            events = drain(sub)
+        gaps = [(g.cause, round(g.t_end - g.t_start, 3)) for g in events if isinstance(g, GapEvent)]
+        assert gaps == [("comfort-noise", 1.0)]
+        assert [e for e in events if isinstance(e, ScoreEvent) and e.stream == "dtx-1:alice@example.com"]
+
+    run(body(), 30)
+
+
 def test_g722_streams_run_at_16_khz() -> None:
     from G722 import G722 as Codec722
 

@@ -4,7 +4,8 @@ Packets are accepted only from the recording client's addresses (its signalling 
 and the SDP's ``c=``), at most ``max_packets_per_s`` (a token bucket; the rest are
 dropped and counted: UDP cannot be refused), each at most ``rtp.MAX_PACKET_BYTES``. Audio
 goes to the stream in order; lost packets become gaps (``StreamHandle.gap``, cause
-``loss``) and a hold a gap of cause ``paused``.
+``loss``), a sender's comfort-noise packets one of cause ``comfort-noise`` and a hold one
+of cause ``paused``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class RtpReceiver(asyncio.DatagramProtocol):
             if isinstance(item, Audio):
                 self.handle.feed(item.samples)
             elif isinstance(item, Lost):
-                self.handle.gap(item.seconds, "loss")
+                self.handle.gap(item.seconds, item.cause)
 
     def _report(self, exc: SpoofwatchError) -> None:
         self.errors += 1

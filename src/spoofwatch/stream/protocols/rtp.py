@@ -6,7 +6,10 @@ in sequence, or when the buffer is full (the missing ones are then declared lost
 time is measured by RTP timestamps, so it also covers a sender that stops during silence
 (discontinuous transmission). A new SSRC (the sender restarted its stream) or a sequence
 jump beyond ``MAX_DROPOUT`` starts the sequence over; late and duplicate packets are
-dropped and counted. Telephone events (RFC 4733 DTMF) are dropped.
+dropped and counted. Telephone events (RFC 4733 DTMF) are dropped. Comfort-noise packets
+(RFC 3389, payload type 13) hold their place in the sequence, so a sender's silence
+descriptors are neither waited for nor counted as lost, and the silence they describe is
+released as a gap of cause ``comfort-noise`` (no noise is generated: nothing is scored).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ MAX_PACKET_BYTES: Final = 2048  # 60 ms of G.711 is 480 bytes; RTP over Ethernet
 MAX_DROPOUT: Final = 3000  # RFC 3550 A.1: a larger sequence jump is a restart
 MAX_GAP_S: Final = 30.0  # a longer timestamp jump is a restart, not lost audio
 DEFAULT_DEPTH: Final = 4  # packets: 80 ms at 20 ms packets
+COMFORT_NOISE_PT: Final = 13  # RFC 3551's static CN/8000
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,11 @@ class Audio:
 
 @dataclass(frozen=True)
 class Lost:
+    """Time with no audio: packets that never arrived (``loss``) or a sender's silence
+    described by comfort-noise packets (``comfort-noise``)."""
+
     seconds: float
+    cause: str = "loss"
 
 
 Released = Audio | Lost
@@ -143,6 +151,7 @@ class RtpCounters:
     duplicate: int = 0
     lost: int = 0
     ignored: int = 0  # telephone events and unknown payload types
+    comfort_noise: int = 0  # silence descriptors (RFC 3389)
     restarts: int = 0  # new SSRC or sequence jumps
     undecodable: int = 0
 
@@ -163,6 +172,7 @@ class JitterBuffer:
         self._cycle = 0
         self._last_seq: int | None = None
         self._expected_ts: int | None = None  # RTP timestamp where the last released packet ended
+        self._silent = False  # a comfort-noise packet came since the last audio
 
     def set_codec(self, codec: Codec, payload_type: int) -> None:
         """A renegotiated codec (re-INVITE) of the same audio rate."""
@@ -173,8 +183,8 @@ class JitterBuffer:
     def push(self, packet: RtpPacket) -> list[Released]:
         """Take one packet; whatever it lets out, in order."""
         self.counters.received += 1
-        if packet.payload_type != self.payload_type:
-            self.counters.ignored += 1  # telephone-event, comfort noise, anything not negotiated
+        if packet.payload_type not in (self.payload_type, COMFORT_NOISE_PT):
+            self.counters.ignored += 1  # telephone-event, anything not negotiated
             return []
         released: list[Released] = []
         if self.ssrc is not None and packet.ssrc != self.ssrc:
@@ -227,6 +237,7 @@ class JitterBuffer:
         self._cycle = 0
         self._last_seq = None
         self._expected_ts = None
+        self._silent = False
 
     def _extend(self, sequence: int) -> int:
         if self._last_seq is not None:
@@ -239,13 +250,18 @@ class JitterBuffer:
 
     def _release(self, packet: RtpPacket) -> list[Released]:
         released: list[Released] = []
+        if packet.payload_type == COMFORT_NOISE_PT:
+            self.counters.comfort_noise += 1
+            self._silent = True  # the silence ends where the next audio starts
+            return released
+        cause, self._silent = ("comfort-noise" if self._silent else "loss"), False
         if self._expected_ts is not None:
             ticks = (packet.timestamp - self._expected_ts) & 0xFFFFFFFF
             if ticks >= 0x80000000:
                 ticks -= 0x100000000
             seconds = ticks / self.codec.clock_rate
             if 0 < seconds <= MAX_GAP_S:
-                released.append(Lost(seconds))
+                released.append(Lost(seconds, cause))
         try:
             samples = self._decoder.decode(packet.payload)
         except (AudioError, ValueError) as exc:
