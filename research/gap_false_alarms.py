@@ -54,7 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -313,18 +313,17 @@ def main() -> None:
     parser.add_argument("--policies", default=",".join(POLICIES), help="stream policies to run")
     parser.add_argument("--channels", default="clean,g711", help=f"channels to run, of {CHANNELS}")
     args = parser.parse_args()
-    holes = [h for h in args.holes.split(",") if h]
-    policies = [p for p in args.policies.split(",") if p]
-    for policy in policies:
-        if policy not in POLICIES:
-            parser.error(f"--policies: expected names from {list(POLICIES)}, got {policy!r}")
-    channels = [c for c in args.channels.split(",") if c]
-    for channel in channels:
-        if channel not in CHANNELS:
-            parser.error(f"--channels: expected names from {CHANNELS}, got {channel!r}")
-    for hole in holes:
-        if hole not in HOLES:
-            parser.error(f"--holes: expected names from {HOLES}, got {hole!r}")
+
+    def names(option: str, text: str, known: Sequence[str]) -> list[str]:
+        chosen = [name for name in text.split(",") if name]
+        for name in chosen:
+            if name not in known:
+                parser.error(f"--{option}: expected names from {list(known)}, got {name!r}")
+        return chosen
+
+    holes = names("holes", args.holes, HOLES)
+    policies = names("policies", args.policies, list(POLICIES))
+    channels = names("channels", args.channels, CHANNELS)
     manifests = args.manifest or [Path("/work/shared/corpus/manifest.csv")]
     clips = {
         "bonafide": pick(manifests, "bonafide", args.bonafide, args.min_s, args.split),

@@ -92,7 +92,7 @@ def sid_envelope(segment: Samples, order: int = SID_ORDER) -> tuple[float, NDArr
     rms = float(np.sqrt(np.mean(x**2))) if len(x) else 0.0
     if order == 0 or len(x) <= order or rms < 1e-9:
         return rms, np.array([1.0])
-    r = np.correlate(x, x, "full")[len(x) - 1 : len(x) + order] / len(x)
+    r = np.array([x[: len(x) - k] @ x[k:] for k in range(order + 1)]) / len(x)  # lags 0..order
     r[0] *= 1.0 + 1e-6  # white-noise correction: a stable filter on a near-pure tone
     try:
         a = solve_toeplitz(r[:order], -r[1 : order + 1])
