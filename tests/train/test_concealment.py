@@ -9,8 +9,10 @@ import pytest
 from spoofwatch.train.augment import augmented_channel
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.concealment import (
+    SID_FILLERS,
     comfort_noise,
     dtx,
+    dtx_sid,
     fill_matched_comfort_noise,
     fill_plc,
     pauses,
@@ -149,3 +151,61 @@ def test_the_telephone_gaps_channel_fills_every_clip_after_the_g711_codec() -> N
         spectrum = np.abs(np.fft.rfft(y - phone))
         freqs = np.fft.rfftfreq(len(y), 1 / SR)
         assert spectrum[freqs > 4200].sum() < 0.02 * spectrum.sum()
+
+
+def rumbling_pause_clip() -> np.ndarray:
+    """1 s of a loud tone, 0.5 s of a quiet low-frequency background, 1 s of tone."""
+    t = np.arange(SR) / SR
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    brown = np.cumsum(np.random.default_rng(2).standard_normal(SR // 2))
+    brown = (3e-4 * (brown - brown.mean()) / brown.std()).astype(np.float32)
+    return np.concatenate([tone, brown, tone])
+
+
+def test_sid_comfort_noise_takes_each_pause_level_and_mostly_its_colour() -> None:
+    x = rumbling_pause_clip()
+    pause = x[SR : SR + SR // 2].astype(np.float64)
+    coloured = white = 0
+    for seed in range(12):
+        y = dtx_sid(x, SR, np.random.default_rng(seed))
+        np.testing.assert_array_equal(y[:SR], x[:SR])
+        np.testing.assert_array_equal(y[-SR:], x[-SR:])
+        cn = y[SR : SR + SR // 2].astype(np.float64)
+        assert not np.allclose(cn, pause)
+        # One descriptor per pause or one every 0.1-0.2 s of it: the level is the pause's own.
+        assert np.sqrt(np.mean(cn**2)) == pytest.approx(np.sqrt(np.mean(pause**2)), rel=0.1)
+        if band_shares(cn)[0] > 0.8:
+            coloured += 1
+        elif band_shares(cn)[0] < 0.1:
+            white += 1
+    # The pause's envelope two times in three, its level alone (white) otherwise.
+    assert coloured >= 5 and white >= 1 and coloured + white == 12
+
+
+def test_the_telephone_sid_gaps_channel_puts_pause_coloured_comfort_noise_after_the_codec() -> None:
+    from spoofwatch.train.channel import telephone_mulaw
+    from spoofwatch.train.concealment import gaps_seed
+
+    channel = get_channel("telephone-sid-gaps")
+    kinds: list[str | None] = []
+    for k in range(16):
+        clip = rumbling_pause_clip() * np.float32(1.0 - 0.01 * k)  # another clip: another seed
+
+        def fill(coded: np.ndarray, clip: np.ndarray = clip) -> np.ndarray:
+            out, name = with_gaps(coded, 8000, np.random.default_rng(gaps_seed(clip)), 1.0, SID_FILLERS)
+            kinds.append(name)
+            return out
+
+        y = channel(clip, SR)
+        np.testing.assert_array_equal(y, channel(clip, SR))  # deterministic per clip
+        np.testing.assert_array_equal(y, telephone_mulaw(clip, SR, fill))  # a filler made at 8 kHz
+        assert len(y) == len(clip) and y.dtype == np.float32
+        phone = telephone_mulaw(clip, SR)
+        assert not np.allclose(y, phone, atol=1e-5)  # on every clip
+        if kinds[-1] == "dtx-sid":
+            inner = slice(SR + SR // 10, SR + 2 * SR // 5)  # inside the pause, clear of the codec's edges
+            cn, pause = y[inner].astype(np.float64), phone[inner].astype(np.float64)
+            assert not np.allclose(cn, pause)
+            level_db = 20 * np.log10(np.sqrt(np.mean(cn**2)) / np.sqrt(np.mean(pause**2)))
+            assert level_db == pytest.approx(0.0, abs=3.0)  # the pause's own level
+    assert set(kinds) == {"dtx-sid", "plc", "zeros"}

@@ -6,7 +6,8 @@ from -20..+6 dB (clipped at full scale), as callers' levels differ: they measure
 a detector's scores depend on level. The fuller augmentation set (GSM, Opus, noise, reverb) lives in
 ``augment.py``; these names are the ones the embedding cache and reports key on.
 ``telephone-gaps`` is ``telephone`` with a call-path filler (comfort noise, concealment,
-digital silence) in every clip.
+digital silence) in every clip; ``telephone-sid-gaps`` the same with comfort noise made from
+each pause's own silence descriptor, as a DTX decoder makes it.
 """
 
 from __future__ import annotations
@@ -90,12 +91,26 @@ def telephone_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np
     return telephone_mulaw(samples, sample_rate, lambda coded: with_gaps(coded, 8000, rng, p=1.0)[0])
 
 
+def telephone_sid_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+    """``telephone-gaps`` with DTX comfort noise made from each pause's own level and
+    spectral envelope (``concealment.dtx_sid``), as an RFC 3389 decoder makes it from the
+    silence descriptors: coloured like the pause, so the comfort-noise rule (which splices
+    only flat noise) leaves it in the scored audio (issue 33)."""
+    from spoofwatch.train.concealment import SID_FILLERS, gaps_seed, with_gaps
+
+    rng = np.random.default_rng(gaps_seed(samples))
+    return telephone_mulaw(
+        samples, sample_rate, lambda coded: with_gaps(coded, 8000, rng, p=1.0, fillers=SID_FILLERS)[0]
+    )
+
+
 CHANNELS: dict[str, Channel] = {
     "clean": clean,
     "telephone": telephone_mulaw,
     "augmented": augmented,
     "augmented-gaps": augmented_gaps,
     "telephone-gaps": telephone_gaps,
+    "telephone-sid-gaps": telephone_sid_gaps,
     "level": random_level,
     "telephone-level": telephone_random_level,
 }

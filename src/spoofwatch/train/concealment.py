@@ -104,14 +104,16 @@ def sid_envelope(segment: Samples, order: int = SID_ORDER) -> tuple[float, NDArr
     return rms, coeffs
 
 
-def fill_matched_comfort_noise(out: Samples, i: int, j: int, sr: int, order: int = SID_ORDER) -> None:
+def fill_matched_comfort_noise(
+    out: Samples, i: int, j: int, sr: int, order: int = SID_ORDER, rng: np.random.Generator | None = None
+) -> None:
     """Comfort noise as an RFC 3389 decoder makes it from the pause it replaces: white noise
     through the pause's own spectral envelope (``order`` 0: a descriptor with the level
-    only, white noise) at the pause's own level, one descriptor per pause, seeded by where
-    it starts. The pause's breaths, reverberation tails and any non-stationary sound are
-    lost; its background level (and colour) are kept."""
+    only, white noise) at the pause's own level, one descriptor per pause, drawn from
+    ``rng`` (default: seeded by where it starts). The pause's breaths, reverberation tails
+    and any non-stationary sound are lost; its background level (and colour) are kept."""
     rms, coeffs = sid_envelope(out[i:j], order)
-    noise = lfilter([1.0], coeffs, np.random.default_rng(i).standard_normal(j - i))
+    noise = lfilter([1.0], coeffs, (rng or np.random.default_rng(i)).standard_normal(j - i))
     noise *= rms / (np.sqrt(np.mean(noise**2)) + 1e-12)
     out[i:j] = noise.astype(np.float32)
 
@@ -126,6 +128,22 @@ def dtx(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
     for a, b in pauses(x, sr, below_db=float(rng.uniform(25.0, 40.0))):
         i, j = round(a * sr), round(b * sr)
         y[i:j] = comfort_noise(j - i, sr, rng, level, colour, sid)
+    return y
+
+
+def dtx_sid(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
+    """Every pause replaced by comfort noise made from its own silence descriptor (its level
+    and, two times in three, its order-10 envelope; else the level only), one descriptor
+    per pause or one every 0.1–0.2 s of it, as an RFC 3389 decoder makes it. ``dtx`` draws
+    a level and colour unrelated to the pause, which a decoder never does."""
+    y = x.copy()
+    order = SID_ORDER if rng.random() < 2 / 3 else 0
+    update = round(float(rng.choice([0.0, rng.uniform(0.1, 0.2)])) * sr)
+    for a, b in pauses(x, sr, below_db=float(rng.uniform(25.0, 40.0))):
+        i, j = round(a * sr), round(b * sr)
+        step = update or j - i
+        for k in range(i, j, step):
+            fill_matched_comfort_noise(y, k, min(j, k + step), sr, order, rng)
     return y
 
 
@@ -157,15 +175,19 @@ def zero_inserts(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
     return y
 
 
-FILLERS = {"dtx": dtx, "plc": plc_bursts, "zeros": zero_inserts}
+FILLERS = {"dtx": dtx, "dtx-sid": dtx_sid, "plc": plc_bursts, "zeros": zero_inserts}
+DRAWN_FILLERS = ("dtx", "dtx", "plc", "zeros")  # DTX half the time, PLC or silence a quarter each
+SID_FILLERS = ("dtx-sid", "dtx-sid", "plc", "zeros")
 
 
-def with_gaps(x: Samples, sr: int, rng: np.random.Generator, p: float = 0.5) -> tuple[Samples, str | None]:
-    """With probability ``p``, one drawn filler (DTX comfort noise half the time, PLC or
-    digital silence a quarter each) applied to ``x``; and its name."""
+def with_gaps(
+    x: Samples, sr: int, rng: np.random.Generator, p: float = 0.5, fillers: tuple[str, ...] = DRAWN_FILLERS
+) -> tuple[Samples, str | None]:
+    """With probability ``p``, one filler drawn evenly from ``fillers`` (names in
+    ``FILLERS``) applied to ``x``; and its name."""
     if rng.random() >= p:
         return x, None
-    name = str(rng.choice(["dtx", "dtx", "plc", "zeros"]))
+    name = str(rng.choice(list(fillers)))
     return FILLERS[name](x, sr, rng), name
 
 
