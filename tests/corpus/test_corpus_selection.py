@@ -100,6 +100,60 @@ def test_splits_follow_the_group_and_are_stable() -> None:
     assert [p.split for p in pieces] == first
 
 
+def test_speakers_another_corpus_splits_keep_its_split_across_aliased_keys(tmp_path: Path) -> None:
+    def bona(speaker: str, n: int = 2) -> list[Piece]:
+        return [
+            _piece("c", f"{speaker}/{i}.wav", _labels("bonafide", "-", "", "natural", speaker))
+            for i in range(n)
+        ]
+
+    readers = [f"{prefix}:{n}" for n in range(40) for prefix in ("librispeech", "libritts")]
+    pieces = [p for r in readers for p in bona(r)] + bona("vctk:p232") + bona("vctk:p225") + bona("other:x")
+    pieces += bona("ljspeech:LJ")
+    free = BuildConfig(dev_share=0.5)
+    assign_splits(pieces, free)
+    split_of = {p.group: p.split for p in pieces}
+    # Without aliases LibriTTS and LibriSpeech copies of one reader land apart (the bug this fixes).
+    assert any(split_of[f"librispeech:{n}"] != split_of[f"libritts:{n}"] for n in range(40))
+    path = tmp_path / "build.toml"
+    (tmp_path / "dev-speakers.csv").write_text(
+        "speaker,split\nvctk:p232,dev\nvctk:p225,train\nlibri:7,dev\nlibri:8,train\nlibri:8,dev\nlj,dev\n"
+    )
+    path.write_text(
+        'dev_share = 0.5\n[splits]\nfollow = "dev-speakers.csv"\n'
+        'speaker_aliases = [["librispeech", "libritts", "libri"], ["ljspeech:LJ", "lj"]]\n'
+    )
+    config = load_config(path)
+    assert len(config.follow_splits) == 6
+    assert config.speaker_aliases == (("librispeech", "libritts", "libri"), ("ljspeech:LJ", "lj"))
+    assign_splits(pieces, config)
+    after = {p.group: p.split for p in pieces}
+    assert all(after[f"librispeech:{n}"] == after[f"libritts:{n}"] for n in range(40))
+    assert after["vctk:p232"] == "dev" and after["vctk:p225"] == "train"
+    assert after["ljspeech:LJ"] == "dev"  # a whole key aliased: "lj" over there
+    assert after["librispeech:7"] == after["libritts:7"] == "dev"
+    assert after["libritts:8"] == "dev"  # named in both splits over there: dev, never train
+    # Speakers nobody names keep the split they had; so do LibriSpeech readers (the alias target).
+    assert after["other:x"] == split_of["other:x"]
+    assert all(after[f"librispeech:{n}"] == split_of[f"librispeech:{n}"] for n in range(9, 40))
+
+
+def test_split_settings_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "build.toml"
+    for text, expected in [
+        ('[splits]\nfolow = "x.csv"\n', "splits.folow: unknown setting"),
+        ('[splits]\nfollow = "missing.csv"\n', "splits.follow: expected a readable CSV"),
+        ('[splits]\nspeaker_aliases = ["libri"]\n', "expected lists of two or more"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=expected):
+            load_config(path)
+    (tmp_path / "s.csv").write_text("speaker,split\nvctk:p1,test\n")
+    path.write_text('[splits]\nfollow = "s.csv"\n')
+    with pytest.raises(ConfigError, match=r"s.csv:2: expected columns speaker and split"):
+        load_config(path)
+
+
 def test_rule_3_refuses_non_english_asterisk_packages_only() -> None:
     refusal = asterisk_refusal("asterisk-core-sounds-fr-gsm", "debian:asterisk-core-sounds-fr-gsm")
     assert refusal is not None and refusal.startswith("rule 3")

@@ -1,9 +1,11 @@
-"""The build settings (``corpus/build.toml``): seed, clip lengths, caps, dev share, thresholds."""
+"""The build settings (``corpus/build.toml``): seed, clip lengths, caps, dev share, thresholds,
+and which speakers' splits are fixed by another corpus trained alongside."""
 
 from __future__ import annotations
 
+import csv
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,16 @@ class BuildConfig:
     rms_dbfs: float = -60.0
     threshold: float = 0.85
     near_min_s: float = 2.0
+    # Bona fide speakers whose split another corpus fixes (speaker key, split), and groups of
+    # speaker-key prefixes that number one set of people (LibriTTS is cut from LibriSpeech).
+    follow_splits: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    speaker_aliases: tuple[tuple[str, ...], ...] = ()
 
     def describe(self) -> str:
-        return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+        return ", ".join(
+            f"{f.name}={len(self.follow_splits) if f.name == 'follow_splits' else getattr(self, f.name)}"
+            for f in fields(self)
+        )
 
 
 def load_config(path: Path | None) -> BuildConfig:
@@ -46,6 +55,7 @@ def load_config(path: Path | None) -> BuildConfig:
         raise CardError(f"{path}: expected a readable build.toml, found {exc}") from exc
     values: dict[str, Any] = {}
     problems: list[str] = []
+    splits: dict[str, Any] = {}
     for key, value in data.items():
         if key in _TABLES and isinstance(value, dict):
             for sub, sub_value in value.items():
@@ -55,10 +65,11 @@ def load_config(path: Path | None) -> BuildConfig:
                     values["near_min_s" if (key, sub) == ("near_duplicates", "min_s") else sub] = sub_value
         elif key in ("seed", "dev_share"):
             values[key] = value
+        elif key == "splits" and isinstance(value, dict):
+            splits.update(value)
         else:
-            problems.append(
-                f"{path}: {key}: unknown setting; expected seed, dev_share or [{'], ['.join(_TABLES)}]"
-            )
+            tables = "], [".join([*_TABLES, "splits"])
+            problems.append(f"{path}: {key}: unknown setting; expected seed, dev_share or [{tables}]")
     defaults = BuildConfig()
     for name, value in values.items():
         want = type(getattr(defaults, name))
@@ -72,6 +83,7 @@ def load_config(path: Path | None) -> BuildConfig:
     typed: dict[str, Any] = {
         k: (float(v) if isinstance(getattr(defaults, k), float) else v) for k, v in values.items()
     }
+    typed.update(_split_settings(path, splits))
     config = BuildConfig(**typed)
     if not problems:
         if not 0.0 <= config.dev_share < 1.0:
@@ -85,3 +97,39 @@ def load_config(path: Path | None) -> BuildConfig:
     if problems:
         raise CardError("\n".join(problems))
     return config
+
+
+def _split_settings(path: Path, splits: dict[str, Any]) -> dict[str, Any]:
+    """``[splits]``: ``follow`` (a CSV of ``speaker,split`` beside build.toml) and
+    ``speaker_aliases`` (lists of speaker-key prefixes naming the same people)."""
+    out: dict[str, Any] = {}
+    unknown = sorted(set(splits) - {"follow", "speaker_aliases"})
+    if unknown:
+        raise CardError(f"{path}: splits.{unknown[0]}: unknown setting; expected follow or speaker_aliases")
+    aliases = splits.get("speaker_aliases", [])
+    if not isinstance(aliases, list) or not all(
+        isinstance(g, list) and len(g) >= 2 and all(isinstance(x, str) and x for x in g) for g in aliases
+    ):
+        raise CardError(f"{path}: splits.speaker_aliases: expected lists of two or more key prefixes")
+    out["speaker_aliases"] = tuple(tuple(g) for g in aliases)
+    follow = splits.get("follow")
+    if follow is None:
+        return out
+    if not isinstance(follow, str):
+        raise CardError(f"{path}: splits.follow: expected a CSV file name, found {follow!r}")
+    table = path.parent / follow
+    try:
+        with table.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise CardError(f"{path}: splits.follow: expected a readable CSV, found {exc}") from exc
+    pairs: list[tuple[str, str]] = []
+    for n, row in enumerate(rows, start=2):
+        speaker, split = (row.get("speaker") or "").strip(), (row.get("split") or "").strip()
+        if not speaker or split not in ("train", "dev"):
+            raise CardError(
+                f"{table}:{n}: expected columns speaker and split (train or dev), found {dict(row)!r}"
+            )
+        pairs.append((speaker, split))
+    out["follow_splits"] = tuple(pairs)
+    return out

@@ -85,7 +85,33 @@ def apply_caps(pieces: Sequence[Piece], config: BuildConfig) -> tuple[list[Piece
     return sorted(kept, key=lambda p: p.order), dropped
 
 
+def split_speaker(speaker: str, aliases: Sequence[Sequence[str]]) -> str:
+    """The key a speaker's split is decided by: the first name of the alias group that holds
+    the whole key (``lj`` and ``ljspeech:LJ``), or that holds its prefix, with the rest kept
+    (``libritts:1089`` and ``librispeech:1089`` are one reader)."""
+    prefix, sep, rest = speaker.partition(":")
+    for group in aliases:
+        if speaker in group:
+            return group[0]
+        if sep and prefix in group:
+            return f"{group[0]}:{rest}"
+    return speaker
+
+
 def assign_splits(pieces: Sequence[Piece], config: BuildConfig) -> None:
-    """dev for the groups (family / speaker) whose stable hash falls under ``dev_share``."""
+    """dev for the groups (family / speaker) whose stable hash falls under ``dev_share``; a bona
+    fide speaker that ``config.follow_splits`` names (after aliasing) takes that split instead,
+    dev where it names both, so no one speaks in one corpus's dev and the other's train."""
+    fixed: dict[str, str] = {}
+    for speaker, split in config.follow_splits:
+        key = split_speaker(speaker, config.speaker_aliases)
+        fixed[key] = "dev" if "dev" in (split, fixed.get(key)) else split
     for p in pieces:
-        p.split = "dev" if stable_fraction(config.seed, f"group:{p.group}") < config.dev_share else "train"
+        if p.labels.label == "spoof":
+            key = p.group
+        else:
+            key = split_speaker(p.group, config.speaker_aliases)
+            if key in fixed:
+                p.split = fixed[key]
+                continue
+        p.split = "dev" if stable_fraction(config.seed, f"group:{key}") < config.dev_share else "train"
