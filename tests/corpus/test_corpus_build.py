@@ -397,3 +397,67 @@ def test_stats_prints_the_datasheet(built: dict[str, object]) -> None:
     out = io.StringIO()
     assert main(["corpus", "stats", str(built["root"] / "out1" / "manifest.csv")], out=out) == 0  # type: ignore[operator]
     assert out.getvalue() == (built["root"] / "out1" / "DATASHEET.md").read_text()  # type: ignore[operator]
+
+
+PAD_CARD = """
+id = "pad"
+title = "Recordings padded with digital zeros"
+include = ["*.wav"]
+
+[origin]
+type = "dir"
+key = "local:padded"
+licence = "CC0-1.0"
+
+[[rules]]
+regex = '^trim_(?P<n>\\d)\\.wav$'
+label = "bonafide"
+speaker = "pad:{n}"
+trim_zeros = true
+evidence = "recorded by the test, padded with zeros by its origin"
+
+[[rules]]
+glob = "keep.wav"
+label = "bonafide"
+speaker = "pad:keep"
+evidence = "the same padding, left as it is"
+"""
+
+
+def test_trim_zeros_cuts_exact_zero_padding_before_the_pieces(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    def padded(seed: int) -> np.ndarray:
+        speech = babble(seed, 12.0)
+        speech[np.abs(speech) < 1e-4] = 1e-3  # no exact zero inside the speech itself
+        return np.concatenate([np.zeros(1600, np.float32), speech, np.zeros(800, np.float32)])
+
+    origin = tmp_path / "padded"
+    origin.mkdir()
+    (origin / "trim_1.wav").write_bytes(wav_bytes(padded(40), 16000))
+    (origin / "keep.wav").write_bytes(wav_bytes(padded(42), 16000))
+    short = np.concatenate([np.zeros(16000, np.float32), babble(41, 0.6), np.zeros(16000, np.float32)])
+    (origin / "trim_2.wav").write_bytes(wav_bytes(short, 16000))  # 2.6 s padded, 0.6 s of speech
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "pad.toml").write_text(PAD_CARD)
+    buffer = io.StringIO()
+    out, cache = str(tmp_path / "out"), str(tmp_path / "cache")
+    args = ["corpus", "build", "--cards", str(cards), "--origin", f"pad={origin}", "--no-reserved"]
+    code = main([*args, "--out", out, "--cache", cache], out=buffer)
+    assert code == 0, buffer.getvalue()
+    with (tmp_path / "out" / "manifest.csv").open(newline="") as handle:
+        rows = {(r["staging_file"], float(r["seg_start_s"])): r for r in csv.DictReader(handle)}
+    # Trimmed: pieces count from the first non-zero sample (0.1 s), offsets from the original file.
+    assert sorted(k for k in rows if k[0] == "trim_1.wav") == [("trim_1.wav", 0.1), ("trim_1.wav", 10.1)]
+    assert float(rows["trim_1.wav", 10.1]["duration_s"]) == pytest.approx(2.0)
+    first = sf.read(tmp_path / "out" / rows["trim_1.wav", 0.1]["path"], dtype="int16")[0]
+    last = sf.read(tmp_path / "out" / rows["trim_1.wav", 10.1]["path"], dtype="int16")[0]
+    assert first[0] != 0 and last[-1] != 0
+    # Left as it is without the flag: the zeros stay in the first piece, the tail in the last.
+    assert sorted(k for k in rows if k[0] == "keep.wav") == [("keep.wav", 0.0), ("keep.wav", 10.0)]
+    assert float(rows["keep.wav", 10.0]["duration_s"]) == pytest.approx(2.15)
+    with (tmp_path / "out" / "skips.csv").open(newline="") as handle:
+        skips = list(csv.DictReader(handle))
+    assert [(s["path"], s["reason"]) for s in skips] == [("trim_2.wav", "too short")]
+    assert "after trimming digital zeros" in skips[0]["detail"]

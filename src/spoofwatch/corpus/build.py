@@ -20,7 +20,7 @@ from pathlib import Path
 import soundfile as sf
 
 from spoofwatch.corpus.cards import Card, Labels, fill_check
-from spoofwatch.corpus.clips import piece_bounds, silence_reason
+from spoofwatch.corpus.clips import nonzero_span, piece_bounds, silence_reason
 from spoofwatch.corpus.config import BuildConfig
 from spoofwatch.corpus.datasheet import datasheet
 from spoofwatch.corpus.decode import SAMPLE_RATE, DecodeCache, Decoded
@@ -241,21 +241,23 @@ class _CardPass:
 
     def _cut(self, path: str, labels: Labels, origin: str, sha1: str, decoded: Decoded) -> None:
         config = self.config
-        if decoded.duration_s < config.min_s:
-            self.skip(path, "too short", f"{decoded.duration_s:.2f} s < {config.min_s:g} s")
+        first, end = nonzero_span(decoded.pcm) if labels.trim_zeros else (0, len(decoded.pcm))
+        pcm = decoded.pcm[first:end]
+        if len(pcm) < config.min_s * SAMPLE_RATE:
+            trimmed = " after trimming digital zeros" if labels.trim_zeros else ""
+            self.skip(path, "too short", f"{len(pcm) / SAMPLE_RATE:.2f} s{trimmed} < {config.min_s:g} s")
             return
-        silent = silence_reason(decoded.pcm, config)
+        silent = silence_reason(pcm, config)
         if silent:
             self.skip(path, "silent", silent, decoded.duration_s)
             return
-        bounds = piece_bounds(len(decoded.pcm), config, labels.max_pieces)
+        bounds = piece_bounds(len(pcm), config, labels.max_pieces)
         used = bounds[-1][1] if bounds else 0
         limit = labels.max_pieces or config.max_pieces
-        if len(bounds) == limit and len(decoded.pcm) - used >= config.min_last_s * SAMPLE_RATE:
-            self.skip(
-                path, "beyond max_pieces", f"after {limit} pieces", (len(decoded.pcm) - used) / SAMPLE_RATE
-            )
-        for start, stop in bounds:
+        if len(bounds) == limit and len(pcm) - used >= config.min_last_s * SAMPLE_RATE:
+            self.skip(path, "beyond max_pieces", f"after {limit} pieces", (len(pcm) - used) / SAMPLE_RATE)
+        for piece_start, piece_stop in bounds:
+            start, stop = first + piece_start, first + piece_stop
             segment = decoded.pcm[start:stop]
             silent = silence_reason(segment, config)
             if silent:

@@ -78,7 +78,16 @@ STRING_RULE_FIELDS = (
     "lang",
     "corpus",
 )
-RULE_FIELDS = (*STRING_RULE_FIELDS, "year", "zero_shot", "streaming", "tags", "max_pieces", "skip")
+RULE_FIELDS = (
+    *STRING_RULE_FIELDS,
+    "year",
+    "zero_shot",
+    "streaming",
+    "tags",
+    "max_pieces",
+    "trim_zeros",
+    "skip",
+)
 MATCH_FIELDS = ("glob", "regex")
 SPOOF_REQUIRED = ("system", "generator", "family", "kind", "year")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -135,6 +144,9 @@ class Labels:
     max_pieces: int | None
     skip: bool
     rule: int
+    # Cut runs of exact digital zero from the file's start and end before cutting pieces: an
+    # origin that pads its recordings so (one class only) would teach a shortcut.
+    trim_zeros: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +180,7 @@ class Rule:
             max_pieces=int(v["max_pieces"]) if "max_pieces" in v else None,
             skip=bool(v.get("skip", False)),
             rule=self.index,
+            trim_zeros=bool(v.get("trim_zeros", False)),
         )
 
 
@@ -479,7 +492,7 @@ def _check_rule_values(
         problems.add(f"{where}.skip", f"expected true or false, found {skip!r}")
     if not isinstance(v.get("evidence"), str) or not v.get("evidence", "").strip():
         problems.add(f"{where}.evidence", "expected what the label rests on (or, with skip, the reason)")
-    for name in ("zero_shot", "streaming"):
+    for name in ("zero_shot", "streaming", "trim_zeros"):
         if name in v and not isinstance(v[name], bool):
             problems.add(f"{where}.{name}", f"expected true or false, found {v[name]!r}")
     if "max_pieces" in v and (

@@ -38,3 +38,12 @@ def silence_reason(pcm: NDArray[np.int16], config: BuildConfig) -> str | None:
     if rms < config.rms_dbfs:
         return f"very low energy (RMS {rms:.1f} dBFS < {config.rms_dbfs:g})"
     return None
+
+
+def nonzero_span(pcm: NDArray[np.int16]) -> tuple[int, int]:
+    """``(first, stop)``: the samples from the first to the last that is not exactly zero
+    (``(0, 0)`` for an all-zero file)."""
+    nonzero = np.flatnonzero(pcm)
+    if len(nonzero) == 0:
+        return 0, 0
+    return int(nonzero[0]), int(nonzero[-1]) + 1
