@@ -38,7 +38,8 @@ measured, and rejected: as few false alarms, but short holes cost so many window
 spoofs are missed); ``quiet-55`` is ``no-cn`` plus runs of 20 ms frames at or below
 -55 dBFS RMS, whatever their spectrum, treated as gaps (measured, and rejected: it
 removes comfort noise but splices out natural pauses too; measured before comfort noise
-was always spliced). A
+was always spliced); ``quiet-45`` is the default with the spectrum test off
+(``quiet_min_flatness`` 0: every quiet run at or below -45 dBFS is comfort noise, spliced). A
 clip alarms when its stream raises any alarm; ``filler win`` counts scored windows with
 more than 0.1 s of a hole's content (zeros, concealment, comfort noise) inside their
 audio.
@@ -97,6 +98,7 @@ POLICIES: dict[str, tuple[StreamConfig, bool]] = {
     "no-cn": (StreamConfig(quiet_level_dbfs=-120.0), True),
     "after": (StreamConfig(), True),
     "quiet-55": (StreamConfig(quiet_level_dbfs=-55.0, quiet_min_flatness=0.0), True),
+    "quiet-45": (StreamConfig(quiet_min_flatness=0.0), True),
     "restart": (StreamConfig(gap_tolerance_s=0.1, quiet_level_dbfs=-120.0), True),
 }
 
