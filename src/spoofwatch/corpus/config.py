@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ class BuildConfig:
     threshold: float = 0.85
     near_min_s: float = 2.0
     # Bona fide speakers whose split another corpus fixes (speaker key, split), and groups of
-    # speaker-key prefixes that number one set of people (LibriTTS is cut from LibriSpeech).
-    follow_splits: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    # names (whole keys or key prefixes) for one set of people (LibriTTS is cut from LibriSpeech).
+    follow_splits: tuple[tuple[str, str], ...] = ()
     speaker_aliases: tuple[tuple[str, ...], ...] = ()
 
     def describe(self) -> str:
@@ -101,7 +101,7 @@ def load_config(path: Path | None) -> BuildConfig:
 
 def _split_settings(path: Path, splits: dict[str, Any]) -> dict[str, Any]:
     """``[splits]``: ``follow`` (a CSV of ``speaker,split`` beside build.toml) and
-    ``speaker_aliases`` (lists of speaker-key prefixes naming the same people)."""
+    ``speaker_aliases`` (lists of whole speaker keys or key prefixes naming the same people)."""
     out: dict[str, Any] = {}
     unknown = sorted(set(splits) - {"follow", "speaker_aliases"})
     if unknown:
@@ -110,7 +110,7 @@ def _split_settings(path: Path, splits: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(aliases, list) or not all(
         isinstance(g, list) and len(g) >= 2 and all(isinstance(x, str) and x for x in g) for g in aliases
     ):
-        raise CardError(f"{path}: splits.speaker_aliases: expected lists of two or more key prefixes")
+        raise CardError(f"{path}: splits.speaker_aliases: expected lists of two or more keys or key prefixes")
     out["speaker_aliases"] = tuple(tuple(g) for g in aliases)
     follow = splits.get("follow")
     if follow is None:
