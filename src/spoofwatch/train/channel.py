@@ -79,16 +79,28 @@ def augmented_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np
     return augmented_gaps_channel(samples, sample_rate)
 
 
+def _telephone_filled(
+    samples: NDArray[np.float32], sample_rate: int, fillers: tuple[str, ...]
+) -> NDArray[np.float32]:
+    """The G.711 call path with one of ``fillers`` (``concealment.FILLERS``) drawn for every
+    clip, seeded by its samples, made at 8 kHz after the codec."""
+    from spoofwatch.train.concealment import gaps_seed, with_gaps
+
+    rng = np.random.default_rng(gaps_seed(samples))
+    return telephone_mulaw(
+        samples, sample_rate, lambda coded: with_gaps(coded, 8000, rng, p=1.0, fillers=fillers)[0]
+    )
+
+
 def telephone_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
     """The G.711 call path with one call-path filler on every clip, made at 8 kHz after the
     codec as a gateway or jitter buffer makes it (DTX comfort noise half the time, concealed
     packet loss or digital silence a quarter each; ``concealment.py``), then back to the
     model rate. ``augmented-gaps`` puts its fillers after a random chain that is G.711 only
     now and then, so comfort noise in a phone call's pauses was rarely seen in training."""
-    from spoofwatch.train.concealment import gaps_seed, with_gaps
+    from spoofwatch.train.concealment import DRAWN_FILLERS
 
-    rng = np.random.default_rng(gaps_seed(samples))
-    return telephone_mulaw(samples, sample_rate, lambda coded: with_gaps(coded, 8000, rng, p=1.0)[0])
+    return _telephone_filled(samples, sample_rate, DRAWN_FILLERS)
 
 
 def telephone_sid_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
@@ -96,12 +108,9 @@ def telephone_sid_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArra
     spectral envelope (``concealment.dtx_sid``), as an RFC 3389 decoder makes it from the
     silence descriptors: coloured like the pause, so the comfort-noise rule (which splices
     only flat noise) leaves it in the scored audio (issue 33)."""
-    from spoofwatch.train.concealment import SID_FILLERS, gaps_seed, with_gaps
+    from spoofwatch.train.concealment import SID_FILLERS
 
-    rng = np.random.default_rng(gaps_seed(samples))
-    return telephone_mulaw(
-        samples, sample_rate, lambda coded: with_gaps(coded, 8000, rng, p=1.0, fillers=SID_FILLERS)[0]
-    )
+    return _telephone_filled(samples, sample_rate, SID_FILLERS)
 
 
 CHANNELS: dict[str, Channel] = {
