@@ -5,9 +5,7 @@ the fusion rule is neutral on a system fused with itself."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,19 +15,13 @@ import pytest
 import soundfile as sf
 import torch
 
+from research_kit import research_script
 from spoofwatch.model.level import active_level_gain, normalise_level
-
-SCRIPT = Path(__file__).resolve().parents[2] / "research" / "cnn_lofo.py"
 
 
 @pytest.fixture(scope="module")
 def cnn() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("cnn_lofo", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cnn_lofo"] = module
-    spec.loader.exec_module(module)
-    return module
+    return research_script("cnn_lofo")
 
 
 def _voice(rng: np.random.Generator, seconds: float, f0: float, noise: float) -> np.ndarray:

@@ -4,28 +4,20 @@ leaving the rest of the (already mu-law) call as it was."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
+from research_kit import research_script
 from spoofwatch.audio.pcm import mulaw_decode, mulaw_encode
 
-SCRIPT = Path(__file__).resolve().parents[2] / "research" / "gap_false_alarms.py"
 SR = 8000
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gap_false_alarms", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return research_script("gap_false_alarms")
 
 
 def talk_pause_talk() -> np.ndarray:

@@ -3,18 +3,14 @@ even) and makes relative paths absolute against the manifest's folder."""
 
 from __future__ import annotations
 
-import importlib.util
 import zlib
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "research" / "half_manifest.py"
+from research_kit import research_script
 
 
 def test_the_half_is_fixed_and_its_paths_absolute(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("half_manifest", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = research_script("half_manifest")
     rows = [{"utt_id": f"clip-{i}", "path": f"audio/clip-{i}.flac"} for i in range(200)]
     rows.append({"utt_id": "abs", "path": "/elsewhere/abs.flac"})
     kept = module.half(rows, tmp_path)

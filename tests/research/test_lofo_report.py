@@ -4,12 +4,11 @@ of each bona fide tag flagged at the pooled EER threshold, clips shorter than --
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "research" / "lofo_report.py"
+from research_kit import research_script
 
 
 def write(path: Path, rows: list[dict[str, str]]) -> Path:
@@ -21,10 +20,7 @@ def write(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def test_flagged_shares_per_tag(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("lofo_report", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = research_script("lofo_report")
     clips = [  # utt_id, label, score (higher = more genuine), tags, corpus, seconds
         ("b1", "bonafide", 3.0, "telephone", "calls", 5),
         ("b2", "bonafide", 2.0, "telephone", "calls", 5),

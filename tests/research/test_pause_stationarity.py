@@ -3,27 +3,20 @@ colour (what a comfort-noise decoder makes), well above for a pause that changes
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-SCRIPT = Path(__file__).resolve().parents[2] / "research" / "pause_stationarity.py"
+from research_kit import research_script
+
 SR = 8000
 
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pause_stationarity", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pause_stationarity"] = module
-    spec.loader.exec_module(module)
-    return module
+    return research_script("pause_stationarity")
 
 
 def test_stationary_noise_white_or_coloured_scores_near_one(script: ModuleType) -> None:
