@@ -361,6 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
         "test, since each fold trains on less); per-cell figures are reported as before (default 0: "
         "one fold per cell)",
     )
+    lo.add_argument(
+        "--fold-deal",
+        type=int,
+        default=0,
+        metavar="SEED",
+        help="with --fold-partitions: 0 deals the largest cells first (default); SEED >= 1 deals "
+        "them in an order drawn from SEED. The partitions hold different cells out together, so "
+        "a figure moves with the deal: run several to see by how much",
+    )
     lo.add_argument("--layers", default="0,1,2,3", help="comma-separated hidden states")
     lo.add_argument("--C", type=float, default=0.01, help="inverse L2 strength of the logistic head")
     lo.add_argument(
@@ -993,7 +1002,9 @@ def _loso_results(args: argparse.Namespace, added: Sequence[tuple[list[Any], Seq
 
     mlp = mlp_options(args)  # before hours of extraction
     items = at_least(_loso_items(args), args.min_s, "--min-s")
-    scheme = FoldScheme(args.fold_by, args.bonafide_fold_by, tuple(args.fold_group), args.fold_partitions)
+    scheme = FoldScheme(
+        args.fold_by, args.bonafide_fold_by, tuple(args.fold_group), args.fold_partitions, args.fold_deal
+    )
     scheme.check(items)  # before hours of extraction
     test_channels = _channel_list(args.test_channel)
     if not test_channels:
@@ -1052,6 +1063,7 @@ def cmd_loso(args: argparse.Namespace, out: TextIO) -> int:
         "extra_channels": extra_channels if extra_items else None,
         "fold_groups": args.fold_group,
         "fold_partitions": args.fold_partitions,
+        "fold_deal": args.fold_deal,
         "source_cap": args.source_cap,
         "balance_by": args.balance_by,
         "min_s": args.min_s,

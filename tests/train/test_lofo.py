@@ -204,6 +204,31 @@ def test_partition_folds_deal_largest_first_into_balanced_deterministic_folds() 
         FoldScheme("family", "source", partitions=1).check(_items())
 
 
+def test_a_seeded_deal_holds_other_cells_out_together_and_stays_balanced() -> None:
+    keys = [f"spoof:f{i:02d}" for i in range(40) for _ in range(1 + i % 5)]
+    keys += [f"bonafide:s{i:02d}" for i in range(12) for _ in range(3)]
+    default = partition_folds(keys, 4)
+    assert partition_folds(keys, 4, deal=0) == default
+    deals = [partition_folds(keys, 4, deal=n) for n in (1, 2)]
+    assert deals[0] == partition_folds(list(reversed(keys)), 4, deal=1)  # deterministic per seed
+    assert deals[0] != default and deals[1] != default and deals[0] != deals[1]
+    for mapping in (default, *deals):
+        assert sorted(mapping) == sorted(set(keys))  # every cell dealt once
+        for kind in ("spoof:", "bonafide:"):
+            sizes = {
+                fold: sum(keys.count(k) for k in mapping if k.startswith(kind) and mapping[k] == fold)
+                for fold in set(mapping.values())
+            }
+            assert len(sizes) == 4 and max(sizes.values()) - min(sizes.values()) <= 5  # a cell's size at most
+
+
+def test_a_deal_needs_partitions_and_a_seed_of_at_least_one() -> None:
+    with pytest.raises(DataError, match=r"fold deal: expected 0, or a seed >= 1 .* found deal 2 with 0"):
+        FoldScheme("family", "source", deal=2).check(_items())
+    with pytest.raises(DataError, match="found deal -1 with 4 partitions"):
+        FoldScheme("family", "source", partitions=4, deal=-1).check(_items())
+
+
 def test_by_source_the_scheme_is_leave_one_source_out() -> None:
     items = _items()
     scheme = FoldScheme()
@@ -362,6 +387,14 @@ def test_loso_command_holds_out_generators_over_several_manifests_and_channels(
     assert "--min-s 3: expected clips of both classes at least that long, found 0" in capsys.readouterr().err
     assert main([*base, "--fold-by", "generator", "--fold-partitions", "1"], io.StringIO()) != 0
     assert "fold partitions: expected 0" in capsys.readouterr().err
+    redealt = io.StringIO()
+    argv = [*base, "--fold-by", "generator", "--fold-partitions", "2", "--fold-deal", "3", "--json"]
+    assert main(argv, redealt) == 0
+    other = json.loads(redealt.getvalue().strip().splitlines()[-1])
+    assert other["fold_deal"] == 3 and partitioned["fold_deal"] == 0
+    assert set(other["folds"]) == set(clean["folds"])  # per cell as before, dealt otherwise
+    assert main([*base, "--fold-by", "generator", "--fold-deal", "3"], io.StringIO()) != 0
+    assert "fold deal: expected 0, or a seed >= 1 together with fold partitions" in capsys.readouterr().err
     assert main([*base[:3], "--manifest", str(first), *base[5:]], io.StringIO()) != 0
     assert "expected unique utt_id values across the manifests" in capsys.readouterr().err
 

@@ -106,6 +106,9 @@ class FoldScheme:
     # 0: one fold per cell. K > 0: the cells are dealt into K folds (``partition_folds``),
     # each cell still held out from the head that scores it, K fits instead of hundreds.
     partitions: int = 0
+    # With partitions: 0 deals the largest cells first (one fixed deal); n > 0 deals them
+    # in an order drawn from seed n, so a figure can be read over several deals.
+    deal: int = 0
 
     @property
     def separate(self) -> bool:
@@ -117,6 +120,11 @@ class FoldScheme:
         if self.partitions < 0 or self.partitions == 1:
             raise DataError(
                 f"fold partitions: expected 0 (one fold per cell) or at least 2, found {self.partitions}"
+            )
+        if self.deal < 0 or (self.deal and not self.partitions):
+            raise DataError(
+                f"fold deal: expected 0, or a seed >= 1 together with fold partitions, found deal "
+                f"{self.deal} with {self.partitions} partitions"
             )
         available = columns_of(items)
         for column in dict.fromkeys((self.spoof_by, self.bonafide_by)):
@@ -148,11 +156,13 @@ class FoldScheme:
         return own, f"bonafide:{_grouped(column_value(item, self.bonafide_by), self.fold_groups)}"
 
 
-def partition_folds(keys: Sequence[str], partitions: int) -> dict[str, str]:
+def partition_folds(keys: Sequence[str], partitions: int, deal: int = 0) -> dict[str, str]:
     """Each fold key mapped to one of ``partitions`` folds (``part-01``...), dealt greedily
-    largest first into the fold with the fewest clips so far (ties by name), so the folds
-    are about the same size; ``spoof:`` and ``bonafide:`` keys are dealt separately, so each
-    fold holds out some of both. Deterministic for the same keys."""
+    into the fold with the fewest clips so far (ties by number), so the folds are about the
+    same size; ``spoof:`` and ``bonafide:`` keys are dealt separately, so each fold holds
+    out some of both. ``deal`` 0 takes the keys largest first (ties by name); ``deal`` n > 0
+    in an order drawn from seed n, which holds other cells out together (the spread of a
+    figure over deals is how much it owes to the deal). Deterministic for the same keys."""
     if partitions < 2:
         raise DataError(f"fold partitions: expected at least 2, found {partitions}")
     counts: dict[str, int] = {}
@@ -168,7 +178,10 @@ def partition_folds(keys: Sequence[str], partitions: int) -> dict[str, str]:
                 f"found {len(mine)}"
             )
         sizes = [0] * partitions
-        for key in sorted(mine, key=lambda k: (-counts[k], k)):
+        order = sorted(mine, key=lambda k: (-counts[k], k))
+        if deal:
+            order = [order[i] for i in np.random.default_rng(deal).permutation(len(order))]
+        for key in order:
             target = min(range(partitions), key=lambda i: (sizes[i], i))
             sizes[target] += counts[key]
             mapping[key] = f"part-{target + 1:02d}"
@@ -248,7 +261,9 @@ def leave_one_fold_out(
         raise DataError(f"leave-one-out needs at least 2 sources or families to hold out, found {names}")
     # What is held out together: each cell alone, or with partitions its fold of cells.
     held_as: dict[str, str] = (
-        partition_folds(keys.tolist(), scheme.partitions) if scheme.partitions else {n: n for n in names}
+        partition_folds(keys.tolist(), scheme.partitions, scheme.deal)
+        if scheme.partitions
+        else {n: n for n in names}
     )
 
     def hold(cells: NDArray[np.str_]) -> NDArray[np.str_]:
