@@ -42,6 +42,8 @@ ANNOTATION = re.compile(r"[\[{(][^\]})]*[\]})]")
 
 def mulaw_wav(payload: bytes, sample_rate: int = 8000) -> bytes:
     """``payload`` (mu-law bytes) behind a RIFF/WAVE header with a 16-byte fmt chunk."""
+    # By hand: ``wave`` writes PCM only, and soundfile would decode and re-encode the samples
+    # and add a fact chunk, changing the bytes whose SHA-1s the lock file holds.
     fmt = struct.pack("<HHIIHH", 7, 1, sample_rate, sample_rate, 1, 8)
     pad = b"\0" if len(payload) % 2 else b""
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
