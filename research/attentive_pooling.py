@@ -199,6 +199,12 @@ def main() -> None:
     ap.add_argument("--arms", default="exact,grouped,attentive")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "spoofwatch-exp")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: only every n-th clip")
+    ap.add_argument(
+        "--deal",
+        type=int,
+        default=0,
+        help="as loso --fold-deal: 0 deals the largest cells first; n > 0 in an order drawn from seed n",
+    )
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
@@ -207,7 +213,7 @@ def main() -> None:
         items = items[:: args.limit]
     scheme = FoldScheme("family", "source", (), args.partitions)
     keys = [scheme.key(it) for it in items]
-    fold_of = partition_folds(keys, args.partitions)
+    fold_of = partition_folds(keys, args.partitions, args.deal)
     item_fold = np.array([fold_of[k] for k in keys])
     labels = np.array([it.label == "bonafide" for it in items], dtype=np.int64)
     durations = np.array([item_duration_s(it) for it in items])
