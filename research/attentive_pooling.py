@@ -200,6 +200,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "spoofwatch-exp")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: only every n-th clip")
     ap.add_argument(
+        "--scores-out", type=Path, help="per clip: utt_id, label, arm, channel, score (genuine high)"
+    )
+    ap.add_argument(
         "--deal",
         type=int,
         default=0,
@@ -218,6 +221,7 @@ def main() -> None:
     labels = np.array([it.label == "bonafide" for it in items], dtype=np.int64)
     durations = np.array([item_duration_s(it) for it in items])
     data = {c: extract(items, c, args.cache) for c in CHANNELS}
+    written: list[str] = []
     for arm in args.arms.split(","):
         start = time.monotonic()
         mode = {"exact": "pooled", "grouped": "mean", "attentive": "attentive"}[arm]
@@ -242,12 +246,17 @@ def main() -> None:
                 np.bincount(index, minlength=len(items)), 1
             )
             scored = np.bincount(index, minlength=len(items)) > 0
+            written += [
+                f"{items[i].utt_id},{items[i].label},{arm},{c},{clip[i]:.6f}" for i in np.flatnonzero(scored)
+            ]
             row = []
             for min_s in (2.0, 4.0):
                 sel = scored & (durations >= min_s)
                 eer, _ = compute_eer(clip[sel & (labels == 1)], clip[sel & (labels == 0)])
                 row.append(f">= {min_s:g} s {eer:.2%} ({int(sel.sum())} clips)")
             print(f"RESULT {arm:>9} test {c:>9}: " + "  ".join(row), flush=True)
+    if args.scores_out:
+        args.scores_out.write_text("utt_id,label,arm,channel,score\n" + "".join(f"{w}\n" for w in written))
 
 
 if __name__ == "__main__":

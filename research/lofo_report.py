@@ -3,7 +3,9 @@ manifests say of each clip: pooled EER per channel, and per spoof ``kind``, ``ye
 and zero-shot flag (each group's spoofs against every held-out bona fide clip), and per bona
 fide tag (each tag's bona fide clips against every held-out spoof), with the share of the
 tag's clips flagged at the pooled EER threshold; "read English" groups the bona fide clips
-whose ``corpus`` is one of READ_ENGLISH (demo pages' ground truth). EER as the ASVspoof
+whose ``corpus`` is one of READ_ENGLISH (demo pages' ground truth); ``rate`` groups both
+classes by the original file's sample rate (``orig_sr``: 8 kHz or less, 16 kHz, above), where
+narrowband originals of one class only would be a shortcut. EER as the ASVspoof
 evaluation package computes it (``spoofwatch.train.metrics.compute_eer``).
 
     python research/lofo_report.py --scores lofo.csv --manifest BUILT/manifest.csv \\
@@ -29,6 +31,14 @@ def year_band(year: str) -> str:
     if not year.isdigit():
         return "unknown"
     return "2023 or later" if int(year) >= 2023 else "before 2023"
+
+
+def rate_band(orig_sr: str) -> str:
+    """The original sample rate's band: a narrowband (telephone, radio) original or not."""
+    if not orig_sr.isdigit():
+        return "unknown"
+    rate = int(orig_sr)
+    return "<= 8 kHz" if rate <= 8000 else "16 kHz" if rate <= 16000 else "> 16 kHz"
 
 
 def report(scores: Path, manifests: list[Path], min_s: float = 0.0) -> dict[str, dict[str, dict[str, float]]]:
@@ -63,6 +73,7 @@ def report(scores: Path, manifests: list[Path], min_s: float = 0.0) -> dict[str,
                 groups["zero-shot"].append(score)
             if m.get("streaming") == "true":
                 groups["streaming"].append(score)
+            groups[f"rate:{rate_band(m.get('orig_sr', ''))}"].append(score)
         for name, values in sorted(groups.items()):
             section[name] = {"eer": compute_eer(bona, np.array(values))[0], "spoof": len(values)}
         tagged: dict[str, list[float]] = defaultdict(list)
@@ -74,6 +85,7 @@ def report(scores: Path, manifests: list[Path], min_s: float = 0.0) -> dict[str,
                 tagged[f"bonafide:{tag}"].append(float(r["score"]))
             if any(name in m.get("corpus", "") for name in READ_ENGLISH):
                 tagged["bonafide:read English (demo pages)"].append(float(r["score"]))
+            tagged[f"bonafide rate:{rate_band(m.get('orig_sr', ''))}"].append(float(r["score"]))
         for name, values in sorted(tagged.items()):
             held = np.array(values)
             section[name] = {
