@@ -25,8 +25,9 @@ never saw its family or source; a clip's score is its windows' mean; EER as ASVs
     PYTHONPATH=src python research/attentive_pooling.py \\
         --manifest /tmp/half/manifest.csv --manifest /tmp/half/dev-families.csv
 
-About 25 minutes of extraction per channel on 2 cores for that half (22,000 windows), 6 GB
-of frame features on disk, then about 40 minutes of fitting.
+About 11 minutes of extraction per channel on 2 idle cores for that half (13,876 clips of
+at least 2 s), 6 GB of frame features on disk, then about 40 minutes of fitting for the three
+arms (the ``exact`` arm alone: under a minute).
 """
 
 from __future__ import annotations
@@ -242,10 +243,9 @@ def main() -> None:
         del arrays
         for c in CHANNELS:
             index = data[c][2]
-            clip = np.bincount(index, scores[c], len(items)) / np.maximum(
-                np.bincount(index, minlength=len(items)), 1
-            )
-            scored = np.bincount(index, minlength=len(items)) > 0
+            windows = np.bincount(index, minlength=len(items))
+            clip = np.bincount(index, scores[c], len(items)) / np.maximum(windows, 1)
+            scored = windows > 0
             written += [
                 f"{items[i].utt_id},{items[i].label},{arm},{c},{clip[i]:.6f}" for i in np.flatnonzero(scored)
             ]

@@ -26,11 +26,9 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from gap_false_alarms import channel_audio  # the same clean and G.711 calls as that study
 from numpy.typing import NDArray
 
-from spoofwatch.audio.files import load_audio
-from spoofwatch.audio.pcm import mulaw_decode, mulaw_encode
-from spoofwatch.audio.resample import resample
 from spoofwatch.train.concealment import fill_matched_comfort_noise, pauses
 
 BLOCK = 5  # frames of 20 ms judged together
@@ -71,12 +69,8 @@ def main() -> None:
         ][:: args.every]
     found: dict[tuple[str, str], list[NDArray[np.float64]]] = {}
     for row in rows:
-        audio = load_audio(args.manifest.parent / row["path"]).samples
         for channel in ("clean", "g711"):
-            if channel == "clean":
-                x, sr = audio, 16000
-            else:
-                x, sr = mulaw_decode(mulaw_encode(np.clip(resample(audio, 16000, 8000), -1, 1))), 8000
+            x, sr = channel_audio(args.manifest.parent / row["path"], channel)
             spans = pauses(x, sr)
             found.setdefault((channel, "natural"), []).append(stationarity(x, sr, spans))
             for kind, order in (("matched", 10), ("level", 0)):
