@@ -100,16 +100,41 @@ def make(read: Callable[[str], bytes], out: Path) -> int:
         entries = json.loads(read("data.json"))["entries"]
     except (FileNotFoundError, KeyError, ValueError) as exc:
         sys.exit(f"ORIGIN: expected data.json with an 'entries' list, found {exc!r}")
-    names = {e["sessionNumber"]: e["transcription"] for e in entries if e["utteranceNumber"] == "000"}
+    try:
+        names = {e["sessionNumber"]: e["transcription"] for e in entries if e["utteranceNumber"] == "000"}
+    except (KeyError, TypeError) as exc:
+        sys.exit(
+            f"data.json: expected entries with sessionNumber, utteranceNumber and transcription: {exc!r}"
+        )
     written = 0
-    for entry in entries:
-        if entry["utteranceNumber"] == "000":
+    missing: list[str] = []
+    for number, entry in enumerate(entries):
+        try:
+            if entry["utteranceNumber"] == "000":
+                continue
+            speaker = speaker_key(entry["sessionNumber"], names.get(entry["sessionNumber"], ""))
+            target = out / "calls" / entry["phonetype"] / entry["dialect"] / speaker
+            name = Path(entry["fileName"]).stem + ".wav"
+            source = entry["filePath"]
+        except (KeyError, TypeError) as exc:
+            sys.exit(
+                f"data.json entry {number}: expected fileName, filePath, phonetype, dialect,"
+                f" sessionNumber and utteranceNumber: missing {exc}"
+            )
+        try:
+            payload = read(source)
+        except (FileNotFoundError, IsADirectoryError):
+            missing.append(source)
             continue
-        speaker = speaker_key(entry["sessionNumber"], names.get(entry["sessionNumber"], ""))
-        target = out / "calls" / entry["phonetype"] / entry["dialect"] / speaker
         target.mkdir(parents=True, exist_ok=True)
-        (target / (Path(entry["fileName"]).stem + ".wav")).write_bytes(mulaw_wav(read(entry["filePath"])))
+        (target / name).write_bytes(mulaw_wav(payload))
         written += 1
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        sys.exit(
+            f"ORIGIN: {len(missing)} file(s) that data.json lists are not in the origin"
+            f" (is it the card's commit?): {shown}; the folder written under {out} is incomplete"
+        )
     return written
 
 

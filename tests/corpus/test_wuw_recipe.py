@@ -107,6 +107,27 @@ def test_a_wrong_origin_is_named_not_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_listed_file_missing_from_the_origin_is_named(tmp_path: Path) -> None:
+    tree, _ = _origin(tmp_path)
+    (tree / "calls" / "00002" / "WUWII00002_006.ulaw").unlink()  # the unpacked tree only
+    result = _run(tree, tmp_path / "out")
+    assert result.returncode != 0
+    assert "1 file(s) that data.json lists are not in the origin" in result.stderr
+    assert "calls/00002/WUWII00002_006.ulaw" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_data_json_entry_is_named(tmp_path: Path) -> None:
+    tree, _ = _origin(tmp_path)
+    entries = json.loads((tree / "data.json").read_text())["entries"]
+    del entries[1]["filePath"]
+    (tree / "data.json").write_text(json.dumps({"entries": entries}))
+    result = _run(tree, tmp_path / "out")
+    assert result.returncode != 0
+    assert "data.json entry 1" in result.stderr and "filePath" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_the_card_names_this_recipe_and_its_commit() -> None:
     card = tomllib.loads((REPO / "corpus" / "cards" / "wuw-corpus-ii.toml").read_text())
     assert card["origin"]["type"] == "dir"
