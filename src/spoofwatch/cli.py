@@ -21,6 +21,7 @@ from spoofwatch.errors import ConfigError, DataError, SpoofwatchError
 from spoofwatch.learning.commands import LEARNING_COMMANDS, add_learning_parsers
 from spoofwatch.model.runtime_modes import BACKENDS, QUANTIZATION_MODES
 from spoofwatch.robustness.command import add_robustness_parser, cmd_robustness
+from spoofwatch.train.cache_command import add_cache_parser, cmd_cache
 
 if TYPE_CHECKING:
     from spoofwatch.config import EngineConfig
@@ -522,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_soak_arguments(sub.add_parser("soak", help="long run of many streams: memory growth, drops, lag"))
     _SUBPARSERS.update(add_learning_parsers(sub))
     _SUBPARSERS["robustness"] = add_robustness_parser(sub)
+    _SUBPARSERS["cache"] = add_cache_parser(sub)
 
     ls = sub.add_parser("listen", help="live microphone alert in the terminal")
     _add_server_options(ls)
@@ -1445,6 +1447,7 @@ COMMANDS = {
     "pool": cmd_pool,
     **LEARNING_COMMANDS,
     "robustness": cmd_robustness,
+    "cache": cmd_cache,
 }
 
 

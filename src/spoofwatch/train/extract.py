@@ -32,9 +32,10 @@ from spoofwatch.model.resynthesis.remake import StreamedRemake
 from spoofwatch.model.spectral import front_end_states, remake_of, spectral_block
 from spoofwatch.progress import progress as show_progress
 from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
+from spoofwatch.train.cache_usage import LAST_USED, mark_used
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem
-from spoofwatch.train.store import drop_resident, is_pack, open_pack, pack_path, write_pack
+from spoofwatch.train.store import PACK_META, drop_resident, is_pack, open_pack, pack_path, write_pack
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +284,8 @@ def extract(
     if not cache:
         return _extract_in_memory(items, encoder, window, channel, progress, level_dbfs)
     directory = cache_dir_for(encoder, window, channel, level_dbfs)
+    directory.mkdir(parents=True, exist_ok=True)
+    mark_used(directory / LAST_USED)  # `spoofwatch cache prune --unused-days` reads it
     entries, failed = ensure_cached(
         items, encoder, window, directory, channel=channel, progress=progress, level_dbfs=level_dbfs
     )
@@ -293,6 +296,7 @@ def extract(
         logger.info("packing %d items into %s", len(entries), target)
         write_pack(target, entries, (n_states, 2 * dim))
     pack = open_pack(target)
+    mark_used(target / PACK_META)
     return EmbeddingSet(
         items=tuple(items),
         features=pack.features,

@@ -30,7 +30,7 @@ PACK_FORMAT = 1
 STORE_DTYPE = np.float16
 _FEATURES = "features.npy"
 _INDEX = "index.npz"
-_META = "pack.json"
+PACK_META = "pack.json"
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def write_pack(target: Path, entries: Sequence[Path | None], feature_shape: tupl
     features.flush()
     del features
     np.savez(tmp / _INDEX, item_index=item_index, t_start=t_start)
-    (tmp / _META).write_text(json.dumps({"format": PACK_FORMAT, "windows": total, "items": len(entries)}))
+    (tmp / PACK_META).write_text(json.dumps({"format": PACK_FORMAT, "windows": total, "items": len(entries)}))
     try:
         os.replace(tmp, target)
     except OSError:  # another process wrote the same pack first
@@ -107,7 +107,7 @@ def open_pack(path: Path) -> Pack:
 
 
 def is_pack(path: Path) -> bool:
-    return all((path / name).is_file() for name in (_FEATURES, _INDEX, _META))
+    return all((path / name).is_file() for name in (_FEATURES, _INDEX, PACK_META))
 
 
 def drop_resident(array: NDArray[np.generic]) -> None:
