@@ -207,7 +207,7 @@ def plan_prune(
                 Removal(
                     extractor.path,
                     extractor.item_bytes + extractor.pack_bytes,
-                    f"extractor folder unused for {age:.0f} days ({extractor.items} items, packs included)",
+                    f"extractor folder unused for {age:.1f} days ({extractor.items} items, packs included)",
                 )
             )
             continue
@@ -216,7 +216,7 @@ def plan_prune(
                 plan.removals.append(Removal(pack.path, pack.bytes, "pack (remade from the per-item cache)"))
             elif cutoff is not None and pack.last_used < cutoff:
                 age = (clock - pack.last_used) / DAY_S
-                plan.removals.append(Removal(pack.path, pack.bytes, f"pack unused for {age:.0f} days"))
+                plan.removals.append(Removal(pack.path, pack.bytes, f"pack unused for {age:.1f} days"))
     return plan
 
 
