@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from spoofwatch.train.cache_usage import CacheUsage, carry_out, describe, human_bytes, plan_prune, survey
+if TYPE_CHECKING:  # the CLI registers this parser at start-up: numpy loads only when cache runs
+    from spoofwatch.train.cache_usage import CacheUsage
 
 
 def add_cache_parser(sub: Any) -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def add_cache_parser(sub: Any) -> argparse.ArgumentParser:
 
 def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
     from spoofwatch.model.encoders.weights import cache_root
+    from spoofwatch.train.cache_usage import carry_out, describe, human_bytes, plan_prune, survey
 
     root = Path(args.cache).expanduser() if args.cache else cache_root()
     usage = survey(root)
