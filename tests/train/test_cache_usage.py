@@ -25,7 +25,7 @@ from spoofwatch.train.cache_usage import DAY_S, LAST_USED, plan_prune, survey
 from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.extract import extract
 from spoofwatch.train.pipeline import encoder_spec
-from spoofwatch.train.store import PACK_META, pack_path, write_pack
+from spoofwatch.train.store import PACK_META, pack_path, temporary_of, temporary_pid, write_pack
 
 RATE = 16000
 
@@ -81,6 +81,14 @@ def test_the_survey_counts_items_packs_leftovers_and_other_entries(tmp_path: Pat
     assert by_name["recent-clean"].pack_bytes > 0
     assert sorted(x.path.name[:1] for x in usage.leftovers) == ["a", "c"]  # not the live one
     assert [(p.name, size) for p, size in usage.others] == [("whisper-base-weights", 1000)]
+
+
+def test_the_temporaries_writers_make_are_the_ones_prune_recognises(tmp_path: Path) -> None:
+    item, pack = tmp_path / f"{'a' * 40}.npz", tmp_path / "packs" / ("b" * 40)
+    assert temporary_of(item).name == f"{'a' * 40}.{os.getpid()}.tmp.npz"
+    assert temporary_of(pack).name == f"{'b' * 40}.{os.getpid()}.tmp"
+    assert temporary_pid(temporary_of(item).name) == temporary_pid(temporary_of(pack).name) == os.getpid()
+    assert temporary_pid(item.name) is None and temporary_pid(pack.name) is None
 
 
 def test_prune_plans_leftovers_always_packs_on_request_and_unused_folders_by_age(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -25,11 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spoofwatch.errors import ConfigError
-from spoofwatch.train.store import PACK_META
+from spoofwatch.train.store import PACK_META, temporary_pid
 
 LAST_USED = "last-used"
-_ITEM_TMP = re.compile(r"\.(\d+)\.tmp\.npz$")
-_PACK_TMP = re.compile(r"\.(\d+)\.tmp$")
 DAY_S = 86400.0
 
 
@@ -146,24 +143,24 @@ def _extractor(path: Path, leftovers: list[Leftover]) -> ExtractorUsage:
     for entry in os.scandir(path):
         if not entry.is_file():
             continue
-        tmp = _ITEM_TMP.search(entry.name)
-        size = entry.stat().st_size
-        if tmp is not None:
-            if not process_exists(int(tmp.group(1))):
-                leftovers.append(Leftover(Path(entry.path), size, int(tmp.group(1))))
+        stat = entry.stat()
+        pid = temporary_pid(entry.name)
+        if pid is not None:
+            if not process_exists(pid):
+                leftovers.append(Leftover(Path(entry.path), stat.st_size, pid))
             continue
         if entry.name.endswith(".npz"):
             items += 1
-            item_bytes += size
-            newest = max(newest, entry.stat().st_mtime)
+            item_bytes += stat.st_size
+            newest = max(newest, stat.st_mtime)
     packs: list[PackUsage] = []
     packs_dir = path / "packs"
     if packs_dir.is_dir():
         for folder in sorted(packs_dir.iterdir()):
-            tmp = _PACK_TMP.search(folder.name)
-            if tmp is not None:
-                if not process_exists(int(tmp.group(1))):
-                    leftovers.append(Leftover(folder, _size(folder), int(tmp.group(1))))
+            pid = temporary_pid(folder.name)
+            if pid is not None:
+                if not process_exists(pid):
+                    leftovers.append(Leftover(folder, _size(folder), pid))
                 continue
             if folder.is_dir():
                 packs.append(_pack(folder))

@@ -35,7 +35,15 @@ from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.cache_usage import LAST_USED, mark_used
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.corpus import LabelledItem
-from spoofwatch.train.store import PACK_META, drop_resident, is_pack, open_pack, pack_path, write_pack
+from spoofwatch.train.store import (
+    PACK_META,
+    drop_resident,
+    is_pack,
+    open_pack,
+    pack_path,
+    temporary_of,
+    write_pack,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +247,7 @@ def ensure_cached(
     that failed, extracting what is not cached yet. Each file is written whole (beside its
     name, then renamed), so an interrupted run resumes at the first item it had not written."""
     directory.mkdir(parents=True, exist_ok=True)
+    mark_used(directory / LAST_USED)  # `spoofwatch cache prune --unused-days` reads it
     entries: list[Path | None] = []
     failed: list[tuple[str, str]] = []
     for item in show_progress(
@@ -258,7 +267,7 @@ def ensure_cached(
                 entries.append(None)
                 continue
             pooled, t0 = made
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+            tmp = temporary_of(cached)
             np.savez(tmp, features=pooled.astype(np.float16), t_start=t0)
             os.replace(tmp, cached)
         entries.append(cached)
@@ -284,8 +293,6 @@ def extract(
     if not cache:
         return _extract_in_memory(items, encoder, window, channel, progress, level_dbfs)
     directory = cache_dir_for(encoder, window, channel, level_dbfs)
-    directory.mkdir(parents=True, exist_ok=True)
-    mark_used(directory / LAST_USED)  # `spoofwatch cache prune --unused-days` reads it
     entries, failed = ensure_cached(
         items, encoder, window, directory, channel=channel, progress=progress, level_dbfs=level_dbfs
     )

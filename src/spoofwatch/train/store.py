@@ -16,6 +16,7 @@ import hashlib
 import json
 import mmap
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,22 @@ STORE_DTYPE = np.float16
 _FEATURES = "features.npy"
 _INDEX = "index.npz"
 PACK_META = "pack.json"
+_TEMPORARY = re.compile(r"\.(\d+)\.tmp(?:\.npz)?$")
+
+
+def temporary_of(path: Path) -> Path:
+    """Where this process writes ``path`` (a per-item ``.npz`` or a pack folder) before
+    renaming it into place; the process id in the name tells a killed run's leftover from
+    a live run's (``cache_usage``)."""
+    if path.suffix == ".npz":
+        return path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def temporary_pid(name: str) -> int | None:
+    """The process id in a name ``temporary_of`` made, or None for any other name."""
+    found = _TEMPORARY.search(name)
+    return None if found is None else int(found.group(1))
 
 
 @dataclass(frozen=True)
@@ -72,7 +89,7 @@ def write_pack(target: Path, entries: Sequence[Path | None], feature_shape: tupl
         if npz is not None and cached_windows(npz)[1:] != feature_shape:
             raise DataError(f"{npz}: expected features of shape (windows, {feature_shape}), found another")
     total = sum(counts)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    tmp = temporary_of(target)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     features = np.lib.format.open_memmap(
