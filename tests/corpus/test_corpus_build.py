@@ -461,3 +461,49 @@ def test_trim_zeros_cuts_exact_zero_padding_before_the_pieces(tmp_path: Path) ->
         skips = list(csv.DictReader(handle))
     assert [(s["path"], s["reason"]) for s in skips] == [("trim_2.wav", "too short")]
     assert "after trimming digital zeros" in skips[0]["detail"]
+
+
+NARROW_CARD = """
+id = "narrow"
+title = "One voice in one format"
+include = ["*.wav"]
+
+[origin]
+type = "dir"
+key = "local:narrow"
+licence = "CC0-1.0"
+
+[caps]
+generator_minutes = 0.25
+
+[[rules]]
+glob = "*.wav"
+label = "spoof"
+system = "narrow:voice"
+generator = "a prompt voice"
+family = "Prompt-TTS"
+kind = "tts-commercial"
+year = 2024
+speaker = "narrow:voice"
+evidence = "the test made them as fakes"
+"""
+
+
+def test_a_cards_own_cap_is_applied_and_counted_by_the_build(tmp_path: Path) -> None:
+    origin = tmp_path / "narrow"
+    origin.mkdir()
+    for i in range(6):
+        (origin / f"p{i}.wav").write_bytes(wav_bytes(babble(60 + i, 5.0), 16000))
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "narrow.toml").write_text(NARROW_CARD)
+    buffer = io.StringIO()
+    out, cache = tmp_path / "out", str(tmp_path / "cache")
+    args = ["corpus", "build", "--cards", str(cards), "--origin", f"narrow={origin}", "--no-reserved"]
+    assert main([*args, "--out", str(out), "--cache", cache], out=buffer) == 0, buffer.getvalue()
+    with (out / "manifest.csv").open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 3  # 15 s of 5 s clips, not the build's 15 min
+    with (out / "skips.csv").open(newline="") as handle:
+        reasons = [s["reason"] for s in csv.DictReader(handle)]
+    assert reasons == ["over the card's generator cap"] * 3
+    assert "over the card's generator cap" in (out / "DATASHEET.md").read_text()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spoofwatch.cli import main
-from spoofwatch.corpus.cards import CardError, load_card, load_cards
+from spoofwatch.corpus.cards import CardCaps, CardError, load_card, load_cards
 from spoofwatch.corpus.rules import compile_glob
 
 GOOD = """
@@ -61,6 +61,9 @@ def test_a_good_card_parses_and_fills_templates_from_named_groups(tmp_path: Path
     )  # fmt: skip
     assert card.labels_for("static/other.wav") is None  # no rule: "no label"
     assert card.origin.pinned == "github:o/page@0123456789abcdef0123456789abcdef01234567"
+    assert card.caps == CardCaps()  # no [caps]: the build's
+    capped = load_card(_write(tmp_path, GOOD + "\n[caps]\ngenerator_minutes = 4\n"))
+    assert capped.caps == CardCaps(generator_minutes=4.0, speaker_minutes=None)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +93,15 @@ def test_a_good_card_parses_and_fills_templates_from_named_groups(tmp_path: Path
             ("[check]\nsampled = 3", '[[rules]]\nglob = "x"\nlabel = "spoof"\nevidence = "e"'),
             "rules[1].system: expected a value for a spoof rule",
         ),
+        (
+            ("[check]\nsampled = 3", "[caps]\ngenerator_minutes = 0"),
+            "caps.generator_minutes: expected a positive",
+        ),
+        (
+            ("[check]\nsampled = 3", '[caps]\nspeaker_minutes = "3"'),
+            "caps.speaker_minutes: expected a positive",
+        ),
+        (("[check]\nsampled = 3", "[caps]\nminutes = 3"), "caps.minutes: unknown field"),
     ],
 )
 def test_card_errors_name_the_file_and_field(tmp_path: Path, change: tuple[str, str], expected: str) -> None:

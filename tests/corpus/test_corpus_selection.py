@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from corpus_factory import babble
-from spoofwatch.corpus.cards import Labels
+from spoofwatch.corpus.cards import CardCaps, Labels
 from spoofwatch.corpus.config import BuildConfig, load_config
 from spoofwatch.corpus.nearcopy import correlation, envelope, find_near_copies
 from spoofwatch.corpus.records import Piece
@@ -78,6 +78,31 @@ def test_caps_take_round_robin_over_systems_and_files() -> None:
     assert len(dropped) == 9 + 2
     again, _ = apply_caps(list(reversed(pieces)), config)
     assert [p.order for p in again] == [p.order for p in kept]
+
+
+def test_a_cards_own_cap_limits_only_what_that_card_gives_to_a_pool() -> None:
+    config = BuildConfig(generator_minutes=1.0, speaker_minutes=1.0)  # 60 s per generator / speaker
+    narrow = [
+        _piece("narrow", f"{sys}/{i}.wav", _labels(system=f"narrow:{sys}")) for sys in "ab" for i in range(6)
+    ]
+    other = [_piece("wide", f"x/{i}.wav", _labels(system="wide:x")) for i in range(6)]
+    spoken = [
+        _piece("narrow", f"gt/{i}.wav", _labels("bonafide", "-", "", "natural", "spk1")) for i in range(6)
+    ]
+    pieces = narrow + other + spoken
+    kept, dropped = apply_caps(pieces, config)
+    assert len(kept) == 12 + 6 and not any("card's" in d.reason for d in dropped)  # 60 s each
+    own = {"narrow": CardCaps(generator_minutes=0.25)}  # 15 s of generator G from this card
+    kept, dropped = apply_caps(pieces, config, own)
+    from_narrow = [p for p in kept if p.card == "narrow" and p.labels.label == "spoof"]
+    assert len(from_narrow) == 3 and {p.labels.system for p in from_narrow} == {"narrow:a", "narrow:b"}
+    assert len([p for p in kept if p.card == "wide"]) == 6  # the rest of the pool stays open to others
+    assert len([p for p in kept if p.labels.label == "bonafide"]) == 6  # no speaker cap of its own
+    assert {d.reason for d in dropped} == {"over the card's generator cap"}  # 45 s < 60 s in the pool
+    own = {"narrow": CardCaps(speaker_minutes=0.1)}
+    kept, dropped = apply_caps(pieces, config, own)
+    assert len([p for p in kept if p.labels.label == "bonafide"]) == 2
+    assert "over the card's speaker cap" in {d.reason for d in dropped}
 
 
 def test_splits_follow_the_group_and_are_stable() -> None:

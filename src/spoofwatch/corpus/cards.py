@@ -62,7 +62,21 @@ BONAFIDE_TAGS = (
     "elderly",
 )
 # ``check``: a free-form table recording how a collector checked a sample of the clips.
-TOP_FIELDS = ("id", "title", "page", "notes", "origin", "include", "exclude", "defaults", "rules", "check")
+# ``caps``: the card's own lower caps (``CardCaps``).
+TOP_FIELDS = (
+    "id",
+    "title",
+    "page",
+    "notes",
+    "origin",
+    "include",
+    "exclude",
+    "defaults",
+    "rules",
+    "check",
+    "caps",
+)
+CAP_FIELDS = ("generator_minutes", "speaker_minutes")
 ORIGIN_FIELDS = ("type", "url", "key", "commit", "licence", "package", "version", "recipe", "seed")
 # TOML puts ``include = ...`` written after ``[origin]`` inside that table (CARDS_SPEC's own example
 # does), so include/exclude are read from the top level or from [origin], not both.
@@ -185,6 +199,15 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class CardCaps:
+    """A card's own caps, lower than the build's for a narrow origin (few voices, one format):
+    minutes taken from this card per generator and per bona fide speaker; None = the build's."""
+
+    generator_minutes: float | None = None
+    speaker_minutes: float | None = None
+
+
+@dataclass(frozen=True)
 class Card:
     id: str
     title: str
@@ -197,6 +220,7 @@ class Card:
     notes: str = ""
     include_patterns: tuple[re.Pattern[str], ...] = ()
     exclude_patterns: tuple[re.Pattern[str], ...] = ()
+    caps: CardCaps = CardCaps()
 
     def selects(self, path: str) -> bool:
         """An audio file the include globs take and no exclude glob drops."""
@@ -282,6 +306,7 @@ def load_card(path: Path) -> Card:
         defaults = {}
     for name in sorted(set(defaults) - set(RULE_FIELDS)):
         problems.add(f"defaults.{name}", f"unknown field; expected one of {', '.join(RULE_FIELDS)}")
+    caps = _caps(data.get("caps", {}), problems)
     raw_rules = data.get("rules")
     rules: list[Rule] = []
     if not isinstance(raw_rules, list) or not raw_rules:
@@ -305,7 +330,26 @@ def load_card(path: Path) -> Card:
         notes=_string(data, "notes", problems),
         include_patterns=tuple(compile_glob(g) for g in include or ("**/*",)),
         exclude_patterns=tuple(compile_glob(g) for g in exclude),
+        caps=caps,
     )
+
+
+def _caps(raw: Any, problems: _Problems) -> CardCaps:
+    if not isinstance(raw, dict):
+        problems.add("caps", f"expected a table ({', '.join(CAP_FIELDS)}), found {raw!r}")
+        return CardCaps()
+    for name in sorted(set(raw) - set(CAP_FIELDS)):
+        problems.add(f"caps.{name}", f"unknown field; expected one of {', '.join(CAP_FIELDS)}")
+    minutes: dict[str, float] = {}
+    for name in CAP_FIELDS:
+        value = raw.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            problems.add(f"caps.{name}", f"expected a positive number of minutes, found {value!r}")
+        else:
+            minutes[name] = float(value)
+    return CardCaps(**minutes)
 
 
 def load_cards(directory: Path, only: Sequence[str] = ()) -> list[Card]:

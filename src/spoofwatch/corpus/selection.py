@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from spoofwatch.corpus.cards import CardCaps
 from spoofwatch.corpus.config import BuildConfig
 from spoofwatch.corpus.records import Piece, Skip
 
@@ -63,7 +64,11 @@ def cap_order(pieces: Sequence[Piece], seed: int) -> list[Piece]:
     )
 
 
-def apply_caps(pieces: Sequence[Piece], config: BuildConfig) -> tuple[list[Piece], list[Skip]]:
+def apply_caps(
+    pieces: Sequence[Piece], config: BuildConfig, card_caps: Mapping[str, CardCaps] | None = None
+) -> tuple[list[Piece], list[Skip]]:
+    """Keep each generator's (spoof) and bona fide speaker's pieces up to the build's cap, in
+    ``cap_order``; a card with its own lower cap also gives no more than that to the pool."""
     pools: dict[tuple[str, str], list[Piece]] = defaultdict(list)
     for p in pieces:
         if p.labels.label == "spoof":
@@ -73,15 +78,23 @@ def apply_caps(pieces: Sequence[Piece], config: BuildConfig) -> tuple[list[Piece
     kept: list[Piece] = []
     dropped: list[Skip] = []
     for (label, name), pool in sorted(pools.items()):
-        cap_s = 60.0 * (config.generator_minutes if label == "spoof" else config.speaker_minutes)
+        spoof = label == "spoof"
+        what = "generator" if spoof else "speaker"
+        cap_s = 60.0 * (config.generator_minutes if spoof else config.speaker_minutes)
         total = 0.0
+        per_card: dict[str, float] = defaultdict(float)
         for p in cap_order(sorted(pool, key=lambda q: q.order), config.seed):
-            if total < cap_s:
+            own = (card_caps or {}).get(p.card, CardCaps())
+            card_minutes = own.generator_minutes if spoof else own.speaker_minutes
+            if total >= cap_s:
+                dropped.append(Skip(p.card, p.path, f"over the {what} cap", f"{what} {name}", p.duration_s))
+            elif card_minutes is not None and per_card[p.card] >= 60.0 * card_minutes:
+                reason = f"over the card's {what} cap"
+                dropped.append(Skip(p.card, p.path, reason, f"{what} {name}", p.duration_s))
+            else:
                 kept.append(p)
                 total += p.duration_s
-            else:
-                what = "generator" if label == "spoof" else "speaker"
-                dropped.append(Skip(p.card, p.path, f"over the {what} cap", f"{what} {name}", p.duration_s))
+                per_card[p.card] += p.duration_s
     return sorted(kept, key=lambda p: p.order), dropped
 
 
