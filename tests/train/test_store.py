@@ -13,12 +13,13 @@ import soundfile as sf
 from fakes import save_tiny_wav2vec2
 from spoofwatch.model.encoders.registry import build_encoder
 from spoofwatch.model.head import LinearHead
+from spoofwatch.model.spectral import spectral_block
 from spoofwatch.stream.core.windowing import WindowConfig
 from spoofwatch.train import extract as extract_module
 from spoofwatch.train.corpus import LabelledItem
-from spoofwatch.train.extract import EmbeddingSet, extract
+from spoofwatch.train.extract import EmbeddingSet, extract, extract_with_spectral
 from spoofwatch.train.fit import StackedRows, fit_head, stack
-from spoofwatch.train.pipeline import encoder_spec
+from spoofwatch.train.pipeline import encoder_spec, spectral_front_end_spec
 from spoofwatch.train.store import cached_windows, drop_resident, open_pack, pack_path, write_pack
 
 RATE = 16000
@@ -96,6 +97,46 @@ def test_an_interrupted_extraction_resumes_at_the_first_item_it_had_not_written(
     assert calls == ["c3", "c4", "c5", "c6", "c7"]  # the missing file fails before decoding
     fresh = extract(items, encoder, window, progress=False, cache=False)
     np.testing.assert_array_equal(resumed.features, fresh.features.astype(np.float16))
+
+
+def test_encoder_and_spectral_block_share_one_pass_through_the_channel(
+    setup: tuple[Any, WindowConfig, list[LabelledItem]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder, window, items = setup
+    spectral = build_encoder(spectral_front_end_spec("lfcc-phase"), window.window_s)  # type: ignore[arg-type]
+    real = extract_module.get_channel
+    through: list[int] = []
+
+    def counted(name: str) -> Any:
+        channel = real(name)
+
+        def run(samples: Any, rate: int) -> Any:
+            through.append(len(samples))
+            return channel(samples, rate)
+
+        return run
+
+    monkeypatch.setattr(extract_module, "get_channel", counted)
+    joint = extract_with_spectral(items, encoder, spectral, window, channel="telephone", progress=False)
+    assert len(through) == 8  # each decodable item once, not once per front end (16)
+    assert [path for path, _ in joint.failed] == [str(items[-1].path)]
+    alone = extract(items, spectral, window, channel="telephone", progress=False, cache=False)
+    main = extract(items, encoder, window, channel="telephone", progress=False, cache=False)
+    np.testing.assert_array_equal(joint.item_index, main.item_index)
+    width = encoder.identity.num_hidden_states * 2 * encoder.identity.hidden_size
+    rows = joint.layer_rows(list(range(encoder.identity.num_hidden_states)), 0, len(joint.item_index))
+    np.testing.assert_array_equal(
+        rows[:, :width], main.features.astype(np.float16).astype(np.float32).reshape(len(rows), -1)
+    )
+    np.testing.assert_allclose(
+        rows[:, width:],
+        spectral_block(spectral, alone.features.astype(np.float16).astype(np.float32)).reshape(len(rows), -1),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    through.clear()
+    extract_with_spectral(items, encoder, spectral, window, channel="telephone", progress=False)
+    assert through == []  # all cached: nothing decoded again
 
 
 def test_a_pack_round_trips_and_skips_items_without_windows(tmp_path: Path) -> None:

@@ -209,14 +209,11 @@ def embed_windows(
     return out
 
 
-def _embed_item(
-    item: LabelledItem,
-    encoder: Encoder,
-    window: WindowConfig,
-    channel: str,
-    level_dbfs: float | None,
-) -> tuple[NDArray[np.float32], NDArray[np.float64]] | str:
-    """One item's pooled windows and their start times, or why it has none."""
+def _channel_windows(
+    item: LabelledItem, window: WindowConfig, channel: str
+) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64]] | str:
+    """The item through ``channel``: its samples, windows and their start times, or why it
+    has none."""
     try:
         clip = load_audio(item.path, window.sample_rate)
     except AudioError as exc:
@@ -225,12 +222,74 @@ def _embed_item(
     wins = cut_windows(samples, window)
     if not wins:
         return f"shorter than {window.min_s} s"
+    return samples, np.stack([w.samples for w in wins]), np.array([w.t_start for w in wins], dtype=np.float64)
+
+
+def _embed_cut(
+    encoder: Encoder,
+    cut: tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float64]],
+    window: WindowConfig,
+    level_dbfs: float | None,
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
+    samples, windows, t_start = cut
     remake = remake_of(encoder)
     remakes = None if remake is None else remade_windows(remake, samples, window)
-    pooled = embed_windows(
-        encoder, np.stack([w.samples for w in wins]), level_dbfs=level_dbfs, remakes=remakes
-    )
-    return pooled, np.array([w.t_start for w in wins], dtype=np.float64)
+    return embed_windows(encoder, windows, level_dbfs=level_dbfs, remakes=remakes), t_start
+
+
+def _embed_item(
+    item: LabelledItem,
+    encoder: Encoder,
+    window: WindowConfig,
+    channel: str,
+    level_dbfs: float | None,
+) -> tuple[NDArray[np.float32], NDArray[np.float64]] | str:
+    """One item's pooled windows and their start times, or why it has none."""
+    cut = _channel_windows(item, window, channel)
+    return cut if isinstance(cut, str) else _embed_cut(encoder, cut, window, level_dbfs)
+
+
+def _write_cached(cached: Path, pooled: NDArray[np.float32], t_start: NDArray[np.float64]) -> None:
+    tmp = temporary_of(cached)
+    np.savez(tmp, features=pooled.astype(np.float16), t_start=t_start)
+    os.replace(tmp, cached)
+
+
+def prefill(
+    items: Sequence[LabelledItem],
+    encoders: Sequence[Encoder],
+    window: WindowConfig,
+    *,
+    channel: str = "clean",
+    progress: bool = True,
+    level_dbfs: float | None = None,
+) -> None:
+    """Fill several front ends' per-item caches in one pass, so an item that two of them lack
+    is decoded and put through the channel once: an augmented channel's codec chain costs
+    about as much as the spectral block it feeds. Items that fail are left for ``extract``
+    to report."""
+    directories = [cache_dir_for(e, window, channel, level_dbfs) for e in encoders]
+    for directory in directories:
+        directory.mkdir(parents=True, exist_ok=True)
+    for item in show_progress(
+        items, total=len(items), desc=f"channel {channel}", unit="clip", enabled=progress
+    ):
+        try:
+            key = file_sha1(item.path)
+        except OSError:
+            continue
+        missing = [
+            (e, d / f"{key}.npz")
+            for e, d in zip(encoders, directories, strict=True)
+            if not (d / f"{key}.npz").is_file()
+        ]
+        if len(missing) < 2:
+            continue  # one front end alone shares nothing: extract() makes it
+        cut = _channel_windows(item, window, channel)
+        if isinstance(cut, str):
+            continue
+        for encoder, cached in missing:
+            _write_cached(cached, *_embed_cut(encoder, cut, window, level_dbfs))
 
 
 def ensure_cached(
@@ -266,10 +325,7 @@ def ensure_cached(
                 failed.append((str(item.path), made))
                 entries.append(None)
                 continue
-            pooled, t0 = made
-            tmp = temporary_of(cached)
-            np.savez(tmp, features=pooled.astype(np.float16), t_start=t0)
-            os.replace(tmp, cached)
+            _write_cached(cached, *made)
         entries.append(cached)
     return entries, failed
 
@@ -360,7 +416,9 @@ def extract_with_spectral(
     level_dbfs: float | None = None,
 ) -> EmbeddingSet:
     """``extract`` with the spectral front end's block (``model.spectral``) attached; each
-    front end's pooled states are cached on their own."""
+    front end's pooled states are cached on their own, made in one pass over the items."""
+    if spectral is not None:
+        prefill(items, [encoder, spectral], window, channel=channel, progress=progress, level_dbfs=level_dbfs)
     main = extract(items, encoder, window, channel=channel, progress=progress, level_dbfs=level_dbfs)
     if spectral is None:
         return main
