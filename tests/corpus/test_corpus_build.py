@@ -507,3 +507,4 @@ def test_a_cards_own_cap_is_applied_and_counted_by_the_build(tmp_path: Path) -> 
         reasons = [s["reason"] for s in csv.DictReader(handle)]
     assert reasons == ["over the card's generator cap"] * 3
     assert "over the card's generator cap" in (out / "DATASHEET.md").read_text()
+    assert "3 pieces over a generator or speaker cap left out (3 by a card's own cap)" in buffer.getvalue()

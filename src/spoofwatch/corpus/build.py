@@ -344,7 +344,8 @@ def _finish(result: BuildResult, options: BuildOptions, log: Log) -> None:
     own_caps = {c.id: c.caps for c in options.cards if c.caps != CardCaps()}
     pieces, capped = apply_caps(pieces, options.config, own_caps)
     result.skips += capped
-    log(f"caps: {len(capped)} pieces over a generator or speaker cap left out")
+    own = sum(s.reason.startswith("over the card's") for s in capped)
+    log(f"caps: {len(capped)} pieces over a generator or speaker cap left out ({own} by a card's own cap)")
     assign_splits(pieces, options.config)
     for p in pieces:
         p.utt_id = utt_id(p)
