@@ -36,6 +36,7 @@ import argparse
 import hashlib
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -190,15 +191,57 @@ def fit_and_score(
     return scores
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+class Study(NamedTuple):
+    """The clips of a study on these features, their labels (1 = bona fide), durations and
+    fold keys (a spoof's family, a bona fide clip's source)."""
+
+    items: list[LabelledItem]
+    labels: NDArray[np.int64]
+    durations: NDArray[np.float64]
+    keys: list[str]
+
+
+def add_study_options(ap: argparse.ArgumentParser) -> None:
+    """The options every study on the exact arm's cached features shares (this script,
+    ``pause_canon.py``, ``nap_projection.py``): the clips, the family partitions, the head,
+    the cache."""
     ap.add_argument("--manifest", action="append", required=True)
     ap.add_argument("--min-s", type=float, default=2.0)
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--l2", type=float, default=1e-3, help="L2 on the output weights (per-sample mean loss)")
-    ap.add_argument("--arms", default="exact,grouped,attentive")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "spoofwatch-exp")
+
+
+def study_items(args: argparse.Namespace, limit: int = 0) -> Study:
+    """The manifests' clips of at least ``--min-s`` (every ``limit``-th with a limit), with the
+    cache folder made."""
+    args.cache.mkdir(parents=True, exist_ok=True)
+    items = [it for m in args.manifest for it in read_manifest(m) if item_duration_s(it) >= args.min_s]
+    if limit:
+        items = items[::limit]
+    scheme = FoldScheme("family", "source", (), args.partitions)
+    return Study(
+        items,
+        np.array([it.label == "bonafide" for it in items], dtype=np.int64),
+        np.array([item_duration_s(it) for it in items]),
+        [scheme.key(it) for it in items],
+    )
+
+
+def clip_scores(scores: NDArray[np.float64], index: NDArray[np.int64], n: int) -> NDArray[np.float64]:
+    """Each clip's mean window score (``index``: the window's clip), NaN for a clip without
+    windows."""
+    windows = np.bincount(index, minlength=n)
+    clip: NDArray[np.float64] = np.bincount(index, scores, n) / np.maximum(windows, 1)
+    clip[windows == 0] = np.nan
+    return clip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_study_options(ap)
+    ap.add_argument("--arms", default="exact,grouped,attentive")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: only every n-th clip")
     ap.add_argument(
         "--scores-out", type=Path, help="per clip: utt_id, label, arm, channel, score (genuine high)"
@@ -210,17 +253,10 @@ def main() -> None:
         help="as loso --fold-deal: 0 deals the largest cells first; n > 0 in an order drawn from seed n",
     )
     args = ap.parse_args()
-    args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
-    items = [it for m in args.manifest for it in read_manifest(m) if item_duration_s(it) >= args.min_s]
-    if args.limit:
-        items = items[:: args.limit]
-    scheme = FoldScheme("family", "source", (), args.partitions)
-    keys = [scheme.key(it) for it in items]
+    items, labels, durations, keys = study_items(args, args.limit)
     fold_of = partition_folds(keys, args.partitions, args.deal)
     item_fold = np.array([fold_of[k] for k in keys])
-    labels = np.array([it.label == "bonafide" for it in items], dtype=np.int64)
-    durations = np.array([item_duration_s(it) for it in items])
     data = {c: extract(items, c, args.cache) for c in CHANNELS}
     written: list[str] = []
     for arm in args.arms.split(","):
@@ -242,10 +278,8 @@ def main() -> None:
             print(f"{arm} {fold}: {time.monotonic() - start:.0f} s", flush=True)
         del arrays
         for c in CHANNELS:
-            index = data[c][2]
-            windows = np.bincount(index, minlength=len(items))
-            clip = np.bincount(index, scores[c], len(items)) / np.maximum(windows, 1)
-            scored = windows > 0
+            clip = clip_scores(scores[c], data[c][2], len(items))
+            scored = ~np.isnan(clip)
             written += [
                 f"{items[i].utt_id},{items[i].label},{arm},{c},{clip[i]:.6f}" for i in np.flatnonzero(scored)
             ]

@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from attentive_pooling import CHANNELS, fit_and_score  # the exact arm, as measured there
+from attentive_pooling import (  # the exact arm
+    CHANNELS,
+    add_study_options,
+    clip_scores,
+    fit_and_score,
+    study_items,
+)
 from attentive_pooling import extract as extract_plain
 from numpy.typing import NDArray
 
-from spoofwatch.train.corpus import item_duration_s, read_manifest
 from spoofwatch.train.metrics import compute_eer
-from spoofwatch.train.validate import FoldScheme, partition_folds
+from spoofwatch.train.validate import partition_folds
 
 MIN_WINDOWS = 20
 
@@ -69,24 +73,15 @@ def project(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", action="append", required=True)
-    ap.add_argument("--min-s", type=float, default=2.0)
-    ap.add_argument("--partitions", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--l2", type=float, default=1e-3)
+    add_study_options(ap)
     ap.add_argument("--ks", default="0,16,64", help="directions removed, one arm each")
     ap.add_argument("--deals", default="0", help="comma-separated fold deals (as loso --fold-deal)")
-    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "spoofwatch-exp")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    items = [it for m in args.manifest for it in read_manifest(m) if item_duration_s(it) >= args.min_s]
+    items, labels, durations, keys = study_items(args)
     n = len(items)
-    labels = np.array([it.label == "bonafide" for it in items], dtype=np.int64)
-    durations = np.array([item_duration_s(it) for it in items])
     names = sorted({it.source for it in items if it.label == "bonafide"})
     source_id = np.array([names.index(it.source) if it.label == "bonafide" else -1 for it in items])
-    scheme = FoldScheme("family", "source", (), args.partitions)
-    keys = [scheme.key(it) for it in items]
     plain = {c: extract_plain(items, c, args.cache) for c in CHANNELS}
     arrays = [np.asarray(plain[c][1], dtype=np.float32) for c in CHANNELS]
     indexes = [plain[c][2] for c in CHANNELS]
@@ -114,11 +109,10 @@ def main() -> None:
                 for c, (h, s) in enumerate(zip(held, fitted, strict=True)):
                     scores[c][h] = s
             for c, channel in enumerate(CHANNELS):
-                windows = np.bincount(indexes[c], minlength=n)
-                clip = np.bincount(indexes[c], scores[c], n) / np.maximum(windows, 1)
+                clip = clip_scores(scores[c], indexes[c], n)
                 row = []
                 for min_s in (2.0, 4.0):
-                    sel = (windows > 0) & (durations >= min_s)
+                    sel = ~np.isnan(clip) & (durations >= min_s)
                     eer, _ = compute_eer(clip[sel & (labels == 1)], clip[sel & (labels == 0)])
                     row.append(f">= {min_s:g} s {eer:.2%}")
                 print(

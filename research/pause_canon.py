@@ -39,7 +39,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from attentive_pooling import CHANNELS, LAYERS, LEVEL_DBFS, fit_and_score  # the exact arm, as measured there
+from attentive_pooling import (  # the exact arm, as measured there
+    CHANNELS,
+    LAYERS,
+    LEVEL_DBFS,
+    add_study_options,
+    clip_scores,
+    fit_and_score,
+    study_items,
+)
 from attentive_pooling import extract as extract_plain
 from gap_false_alarms import channel_audio, make_call  # the same G.711 calls and holes as that study
 from numpy.typing import NDArray
@@ -51,10 +59,10 @@ from spoofwatch.model.level import levelled_pair
 from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.channel import get_channel
 from spoofwatch.train.concealment import fill_matched_comfort_noise, pauses
-from spoofwatch.train.corpus import LabelledItem, item_duration_s, read_manifest
+from spoofwatch.train.corpus import LabelledItem
 from spoofwatch.train.metrics import compute_eer
 from spoofwatch.train.pipeline import feature_encoder
-from spoofwatch.train.validate import FoldScheme, partition_folds
+from spoofwatch.train.validate import partition_folds
 
 RATE = 16000
 WINDOW = WindowConfig(RATE, 4.0, 2.0)
@@ -138,36 +146,19 @@ def probe_audio(hole: str) -> Callable[[LabelledItem], NDArray[np.float32]]:
     return audio
 
 
-def clip_scores(scores: NDArray[np.float64], index: NDArray[np.int64], n: int) -> NDArray[np.float64]:
-    windows = np.bincount(index, minlength=n)
-    clip: NDArray[np.float64] = np.bincount(index, scores, n) / np.maximum(windows, 1)
-    clip[windows == 0] = np.nan
-    return clip
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--manifest", action="append", required=True)
-    ap.add_argument("--min-s", type=float, default=2.0)
-    ap.add_argument("--partitions", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--l2", type=float, default=1e-3)
+    add_study_options(ap)
     ap.add_argument("--deals", default="0", help="comma-separated fold deals (as loso --fold-deal)")
     ap.add_argument("--arms", default="plain,canon")
     ap.add_argument("--probe-every", type=int, default=8, help="every n-th genuine clip of >= 8 s is probed")
-    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "spoofwatch-exp")
     args = ap.parse_args()
-    args.cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)
-    items = [it for m in args.manifest for it in read_manifest(m) if item_duration_s(it) >= args.min_s]
+    items, labels, durations, keys = study_items(args)
     n = len(items)
-    labels = np.array([it.label == "bonafide" for it in items], dtype=np.int64)
-    durations = np.array([item_duration_s(it) for it in items])
     probe = [i for i in np.flatnonzero((labels == 1) & (durations >= 8.0))][:: args.probe_every]
     probe_items = [items[i] for i in probe]
     print(f"{n} clips; probe: {len(probe)} genuine clips of >= 8 s", flush=True)
-    scheme = FoldScheme("family", "source", (), args.partitions)
-    keys = [scheme.key(it) for it in items]
     for arm in args.arms.split(","):
         canon = arm == "canon"
         if canon:
