@@ -19,7 +19,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from spoofwatch.corpus.cards import Card, CardCaps, Labels, fill_check
+from spoofwatch.corpus.cards import Card, Labels, fill_check
 from spoofwatch.corpus.clips import nonzero_span, piece_bounds, silence_reason
 from spoofwatch.corpus.config import BuildConfig
 from spoofwatch.corpus.datasheet import datasheet
@@ -341,8 +341,7 @@ def _finish(result: BuildResult, options: BuildOptions, log: Log) -> None:
     result.skips += dup_skips
     log(f"duplicates: {len(dup_skips)} pieces removed ({Counter(s.reason for s in dup_skips).most_common()})")
     pieces = _refuse_near_copies(pieces, options.reserved, result.skips, log)
-    own_caps = {c.id: c.caps for c in options.cards if c.caps != CardCaps()}
-    pieces, capped = apply_caps(pieces, options.config, own_caps)
+    pieces, capped = apply_caps(pieces, options.config, {c.id: c.caps for c in options.cards})
     result.skips += capped
     own = sum(s.reason.startswith("over the card's") for s in capped)
     log(f"caps: {len(capped)} pieces over a generator or speaker cap left out ({own} by a card's own cap)")

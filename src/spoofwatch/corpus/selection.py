@@ -69,6 +69,7 @@ def apply_caps(
 ) -> tuple[list[Piece], list[Skip]]:
     """Keep each generator's (spoof) and bona fide speaker's pieces up to the build's cap, in
     ``cap_order``; a card with its own lower cap also gives no more than that to the pool."""
+    own_caps = card_caps or {}
     pools: dict[tuple[str, str], list[Piece]] = defaultdict(list)
     for p in pieces:
         if p.labels.label == "spoof":
@@ -84,7 +85,7 @@ def apply_caps(
         total = 0.0
         per_card: dict[str, float] = defaultdict(float)
         for p in cap_order(sorted(pool, key=lambda q: q.order), config.seed):
-            own = (card_caps or {}).get(p.card, CardCaps())
+            own = own_caps.get(p.card, CardCaps())
             card_minutes = own.generator_minutes if spoof else own.speaker_minutes
             if total >= cap_s:
                 dropped.append(Skip(p.card, p.path, f"over the {what} cap", f"{what} {name}", p.duration_s))
