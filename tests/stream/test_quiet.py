@@ -261,3 +261,44 @@ def test_flatness_is_measured_on_quiet_contexts_only_whatever_the_chunking() -> 
         bands.append(power[meter.bins].reshape(16, meter.per_band).mean(axis=1))
     context = np.sum(bands, axis=0)
     assert full[39] == pytest.approx(np.exp(np.mean(np.log(context))) / np.mean(context))
+
+
+def test_one_frame_messages_split_exactly_as_whole_chunks_do() -> None:
+    """20 ms messages take a shorter path (``QuietFrames._one_frame``); on random runs of
+    speech, white comfort noise, brown background and frames right at the level, it must
+    give the same parts, sample for sample, as one chunk and odd chunks."""
+    rng = np.random.default_rng(7)
+    pieces = []
+    for i in range(60):
+        frames = int(rng.integers(1, 12))
+        kind = int(rng.integers(4))
+        if kind == 0:
+            piece = noise(frames * FRAME / SR, SR, seed=i)
+        elif kind == 1:
+            piece = comfort_noise(frames * FRAME / SR, seed=i)
+        elif kind == 2:
+            piece = brown_background(frames * FRAME / SR, seed=i)
+        else:  # every frame's RMS at the level: quiet by the rule's "at or below"
+            piece = comfort_noise(frames * FRAME / SR, seed=i)
+            for k in range(frames):
+                f = piece[k * FRAME : (k + 1) * FRAME].astype(np.float64)
+                scaled_frame = f * (LEVEL * 0.999 / np.sqrt(np.mean(f * f)))
+                piece[k * FRAME : (k + 1) * FRAME] = scaled_frame.astype(np.float32)
+        pieces.append(piece)
+    audio = np.concatenate(pieces)
+
+    def make(flatness: bool) -> QuietFrames:
+        return QuietFrames(FRAME, 800, LEVEL, Flatness(FRAME, SR, 0.8) if flatness else None)
+
+    for flatness in (False, True):
+        whole = split(make(flatness), audio, len(audio))
+        assert any(isinstance(s, int) for s in whole), flatness  # runs were found
+        for chunk in (FRAME, 333):
+            shape = split(make(flatness), audio, chunk)
+            assert len(shape) == len(whole), (flatness, chunk)
+            for got, want in zip(shape, whole, strict=True):
+                if isinstance(want, int):
+                    assert got == want, (flatness, chunk)
+                else:
+                    assert isinstance(got, np.ndarray)
+                    np.testing.assert_array_equal(got, want)

@@ -168,6 +168,8 @@ class QuietFrames:
 
     def feed(self, samples: NDArray[np.float32]) -> list[Part]:
         """Sound in; sound (arrays) and quiet runs out, in order."""
+        if len(samples) == self.frame and not len(self._partial):
+            return self._one_frame(samples)
         audio = np.concatenate((self._partial, samples)) if len(self._partial) else samples
         whole = len(audio) - len(audio) % self.frame
         self._partial = audio[whole:].copy()
@@ -187,6 +189,25 @@ class QuietFrames:
             else:
                 self._run.release(out)
                 out.append(piece)
+        return out
+
+    def _one_frame(self, samples: NDArray[np.float32]) -> list[Part]:
+        """``feed`` of exactly one frame with nothing pending: one 20 ms message, what
+        telephony sources send. The same answer as the general path, without its per-call
+        numpy bookkeeping, which cost about as much as the rule itself."""
+        frame = samples.astype(np.float64)
+        quiet = float(np.mean(frame * frame)) <= self.level_squared
+        if self.flatness is not None:
+            if quiet:
+                quiet = bool(self.flatness.flat(frame[np.newaxis, :])[0])
+            else:
+                self.flatness.reset()  # a loud frame ends the quiet context
+        out: list[Part] = []
+        if quiet:
+            self._run.hold(samples)
+        else:
+            self._run.release(out)
+            out.append(samples)
         return out
 
     def flush(self) -> list[Part]:
