@@ -28,7 +28,10 @@ from spoofwatch.train.channel import get_channel
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 CLIPS = 24  # bona fide dev clips, about 80 windows
-MIN_WINDOWS = 60
+# The monitor judges once nearly all the windows are in: on these clips the 138-card card's
+# score divergence is 0.115 bits after 60 windows and 0.087 after 100 (the 134-card card's:
+# 0.068 after 100), so a 60-window estimate is as noisy as the margin under the threshold.
+MIN_WINDOWS = 90
 
 pytestmark = [
     pytest.mark.real_weights,
