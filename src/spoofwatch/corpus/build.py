@@ -38,7 +38,7 @@ from spoofwatch.corpus.outputs import (
 )
 from spoofwatch.corpus.records import Piece, Skip
 from spoofwatch.corpus.reserved import CUT_S, Reserved, speaker_refusal
-from spoofwatch.corpus.selection import apply_caps, assign_splits
+from spoofwatch.corpus.selection import CARD_CAP_REASON, apply_caps, assign_splits
 from spoofwatch.errors import AudioError, ConfigError
 from spoofwatch.progress import progress
 
@@ -343,7 +343,7 @@ def _finish(result: BuildResult, options: BuildOptions, log: Log) -> None:
     pieces = _refuse_near_copies(pieces, options.reserved, result.skips, log)
     pieces, capped = apply_caps(pieces, options.config, {c.id: c.caps for c in options.cards})
     result.skips += capped
-    own = sum(s.reason.startswith("over the card's") for s in capped)
+    own = sum(s.reason.startswith(CARD_CAP_REASON) for s in capped)
     log(f"caps: {len(capped)} pieces over a generator or speaker cap left out ({own} by a card's own cap)")
     assign_splits(pieces, options.config)
     for p in pieces:

@@ -64,6 +64,9 @@ def cap_order(pieces: Sequence[Piece], seed: int) -> list[Piece]:
     )
 
 
+CARD_CAP_REASON = "over the card's"  # a skip reason's start when a card's own cap dropped the piece
+
+
 def apply_caps(
     pieces: Sequence[Piece], config: BuildConfig, card_caps: Mapping[str, CardCaps] | None = None
 ) -> tuple[list[Piece], list[Skip]]:
@@ -90,7 +93,7 @@ def apply_caps(
             if total >= cap_s:
                 dropped.append(Skip(p.card, p.path, f"over the {what} cap", f"{what} {name}", p.duration_s))
             elif card_minutes is not None and per_card[p.card] >= 60.0 * card_minutes:
-                reason = f"over the card's {what} cap"
+                reason = f"{CARD_CAP_REASON} {what} cap"
                 dropped.append(Skip(p.card, p.path, reason, f"{what} {name}", p.duration_s))
             else:
                 kept.append(p)
