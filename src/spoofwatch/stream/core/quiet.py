@@ -194,7 +194,8 @@ class QuietFrames:
     def _one_frame(self, samples: NDArray[np.float32]) -> list[Part]:
         """``feed`` of exactly one frame with nothing pending: one 20 ms message, what
         telephony sources send. The same answer as the general path, without its per-call
-        numpy bookkeeping, which cost about as much as the rule itself."""
+        numpy bookkeeping (about a quarter of the rule's cost on 20 ms messages,
+        docs/benchmarks.md)."""
         frame = samples.astype(np.float64)
         quiet = float(np.mean(frame * frame)) <= self.level_squared
         if self.flatness is not None:
