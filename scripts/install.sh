@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   libsndfile1        # soundfile's codec library (FLAC, OGG/Opus, MP3)
+  libopus0           # libopus for opuslib-next: the voip training channel's packets
   libportaudio2      # sounddevice: microphone input
   libasound2-plugins # ALSA → PulseAudio bridge used by PortAudio
   ffmpeg             # corpus build: decodes m4a/aac/webm (and MP3/Opus libsndfile cannot read)

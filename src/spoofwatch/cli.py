@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # train.channel.CHANNELS, spelled out so --help does not import numpy and the resampler.
 _CHANNEL_NAMES = (
     "clean | telephone | level | telephone-level | augmented | augmented-gaps | telephone-gaps"
-    " | telephone-sid-gaps"
+    " | telephone-sid-gaps | voip"
 )
 # train.pipeline.SPECTRAL_FRONT_ENDS, for the same reason.
 _SPECTRAL_FRONT_ENDS = ("lfcc", "lfcc-phase", "lfcc-phase-resynth", "lfcc-phase-resynth-streamed")

@@ -7,7 +7,8 @@ a detector's scores depend on level. The fuller augmentation set (GSM, Opus, noi
 ``augment.py``; these names are the ones the embedding cache and reports key on.
 ``telephone-gaps`` is ``telephone`` with a call-path filler (comfort noise, concealment,
 digital silence) in every clip; ``telephone-sid-gaps`` the same with comfort noise made from
-each pause's own silence descriptor, as a DTX decoder makes it.
+each pause's own silence descriptor, as a DTX decoder makes it. ``voip`` is a messaging or
+meeting app's path (WebRTC noise suppression and gain control, low-rate Opus; ``voip.py``).
 """
 
 from __future__ import annotations
@@ -113,6 +114,14 @@ def telephone_sid_gaps(samples: NDArray[np.float32], sample_rate: int) -> NDArra
     return _telephone_filled(samples, sample_rate, SID_FILLERS)
 
 
+def voip(samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+    """A VoIP app's path (``voip.voip_app``): WebRTC noise suppression and gain control, Opus
+    at 8–24 kbit/s, now and then background noise before and packet loss after, seeded per clip."""
+    from spoofwatch.train.voip import voip_app
+
+    return voip_app(samples, sample_rate)
+
+
 CHANNELS: dict[str, Channel] = {
     "clean": clean,
     "telephone": telephone_mulaw,
@@ -122,6 +131,7 @@ CHANNELS: dict[str, Channel] = {
     "telephone-sid-gaps": telephone_sid_gaps,
     "level": random_level,
     "telephone-level": telephone_random_level,
+    "voip": voip,
 }
 
 
