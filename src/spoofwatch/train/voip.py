@@ -45,26 +45,38 @@ def _processor(auto_gain: int, suppression: int) -> Any:
     return AudioProcessor(auto_gain, suppression)
 
 
+def _pcm16(x: Samples, sr: int, frame: int, delay: int) -> tuple[NDArray[np.int16], int]:
+    """``x`` at 16 kHz as 16-bit PCM, zero-padded to whole ``frame``s with room for ``delay``
+    more samples; and the length before padding."""
+    y = resample(x, sr, APM_RATE) if sr != APM_RATE else x
+    n = len(y)
+    pcm = np.zeros(-(-(n + delay) // frame) * frame, dtype=np.int16)
+    pcm[:n] = np.round(np.clip(y, -1.0, 1.0) * 32767.0).astype(np.int16)
+    return pcm, n
+
+
+def _from_pcm16(raw: bytes, delay: int, n: int, sr: int, length: int) -> Samples:
+    """16 kHz 16-bit PCM ``raw``, ``delay`` samples late, as ``length`` float samples at ``sr``."""
+    pcm = np.frombuffer(raw, dtype=np.int16)[delay : delay + n]
+    z = (pcm.astype(np.float32) / 32768.0).astype(np.float32)
+    if sr != APM_RATE:
+        z = resample(z, APM_RATE, sr)
+    res = np.zeros(length, dtype=np.float32)
+    m = min(length, len(z))
+    res[:m] = z[:m]
+    return res
+
+
 def webrtc_apm(x: Samples, sr: int, auto_gain: int, suppression: int) -> Samples:
     """``x`` through WebRTC's high-pass filter, noise suppression (level 1–4; 0 off) and
     gain control (target ``auto_gain`` dB below full scale; 0 off), at 16 kHz, returned at
     ``sr`` with the same length."""
-    y = resample(x, sr, APM_RATE) if sr != APM_RATE else x
-    n = len(y)
     delay = NS_DELAY if suppression else 0
-    padded = np.zeros(-(-(n + delay) // CHUNK) * CHUNK, dtype=np.int16)
-    padded[:n] = np.round(np.clip(y, -1.0, 1.0) * 32767.0).astype(np.int16)
+    padded, n = _pcm16(x, sr, CHUNK, delay)
     apm = _processor(auto_gain, suppression)
     chunks = (padded[i : i + CHUNK].tobytes() for i in range(0, len(padded), CHUNK))
     out = b"".join(apm.Process10ms(chunk).audio for chunk in chunks)
-    pcm = np.frombuffer(out, dtype=np.int16)[delay : delay + n]
-    z = (pcm.astype(np.float32) / 32768.0).astype(np.float32)
-    if sr != APM_RATE:
-        z = resample(z, APM_RATE, sr)
-    res = np.zeros(len(x), dtype=np.float32)
-    m = min(len(x), len(z))
-    res[:m] = z[:m]
-    return res
+    return _from_pcm16(out, delay, n, sr, len(x))
 
 
 def _opus_codec() -> Any:
@@ -100,29 +112,18 @@ def opus(
     returned at ``sr`` with the same length. libsndfile's Opus has no packets to lose and
     costs five times the encoder time at its fixed complexity."""
     codec = _opus_codec()
-    y = resample(x, sr, APM_RATE) if sr != APM_RATE else x
-    n = len(y)
     encoder = codec.Encoder(APM_RATE, 1, "voip")
     encoder.bitrate = int(kbps * 1000)
     encoder.complexity = complexity
     decoder = codec.Decoder(APM_RATE, 1)
     delay = int(encoder.lookahead)
-    frames = -(-(n + delay) // OPUS_FRAME)
-    pcm = np.zeros(frames * OPUS_FRAME, dtype=np.int16)
-    pcm[:n] = np.round(np.clip(y, -1.0, 1.0) * 32767.0).astype(np.int16)
+    pcm, n = _pcm16(x, sr, OPUS_FRAME, delay)
     out = []
-    for k in range(frames):
+    for k in range(len(pcm) // OPUS_FRAME):
         packet = encoder.encode(pcm[k * OPUS_FRAME : (k + 1) * OPUS_FRAME].tobytes(), OPUS_FRAME)
         gone = lost is not None and k < len(lost) and bool(lost[k])
         out.append(decoder.decode(b"" if gone else packet, OPUS_FRAME))  # empty: conceal
-    decoded = np.frombuffer(b"".join(out), dtype=np.int16)[delay : delay + n]
-    z = (decoded.astype(np.float32) / 32768.0).astype(np.float32)
-    if sr != APM_RATE:
-        z = resample(z, APM_RATE, sr)
-    res = np.zeros(len(x), dtype=np.float32)
-    m = min(len(x), len(z))
-    res[:m] = z[:m]
-    return res
+    return _from_pcm16(b"".join(out), delay, n, sr, len(x))
 
 
 def voip_seed(x: Samples) -> int:
