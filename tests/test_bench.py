@@ -25,6 +25,7 @@ from spoofwatch.model.encoders.hf import HFEncoder
 from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.model.quantize import Int8Encoder, apply_quantization, count_linear_layers
 from spoofwatch.ops.bench import (
+    CHUNK_MS,
     BenchOptions,
     next_probe,
     run_bench,
@@ -86,6 +87,40 @@ def test_fixed_run_scores_every_window_of_every_stream_and_reports_sane_fields()
     assert report["setup"]["window_s"] == 0.5 and report["setup"]["hop_s"] == 0.25
     assert sum(scorer.calls) == run["windows_scored"] + options.rtf_windows + 1
     assert run["cpu_ms_per_window"] > 0 and run["mean_batch"] >= 1
+
+
+def test_streams_take_the_message_lengths_asked_for_and_the_report_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spoofwatch.cli import build_parser
+    from spoofwatch.stream.engine.pipeline import StreamHandle
+
+    fed: list[int] = []
+    feed = StreamHandle.feed
+
+    def counting_feed(self: StreamHandle, samples: np.ndarray) -> None:
+        fed.append(len(samples))
+        feed(self, samples)
+
+    monkeypatch.setattr(StreamHandle, "feed", counting_feed)
+    options = BenchOptions(streams=2, seconds=0.8, search=False, rtf_windows=1, chunk_ms=(20,))
+    report = run_bench(FakeScorer(window_s=0.5), STREAM, ENGINE, options).to_dict()
+    assert report["setup"]["chunk_ms"] == [20] and report["setup"]["input_rate"] == 16000
+    assert set(fed) == {320} and len(fed) >= 2 * 35  # 0.8 s of 20 ms messages per stream
+    (run,) = report["runs"]
+    assert run["windows_scored"] + run["windows_dropped"] == 2 * 2
+    fed.clear()
+    default = run_bench(FakeScorer(window_s=0.5), STREAM, ENGINE, replace(options, chunk_ms=CHUNK_MS))
+    assert default.setup["chunk_ms"] == list(CHUNK_MS)
+    assert set(fed) == {320, 640}  # two streams: the first two lengths
+    parser = build_parser()
+    assert parser.parse_args(["bench", "--chunk-ms", "20"]).chunk_ms == (20,)
+    assert parser.parse_args(["bench", "--chunk-ms", "20,60"]).chunk_ms == (20, 60)
+    assert parser.parse_args(["bench"]).chunk_ms is None
+    for bad in ("0", "20,x", ""):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", "--chunk-ms", bad])
+    assert "expected comma-separated positive message lengths in ms" in capsys.readouterr().err
 
 
 def test_an_engine_that_cannot_keep_up_is_not_real_time() -> None:
@@ -342,3 +377,9 @@ def test_num_threads_is_applied_in_the_scoring_thread(tiny: Tiny) -> None:
         assert seen == [1]
     finally:
         torch.set_num_threads(before)
+
+
+def test_cli_chunk_ms_reaches_the_streams(tiny: Tiny) -> None:
+    argv = ["--detector", str(tiny.detector_dir), "--streams", "1", "--seconds", "0.6", "--no-search"]
+    code, lines = run_cli([*argv, "--chunk-ms", "20", "--json"])
+    assert code == 0 and json.loads(lines[-1])["setup"]["chunk_ms"] == [20]

@@ -895,6 +895,18 @@ def _add_level_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _chunk_lengths(text: str) -> tuple[int, ...]:
+    try:
+        lengths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        lengths = ()
+    if not lengths or min(lengths) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive message lengths in ms (e.g. 20 or 20,40), found {text!r}"
+        )
+    return lengths
+
+
 def _level_or_none(text: str) -> float | None:
     if text.strip().lower() == "none":
         return None
@@ -1181,6 +1193,14 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--int8", action="store_true", help="shorthand for --quantization int8")
     parser.add_argument("--hop-s", type=float, help="hop between windows (default: the detector's, 1 s)")
     parser.add_argument("--sample-rate", type=int, default=16000, help="input rate of the synthetic streams")
+    parser.add_argument(
+        "--chunk-ms",
+        type=_chunk_lengths,
+        default=None,
+        metavar="MS[,MS...]",
+        help="message lengths the streams take in turn (default 20,40,60,80,100); "
+        "20 is what telephony sources (Twilio, AudioHook, AudioSocket) send",
+    )
     parser.add_argument("--max-probes", type=int, default=6, help="most runs in the search (default 6)")
     parser.add_argument("--no-search", action="store_true", help="only the --streams run")
     parser.add_argument(
@@ -1253,6 +1273,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         search=not args.no_search,
         max_probes=args.max_probes,
         input_rate=args.sample_rate,
+        **({"chunk_ms": args.chunk_ms} if args.chunk_ms else {}),
     )
 
     def progress(line: str) -> None:

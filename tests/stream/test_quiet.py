@@ -302,3 +302,16 @@ def test_one_frame_messages_split_exactly_as_whole_chunks_do() -> None:
                 else:
                     assert isinstance(got, np.ndarray)
                     np.testing.assert_array_equal(got, want)
+
+
+def test_one_row_flatness_in_plain_floats_matches_the_rows_version() -> None:
+    from spoofwatch.stream.core.quiet import _flatness, _row_flatness
+
+    rng = np.random.default_rng(3)
+    rows = np.abs(rng.standard_normal((50, 16))) ** 3
+    rows[0] = 1.0  # flat: exactly 1
+    rows[1, :8] = 0.0  # zeros are floored, as in the rows' version
+    expected = _flatness(rows)
+    got = np.array([_row_flatness(row) for row in rows])
+    assert np.allclose(got, expected, rtol=1e-12, atol=0.0)
+    assert got[0] == pytest.approx(1.0) and got.min() < 0.5

@@ -543,6 +543,8 @@ def run_bench(
 ) -> BenchReport:
     """RTF, then real-time streams (one run at ``options.streams`` or a search)."""
     setup = _setup(scorer, stream_config, engine_config)
+    setup["input_rate"] = options.input_rate
+    setup["chunk_ms"] = list(options.chunk_ms)  # how the streams were fed: part of what is measured
     one = measure_one_stream(scorer, stream_config.hop_s, options.rtf_windows, options.seed)
     if progress:
         progress(
