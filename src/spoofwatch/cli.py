@@ -1246,7 +1246,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
     from spoofwatch.config import detector_options, load_settings
     from spoofwatch.model.artifact import load_detector
-    from spoofwatch.ops.bench import BenchOptions, run_bench, run_encoder_only
+    from spoofwatch.ops.bench import CHUNK_MS, BenchOptions, run_bench, run_encoder_only
 
     flags = {
         "max_batch": args.batch,
@@ -1273,7 +1273,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
         search=not args.no_search,
         max_probes=args.max_probes,
         input_rate=args.sample_rate,
-        **({"chunk_ms": args.chunk_ms} if args.chunk_ms else {}),
+        chunk_ms=args.chunk_ms or CHUNK_MS,
     )
 
     def progress(line: str) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from spoofwatch.errors import ConfigError
 from spoofwatch.train.channel import get_channel
-from spoofwatch.train.voip import OPUS_FRAME, lost_packets, opus, voip_app, webrtc_apm
+from spoofwatch.train.concealment import lost_frames
+from spoofwatch.train.voip import OPUS_FRAME, opus, voip_app, webrtc_apm
 
 SR = 16000
 
@@ -121,7 +122,7 @@ def test_lost_packets_are_concealed_not_silenced() -> None:
 
 
 def test_loss_bursts_have_the_drawn_rates() -> None:
-    shares = [lost_packets(5000, np.random.default_rng(seed)).mean() for seed in range(20)]
+    shares = [lost_frames(5000, np.random.default_rng(seed)).mean() for seed in range(20)]
     assert min(shares) > 0.01 and max(shares) < 0.2
     assert max(shares) - min(shares) > 0.02
 

@@ -147,19 +147,29 @@ def dtx_sid(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
     return y
 
 
-def plc_bursts(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
-    """Bursts of 1–5 lost 20 ms frames at 2–10 % of frames, each concealed (``fill_plc``)."""
-    y = x.copy()
-    frame = round(FRAME_S * sr)
-    n = len(x) // frame
-    k = 0
+def lost_frames(n: int, rng: np.random.Generator) -> NDArray[np.bool_]:
+    """Which of ``n`` 20 ms frames (or packets) a lossy link drops: bursts of 1–5, 2–10 % of
+    frames in all, every burst followed by at least one kept frame."""
+    lost = np.zeros(n, dtype=bool)
     rate = rng.uniform(0.02, 0.10)
+    k = 0
     while k < n:
         if rng.random() < rate / 3:
             burst = int(rng.integers(1, 6))
-            fill_plc(y, k * frame, min(n, k + burst) * frame, sr)
+            lost[k : k + burst] = True
             k += burst
         k += 1
+    return lost
+
+
+def plc_bursts(x: Samples, sr: int, rng: np.random.Generator) -> Samples:
+    """Bursts of lost 20 ms frames (``lost_frames``), each concealed (``fill_plc``)."""
+    y = x.copy()
+    frame = round(FRAME_S * sr)
+    lost = lost_frames(len(x) // frame, rng)
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], lost.astype(np.int8), [0]))))
+    for i, j in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
+        fill_plc(y, i * frame, j * frame, sr)
     return y
 
 

@@ -90,20 +90,6 @@ def _opus_codec() -> Any:
     return opuslib_next
 
 
-def lost_packets(n: int, rng: np.random.Generator) -> NDArray[np.bool_]:
-    """Which of ``n`` 20 ms packets a lossy link drops: bursts of 1–5 packets, 2–10 % in all."""
-    lost = np.zeros(n, dtype=bool)
-    rate = rng.uniform(0.02, 0.10)
-    k = 0
-    while k < n:
-        if rng.random() < rate / 3:
-            burst = int(rng.integers(1, 6))
-            lost[k : k + burst] = True
-            k += burst
-        k += 1
-    return lost
-
-
 def opus(
     x: Samples, sr: int, kbps: float, complexity: int = 10, lost: NDArray[np.bool_] | None = None
 ) -> Samples:
@@ -138,6 +124,7 @@ def voip_app(x: Samples, sr: int, applied: list[str] | None = None) -> Samples:
     differ), 2–10 % of them lost in bursts and concealed on 30 % of clips. The names of the
     steps taken are appended to ``applied`` when given."""
     from spoofwatch.train.augment import add_noise
+    from spoofwatch.train.concealment import lost_frames
 
     rng = np.random.default_rng(voip_seed(x))
     steps: list[str] = []
@@ -152,7 +139,7 @@ def voip_app(x: Samples, sr: int, applied: list[str] | None = None) -> Samples:
     kbps = float(rng.uniform(*OPUS_KBPS))
     complexity = int(rng.integers(0, 11))
     packets = -(-len(x) * 50 // sr) + 1
-    lost = lost_packets(packets, rng) if rng.random() < P_LOSS else None
+    lost = lost_frames(packets, rng) if rng.random() < P_LOSS else None
     y = opus(y, sr, kbps, complexity, lost)
     steps.append(f"opus{kbps:.0f}k-c{complexity}" + ("+loss" if lost is not None else ""))
     if applied is not None:
