@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from spoofwatch.errors import ModelError
-from spoofwatch.model.pooling import mean_std_pool, pooled_dim
+from spoofwatch.model.pooling import (
+    FLOAT16_MAX,
+    mean_std_pool,
+    pooled_dim,
+    stored_precision,
+    stored_precision_torch,
+)
 
 
 def test_pooling_matches_numpy_layer_by_layer_in_the_order_given() -> None:
@@ -32,3 +38,23 @@ def test_unknown_layers_are_refused() -> None:
         mean_std_pool([torch.zeros(1, 2, 3)], [1])
     with pytest.raises(ModelError, match="at least one layer"):
         mean_std_pool([torch.zeros(1, 2, 3)], [])
+
+
+def test_stored_precision_is_the_caches_float16_grid_clipped_to_its_range() -> None:
+    values = np.array([[1.0001, 1e-7, -3.14159, 1e6, -1e6, 65504.0]], dtype=np.float32)
+    rounded = stored_precision(values)
+    assert rounded.dtype == np.float32
+    np.testing.assert_array_equal(rounded[0, :3], values[0, :3].astype(np.float16).astype(np.float32))
+    assert rounded[0, 0] != values[0, 0]  # 1.0001 is not on the grid
+    # Beyond float16's range: its largest value, never inf (the cache would store inf).
+    np.testing.assert_array_equal(rounded[0, 3:], [FLOAT16_MAX, -FLOAT16_MAX, FLOAT16_MAX])
+    np.testing.assert_array_equal(stored_precision(rounded), rounded)
+
+
+def test_the_differentiable_rounding_is_the_same_forward_and_the_identity_backward() -> None:
+    values = torch.tensor([[1.0001, -3.14159, 1e6]], requires_grad=True)
+    out = stored_precision_torch(values)
+    np.testing.assert_array_equal(out.detach().numpy(), stored_precision(values.detach().numpy()))
+    (out * torch.tensor([[2.0, 3.0, 4.0]])).sum().backward()
+    assert values.grad is not None
+    np.testing.assert_array_equal(values.grad.numpy(), [[2.0, 3.0, 4.0]])

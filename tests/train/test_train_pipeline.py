@@ -22,13 +22,19 @@ from spoofwatch.model.calibration import AffineCalibration
 from spoofwatch.model.encoders.phase import LfccPhaseEncoder
 from spoofwatch.model.encoders.registry import EncoderSpec
 from spoofwatch.model.level import normalise_level
-from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.pooling import mean_std_pool, stored_precision
 from spoofwatch.model.resynthesis.vocoder import VOCODER_ENV
 from spoofwatch.ops.drift import DriftReference
 from spoofwatch.stream.core.windowing import WindowConfig, cut_windows
 from spoofwatch.train.clip_scoring import score_file
 from spoofwatch.train.corpus import LabelledItem
-from spoofwatch.train.evaluate import detector_embeddings, evaluate_detector, llr_threshold
+from spoofwatch.train.evaluate import (
+    detector_embeddings,
+    evaluate_detector,
+    llr_threshold,
+    window_config,
+    window_scores,
+)
 from spoofwatch.train.extract import remade_windows
 from spoofwatch.train.pipeline import TrainOptions, encoder_spec, train_detector, truncated_spec
 
@@ -268,7 +274,8 @@ def test_a_resynthesis_card_builds_its_block_alike_in_training_and_scoring(
     assert detector.spectral is not None
     levelled = normalise_level(torch.from_numpy(window)[None], RATE, -26.0)
     original, remade = (
-        mean_std_pool([state], [0]).numpy() for state in detector.spectral.hidden_states(levelled)
+        stored_precision(mean_std_pool([state], [0]).numpy())
+        for state in detector.spectral.hidden_states(levelled)
     )
     np.testing.assert_allclose(features[0, -40:-20], (original - remade)[0, 60:80], atol=1e-5)
     np.testing.assert_allclose(features[0, -200:-40], original[0], atol=1e-5)
@@ -306,7 +313,8 @@ def test_a_streamed_resynthesis_card_reads_the_clips_remake_in_training_and_scor
     features = detector.features(windows, remakes)
     levelled = [normalise_level(torch.from_numpy(a), RATE, -26.0) for a in (windows, remakes)]
     original, remade = (
-        mean_std_pool([LfccPhaseEncoder(2.0).hidden_states(a)[0]], [0]).numpy() for a in levelled
+        stored_precision(mean_std_pool([LfccPhaseEncoder(2.0).hidden_states(a)[0]], [0]).numpy())
+        for a in levelled
     )
     np.testing.assert_allclose(features[:, -40:-20], (original - remade)[:, 60:80], atol=1e-5)
     np.testing.assert_allclose(features[:, -200:-40], original, atol=1e-5)
@@ -562,3 +570,23 @@ def test_an_mlp_head_is_trained_recorded_loaded_and_scored(
         train_detector(
             items, None, tmp_path / "x", tiny_options(model, head="mlp", mlp_dropout=1.0), progress=False
         )
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_a_card_scores_a_window_as_its_head_was_fitted_on_it(
+    tmp_path: Path, workspace: tuple[Path, list[LabelledItem]], head: str
+) -> None:
+    """The head is fitted on the cache's float16 features; the detector (file, stream) must
+    score the very same values, or an MLP head's scores run away on off-grid columns."""
+    model, items = workspace
+    mlp = {"mlp_hidden": 8, "mlp_epochs": 5} if head == "mlp" else {}
+    options = tiny_options(model, head=head, spectral="lfcc-phase", level_dbfs=-26.0, **mlp)
+    train_detector(items, None, tmp_path / "card", options, progress=False)
+    detector = load_detector(tmp_path / "card")
+    dev = [it for it in items if it.split == "dev"]
+    cached = window_scores(detector, detector_embeddings(detector, dev[:2], "clean", progress=False))
+    streamed = [
+        w.score for it in dev[:2] for w in score_file(detector, it.path, window_config(detector)).windows
+    ]
+    assert len(streamed) == len(cached) > 2
+    np.testing.assert_allclose(streamed, cached, rtol=1e-6, atol=1e-9)

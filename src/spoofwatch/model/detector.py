@@ -20,7 +20,7 @@ from spoofwatch.model.device import device_of
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.heads import Head
 from spoofwatch.model.level import check_target, levelled_pair
-from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.pooling import mean_std_pool, stored_precision
 from spoofwatch.model.quantize import quantization_of
 from spoofwatch.model.resynthesis.remake import StreamedRemake
 from spoofwatch.model.resynthesis.stream_context import RemakeStream
@@ -183,10 +183,12 @@ class Detector:
                     self.settings.level_dbfs,
                 )
                 states = self.encoder.hidden_states(chunk)
-                pooled = mean_std_pool(states, self.settings.layers).cpu().numpy()
+                pooled = stored_precision(mean_std_pool(states, self.settings.layers).cpu().numpy())
                 if self.spectral is not None:
                     spectral_states = front_end_states(self.spectral, chunk, remake_chunk)
-                    every_state = mean_std_pool(spectral_states, range(len(spectral_states))).numpy()
+                    every_state = stored_precision(
+                        mean_std_pool(spectral_states, range(len(spectral_states))).numpy()
+                    )
                     pooled = np.concatenate([pooled, spectral_block(self.spectral, every_state)], axis=1)
                 out.append(pooled)
         if not out:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from spoofwatch.errors import ModelError
 
@@ -36,3 +38,27 @@ def mean_std_pool(hidden_states: Sequence[torch.Tensor], layers: Sequence[int]) 
 def pooled_dim(num_layers: int, hidden_size: int) -> int:
     """Width of ``mean_std_pool``'s output."""
     return num_layers * 2 * hidden_size
+
+
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def stored_precision(pooled: NDArray[np.floating]) -> NDArray[np.float32]:
+    """``pooled`` rounded to float16 and back to float32, clipped to float16's range.
+
+    The training cache stores pooled statistics as float16 (``train.extract``), so every head
+    is fitted on values of that grid, and the detector scores the same grid. At float32 a
+    few columns of tiny spread over the training windows (Whisper's state 0 carries the
+    positional embedding, the same in every window) land between the grid's points, tens of
+    standard deviations from anything the head saw: an MLP head's window scores moved by up
+    to 9 nats, a logistic head's by up to 0.6 (docs/decisions.md, 2026-12-07).
+    """
+    clipped = np.clip(np.asarray(pooled, dtype=np.float32), -FLOAT16_MAX, FLOAT16_MAX)
+    return clipped.astype(np.float16).astype(np.float32)
+
+
+def stored_precision_torch(pooled: torch.Tensor) -> torch.Tensor:
+    """``stored_precision`` with gradients: the rounded values forward, the identity
+    backward (a straight-through estimate, for the differentiable path)."""
+    rounded = pooled.clamp(-FLOAT16_MAX, FLOAT16_MAX).to(torch.float16).to(pooled.dtype)
+    return pooled + (rounded - pooled).detach()

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 from spoofwatch.errors import ModelError
 from spoofwatch.model.detector import Detector
 from spoofwatch.model.level import normalise_level
-from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.pooling import mean_std_pool, stored_precision_torch
 from spoofwatch.model.quantize import quantization_of
 
 DEFAULT_STEPS = 4
@@ -52,10 +52,11 @@ def differentiable_llr(detector: Detector, windows: torch.Tensor) -> torch.Tenso
     chunk = windows
     if detector.settings.level_dbfs is not None:
         chunk = normalise_level(windows, detector.sample_rate, detector.settings.level_dbfs)
-    pooled = mean_std_pool(detector.encoder.hidden_states(chunk), detector.settings.layers)
+    states = detector.encoder.hidden_states(chunk)
+    pooled = stored_precision_torch(mean_std_pool(states, detector.settings.layers))
     if detector.spectral is not None:
-        states = detector.spectral.hidden_states(chunk)
-        every = mean_std_pool(states, range(len(states)))
+        spectral_states = detector.spectral.hidden_states(chunk)
+        every = stored_precision_torch(mean_std_pool(spectral_states, range(len(spectral_states))))
         pooled = torch.cat([pooled, every], dim=1)
     raw = detector.head.differentiable(pooled)
     return detector.calibration.scale * raw + detector.calibration.offset

@@ -27,7 +27,7 @@ from spoofwatch.errors import AudioError, DataError
 from spoofwatch.model.encoders.base import Encoder
 from spoofwatch.model.encoders.weights import cache_root
 from spoofwatch.model.level import levelled_pair
-from spoofwatch.model.pooling import mean_std_pool
+from spoofwatch.model.pooling import mean_std_pool, stored_precision
 from spoofwatch.model.resynthesis.remake import StreamedRemake
 from spoofwatch.model.spectral import front_end_states, remake_of, spectral_block
 from spoofwatch.progress import progress as show_progress
@@ -204,7 +204,7 @@ def embed_windows(
                 level_dbfs,
             )
             states = front_end_states(encoder, chunk, remake_chunk)
-            pooled = mean_std_pool(states, list(range(n_states))).numpy()
+            pooled = stored_precision(mean_std_pool(states, list(range(n_states))).numpy())
             out[start : start + len(chunk)] = pooled.reshape(len(chunk), n_states, 2 * dim)
     return out
 
