@@ -51,7 +51,8 @@ def stored_precision(pooled: NDArray[np.floating]) -> NDArray[np.float32]:
     few columns of tiny spread over the training windows (Whisper's state 0 carries the
     positional embedding, the same in every window) land between the grid's points, tens of
     standard deviations from anything the head saw: an MLP head's window scores moved by up
-    to 9 nats, a logistic head's by up to 0.6 (docs/decisions.md, 2026-12-07).
+    to 9 nats, the logistic card's dev clip scores by up to 1.5 (docs/decisions.md,
+    2026-12-07 (night)).
     """
     clipped = np.clip(np.asarray(pooled, dtype=np.float32), -FLOAT16_MAX, FLOAT16_MAX)
     return clipped.astype(np.float16).astype(np.float32)
