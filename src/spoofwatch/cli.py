@@ -580,6 +580,12 @@ def _add_drift_options(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="drift alarms: share of the reference's spoof windows mixed in (0)",
     )
+    parser.add_argument(
+        "--drift-reference",
+        metavar="FILE",
+        help="drift alarms: compare with this node's own reference (scripts/drift_reference.py --out), "
+        "not the card's",
+    )
 
 
 def _server_settings(args: argparse.Namespace) -> Any:
@@ -642,6 +648,7 @@ def _server_settings(args: argparse.Namespace) -> Any:
             "drift_threshold",
             "drift_min_windows",
             "drift_spoof_share",
+            "drift_reference",
         )
     }
     engine["device"] = getattr(args, "engine_device", None)  # listen's --device is the microphone

@@ -153,10 +153,15 @@ class EngineConfig:
     # drift_window_s seconds of window scores, levels and speech shares from the detector
     # card's reference; a drift event beyond drift_threshold once drift_min_windows windows
     # were seen (0 = off). drift_spoof_share: share of synthetic calls the reference mixes in.
+    # drift_reference: a JSON file holding a reference made from this node's own genuine
+    # calls with its detector (scripts/drift_reference.py --out), used instead of the card's:
+    # genuine sources differ from the card's mix by as much as a codec moves one source
+    # (docs/protocol.md, drift alarms), so a node is best compared with its own normal.
     drift_window_s: float = 900.0
     drift_threshold: float = 0.1
     drift_min_windows: int = 300
     drift_spoof_share: float = 0.0
+    drift_reference: str = ""
 
     def __post_init__(self) -> None:
         if self.scorer not in SCORERS:

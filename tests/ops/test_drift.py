@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from spoofwatch.ops.drift import (
     SlidingHistograms,
     WindowFeatures,
     bin_index,
+    detector_identity,
     drift_monitor_for,
     js_divergence,
     reference_section,
@@ -233,6 +236,48 @@ def test_pipeline_publishes_drift_through_the_hub_when_the_input_shifts() -> Non
     assert [e.state for e in drift] == ["on"] and drift[0].node == "n9"
     assert drift_monitor_for(Pipeline(FakeScorer(), cfg), EngineConfig()) is None  # no card: off
     assert drift_monitor_for(Pipeline(CardScorer(card), cfg), EngineConfig(drift_threshold=0)) is None
+
+
+def test_a_node_reference_file_replaces_the_cards_only_when_made_with_the_same_detector(
+    tmp_path: Path,
+) -> None:
+    """engine.drift_reference: the node's own reference (here: tone windows) is used instead
+    of the card's (noise windows); one made with another detector, or no reference section,
+    is refused naming the file and what was expected."""
+    rate = 16000
+    cfg = StreamConfig(window_s=1.0, hop_s=0.5)
+    card_section = reference_section(
+        [window_features(noise(1.0, seed=s), rate, 2.0, True, -50.0) for s in range(20)], ["bonafide"] * 20
+    )
+    card: dict[str, object] = {"name": "d", "created": "2026-12-07T00:00:00+00:00", CARD_KEY: card_section}
+    tones = [window_features(tone(1.0) * 0.05, rate, -3.0, True, -50.0)] * 20
+    mine = reference_section(tones, ["bonafide"] * 20, source={"detector": detector_identity(card)})
+    path = tmp_path / "node.json"
+    path.write_text(json.dumps(mine))
+    engine = EngineConfig(drift_reference=str(path))
+    monitor = drift_monitor_for(Pipeline(CardScorer(card), cfg), engine)
+    card_monitor = drift_monitor_for(Pipeline(CardScorer(card), cfg), EngineConfig())
+    assert monitor is not None and card_monitor is not None
+    for f in tones:
+        monitor.observe(f)
+        card_monitor.observe(f)
+    assert monitor.statistic == pytest.approx(0.0) and card_monitor.statistic > 0.9
+
+    retrained = {**card, "created": "2026-12-08T00:00:00+00:00"}
+    refused = r"node\.json.*made with detector 'd \(2026-12-07.*this node runs 'd \(2026-12-08"
+    with pytest.raises(ConfigError, match=refused):
+        drift_monitor_for(Pipeline(CardScorer(retrained), cfg), engine)
+    path.write_text(json.dumps({"windows": 3}))
+    with pytest.raises(ConfigError, match="expected a drift_reference section"):
+        drift_monitor_for(Pipeline(CardScorer(card), cfg), engine)
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="expected a readable JSON file"):
+        drift_monitor_for(Pipeline(CardScorer(card), cfg), engine)
+    broken = dict(mine)
+    broken["features"] = {"score": {}}
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ConfigError, match=r"drift_reference.*malformed"):
+        drift_monitor_for(Pipeline(CardScorer(card), cfg), engine)
 
 
 @pytest.mark.parametrize("name", ["default", "resynth"])

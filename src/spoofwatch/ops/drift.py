@@ -16,6 +16,11 @@ reference never saw), where PSI needs an arbitrary epsilon that then dominates i
 Score and level count speech windows only (the score of silence says nothing about the
 detector); speech share counts every window.
 
+A node can be compared with its own normal instead (``engine.drift_reference``): a file
+holding the same section made from the node's genuine calls with its own detector
+(``scripts/drift_reference.py --out``); the card's reference is a mix of many genuine
+sources, and one source alone can sit as far from that mix as a codec moves it.
+
 ``DriftMonitor.observe`` returns a ``DriftEvent`` when the statistic crosses
 ``threshold`` (at least ``min_windows`` windows in the period) and again when it falls
 below ``rearm`` times the threshold (hysteresis, like the alarm's).
@@ -23,11 +28,13 @@ below ``rearm`` times the threshold (hysteresis, like the alarm's).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -289,14 +296,50 @@ class DriftMonitor:
         )
 
 
+def detector_identity(card: Mapping[str, Any]) -> str:
+    """Which trained detector a card is: its name and when it was trained (a retrained card
+    of the same name scores differently)."""
+    return f"{card.get('name', '')} ({card.get('created', '')})"
+
+
+def node_reference(path: str | Path, card: Mapping[str, Any], spoof_share: float = 0.0) -> DriftReference:
+    """The reference in ``path`` (``engine.drift_reference``: a ``drift_reference`` section,
+    as ``scripts/drift_reference.py --out`` writes it), refused unless it was made with the
+    detector ``card`` describes (scores of another detector are not comparable)."""
+    where = f"engine.drift_reference {str(path)!r}"
+    try:
+        section = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{where}: expected a readable JSON file ({exc})") from None
+    if not isinstance(section, dict) or "features" not in section:
+        raise ConfigError(f"{where}: expected a drift_reference section (scripts/drift_reference.py --out)")
+    source = section.get("source")
+    made_with = str(source.get("detector", "")) if isinstance(source, dict) else ""
+    if made_with != detector_identity(card):
+        raise ConfigError(
+            f"{where}: made with detector {made_with or 'unknown'!r}, but this node runs "
+            f"{detector_identity(card)!r}; remake it with scripts/drift_reference.py --out"
+        )
+    try:
+        reference = DriftReference.from_card({CARD_KEY: section}, spoof_share)
+    except ModelError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    assert reference is not None
+    return reference
+
+
 def drift_monitor_for(pipeline: Pipeline, engine: EngineConfig) -> DriftMonitor | None:
     """A monitor watching ``pipeline``'s scored windows and publishing its drift events on
-    the pipeline's hub; None when ``engine.drift_threshold`` is 0 or the detector card
-    holds no reference."""
+    the pipeline's hub; None when ``engine.drift_threshold`` is 0 or there is no reference
+    (``engine.drift_reference``'s file, else the detector card's)."""
     if engine.drift_threshold == 0:
         return None
     card = getattr(pipeline.scorer, "card", None) or {}
-    reference = DriftReference.from_card(card, engine.drift_spoof_share)
+    reference: DriftReference | None
+    if engine.drift_reference:
+        reference = node_reference(engine.drift_reference, card, engine.drift_spoof_share)
+    else:
+        reference = DriftReference.from_card(card, engine.drift_spoof_share)
     if reference is None:
         logger.info("drift alarms off: the detector card has no %s", CARD_KEY)
         return None
