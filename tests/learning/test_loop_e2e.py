@@ -245,10 +245,11 @@ def test_feedback_retrain_canary_promote_and_hot_reload_on_the_running_server(
                 poisoned = tmp_path / "poisoned"
                 verdicts = [(f"spoof-{i}", "spoof", 300 + i) for i in range(12)]
                 await asyncio.to_thread(give_feedback, current, poisoned, verdicts, lambda _: "false_alarm")
+                # Weight 50: at 200 the refit of some CPUs ranks dev backwards, which retrain refuses.
                 bad = tmp_path / "bad"
                 code, text = await asyncio.to_thread(
                     cli, "retrain", "--feedback", str(poisoned), "--base", str(current), "--out", str(bad),
-                    "--manifest", str(train_csv), "--feedback-weight", "200", "--holdout", "0",
+                    "--manifest", str(train_csv), "--feedback-weight", "50", "--holdout", "0",
                 )  # fmt: skip
                 assert code == 0, text
                 code, text = await asyncio.to_thread(

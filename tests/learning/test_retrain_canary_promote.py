@@ -105,12 +105,13 @@ def test_feedback_retrain_canary_promote_and_rollback(world: tuple[Path, Path, P
 def test_a_candidate_made_worse_is_refused(world: tuple[Path, Path, Path], tmp_path: Path) -> None:
     base, train_csv, dev_csv = world
     feedback = tmp_path / "feedback"
-    # Poisoned feedback: synthetic calls marked false alarms, with a big weight.
+    # Poisoned feedback: synthetic calls marked false alarms, with a big weight (50: at 200
+    # the refitted head of some CPUs ranks dev backwards, which retrain itself refuses).
     verdicts = [(f"call-spoof-{i}", "spoof", 300 + i) for i in range(12)]
     give_feedback(base, feedback, verdicts, lambda _: "false_alarm")
     code, text = run(
         "retrain", "--feedback", str(feedback), "--base", str(base), "--out", str(tmp_path / "bad"),
-        "--manifest", str(train_csv), "--feedback-weight", "200", "--holdout", "0",
+        "--manifest", str(train_csv), "--feedback-weight", "50", "--holdout", "0",
     )  # fmt: skip
     assert code == 0, text
     code, text = run("canary", str(tmp_path / "bad"), "--against", str(base), "--manifest", str(dev_csv))
