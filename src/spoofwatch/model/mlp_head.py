@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Self
 
@@ -18,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spoofwatch.errors import ModelError
+from spoofwatch.model.blas_threads import single_blas_thread
 from spoofwatch.model.head import FloatArray, LogitHead, RowChunks, as_rows, checked_fit_input, standardised
 
 if TYPE_CHECKING:
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _SCORE_ROWS = 8192
+# Streaming batches (a few windows) score on one BLAS thread (model/blas_threads.py).
+_ONE_THREAD_ROWS = 256
 _TENSORS = ("head.mean", "head.scale", "head.w1", "head.b1", "head.w2", "head.b2")
 
 
@@ -168,9 +172,11 @@ class MLPHead(LogitHead):
         if X.ndim != 2 or X.shape[1] != mean.shape[0]:
             raise ModelError(f"expected features (n, {mean.shape[0]}), found {X.shape}")
         out = np.empty(len(X))
-        for i in range(0, len(X), _SCORE_ROWS):
-            hidden = gelu_tanh(np.asarray(((X[i : i + _SCORE_ROWS] - mean) / scale) @ w1 + b1, np.float32))
-            out[i : i + _SCORE_ROWS] = (hidden @ w2).astype(np.float64) + self.b2_
+        with single_blas_thread() if len(X) <= _ONE_THREAD_ROWS else nullcontext():
+            for i in range(0, len(X), _SCORE_ROWS):
+                rows = (X[i : i + _SCORE_ROWS] - mean) / scale
+                hidden = gelu_tanh(np.asarray(rows @ w1 + b1, np.float32))
+                out[i : i + _SCORE_ROWS] = (hidden @ w2).astype(np.float64) + self.b2_
         return out
 
     def differentiable(self, pooled: torch.Tensor) -> torch.Tensor:
