@@ -61,3 +61,13 @@ def test_device_comes_from_the_environment_and_is_validated(monkeypatch: pytest.
         assert _server_settings(args).engine.device == "auto"
     bench = build_parser().parse_args(["bench", "--encoder-device", "cuda"])
     assert bench.engine_device == "cuda"
+
+
+def test_a_node_drift_reference_comes_from_the_flag_the_environment_or_the_file() -> None:
+    from spoofwatch.cli import _server_settings, build_parser
+
+    args = build_parser().parse_args(["serve", "--drift-reference", "node.json"])
+    assert _server_settings(args).engine.drift_reference == "node.json"
+    assert _server_settings(build_parser().parse_args(["serve"])).engine.drift_reference == ""
+    env = {"SPOOFWATCH_ENGINE_DRIFT_REFERENCE": "/srv/ref.json"}
+    assert load_settings(env=env).engine.drift_reference == "/srv/ref.json"
