@@ -351,15 +351,17 @@ def drift_monitor_for(pipeline: Pipeline, engine: EngineConfig) -> DriftMonitor 
         min_windows=engine.drift_min_windows,
     )
     gate_dbfs = pipeline.stream_config.speech_threshold_dbfs
+    against = "the node's reference" if engine.drift_reference else "the card's reference"
 
     def observe(_stream: StreamHandle, window: Window, score: float, speech: bool) -> None:
         features = window_features(window.samples, window.sample_rate, score, speech, gate_dbfs)
         event = monitor.observe(features)
         if event is not None:
             logger.warning(
-                "drift %s: %.3f bits against the card's reference (threshold %.3f, %d windows)",
+                "drift %s: %.3f bits against %s (threshold %.3f, %d windows)",
                 event.state,
                 event.statistic,
+                against,
                 event.threshold,
                 event.windows,
             )
