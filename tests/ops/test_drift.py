@@ -280,6 +280,54 @@ def test_a_node_reference_file_replaces_the_cards_only_when_made_with_the_same_d
         drift_monitor_for(Pipeline(CardScorer(card), cfg), engine)
 
 
+def test_a_hot_reload_restarts_drift_against_the_new_card_or_pauses_it_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """The old card's scores are not comparable with the new one's: the monitor starts over
+    against the new card's reference; a node reference made with the old card, or a new card
+    without a reference, pauses the alarms and says why."""
+    from spoofwatch.model.card_label import ScorerLabel
+
+    rate = 16000
+    cfg = StreamConfig(window_s=1.0, hop_s=0.5)
+    noisy = [window_features(noise(1.0, seed=s), rate, 2.0, True, -50.0) for s in range(20)]
+    tones = [window_features(tone(1.0) * 0.05, rate, -3.0, True, -50.0)] * 20
+    old: dict[str, object] = {
+        "name": "d",
+        "created": "1",
+        CARD_KEY: reference_section(noisy, ["bonafide"] * 20),
+    }
+    new: dict[str, object] = {
+        "name": "d",
+        "created": "2",
+        CARD_KEY: reference_section(tones, ["bonafide"] * 20),
+    }
+    label = ScorerLabel("d", "0" * 64)
+
+    pipeline = Pipeline(CardScorer(old), cfg)
+    monitor = drift_monitor_for(pipeline, EngineConfig(drift_min_windows=5))
+    assert monitor is not None
+    events = [monitor.observe(f) for f in tones]
+    assert monitor.on and any(e is not None and e.state == "on" for e in events)
+    pipeline.use_scorer(CardScorer(new), label)
+    assert not monitor.on and monitor.windows == 0 and not monitor.paused
+    for f in tones:
+        assert monitor.observe(f) is None
+    assert monitor.statistic == pytest.approx(0.0)  # the new card's reference: tones are calm
+
+    pipeline.use_scorer(CardScorer({"name": "d", "created": "3"}), label)
+    assert monitor.paused == f"the new card has no {CARD_KEY}"
+    assert all(monitor.observe(f) is None for f in noisy) and monitor.windows == 0
+
+    path = tmp_path / "node.json"
+    path.write_text(json.dumps(reference_section(tones, ["bonafide"] * 20, source={"detector": "d (1)"})))
+    pipeline = Pipeline(CardScorer(old), cfg)
+    monitor = drift_monitor_for(pipeline, EngineConfig(drift_min_windows=5, drift_reference=str(path)))
+    assert monitor is not None and not monitor.paused
+    pipeline.use_scorer(CardScorer(new), label)
+    assert "made with detector 'd (1)', but this node runs 'd (2)'" in monitor.paused
+
+
 @pytest.mark.parametrize("name", ["default", "resynth"])
 def test_the_packaged_cards_hold_a_reference_from_their_dev_clips(name: str) -> None:
     import json

@@ -254,6 +254,18 @@ class DriftMonitor:
         self.windows = 0
         self.divergence: dict[str, float] = dict.fromkeys(FEATURES, 0.0)
         self.events = 0
+        self.paused = ""  # why the alarms are off (restart(None, why)); "" while they are on
+
+    def restart(self, reference: DriftReference | None, why: str = "") -> None:
+        """Start over against ``reference`` (a hot reload's new card: the old card's scores
+        are not comparable); None pauses the alarms, ``why`` says why."""
+        if reference is not None:
+            self.reference = reference
+            self.histograms = SlidingHistograms(reference.edges, self.window_s)
+        self.paused = why if reference is None else ""
+        self.on = False
+        self.windows = 0
+        self.divergence = dict.fromkeys(FEATURES, 0.0)
 
     @property
     def statistic(self) -> float:
@@ -271,6 +283,8 @@ class DriftMonitor:
 
     def observe(self, features: WindowFeatures) -> DriftEvent | None:
         """Count one scored window; the drift event to publish, if the state changed."""
+        if self.paused:
+            return None
         self.histograms.add(self.clock(), features)
         statistic = self.measure()
         if not self.on and self.windows >= self.min_windows and statistic > self.threshold:
@@ -367,5 +381,24 @@ def drift_monitor_for(pipeline: Pipeline, engine: EngineConfig) -> DriftMonitor 
             )
             pipeline.hub.publish(event)
 
+    def swapped(scorer: object) -> None:
+        new_card = getattr(scorer, "card", None) or {}
+        try:
+            if engine.drift_reference:
+                fresh: DriftReference | None = node_reference(
+                    engine.drift_reference, new_card, engine.drift_spoof_share
+                )
+            else:
+                fresh = DriftReference.from_card(new_card, engine.drift_spoof_share)
+        except (ConfigError, ModelError) as exc:
+            monitor.restart(None, str(exc))
+        else:
+            monitor.restart(fresh, f"the new card has no {CARD_KEY}")
+        if monitor.paused:
+            logger.warning("drift alarms paused after the hot reload: %s", monitor.paused)
+        else:
+            logger.info("drift alarms restarted against %s, for the new card", against)
+
     pipeline.window_observers.append(observe)
+    pipeline.scorer_observers.append(swapped)
     return monitor

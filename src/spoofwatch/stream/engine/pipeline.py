@@ -340,6 +340,9 @@ class Pipeline:
         # Called with each scored window's stream, the window, its score and speech flag
         # (drift monitoring); quick, on the event loop.
         self.window_observers: list[Callable[[StreamHandle, Window, float, bool], None]] = []
+        # Called with the new scorer after a hot reload (use_scorer), e.g. to swap the drift
+        # monitor's reference to the new card's.
+        self.scorer_observers: list[Callable[[WindowScorer], None]] = []
         self.refused: Counter[str] = Counter()  # streams and calls refused, by reason
 
     def open_stream(
@@ -392,6 +395,8 @@ class Pipeline:
         self.scorer, self.card = scorer, card
         self.stream_config = self._given_stream_config.with_alarm_levels(scorer.threshold)
         self.batcher.swap(scorer, card)
+        for observe in self.scorer_observers:
+            observe(scorer)
 
     def _close_in_background(self, handle: StreamHandle) -> None:
         """End a stream that hit its duration limit while its source keeps sending."""
