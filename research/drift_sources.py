@@ -35,7 +35,7 @@ import soundfile as sf
 
 from spoofwatch.audio.files import load_audio
 from spoofwatch.model.artifact import CARD_FILE, load_detector
-from spoofwatch.ops.drift import DEFAULT_EDGES, FEATURES, WindowFeatures, bin_index, js_divergence
+from spoofwatch.ops.drift import FEATURES, WindowFeatures, js_divergence, reference_section
 from spoofwatch.ops.drift_reference import stream_features
 from spoofwatch.train.channel import get_channel
 
@@ -43,12 +43,9 @@ PER_CLASS = 400
 
 
 def histogram(features: list[WindowFeatures], name: str) -> np.ndarray:
-    edges = DEFAULT_EDGES[name]
-    counts = np.zeros(len(edges) - 1)
-    for f in features:
-        if name == "speech_share" or f.speech:
-            counts[bin_index(edges, getattr(f, name))] += 1
-    return counts
+    """One feature's counts, binned as the monitor bins them (ops.drift.reference_section)."""
+    section = reference_section(features, ["bonafide"] * len(features))
+    return np.asarray(section["features"][name]["bonafide"], dtype=np.float64)
 
 
 def divergences(features: list[WindowFeatures], mix: dict[str, np.ndarray]) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 Genuine speech through a low-bitrate codec and G.711 fires drift against the card's
 reference. The card's reference mixes many genuine sources, each of which sits apart from
-the mix (0.1 to 0.3 bits; docs/protocol.md, drift alarms), so calm traffic is tested against
+the mix (0.1 to 0.4 bits; docs/protocol.md, drift alarms), so calm traffic is tested against
 a node's own reference (``engine.drift_reference``) made from other genuine clips of the same
 source with the real detector: more clips of that source stay calm, and the codec moves the
 scores further from it than they do."""

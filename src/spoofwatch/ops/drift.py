@@ -342,18 +342,21 @@ def node_reference(path: str | Path, card: Mapping[str, Any], spoof_share: float
     return reference
 
 
+def reference_for(card: Mapping[str, Any], engine: EngineConfig) -> DriftReference | None:
+    """What a node on ``card`` compares with: ``engine.drift_reference``'s file, else the
+    card's reference (None when it has none)."""
+    if engine.drift_reference:
+        return node_reference(engine.drift_reference, card, engine.drift_spoof_share)
+    return DriftReference.from_card(card, engine.drift_spoof_share)
+
+
 def drift_monitor_for(pipeline: Pipeline, engine: EngineConfig) -> DriftMonitor | None:
     """A monitor watching ``pipeline``'s scored windows and publishing its drift events on
     the pipeline's hub; None when ``engine.drift_threshold`` is 0 or there is no reference
     (``engine.drift_reference``'s file, else the detector card's)."""
     if engine.drift_threshold == 0:
         return None
-    card = getattr(pipeline.scorer, "card", None) or {}
-    reference: DriftReference | None
-    if engine.drift_reference:
-        reference = node_reference(engine.drift_reference, card, engine.drift_spoof_share)
-    else:
-        reference = DriftReference.from_card(card, engine.drift_spoof_share)
+    reference = reference_for(getattr(pipeline.scorer, "card", None) or {}, engine)
     if reference is None:
         logger.info("drift alarms off: the detector card has no %s", CARD_KEY)
         return None
@@ -382,14 +385,8 @@ def drift_monitor_for(pipeline: Pipeline, engine: EngineConfig) -> DriftMonitor 
             pipeline.hub.publish(event)
 
     def swapped(scorer: object) -> None:
-        new_card = getattr(scorer, "card", None) or {}
         try:
-            if engine.drift_reference:
-                fresh: DriftReference | None = node_reference(
-                    engine.drift_reference, new_card, engine.drift_spoof_share
-                )
-            else:
-                fresh = DriftReference.from_card(new_card, engine.drift_spoof_share)
+            fresh = reference_for(getattr(scorer, "card", None) or {}, engine)
         except (ConfigError, ModelError) as exc:
             monitor.restart(None, str(exc))
         else:
