@@ -131,10 +131,12 @@ class DriftEvent:
     """The node's recent windows moved away from (``on``) or back to (``off``) the
     detector card's reference distribution: ``statistic`` (Jensen-Shannon divergence in
     bits, the largest of the per-feature ones) against ``threshold``, over the last
-    ``window_s`` seconds holding ``windows`` windows."""
+    ``window_s`` seconds holding ``windows`` windows. A hot reload starts the monitor
+    over: ``off`` with a ``reason`` if it was on or paused, or ``paused`` (alarms off until
+    the node restarts) with the ``reason``."""
 
     node: str
-    state: Literal["on", "off"]
+    state: Literal["on", "off", "paused"]
     statistic: float
     threshold: float
     windows: int
@@ -142,6 +144,7 @@ class DriftEvent:
     score_divergence: float
     level_divergence: float
     speech_divergence: float
+    reason: str = ""
     type: Literal["drift"] = field(default="drift", init=False)
 
 

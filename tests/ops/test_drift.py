@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from fakes import FakeScorer, noise, tone
 from spoofwatch.config import EngineConfig, StreamConfig
@@ -28,6 +29,7 @@ from spoofwatch.ops.drift import (
     reference_section,
     window_features,
 )
+from spoofwatch.ops.metrics import ServerMetrics
 from spoofwatch.stream.engine.pipeline import Pipeline
 
 
@@ -191,6 +193,9 @@ def test_drift_event_round_trips_on_the_wire() -> None:
     assert '"type":"drift"' in text and '"statistic":0.312346' in text
     parsed = parse_event(text)
     assert isinstance(parsed, DriftEvent) and parsed.state == "on" and parsed.windows == 400
+    assert parsed.reason == ""
+    paused = DriftEvent("n", "paused", 0.0, 0.1, 0, 900.0, 0.0, 0.0, 0.0, reason="no reference")
+    assert parse_event(to_json(paused)) == paused
 
 
 class CardScorer(FakeScorer):
@@ -305,19 +310,34 @@ def test_a_hot_reload_restarts_drift_against_the_new_card_or_pauses_it_with_the_
     label = ScorerLabel("d", "0" * 64)
 
     pipeline = Pipeline(CardScorer(old), cfg)
+    published: list[DriftEvent] = []
+    pipeline.hub.add_listener(lambda e: published.append(e) if isinstance(e, DriftEvent) else None)
     monitor = drift_monitor_for(pipeline, EngineConfig(drift_min_windows=5))
     assert monitor is not None
     events = [monitor.observe(f) for f in tones]
     assert monitor.on and any(e is not None and e.state == "on" for e in events)
     pipeline.use_scorer(CardScorer(new), label)
     assert not monitor.on and monitor.windows == 0 and not monitor.paused
+    # Subscribers that saw "on" are told the restart cleared it.
+    assert [(e.state, e.reason) for e in published] == [
+        ("off", "restarted against a new detector's reference")
+    ]
     for f in tones:
         assert monitor.observe(f) is None
     assert monitor.statistic == pytest.approx(0.0)  # the new card's reference: tones are calm
 
     pipeline.use_scorer(CardScorer({"name": "d", "created": "3"}), label)
     assert monitor.paused == f"the new card has no {CARD_KEY}"
+    assert published[-1].state == "paused" and published[-1].reason == monitor.paused
     assert all(monitor.observe(f) is None for f in noisy) and monitor.windows == 0
+    # While paused the old histograms are gone and the metrics say so.
+    assert monitor.measure() == 0.0
+    text = generate_latest(ServerMetrics(pipeline, drift=monitor).registry).decode()
+    assert "spoofwatch_drift_paused 1.0" in text and "spoofwatch_drift_statistic 0.0" in text
+    pipeline.use_scorer(CardScorer(new), label)
+    assert not monitor.paused and published[-1].state == "off" and len(published) == 3
+    text = generate_latest(ServerMetrics(pipeline, drift=monitor).registry).decode()
+    assert "spoofwatch_drift_paused 0.0" in text
 
     path = tmp_path / "node.json"
     path.write_text(json.dumps(reference_section(tones, ["bonafide"] * 20, source={"detector": "d (1)"})))

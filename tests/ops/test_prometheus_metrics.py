@@ -132,6 +132,7 @@ def test_metrics_follow_streams_scores_drops_refusals_alarms_and_webhooks() -> N
             assert value(alarmed, "spoofwatch_streams_opened_total", source="ws") == 2
             assert value(alarmed, "spoofwatch_drift_statistic") > 0.3
             assert value(alarmed, "spoofwatch_drift_active") == 1
+            assert value(alarmed, "spoofwatch_drift_paused") == 0
             assert value(alarmed, "spoofwatch_drift_divergence", feature="score") > 0.3
 
             for n in range(3):

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -256,23 +256,36 @@ class DriftMonitor:
         self.events = 0
         self.paused = ""  # why the alarms are off (restart(None, why)); "" while they are on
 
-    def restart(self, reference: DriftReference | None, why: str = "") -> None:
+    def restart(self, reference: DriftReference | None, why: str = "") -> DriftEvent | None:
         """Start over against ``reference`` (a hot reload's new card: the old card's scores
-        are not comparable); None pauses the alarms, ``why`` says why."""
+        are not comparable); None pauses the alarms, ``why`` says why. The event to publish:
+        ``paused`` with ``why``, or ``off`` when an alarm that was on (or paused) is cleared
+        by the restart, else None."""
+        was_on, was_paused = self.on, bool(self.paused)
         if reference is not None:
             self.reference = reference
-            self.histograms = SlidingHistograms(reference.edges, self.window_s)
+        self.histograms = SlidingHistograms(self.reference.edges, self.window_s)
         self.paused = why if reference is None else ""
         self.on = False
         self.windows = 0
         self.divergence = dict.fromkeys(FEATURES, 0.0)
+        if self.paused:
+            self.events += 1
+            return self.event(state="paused", reason=self.paused)
+        if was_on or was_paused:
+            self.events += 1
+            return self.event(reason="restarted against a new detector's reference")
+        return None
 
     @property
     def statistic(self) -> float:
         return max(self.divergence.values())
 
     def measure(self) -> float:
-        """Recompute the divergences over the current period; the statistic."""
+        """Recompute the divergences over the current period; the statistic (0 while
+        paused)."""
+        if self.paused:
+            return self.statistic
         self.windows, totals = self.histograms.totals(self.clock())
         for name in FEATURES:
             counts = totals[name]
@@ -296,10 +309,11 @@ class DriftMonitor:
         self.events += 1
         return self.event()
 
-    def event(self) -> DriftEvent:
+    def event(self, state: Literal["on", "off", "paused"] | None = None, reason: str = "") -> DriftEvent:
+        """The monitor's state as an event (``state`` overrides on/off)."""
         return DriftEvent(
             node=self.node,
-            state="on" if self.on else "off",
+            state=state or ("on" if self.on else "off"),
             statistic=self.statistic,
             threshold=self.threshold,
             windows=self.windows,
@@ -307,6 +321,7 @@ class DriftMonitor:
             score_divergence=self.divergence["score"],
             level_divergence=self.divergence["level_dbfs"],
             speech_divergence=self.divergence["speech_share"],
+            reason=reason,
         )
 
 
@@ -388,9 +403,11 @@ def drift_monitor_for(pipeline: Pipeline, engine: EngineConfig) -> DriftMonitor 
         try:
             fresh = reference_for(getattr(scorer, "card", None) or {}, engine)
         except (ConfigError, ModelError) as exc:
-            monitor.restart(None, str(exc))
+            event = monitor.restart(None, str(exc))
         else:
-            monitor.restart(fresh, f"the new card has no {CARD_KEY}")
+            event = monitor.restart(fresh, f"the new card has no {CARD_KEY}")
+        if event is not None:
+            pipeline.hub.publish(event)
         if monitor.paused:
             logger.warning("drift alarms paused after the hot reload: %s", monitor.paused)
         else:

@@ -156,6 +156,11 @@ class _ScrapeCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_drift_active", "1 while the drift alarm is on.", value=int(drift.on)
         )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_drift_paused",
+            "1 while drift alarms are paused (a hot reload to a card the reference does not fit).",
+            value=int(bool(drift.paused)),
+        )
 
 
 class ServerMetrics:
