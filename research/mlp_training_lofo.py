@@ -15,10 +15,11 @@ dropout. Two cheap levers the large corpus has not been asked about:
   streaming cost.
 
 Every arm is fitted in every fold on the same standardised matrix as ``MLPHead.fit``
-standardises it (``seed0`` is the shipped head exactly, so its figures are the README's
-deal figures); each arm's scores are pooled over folds as ``spoofwatch loso`` pools them and
-written as ``loso --scores-out`` writes them, to ``OUT/<arm>.csv`` (feed them to
-``research/lofo_report.py``; average arms' clip scores with ``--ensemble``).
+standardises it, by the head's own ``train_network`` (``seed0`` is the shipped head
+exactly, so its figures are the README's deal figures); each arm's scores are pooled over
+folds as ``spoofwatch loso`` pools them and written as ``loso --scores-out`` writes them, to
+``OUT/<arm>.csv`` (feed them to ``research/lofo_report.py``; average arms' clip scores with
+``--ensemble``).
 
     PYTHONPATH=src python research/mlp_training_lofo.py --arms seed0,seed1,seed2,sam0 \\
         --out runs/mlp-arms-deal0 <the README's spoofwatch loso arguments, --head mlp>
@@ -51,74 +52,34 @@ from numpy.typing import NDArray
 import spoofwatch.train.validate as validate
 from spoofwatch.cli import _loso_results, _write_loso_scores, build_parser
 from spoofwatch.model.head import checked_fit_input, standardised
-from spoofwatch.model.mlp_head import MLPHead, MLPOptions, _network
+from spoofwatch.model.mlp_head import MLPHead, MLPOptions, row_weights, train_network
 from spoofwatch.train.fit import StackedRows, column_weights, fit_weights
-from spoofwatch.train.validate import _pooled, partition_folds
+from spoofwatch.train.validate import _pooled, fold_layout
 
 logger = logging.getLogger("mlp_training_lofo")
 
 
-def train_arm(
-    matrix: NDArray[np.float32], y: NDArray[np.int64], o: MLPOptions, sam_rho: float
-) -> torch.nn.Sequential:
-    """``MLPHead.fit``'s loop (balanced class weights, no sample weights), with SAM's
-    ascent step when ``sam_rho`` > 0."""
-    weight = np.ones(len(y))
-    for label in (0, 1):
-        weight[y == label] *= len(y) / (2.0 * np.count_nonzero(y == label))
-    weight *= len(y) / weight.sum()
-    torch.manual_seed(o.seed)
-    generator = torch.Generator().manual_seed(o.seed)
-    net = _network(matrix.shape[1], o, torch)
-    features = torch.from_numpy(matrix)
-    target = torch.from_numpy(y.astype(np.float32))
-    row_weight = torch.from_numpy(weight.astype(np.float32))
-    optimiser = torch.optim.AdamW(net.parameters(), lr=o.learning_rate, weight_decay=o.weight_decay)
-    steps = o.epochs * -(-len(y) // o.batch)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=o.learning_rate, total_steps=steps)
-    params = [p for p in net.parameters() if p.requires_grad]
+def sam_ascent(rho: float) -> Callable[[Callable[[], torch.Tensor], torch.nn.Module], None]:
+    """SAM's step for ``train_network``'s ``before_step``: with the batch's gradient in
+    place, move the weights ``rho`` along it (the worst point of the ball, to first order),
+    take the gradient there, and move back; the optimiser then steps with that gradient."""
 
-    def loss_of(idx: torch.Tensor) -> torch.Tensor:
-        logits = net(features[idx]).squeeze(1)
-        return torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, target[idx], weight=row_weight[idx]
-        )
+    def ascend(batch_loss: Callable[[], torch.Tensor], net: torch.nn.Module) -> None:
+        params = [p for p in net.parameters() if p.requires_grad]
+        with torch.no_grad():
+            norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+            moves = []
+            for p in params:
+                move = torch.zeros_like(p) if p.grad is None else p.grad * (rho / (norm + 1e-12))
+                p.add_(move)
+                moves.append(move)
+        net.zero_grad()
+        batch_loss().backward()  # type: ignore[no-untyped-call]
+        with torch.no_grad():
+            for p, move in zip(params, moves, strict=True):
+                p.sub_(move)
 
-    net.train()
-    for _ in range(o.epochs):
-        order = torch.randperm(len(y), generator=generator)
-        for i in range(0, len(y), o.batch):
-            idx = order[i : i + o.batch]
-            optimiser.zero_grad()
-            loss_of(idx).backward()  # type: ignore[no-untyped-call]
-            if sam_rho > 0:
-                with torch.no_grad():
-                    norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-                    moves = []
-                    for p in params:
-                        move = torch.zeros_like(p) if p.grad is None else p.grad * (sam_rho / (norm + 1e-12))
-                        p.add_(move)
-                        moves.append(move)
-                optimiser.zero_grad()
-                loss_of(idx).backward()  # type: ignore[no-untyped-call]
-                with torch.no_grad():
-                    for p, move in zip(params, moves, strict=True):
-                        p.sub_(move)
-            optimiser.step()
-            schedule.step()
-    return net
-
-
-def as_head(net: torch.nn.Sequential, mean: NDArray[np.float64], scale: NDArray[np.float64]) -> MLPHead:
-    head = MLPHead()
-    first, last = net[1], net[4]
-    head.mean_ = mean.astype(np.float32)
-    head.scale_ = scale.astype(np.float32)
-    head.w1_ = first.weight.detach().numpy().astype(np.float32).T.copy()
-    head.b1_ = first.bias.detach().numpy().astype(np.float32).copy()
-    head.w2_ = last.weight.detach().numpy().astype(np.float32)[0].copy()
-    head.b2_ = float(np.float32(last.bias.detach().numpy()[0]))
-    return head
+    return ascend
 
 
 def parse_arm(arm: str) -> tuple[int, str]:
@@ -192,34 +153,13 @@ def multi_arm_lofo(
         items = next(iter(test_sets.values())).items
         keys = np.array([scheme.key(it) for it in items])
         names = sorted(set(keys.tolist()))
-        held_as = (
-            partition_folds(keys.tolist(), scheme.partitions, scheme.deal)
-            if scheme.partitions
-            else {n: n for n in names}
-        )
-
-        def hold(cells: NDArray[np.str_]) -> NDArray[np.str_]:
-            return np.array([held_as.get(c, c) for c in cells.tolist()], dtype=str)
-
-        hold_keys = hold(keys)
-        training = []
-        for s in train_sets:
-            window_keys = hold(np.array([scheme.key(it) for it in s.items]))[s.item_index]
-            training.append((s, window_keys, window_keys))
-        for s in extra_sets:
-            pairs = [scheme.training_keys(it) for it in s.items]
-            training.append(
-                (
-                    s,
-                    hold(np.array([p[0] for p in pairs]))[s.item_index],
-                    hold(np.array([p[1] for p in pairs]))[s.item_index],
-                )
-            )
+        layout = fold_layout(scheme, keys, names, train_sets, extra_sets)
+        hold_keys, training = layout.hold_keys, layout.training
         weights = column_weights(train_sets, layers, kw.get("spectral_weight", 1.0))
         per_set, class_weight = fit_weights([s for s, _, _ in training], None, (), kw.get("window_s", 4.0))
         assert per_set is None and class_weight == "balanced"
         scores = {a: {ch: np.full(len(t.features), np.nan) for ch, t in test_sets.items()} for a in arms}
-        folds = sorted(set(held_as.values()))
+        folds = layout.folds
         rng = np.random.default_rng(0)
         for n, name in enumerate(folds):
             start = time.monotonic()
@@ -248,8 +188,9 @@ def multi_arm_lofo(
                     if not np.all(ratio == 1):
                         matrix[:, floor_columns] *= ratio
                         scale = floor_scale  # the matrix now holds the floored columns
-                head = as_head(
-                    train_arm(matrix, y.astype(np.int64), options, sam_rho if kind == "sam" else 0.0),
+                ascent = sam_ascent(sam_rho) if kind == "sam" else None
+                head = MLPHead(options).take_network(
+                    train_network(matrix, y, row_weights(y, None, "balanced"), options, ascent),
                     mean,
                     arm_scale,
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Self
@@ -103,49 +104,15 @@ class MLPHead(LogitHead):
         alike), ``sample_weight`` multiplies each row's loss, on top of balanced class
         weights unless the head's ``class_weight`` is None. The standardised matrix is held whole at
         float32."""
-        import torch
-
         rows = as_rows(X)
         y, sample_weight = checked_fit_input(rows, y, sample_weight)
         matrix, mean, scale = standardised(rows, column_weights, np.float32)
-        o = self.options
-        weight = np.ones(len(y)) if sample_weight is None else sample_weight.copy()
-        if self.class_weight == "balanced":
-            for label in (0, 1):
-                weight[y == label] *= len(y) / (2.0 * np.count_nonzero(y == label))
-        weight *= len(y) / weight.sum()
-        torch.manual_seed(o.seed)
-        generator = torch.Generator().manual_seed(o.seed)
-        net = _network(rows.shape[1], o, torch)
-        features = torch.from_numpy(matrix)
-        target = torch.from_numpy(y.astype(np.float32))
-        row_weight = torch.from_numpy(weight.astype(np.float32))
-        optimiser = torch.optim.AdamW(net.parameters(), lr=o.learning_rate, weight_decay=o.weight_decay)
-        steps = o.epochs * -(-len(y) // o.batch)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=o.learning_rate, total_steps=steps)
-        start = time.monotonic()
-        net.train()
-        for epoch in range(o.epochs):
-            order = torch.randperm(len(y), generator=generator)
-            total = 0.0
-            for i in range(0, len(y), o.batch):
-                idx = order[i : i + o.batch]
-                logits = net(features[idx]).squeeze(1)
-                loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                    logits, target[idx], weight=row_weight[idx]
-                )
-                optimiser.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimiser.step()
-                schedule.step()
-                total += float(loss.detach()) * len(idx)
-            logger.info(
-                "MLP head epoch %d/%d: loss %.4f (%.0f s)",
-                epoch + 1,
-                o.epochs,
-                total / len(y),
-                time.monotonic() - start,
-            )
+        weight = row_weights(y, sample_weight, self.class_weight)
+        return self.take_network(train_network(matrix, y, weight, self.options), mean, scale)
+
+    def take_network(self, net: Any, mean: NDArray[np.floating], scale: NDArray[np.floating]) -> Self:
+        """Keep a trained ``train_network`` network, with the standardisation it was trained
+        on, as this head's tensors."""
         first, last = net[1], net[4]
         self.mean_ = mean.astype(np.float32)
         self.scale_ = scale.astype(np.float32)
@@ -225,6 +192,77 @@ class MLPHead(LogitHead):
             )
         head.b2_ = float(b2.reshape(-1)[0])
         return head
+
+
+def row_weights(
+    y: NDArray[np.integer], sample_weight: NDArray[np.floating] | None, class_weight: str | None
+) -> NDArray[np.float64]:
+    """Each row's weight in the loss: ``sample_weight`` (else 1), times balanced class
+    weights when ``class_weight`` is "balanced", scaled to average 1."""
+    weight = np.ones(len(y)) if sample_weight is None else np.array(sample_weight, dtype=np.float64)
+    if class_weight == "balanced":
+        for label in (0, 1):
+            weight[y == label] *= len(y) / (2.0 * np.count_nonzero(y == label))
+    weight *= len(y) / weight.sum()
+    return weight
+
+
+# What a training step may do between the loss's backward pass and the optimiser's step,
+# given the batch's loss as a function (to evaluate again) and the network: e.g. the ascent
+# of sharpness-aware minimisation (research/mlp_training_lofo.py).
+BeforeStep = Callable[[Callable[[], "torch.Tensor"], Any], None]
+
+
+def train_network(
+    matrix: NDArray[np.float32],
+    y: NDArray[np.integer],
+    weight: NDArray[np.floating],
+    o: MLPOptions,
+    before_step: BeforeStep | None = None,
+) -> Any:
+    """An ``MLPHead``'s network trained on the standardised ``matrix`` (AdamW, one-cycle
+    learning rate, ``o``'s epochs, batches and seed), each row's loss weighted by ``weight``."""
+    import torch
+
+    torch.manual_seed(o.seed)
+    generator = torch.Generator().manual_seed(o.seed)
+    net = _network(matrix.shape[1], o, torch)
+    features = torch.from_numpy(matrix)
+    target = torch.from_numpy(y.astype(np.float32))
+    row_weight = torch.from_numpy(weight.astype(np.float32))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=o.learning_rate, weight_decay=o.weight_decay)
+    steps = o.epochs * -(-len(y) // o.batch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=o.learning_rate, total_steps=steps)
+    start = time.monotonic()
+    net.train()
+    for epoch in range(o.epochs):
+        order = torch.randperm(len(y), generator=generator)
+        total = 0.0
+        for i in range(0, len(y), o.batch):
+            idx = order[i : i + o.batch]
+
+            def batch_loss(idx: torch.Tensor = idx) -> torch.Tensor:
+                logits = net(features[idx]).squeeze(1)
+                return torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, target[idx], weight=row_weight[idx]
+                )
+
+            loss = batch_loss()
+            optimiser.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            if before_step is not None:
+                before_step(batch_loss, net)
+            optimiser.step()
+            schedule.step()
+            total += float(loss.detach()) * len(idx)
+        logger.info(
+            "MLP head epoch %d/%d: loss %.4f (%.0f s)",
+            epoch + 1,
+            o.epochs,
+            total / len(y),
+            time.monotonic() - start,
+        )
+    return net
 
 
 def _network(inputs: int, o: MLPOptions, torch: Any) -> Any:

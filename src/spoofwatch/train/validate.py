@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -216,6 +216,55 @@ def leave_one_source_out(
     return results[test_channel]
 
 
+class FoldLayout(NamedTuple):
+    """Who is held out with whom: ``held_as`` maps each cell to its fold, ``hold_keys`` is
+    each test item's fold, and ``training`` lists each training set with each window's fold
+    and the second fold a training-only item stays out of (the same for the corpus's own
+    items)."""
+
+    held_as: dict[str, str]
+    hold_keys: NDArray[np.str_]
+    training: list[tuple[EmbeddingSet, NDArray[np.str_], NDArray[np.str_]]]
+
+    @property
+    def folds(self) -> list[str]:
+        return sorted(set(self.held_as.values()))
+
+
+def fold_layout(
+    scheme: FoldScheme,
+    keys: NDArray[np.str_],
+    names: Sequence[str],
+    train_sets: Sequence[EmbeddingSet],
+    extra_sets: Sequence[EmbeddingSet] = (),
+) -> FoldLayout:
+    """``leave_one_fold_out``'s folds for test items whose cells are ``keys`` (``names``:
+    the distinct cells): each cell alone, or with ``scheme.partitions`` its fold of cells."""
+    held_as: dict[str, str] = (
+        partition_folds(keys.tolist(), scheme.partitions, scheme.deal)
+        if scheme.partitions
+        else {n: n for n in names}
+    )
+
+    def hold(cells: NDArray[np.str_]) -> NDArray[np.str_]:
+        return np.array([held_as.get(c, c) for c in cells.tolist()], dtype=str)
+
+    training: list[tuple[EmbeddingSet, NDArray[np.str_], NDArray[np.str_]]] = []
+    for s in train_sets:
+        window_keys = hold(np.array([scheme.key(it) for it in s.items]))[s.item_index]
+        training.append((s, window_keys, window_keys))
+    for s in extra_sets:
+        pairs = [scheme.training_keys(it) for it in s.items]
+        training.append(
+            (
+                s,
+                hold(np.array([p[0] for p in pairs]))[s.item_index],
+                hold(np.array([p[1] for p in pairs]))[s.item_index],
+            )
+        )
+    return FoldLayout(held_as, hold(keys), training)
+
+
 def leave_one_fold_out(
     train_sets: Sequence[EmbeddingSet],
     test_sets: Mapping[str, EmbeddingSet],
@@ -259,38 +308,14 @@ def leave_one_fold_out(
         raise DataError(f"fold groups {unmatched} match no {where}; expected glob patterns of its cells")
     if len(names) < 2:
         raise DataError(f"leave-one-out needs at least 2 sources or families to hold out, found {names}")
-    # What is held out together: each cell alone, or with partitions its fold of cells.
-    held_as: dict[str, str] = (
-        partition_folds(keys.tolist(), scheme.partitions, scheme.deal)
-        if scheme.partitions
-        else {n: n for n in names}
-    )
-
-    def hold(cells: NDArray[np.str_]) -> NDArray[np.str_]:
-        return np.array([held_as.get(c, c) for c in cells.tolist()], dtype=str)
-
-    hold_keys = hold(keys)
-    # Per training set: each window's fold, and the second fold a training-only item stays
-    # out of (the same for the corpus's own items).
-    training: list[tuple[EmbeddingSet, NDArray[np.str_], NDArray[np.str_]]] = []
-    for s in train_sets:
-        window_keys = hold(np.array([scheme.key(it) for it in s.items]))[s.item_index]
-        training.append((s, window_keys, window_keys))
-    for s in extra_sets:
-        pairs = [scheme.training_keys(it) for it in s.items]
-        training.append(
-            (
-                s,
-                hold(np.array([p[0] for p in pairs]))[s.item_index],
-                hold(np.array([p[1] for p in pairs]))[s.item_index],
-            )
-        )
+    layout = fold_layout(scheme, keys, names, train_sets, extra_sets)
+    hold_keys, training = layout.hold_keys, layout.training
     weights = column_weights(train_sets, layers, spectral_weight)
     # Weights over every training window at once, not per fold: a fold's head sees its
     # share of them (the classes stay near balanced; exactly so with one fold).
     weighting = fit_weights([s for s, _, _ in training], source_cap, balance_by, window_s)
     window_scores = {ch: np.full(len(t.features), np.nan) for ch, t in test_sets.items()}
-    folds = sorted(set(held_as.values()))
+    folds = layout.folds
     for name in show_progress(folds, total=len(folds), desc="leave-one-out", unit="fold", enabled=progress):
         masks = [(own != name) & (other != name) for _, own, other in training]
         rows = StackedRows([s for s, _, _ in training], layers, masks)
