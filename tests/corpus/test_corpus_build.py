@@ -508,3 +508,49 @@ def test_a_cards_own_cap_is_applied_and_counted_by_the_build(tmp_path: Path) -> 
     assert reasons == ["over the card's generator cap"] * 3
     assert "over the card's generator cap" in (out / "DATASHEET.md").read_text()
     assert "3 pieces over a generator or speaker cap left out (3 by a card's own cap)" in buffer.getvalue()
+
+
+def test_files_the_development_corpus_holds_are_left_out_naming_its_split(tmp_path: Path) -> None:
+    origin = tmp_path / "narrow"
+    origin.mkdir()
+    files = {f"p{i}.wav": wav_bytes(babble(80 + i, 3.0), 16000) for i in range(4)}
+    for name, data in files.items():
+        (origin / name).write_bytes(data)
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "narrow.toml").write_text(
+        NARROW_CARD.replace("generator_minutes = 0.25", "generator_minutes = 5")
+    )
+    config = tmp_path / "build.toml"
+    config.write_text('[development]\nfiles = "dev-files.csv"\n')
+    rows = [f"{sha1(files['p0.wav'])},dev", f"{sha1(files['p1.wav']).upper()},train", f"{'0' * 40},dev"]
+    (tmp_path / "dev-files.csv").write_text("sha1_orig,split\n" + "\n".join(rows) + "\n")
+    out, cache = tmp_path / "out", str(tmp_path / "cache")
+    buffer = io.StringIO()
+    args = ["corpus", "build", "--cards", str(cards), "--origin", f"narrow={origin}", "--no-reserved"]
+    code = main([*args, "--config", str(config), "--out", str(out), "--cache", cache], out=buffer)
+    assert code == 0, buffer.getvalue()
+    with (out / "manifest.csv").open(newline="") as handle:
+        assert sorted(r["staging_file"] for r in csv.DictReader(handle)) == ["p2.wav", "p3.wav"]
+    with (out / "skips.csv").open(newline="") as handle:
+        skipped = sorted((s["path"], s["reason"]) for s in csv.DictReader(handle))
+    assert skipped == [
+        ("p0.wav", "in the development corpus (dev)"),
+        ("p1.wav", "in the development corpus (train)"),
+    ]
+    assert "| in the development corpus (dev) | 1 |" in (out / "DATASHEET.md").read_text()
+
+
+def test_a_malformed_development_files_table_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "build.toml"
+    config.write_text('[development]\nfiles = "dev-files.csv"\n')
+    (tmp_path / "dev-files.csv").write_text("sha1_orig,split\nnot-a-sha1,dev\n")
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "narrow.toml").write_text(NARROW_CARD)
+    buffer = io.StringIO()
+    args = ["corpus", "build", "--cards", str(cards), "--no-reserved", "--config", str(config)]
+    assert main([*args, "--out", str(tmp_path / "out")], out=buffer) != 0
+    assert "dev-files.csv:2: expected columns sha1_orig (40 hex digits) and split" in capsys.readouterr().err

@@ -169,6 +169,9 @@ def test_split_settings_are_checked(tmp_path: Path) -> None:
         ('[splits]\nfolow = "x.csv"\n', "splits.folow: unknown setting"),
         ('[splits]\nfollow = "missing.csv"\n', "splits.follow: expected a readable CSV"),
         ('[splits]\nspeaker_aliases = ["libri"]\n', "expected lists of two or more"),
+        ('[development]\nfile = "x.csv"\n', "development.file: unknown setting; expected files"),
+        ('[development]\nfiles = "missing.csv"\n', "development.files: expected a readable CSV"),
+        ("[development]\nfiles = 3\n", "development.files: expected a CSV file name"),
     ]:
         path.write_text(text)
         with pytest.raises(ConfigError, match=expected):
@@ -214,6 +217,31 @@ def test_build_config_rejects_unknown_and_mistyped_settings(tmp_path: Path) -> N
     assert "generator_minutes: expected a float" in str(info.value)
     repo_config = Path(__file__).resolve().parents[2] / "corpus" / "build.toml"
     assert load_config(repo_config).max_s == 10.0
+
+
+def test_the_development_tables_are_what_the_scripts_write_from_the_development_corpus(
+    tmp_path: Path,
+) -> None:
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    manifest = root.parent / "shared" / "corpus" / "manifest.csv"
+    if not manifest.is_file():
+        pytest.skip("the development corpus is not on this machine")
+    for name, table in (
+        ("development_files", "development-files.csv"),
+        ("development_speakers", "development-speakers.csv"),
+    ):
+        spec = importlib.util.spec_from_file_location(name, root / "scripts" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.main(manifest, tmp_path / table)
+        assert (tmp_path / table).read_text() == (root / "corpus" / table).read_text(), table
+    config = tmp_path / "build.toml"
+    config.write_text(f'[development]\nfiles = "{root / "corpus" / "development-files.csv"}"\n')
+    split = load_config(config).development_split()
+    assert len(split) > 1000 and sum(s == "dev" for s in split.values()) > 100
 
 
 def test_the_committed_lock_file_has_nothing_reserved() -> None:

@@ -1,9 +1,10 @@
 """``spoofwatch corpus build``: cards and origins in; clips, manifest, lock file and datasheet out.
 
 Steps: refuse reserved origins; for each selected file of each card, find its rule, refuse
-reserved speakers and files, skip LFS pointers, absent, undecodable, too short and silent files,
-decode (cached by SHA-1) and cut into pieces; then remove exact and near duplicates across all
-cards, refuse near copies of reserved clips, apply the caps, assign splits, and write.
+reserved speakers and files, leave out files the development corpus holds, skip LFS pointers,
+absent, undecodable, too short and silent files, decode (cached by SHA-1) and cut into pieces;
+then remove exact and near duplicates across all cards, refuse near copies of reserved clips,
+apply the caps, assign splits, and write.
 """
 
 from __future__ import annotations
@@ -165,6 +166,7 @@ class _CardPass:
     ) -> None:
         self.card, self.options, self.seen, self.log = card, options, seen, log
         self.config = options.config
+        self.development = options.config.development_split()
         self.decoder = decoder
         self.pieces: list[Piece] = []
         self.skips: list[Skip] = []
@@ -224,6 +226,17 @@ class _CardPass:
         refusal = self.options.reserved.file_refusal(sha1)
         if refusal:
             self.skip(path, reserved_reason(refusal), refusal)
+            return None
+        split = self.development.get(sha1)
+        if split is not None:
+            why = (
+                "kept out so that its dev split stays unseen"
+                if split == "dev"
+                else "it is trained alongside, and one copy is enough"
+            )
+            self.skip(
+                path, f"in the development corpus ({split})", f"the development corpus holds this file: {why}"
+            )
             return None
         if sha1 in self.seen:
             self.skip(path, "exact duplicate (same file)", f"of {self.seen[sha1]}")

@@ -1,5 +1,6 @@
 """The build settings (``corpus/build.toml``): seed, clip lengths, caps, dev share, thresholds,
-and which speakers' splits are fixed by another corpus trained alongside."""
+which speakers' splits are fixed by another corpus trained alongside, and which files that
+corpus already holds."""
 
 from __future__ import annotations
 
@@ -37,12 +38,19 @@ class BuildConfig:
     # names (whole keys or key prefixes) for one set of people (LibriTTS is cut from LibriSpeech).
     follow_splits: tuple[tuple[str, str], ...] = ()
     speaker_aliases: tuple[tuple[str, ...], ...] = ()
+    # Files (SHA-1 of the original, split) the development corpus trained alongside holds.
+    development_files: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
+        counted = ("follow_splits", "development_files")
         return ", ".join(
-            f"{f.name}={len(self.follow_splits) if f.name == 'follow_splits' else getattr(self, f.name)}"
+            f"{f.name}={len(getattr(self, f.name)) if f.name in counted else getattr(self, f.name)}"
             for f in fields(self)
         )
+
+    def development_split(self) -> dict[str, str]:
+        """SHA-1 of an original file → the development corpus's split holding it."""
+        return dict(self.development_files)
 
 
 def load_config(path: Path | None) -> BuildConfig:
@@ -56,6 +64,7 @@ def load_config(path: Path | None) -> BuildConfig:
     values: dict[str, Any] = {}
     problems: list[str] = []
     splits: dict[str, Any] = {}
+    development: dict[str, Any] = {}
     for key, value in data.items():
         if key in _TABLES and isinstance(value, dict):
             for sub, sub_value in value.items():
@@ -67,8 +76,10 @@ def load_config(path: Path | None) -> BuildConfig:
             values[key] = value
         elif key == "splits" and isinstance(value, dict):
             splits.update(value)
+        elif key == "development" and isinstance(value, dict):
+            development.update(value)
         else:
-            tables = "], [".join([*_TABLES, "splits"])
+            tables = "], [".join([*_TABLES, "splits", "development"])
             problems.append(f"{path}: {key}: unknown setting; expected seed, dev_share or [{tables}]")
     defaults = BuildConfig()
     for name, value in values.items():
@@ -84,6 +95,7 @@ def load_config(path: Path | None) -> BuildConfig:
         k: (float(v) if isinstance(getattr(defaults, k), float) else v) for k, v in values.items()
     }
     typed.update(_split_settings(path, splits))
+    typed.update(_development_settings(path, development))
     config = BuildConfig(**typed)
     if not problems:
         if not 0.0 <= config.dev_share < 1.0:
@@ -97,6 +109,39 @@ def load_config(path: Path | None) -> BuildConfig:
     if problems:
         raise CardError("\n".join(problems))
     return config
+
+
+def _read_table(path: Path, setting: str, name: Any) -> list[dict[str, str]]:
+    """The rows of the CSV beside build.toml that ``setting`` names."""
+    if not isinstance(name, str):
+        raise CardError(f"{path}: {setting}: expected a CSV file name, found {name!r}")
+    table = path.parent / name
+    try:
+        with table.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except OSError as exc:
+        raise CardError(f"{path}: {setting}: expected a readable CSV, found {exc}") from exc
+
+
+def _development_settings(path: Path, development: dict[str, Any]) -> dict[str, Any]:
+    """``[development]``: ``files`` (a CSV of ``sha1_orig,split`` beside build.toml): the
+    original files the development corpus holds, which this build leaves out."""
+    unknown = sorted(set(development) - {"files"})
+    if unknown:
+        raise CardError(f"{path}: development.{unknown[0]}: unknown setting; expected files")
+    if "files" not in development:
+        return {}
+    rows = _read_table(path, "development.files", development["files"])
+    pairs: list[tuple[str, str]] = []
+    for n, row in enumerate(rows, start=2):
+        sha1, split = (row.get("sha1_orig") or "").strip().lower(), (row.get("split") or "").strip()
+        if len(sha1) != 40 or any(c not in "0123456789abcdef" for c in sha1) or split not in ("train", "dev"):
+            raise CardError(
+                f"{path.parent / development['files']}:{n}: expected columns sha1_orig (40 hex digits) "
+                f"and split (train or dev), found {dict(row)!r}"
+            )
+        pairs.append((sha1, split))
+    return {"development_files": tuple(pairs)}
 
 
 def _split_settings(path: Path, splits: dict[str, Any]) -> dict[str, Any]:
@@ -115,14 +160,8 @@ def _split_settings(path: Path, splits: dict[str, Any]) -> dict[str, Any]:
     follow = splits.get("follow")
     if follow is None:
         return out
-    if not isinstance(follow, str):
-        raise CardError(f"{path}: splits.follow: expected a CSV file name, found {follow!r}")
+    rows = _read_table(path, "splits.follow", follow)
     table = path.parent / follow
-    try:
-        with table.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise CardError(f"{path}: splits.follow: expected a readable CSV, found {exc}") from exc
     pairs: list[tuple[str, str]] = []
     for n, row in enumerate(rows, start=2):
         speaker, split = (row.get("speaker") or "").strip(), (row.get("split") or "").strip()
