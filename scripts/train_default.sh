@@ -16,8 +16,8 @@
 # $COPIES (about 30 s); without a C compiler this script stops, since the shipped card
 # cannot be reproduced without them. COPIES=DIR uses copies already made in DIR;
 # COPIES=none trains without them. Embeddings are cached: a re-run takes about 6 minutes
-# for default (36,000 clips; the first run extracts for about 75 minutes on 2 cores), a
-# minute for resynth.
+# for default (36,000 clips; the first run extracts for about 75 minutes on 2 cores with
+# AVX-512, about five hours on 2 cores with AVX2 only: docs/benchmarks.md), a minute for resynth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECIPE=default
