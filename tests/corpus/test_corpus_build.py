@@ -523,7 +523,8 @@ def test_files_the_development_corpus_holds_are_left_out_naming_its_split(tmp_pa
     )
     config = tmp_path / "build.toml"
     config.write_text('[development]\nfiles = "dev-files.csv"\n')
-    rows = [f"{sha1(files['p0.wav'])},dev", f"{sha1(files['p1.wav']).upper()},train", f"{'0' * 40},dev"]
+    p0, p1 = sha1(files["p0.wav"]), sha1(files["p1.wav"])
+    rows = [f"{p0},dev", f"{p1.upper()},train", f"{'0' * 40},dev", f"{p0},train"]  # dev wins over train
     (tmp_path / "dev-files.csv").write_text("sha1_orig,split\n" + "\n".join(rows) + "\n")
     out, cache = tmp_path / "out", str(tmp_path / "cache")
     buffer = io.StringIO()

@@ -49,8 +49,12 @@ class BuildConfig:
         )
 
     def development_split(self) -> dict[str, str]:
-        """SHA-1 of an original file → the development corpus's split holding it."""
-        return dict(self.development_files)
+        """SHA-1 of an original file → the development corpus's split holding it (dev where the
+        table names both)."""
+        split_of: dict[str, str] = {}
+        for sha1, split in self.development_files:
+            split_of[sha1] = "dev" if "dev" in (split, split_of.get(sha1)) else split
+        return split_of
 
 
 def load_config(path: Path | None) -> BuildConfig:
